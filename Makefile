@@ -1,0 +1,36 @@
+# Every target installs what is missing first, so `make run` / `make test` work on a fresh machine.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+# CPU build from the local wheel cache; bring your own CUDA/MPS torch with `make install TORCH_SPEC=torch`.
+TORCH_SPEC ?= torch==2.13.0
+STAMP   := $(VENV)/.installed
+
+.PHONY: install run test smoke lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test,lint]"
+	touch $(STAMP)
+
+run: install
+	$(BIN)/nlpexp
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+smoke: install
+	HF_HUB_OFFLINE=1 $(BIN)/nlpexp -m +smoke=true task=finsent model=minilm,doc2vec,bert,finbert
+
+lint: install
+	$(BIN)/ruff check nlpexp tests bench
+
+bench: install
+	$(BIN)/python bench/finsent_throughput.py
+
+clean:
+	rm -rf $(VENV) outputs multirun

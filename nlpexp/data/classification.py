@@ -1,0 +1,88 @@
+"""Labelled texts for classification tasks: embedded sample, local file or hub dataset -> train/validation/test."""
+from pathlib import Path
+
+import pandas as pd
+
+from nlpexp.data.readers import read_labelled_file, resource_path
+from nlpexp.errors import UserError
+
+SPLITS = ("train", "validation", "test")
+
+
+def encode_labels(frame: pd.DataFrame, labels: list[str], origin: str) -> pd.DataFrame:
+    """Map label names (or integer ids) to ids; an unknown label names its file line."""
+    index = {name: i for i, name in enumerate(labels)}
+    ids = []
+    for value, line in zip(frame["label"], frame["line"]):
+        key = str(value).strip()
+        if key in index:
+            ids.append(index[key])
+        elif key.lower() in index:
+            ids.append(index[key.lower()])
+        elif key.isdigit() and int(key) < len(labels):
+            ids.append(int(key))
+        else:
+            raise UserError(f"{origin} line {line}: unknown label {key!r} (expected one of {', '.join(labels)})")
+    return frame.assign(label=ids)
+
+
+def stratified_split(frame: pd.DataFrame, fractions, seed: int) -> dict[str, pd.DataFrame]:
+    from sklearn.model_selection import train_test_split
+
+    train_f, val_f, test_f = fractions
+    try:
+        rest, test = train_test_split(frame, test_size=test_f, stratify=frame["label"], random_state=seed)
+        train, val = train_test_split(rest, test_size=val_f / (train_f + val_f), stratify=rest["label"],
+                                      random_state=seed)
+    except ValueError as err:
+        raise UserError(f"cannot split {len(frame)} rows {train_f}/{val_f}/{test_f} stratified: {err}") from None
+    return {"train": train, "validation": val, "test": test}
+
+
+def load_hub(hub_id: str, labels: list[str]) -> dict[str, pd.DataFrame]:
+    from datasets import load_dataset
+
+    try:
+        ds = load_dataset(hub_id)
+    except Exception as err:  # network errors come through httpx / OSError / ConnectionError
+        raise UserError(
+            f"cannot load dataset '{hub_id}' from the Hugging Face hub ({type(err).__name__}); "
+            "pass a local file instead: data.path=/path/to/Sentences_50Agree.txt (or .csv/.tsv/.jsonl), "
+            "or use the embedded sample: data.source=embedded") from None
+    out = {}
+    for split in SPLITS:
+        if split not in ds:
+            continue
+        part = ds[split]
+        text_col = next(c for c in part.column_names if c in ("sentence", "text"))
+        names = getattr(part.features["label"], "names", None)
+        gold = [names[i] if names else i for i in part["label"]]
+        out[split] = pd.DataFrame({"text": part[text_col], "label": gold, "line": range(1, len(part) + 1)})
+    return out
+
+
+def load_splits(data, labels: list[str], seed: int) -> dict[str, pd.DataFrame]:
+    """Returns train/validation/test DataFrames with columns text, label (id), line."""
+    if data.get("path"):
+        origin = str(Path(str(data.path)).expanduser())
+        frames = {"all": read_labelled_file(data.path, data.format, data.text_column, data.label_column)}
+    elif data.source == "hub":
+        origin = data.hub_id
+        frames = load_hub(data.hub_id, labels)
+    else:
+        origin = f"embedded sample {data.embedded}"
+        frames = {"all": read_labelled_file(resource_path(data.embedded), "auto",
+                                            data.text_column, data.label_column)}
+    frames = {name: encode_labels(frame, labels, origin) for name, frame in frames.items()}
+    if "all" in frames:
+        frames = stratified_split(frames["all"], list(data.split), seed)
+    elif "test" not in frames or "validation" not in frames:
+        raise UserError(f"{origin}: needs train, validation and test splits (has {', '.join(frames)})")
+    caps = {"train": data.get("max_train_samples"), "validation": data.get("max_eval_samples"),
+            "test": data.get("max_eval_samples")}
+    for split in SPLITS:
+        frame = frames[split].sample(frac=1.0, random_state=seed) if caps[split] else frames[split]
+        frames[split] = frame.head(caps[split]).reset_index(drop=True) if caps[split] else frame.reset_index(drop=True)
+        if frames[split].empty:
+            raise UserError(f"{origin}: the {split} split is empty")
+    return frames

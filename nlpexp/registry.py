@@ -1,0 +1,52 @@
+"""Which runner serves a task, which builder serves a model, and which pairs go together.
+
+A registry, not a framework: plain dicts that name modules, imported only when used.
+"""
+import importlib
+
+from nlpexp.errors import UserError
+
+# task name -> runner module under nlpexp/tasks/
+TASKS = {
+    "finsent": "classify",
+}
+
+# model name -> builder module under nlpexp/models/
+MODELS = {
+    "finbert": "hf",
+    "bert": "hf",
+    "minilm": "hf",
+    "doc2vec": "doc2vec",
+}
+
+# the task x model matrix: every listed pair must run (offline in smoke form)
+SUPPORTED = {
+    "finsent": ("minilm", "finbert", "bert", "doc2vec"),
+}
+
+MODES = {
+    "classify": ("train", "eval", "predict"),
+}
+
+
+def check(task: str, model: str, mode: str = "train") -> None:
+    if task not in TASKS:
+        raise UserError(f"unknown task '{task}'; available tasks: {', '.join(sorted(TASKS))}")
+    if model not in MODELS:
+        raise UserError(f"unknown model '{model}'; available models: {', '.join(sorted(MODELS))}")
+    if model not in SUPPORTED[task]:
+        raise UserError(
+            f"model '{model}' does not support task '{task}'; "
+            f"supported models for {task}: {', '.join(SUPPORTED[task])}"
+        )
+    modes = MODES[TASKS[task]]
+    if mode not in modes:
+        raise UserError(f"mode '{mode}' is not available for task '{task}'; use one of: {', '.join(modes)}")
+
+
+def runner(task: str):
+    return importlib.import_module(f"nlpexp.tasks.{TASKS[task]}")
+
+
+def builder(model: str):
+    return importlib.import_module(f"nlpexp.models.{MODELS[model]}")

@@ -1,0 +1,118 @@
+"""Text classification recipe (finsent; later emotion, Chinese sentiment, CLUE).
+
+train:   data -> fit (best epoch by validation) -> score validation and test -> outputs
+eval:    a saved run's best checkpoint on a split or a file
+predict: a saved run's best checkpoint on text="..." or input=<file>
+Outputs: checkpoints/best, history.csv, predictions.csv, confusion_matrix.png, history.png, report.json.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+from nlpexp import registry
+from nlpexp.data.classification import encode_labels, load_splits
+from nlpexp.data.readers import read_labelled_file
+from nlpexp.errors import UserError
+from nlpexp.metrics import classification_metrics, plot_confusion, plot_history
+
+
+def run(cfg, run_dir: Path, device: str):
+    return {"train": train, "eval": evaluate, "predict": predict}[cfg.mode](cfg, run_dir, device)
+
+
+def score(clf, frame: pd.DataFrame, labels, prefix: str, run_dir: Path):
+    """Metrics for one split, plus its predictions CSV and confusion matrix."""
+    proba = clf.predict_proba(frame["text"])
+    headline, report = classification_metrics(frame["label"], proba, labels)
+    pred = proba.argmax(axis=1)
+    table = pd.DataFrame({"text": frame["text"], "gold": [labels[i] for i in frame["label"]],
+                          "predicted": [labels[i] for i in pred]})
+    for j, name in enumerate(labels):
+        table[f"p_{name}"] = proba[:, j].round(6)
+    table.to_csv(run_dir / f"predictions_{prefix}.csv" if prefix != "test" else run_dir / "predictions.csv",
+                 index=False)
+    plot_confusion(frame["label"], pred, labels, run_dir / f"confusion_matrix{'' if prefix == 'test' else '_' + prefix}.png",
+                   title=f"{prefix} accuracy {headline['accuracy']:.3f}")
+    return {f"{prefix}_{k}": round(v, 6) for k, v in headline.items()}, report
+
+
+def train(cfg, run_dir: Path, device: str):
+    labels = list(cfg.task.labels)
+    splits = load_splits(cfg.data, labels, cfg.seed)
+    print(f"data: train {len(splits['train'])}, validation {len(splits['validation'])}, test {len(splits['test'])}")
+    clf, history, info = registry.builder(cfg.model.name).fit(cfg, labels, splits, run_dir, device)
+    metrics, reports = {}, {}
+    for split, prefix in (("validation", "val"), ("test", "test")):
+        headline, reports[prefix] = score(clf, splits[split], labels, prefix, run_dir)
+        metrics.update(headline)
+    if not history:
+        history = [{"epoch": 1, **{k: v for k, v in metrics.items() if k.startswith("val_")}}]
+    pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
+    plot_history(history, run_dir / "history.png")
+    (run_dir / "report.json").write_text(json.dumps(reports, indent=2))
+    return {"metrics": metrics, "per_class": reports["test"], "objective": f"val_{cfg.trainer.best_metric}",
+            "samples": {k: len(v) for k, v in splits.items()}, **info}
+
+
+def load_run(cfg, device: str):
+    """The saved run's config and its best model."""
+    ckpt = Path(str(cfg.ckpt)).expanduser()
+    saved = OmegaConf.load(ckpt / ".hydra" / "config.yaml")
+    best = ckpt / "checkpoints" / "best"
+    if not best.exists():
+        raise UserError(f"{ckpt} has no checkpoints/best (did that run finish?)")
+    builder = registry.builder(saved.model.name)
+    clf = builder.load(best, device, saved.trainer.max_length) if saved.model.family == "hf_encoder" \
+        else builder.load(best, saved.model)
+    return saved, clf
+
+
+def evaluate(cfg, run_dir: Path, device: str):
+    saved, clf = load_run(cfg, device)
+    labels = list(saved.task.labels)
+    data = OmegaConf.merge(saved.data, {k: v for k, v in cfg.data.items() if v != saved.data.get(k)})
+    if cfg.data.get("path") and data.get("path") == cfg.data.path:  # a whole file to score, no split
+        frame = read_labelled_file(data.path, data.format, data.text_column, data.label_column)
+        frame, split = encode_labels(frame, labels, str(data.path)), "file"
+    else:
+        split = data.eval_split
+        frame = load_splits(data, labels, saved.seed)[split]
+    metrics, report = score(clf, frame, labels, "test" if split == "file" else split, run_dir)
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2))
+    return {"metrics": metrics, "per_class": report, "evaluated": {"ckpt": str(cfg.ckpt), "split": split}}
+
+
+def predict(cfg, run_dir: Path, device: str):
+    saved, clf = load_run(cfg, device)
+    labels = list(saved.task.labels)
+    if cfg.get("text"):
+        proba = clf.predict_proba([str(cfg.text)])[0]
+        print(f"{labels[int(np.argmax(proba))]}  " + "  ".join(f"{n}={p:.3f}" for n, p in zip(labels, proba)))
+        return None
+    source = Path(str(cfg.input)).expanduser()
+    lines = _texts(source)
+    proba = clf.predict_proba(lines)
+    table = pd.DataFrame({"text": lines, "predicted": [labels[i] for i in proba.argmax(axis=1)]})
+    for j, name in enumerate(labels):
+        table[f"p_{name}"] = proba[:, j].round(6)
+    out = Path(str(cfg.output)) if cfg.get("output") else run_dir / "predictions.csv"
+    table.to_csv(out, index=False)
+    print(f"{len(table)} predictions written to {out}")
+    return None
+
+
+def _texts(source: Path) -> list[str]:
+    """Texts to classify: a .txt file (one per line) or a csv/tsv/jsonl with a text column."""
+    from nlpexp.data.readers import TEXT_COLUMNS, decode_bytes, detect_format
+
+    if source.suffix.lower() == ".txt":
+        return [line.strip() for line in decode_bytes(source.read_bytes()).splitlines() if line.strip()]
+    fmt = detect_format(source)
+    frame = pd.read_json(source, lines=True) if fmt == "jsonl" else pd.read_csv(source, sep="\t" if fmt == "tsv" else ",")
+    column = next((c for c in TEXT_COLUMNS if c in frame.columns), None)
+    if column is None:
+        raise UserError(f"{source}: no text column (columns: {', '.join(map(str, frame.columns))})")
+    return [str(t) for t in frame[column]]

@@ -1,0 +1,68 @@
+"""Config checks that need no heavy import: run before any run folder exists."""
+import math
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from nlpexp import registry
+from nlpexp.errors import UserError
+
+
+def _positive(errors, cfg, key, integer=False, allow_zero=False):
+    value = cfg
+    for part in key.split("."):
+        value = value.get(part) if value is not None else None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    if ok and integer:
+        ok = float(value).is_integer()
+    if ok:
+        ok = value >= 0 if allow_zero else value > 0
+    if not ok:
+        need = "an integer" if integer else "a number"
+        need += " >= 0" if allow_zero else " > 0"
+        errors.append(f"{key} must be {need} (got {value!r})")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise one UserError listing every problem found."""
+    registry.check(cfg.task.name, cfg.model.name, cfg.mode)
+    errors: list[str] = []
+    if cfg.mode == "train":
+        _positive(errors, cfg, "trainer.lr")
+        _positive(errors, cfg, "trainer.epochs", integer=True)
+        _positive(errors, cfg, "trainer.batch_size", integer=True)
+        _positive(errors, cfg, "trainer.grad_accum", integer=True)
+        _positive(errors, cfg, "trainer.weight_decay", allow_zero=True)
+        warm = cfg.trainer.warmup_ratio
+        if not isinstance(warm, (int, float)) or not 0 <= warm < 1:
+            errors.append(f"trainer.warmup_ratio must be in [0, 1) (got {warm!r})")
+        if cfg.model.family == "doc2vec":
+            for key in ("vector_size", "window", "epochs", "min_count", "C"):
+                _positive(errors, cfg, f"model.{key}", integer=key != "C")
+    data = cfg.get("data")
+    if data is not None:
+        if data.get("path"):
+            path = Path(str(data.path)).expanduser()
+            if not path.exists():
+                errors.append(f"data file not found: {path}")
+        if data.source not in ("embedded", "hub", "file"):
+            errors.append(f"data.source must be embedded, hub or file (got {data.source!r})")
+        if data.source == "file" and not data.get("path"):
+            errors.append("data.source=file needs data.path=<file>")
+        split = list(data.get("split") or [])
+        if len(split) != 3 or any(not isinstance(f, (int, float)) or f <= 0 for f in split) \
+                or abs(sum(split) - 1) > 1e-6:
+            errors.append(f"data.split must be three fractions > 0 summing to 1 (got {split})")
+    if cfg.mode in ("eval", "predict"):
+        if not cfg.get("ckpt"):
+            errors.append(f"mode={cfg.mode} needs ckpt=<run folder>")
+        elif not (Path(str(cfg.ckpt)).expanduser() / ".hydra" / "config.yaml").exists():
+            errors.append(f"ckpt={cfg.ckpt} is not a run folder (no .hydra/config.yaml inside)")
+        if cfg.mode == "predict" and not (cfg.get("text") or cfg.get("input")):
+            errors.append('mode=predict needs text="..." or input=<file>')
+        if cfg.get("input") and not Path(str(cfg.input)).expanduser().exists():
+            errors.append(f"input file not found: {cfg.input}")
+    if cfg.device.name not in ("auto", "cpu", "cuda", "mps"):
+        errors.append(f"device must be auto, cpu, cuda or mps (got {cfg.device.name!r})")
+    if errors:
+        raise UserError("; ".join(errors))
