@@ -53,6 +53,8 @@ def run_job(cfg: DictConfig):
     try:
         if cfg.get("smoke"):
             cfg = runtime.apply_smoke(cfg, list(hc.overrides.task))
+            if (run_dir / ".hydra").is_dir():  # the saved config is the one that ran
+                OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
         check_config(cfg)
         if _needs_hub(cfg):
             runtime.settle_hub_mode()

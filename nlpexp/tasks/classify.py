@@ -73,7 +73,9 @@ def load_run(cfg, device: str):
 def evaluate(cfg, run_dir: Path, device: str):
     saved, clf = load_run(cfg, device)
     labels = list(saved.task.labels)
-    data = OmegaConf.merge(saved.data, {k: v for k, v in cfg.data.items() if v != saved.data.get(k)})
+    data = saved.data.copy()
+    for key in user_data_keys():  # data.* given on this command line win over the saved run's
+        data[key] = cfg.data[key]
     if cfg.data.get("path") and data.get("path") == cfg.data.path:  # a whole file to score, no split
         frame = read_labelled_file(data.path, data.format, data.text_column, data.label_column)
         frame, split = encode_labels(frame, labels, str(data.path)), "file"
@@ -83,6 +85,13 @@ def evaluate(cfg, run_dir: Path, device: str):
     metrics, report = score(clf, frame, labels, "test" if split == "file" else split, run_dir)
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
     return {"metrics": metrics, "per_class": report, "evaluated": {"ckpt": str(cfg.ckpt), "split": split}}
+
+
+def user_data_keys() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    keys = [o.lstrip("+~").split("=", 1)[0] for o in HydraConfig.get().overrides.task]
+    return [k.split(".", 1)[1] for k in keys if k.startswith("data.")]
 
 
 def predict(cfg, run_dir: Path, device: str):

