@@ -49,6 +49,7 @@ def run_job(cfg: DictConfig):
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    fresh = _is_fresh(run_dir)
     started = time.time()
     try:
         if cfg.get("smoke"):
@@ -66,7 +67,7 @@ def run_job(cfg: DictConfig):
             _write_json(run_dir / "metrics.json", {"status": "failed", "error": str(err)})
             print(f"nlpexp: error: {err}", file=sys.stderr)
             return None
-        if cfg.mode == "train":
+        if fresh:
             shutil.rmtree(run_dir, ignore_errors=True)
         fail(str(err))
     except BaseException as err:
@@ -93,6 +94,11 @@ def run_job(cfg: DictConfig):
     print_summary(summary)
     objective = result["metrics"].get(result.get("objective", ""))
     return objective
+
+
+def _is_fresh(run_dir: Path) -> bool:
+    """True when the folder holds nothing but what Hydra just made (safe to remove on bad input)."""
+    return all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()) if run_dir.is_dir() else True
 
 
 def _write_json(path: Path, obj) -> None:
@@ -136,7 +142,8 @@ def preflight(overrides: list[str]) -> None:
         with initialize_config_module(CONF_MODULE, version_base="1.3"):
             cfg = compose("config", overrides=user)
     except Exception as err:  # composition errors from Hydra/OmegaConf: first line is the message
-        raise UserError(" ".join(line.strip() for line in str(err).strip().splitlines() if line.strip())[:400]) from None
+        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+        raise UserError(" ".join(lines)[:400]) from None
     finally:
         GlobalHydra.instance().clear()
     if cfg.get("smoke"):
@@ -160,7 +167,7 @@ def main() -> None:
     hydra_flags = {"-m", "--multirun", "--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c",
                    "--shell-completion", "-sc", "--version", "--config-dir", "-cd", "--config-name", "-cn",
                    "--config-path", "-cp", "--package", "-p", "--resolve", "--run", "-r"}
-    if not any(a.split("=")[0] in hydra_flags for a in args) and "mode: MULTIRUN" not in " ".join(args):
+    if not any(a.split("=")[0] in hydra_flags for a in args):
         try:
             preflight([a for a in args if not a.startswith("-")])
         except UserError as err:

@@ -111,8 +111,10 @@ def apply_smoke(cfg, overrides: list[str]):
     """cfg with conf/smoke.yaml applied: only keys the config has, never keys the user set on the command line."""
     from omegaconf import OmegaConf, open_dict
 
-    user_keys = {item.lstrip("+~").split("=", 1)[0] for item in overrides}
-    overlay = OmegaConf.to_container(OmegaConf.load(Path(__file__).parent / "conf" / "smoke.yaml"))
+    conf = Path(__file__).parent / "conf"
+    groups = {p.name for p in conf.iterdir() if p.is_dir()}  # `model=bert` picks a file, it sets no value
+    user_keys = {item.lstrip("+~").split("=", 1)[0] for item in overrides} - groups
+    overlay = OmegaConf.to_container(OmegaConf.load(conf / "smoke.yaml"))
     cfg = cfg.copy()
 
     def walk(node: dict, prefix: str):

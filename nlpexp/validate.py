@@ -36,6 +36,8 @@ def check_config(cfg: DictConfig) -> None:
         warm = cfg.trainer.warmup_ratio
         if not isinstance(warm, (int, float)) or not 0 <= warm < 1:
             errors.append(f"trainer.warmup_ratio must be in [0, 1) (got {warm!r})")
+        if cfg.model.get("head_init", "random") not in ("random", "probe"):
+            errors.append(f"model.head_init must be random or probe (got {cfg.model.head_init!r})")
         if cfg.model.family == "doc2vec":
             for key in ("vector_size", "window", "epochs", "min_count", "C"):
                 _positive(errors, cfg, f"model.{key}", integer=key != "C")

@@ -89,3 +89,15 @@ def test_unreachable_hub_model_says_how_to_build_offline(nlpexp, tmp_path):
     assert res.code == 2
     assert "ProsusAI/finbert" in res.err and "model.pretrained=null" in res.err
     assert no_complete_run(tmp_path)
+
+
+def test_bad_input_never_removes_a_folder_it_did_not_make(nlpexp, tmp_path):
+    mine = tmp_path / "my_results"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    data = tmp_path / "bad.txt"
+    data.write_text("no separator\n")
+    res = nlpexp("+smoke=true", "model=doc2vec", f"data.path={data}", f"hydra.run.dir={mine}")
+    assert res.code == 2
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert not (mine / "metrics.json").exists()

@@ -75,3 +75,42 @@ def test_doc2vec_saves_gensim_native_model(nlpexp, tmp_path):
     assert Doc2Vec.load(str(best / "doc2vec.model")).vector_size == 100
     res = nlpexp("mode=eval", f"ckpt={tmp_path}/run")
     assert res.code == 0
+
+
+def test_finbert_vs_doc2vec_experiment_writes_one_comparison(nlpexp, tmp_path):
+    res = nlpexp("+experiment=finbert_vs_doc2vec", "+smoke=true", f"hydra.sweep.dir={tmp_path}/sweep")
+    assert res.code == 0, res.err[-3000:]
+    table = pd.read_csv(tmp_path / "sweep" / "comparison.csv")
+    assert list(table["model"]) == ["finbert", "doc2vec", "finbert - doc2vec"]
+    diff = table.iloc[2]["test_accuracy"]
+    assert abs(diff - (table.iloc[0]["test_accuracy"] - table.iloc[1]["test_accuracy"])) < 1e-9
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/metrics.json")]
+    assert sorted(r["model"] for r in runs) == ["doc2vec", "finbert"]
+    assert (tmp_path / "sweep" / "comparison.md").read_text().count("|") > 10
+
+
+def test_probe_initialised_head_predicts_like_the_linear_probe():
+    import torch
+    from omegaconf import OmegaConf
+    from sklearn.linear_model import LogisticRegression
+
+    from nlpexp.models.hf import build, init_head_from_probe
+
+    texts = [f"sales {w} sharply in quarter {i}" for i in range(20) for w in ("rose", "fell", "were flat")]
+    gold = [i % 3 for i in range(60)]
+    small = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
+             "vocab_size": 200}
+    tok, model = build(OmegaConf.create({"pretrained": None, "small": small}), ["neg", "neu", "pos"], texts, 32)
+    init_head_from_probe(model, tok, texts, gold, 32, seed=0)
+    model.eval()
+    enc = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        pooled = model.bert(**enc).pooler_output.numpy()
+        logits = model(**enc).logits.numpy()
+    probe = LogisticRegression(max_iter=2000, C=1.0, random_state=0).fit(pooled, gold)
+    assert abs(logits - probe.decision_function(pooled)).max() < 1e-4
+
+
+def test_head_init_is_validated(nlpexp):
+    bad = nlpexp("+smoke=true", "model=bert", "model.head_init=zeros")
+    assert bad.code == 2 and "model.head_init must be random or probe" in bad.err

@@ -22,7 +22,8 @@ def train_wordpiece(texts, vocab_size: int, lowercase: bool = True):
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(list(texts), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS))
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
+    tok.train_from_iterator(list(texts), trainer)
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
@@ -71,7 +72,8 @@ class Classifier:
     """A trained or loaded model that scores texts."""
 
     def __init__(self, tokenizer, model, device: str, max_length: int):
-        self.tokenizer, self.model, self.device, self.max_length = tokenizer, model.to(device).eval(), device, max_length
+        self.tokenizer, self.device, self.max_length = tokenizer, device, max_length
+        self.model = model.to(device).eval()
 
     def predict_proba(self, texts, batch_size: int = 64) -> np.ndarray:
         import torch
@@ -97,6 +99,35 @@ def load(folder: Path, device: str, max_length: int = 128) -> Classifier:
 
     return Classifier(AutoTokenizer.from_pretrained(folder), AutoModelForSequenceClassification.from_pretrained(folder),
                       device, max_length)
+
+
+def init_head_from_probe(model, tokenizer, texts, gold, max_length: int, seed: int) -> None:
+    """Linear probe, then fine-tune (LP-FT): fit a logistic regression on the frozen encoder's pooled features and
+    start the classifier from it, so early updates do not wreck the pretrained features with a random head."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    base = getattr(model, model.base_model_prefix)
+    features, texts = [], list(texts)
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(texts), 64):
+            enc = tokenizer(texts[start:start + 64], truncation=True, max_length=max_length, padding=True,
+                            return_tensors="pt").to(model.device)
+            features.append(base(**enc).pooler_output.float().cpu())
+    probe = LogisticRegression(max_iter=2000, C=1.0, random_state=seed).fit(torch.cat(features).numpy(), list(gold))
+    weight = torch.zeros_like(model.classifier.weight)
+    bias = torch.full_like(model.classifier.bias, -10.0)
+    classes = torch.as_tensor(probe.classes_)
+    if len(probe.classes_) > 2:
+        weight[classes] = torch.as_tensor(probe.coef_, dtype=weight.dtype)
+        bias[classes] = torch.as_tensor(probe.intercept_, dtype=bias.dtype)
+    else:
+        weight[classes[1]] = torch.as_tensor(probe.coef_[0], dtype=weight.dtype)
+        bias[classes[0]], bias[classes[1]] = 0.0, float(probe.intercept_[0])
+    model.classifier.weight.data.copy_(weight)
+    model.classifier.bias.data.copy_(bias)
+    model.train()
 
 
 def _history(log_history: list[dict]) -> list[dict]:
@@ -126,6 +157,9 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
 
     tr = cfg.trainer
     tokenizer, model = build(cfg.model, labels, splits["train"]["text"], tr.max_length, bool(cfg.get("smoke")))
+    if cfg.model.get("head_init") == "probe":
+        init_head_from_probe(model, tokenizer, splits["train"]["text"], splits["train"]["label"], tr.max_length,
+                             cfg.seed)
 
     def encode(frame):
         ds = Dataset.from_dict({"text": list(frame["text"]), "label": list(frame["label"])})
@@ -141,7 +175,7 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
         output_dir=str(ckpt_dir), num_train_epochs=tr.epochs, max_steps=tr.max_steps,
         per_device_train_batch_size=tr.batch_size, per_device_eval_batch_size=tr.eval_batch_size,
         gradient_accumulation_steps=tr.grad_accum, learning_rate=tr.lr, weight_decay=tr.weight_decay,
-        warmup_steps=tr.warmup_ratio, eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
+        warmup_steps=tr.warmup_ratio, label_smoothing_factor=tr.get("label_smoothing", 0.0), eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
         load_best_model_at_end=True, metric_for_best_model=tr.best_metric, greater_is_better=True,
         save_total_limit=None if tr.keep_checkpoints else 2, seed=cfg.seed, data_seed=cfg.seed,
         use_cpu=device == "cpu", train_sampling_strategy="group_by_length", report_to=[], disable_tqdm=False,

@@ -32,9 +32,9 @@ def score(clf, frame: pd.DataFrame, labels, prefix: str, run_dir: Path):
                           "predicted": [labels[i] for i in pred]})
     for j, name in enumerate(labels):
         table[f"p_{name}"] = proba[:, j].round(6)
-    table.to_csv(run_dir / f"predictions_{prefix}.csv" if prefix != "test" else run_dir / "predictions.csv",
-                 index=False)
-    plot_confusion(frame["label"], pred, labels, run_dir / f"confusion_matrix{'' if prefix == 'test' else '_' + prefix}.png",
+    suffix = "" if prefix == "test" else f"_{prefix}"
+    table.to_csv(run_dir / f"predictions{suffix}.csv", index=False)
+    plot_confusion(frame["label"], pred, labels, run_dir / f"confusion_matrix{suffix}.png",
                    title=f"{prefix} accuracy {headline['accuracy']:.3f}")
     return {f"{prefix}_{k}": round(v, 6) for k, v in headline.items()}, report
 
@@ -120,7 +120,10 @@ def _texts(source: Path) -> list[str]:
     if source.suffix.lower() == ".txt":
         return [line.strip() for line in decode_bytes(source.read_bytes()).splitlines() if line.strip()]
     fmt = detect_format(source)
-    frame = pd.read_json(source, lines=True) if fmt == "jsonl" else pd.read_csv(source, sep="\t" if fmt == "tsv" else ",")
+    if fmt == "jsonl":
+        frame = pd.read_json(source, lines=True)
+    else:
+        frame = pd.read_csv(source, sep="\t" if fmt == "tsv" else ",")
     column = next((c for c in TEXT_COLUMNS if c in frame.columns), None)
     if column is None:
         raise UserError(f"{source}: no text column (columns: {', '.join(map(str, frame.columns))})")
