@@ -1,8 +1,11 @@
 """The single entrypoint: validate, seed, pick the device, dispatch to the task runner, write the run summary."""
 import json
+import os
 import shutil
 import sys
 import time
+import traceback
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -43,37 +46,55 @@ def run_job(cfg: DictConfig):
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from nlpexp import registry, runtime
+    from nlpexp import distributed, registry, runtime
     from nlpexp.validate import check_config
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    main_rank = distributed.is_main_process()  # only rank 0 of a data-parallel run writes the run folder
     started = time.time()
     try:
         if cfg.get("smoke"):
             cfg = runtime.apply_smoke(cfg, list(hc.overrides.task))
-            if (run_dir / ".hydra").is_dir():  # the saved config is the one that ran
+            if (run_dir / ".hydra").is_dir() and main_rank:  # the saved config is the one that ran
                 OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
         check_config(cfg)
+        nproc = int(cfg.get("trainer", {}).get("nproc", 1) or 1)
+        if nproc > 1 and not distributed.is_worker():
+            return _launch_data_parallel(cfg, list(hc.overrides.task), run_dir, nproc, multirun)
         if _needs_hub(cfg):
             runtime.settle_hub_mode()
         device = runtime.resolve_device(cfg.device.name)
+        runtime.limit_threads(hc)
         runtime.seed_everything(cfg.seed)
+        if cfg.get("resume"):
+            cfg = runtime.resume_point(cfg, run_dir)
         result = registry.runner(cfg.task.name).run(cfg, run_dir, device)
     except UserError as err:
+        if not main_rank:
+            raise
         if multirun:  # the sweep goes on; the job is recorded as failed
             _write_json(run_dir / "metrics.json", {"status": "failed", "error": str(err)})
             print(f"nlpexp: error: {err}", file=sys.stderr)
             return None
-        if cfg.mode == "train":
+        if cfg.mode == "train" and not cfg.get("resume"):
             shutil.rmtree(run_dir, ignore_errors=True)
         fail(str(err))
-    except BaseException as err:
-        _write_json(run_dir / "metrics.json", {"status": "failed", "error": repr(err)})
+    except Exception as err:
+        if main_rank:
+            _write_json(run_dir / "metrics.json", {"status": "failed", "error": repr(err)})
+        if multirun:  # a crash in one job is recorded; the rest of the sweep still runs
+            traceback.print_exc()
+            print(f"nlpexp: job {run_dir} failed: {err!r}", file=sys.stderr)
+            return None
+        raise
+    except BaseException as err:  # KeyboardInterrupt, SystemExit: recorded, then stop
+        if main_rank:
+            _write_json(run_dir / "metrics.json", {"status": "failed", "error": repr(err)})
         raise
 
-    if result is None:  # predict mode prints its own answer
+    if result is None or not main_rank:  # predict mode prints its own answer; ranks > 0 write nothing
         return None
     summary = {
         "status": "complete",
@@ -89,10 +110,33 @@ def run_job(cfg: DictConfig):
         "git_commit": runtime.git_commit(),
         "run_dir": str(run_dir),
     }
+    if cfg.get("resume"):
+        summary["resumed_from"] = cfg.get("resume_from")
+    if distributed.world_size() > 1:
+        summary["processes"] = distributed.world_size()
     _write_json(run_dir / "metrics.json", summary)
+    from nlpexp import loggers
+
+    loggers.log_run(cfg, run_dir, summary)
     print_summary(summary)
     objective = result["metrics"].get(result.get("objective", ""))
     return objective
+
+
+def _launch_data_parallel(cfg: DictConfig, overrides: list[str], run_dir: Path, nproc: int, multirun: bool):
+    """This process only starts the workers; rank 0 of them writes metrics.json as any run does."""
+    from nlpexp import distributed
+
+    code = distributed.launch(overrides, run_dir, nproc)
+    path = run_dir / "metrics.json"
+    summary = json.loads(path.read_text()) if path.exists() else {}
+    if code != 0 or summary.get("status") != "complete":
+        if summary.get("status") != "failed" and run_dir.exists():
+            _write_json(path, {"status": "failed", "error": f"data-parallel workers exited with code {code}"})
+        if multirun:
+            return None
+        sys.exit(code or 1)
+    return summary["metrics"].get(summary.get("objective", ""))
 
 
 def _write_json(path: Path, obj) -> None:
@@ -150,13 +194,60 @@ def preflight(overrides: list[str]) -> None:
         resolve_device(cfg.device.name)
 
 
+def resume_args(args: list[str]) -> list[str]:
+    """`resume=<run folder>` (or `resume=true`: this folder, else the newest unfinished run under outputs/)
+    becomes the saved run's own overrides + `hydra.run.dir=<that folder>`, so it continues in place."""
+    import yaml
+
+    from nlpexp.runtime import find_unfinished_run
+
+    value = next(a for a in args if a.startswith("resume="))
+    target = value.split("=", 1)[1].strip("'\"")
+    rest = [a for a in args if a != value]
+    if target.lower() in ("", "null", "none", "false"):
+        return rest
+    if target.lower() in ("true", "1", "yes", "last"):
+        folder = find_unfinished_run(Path.cwd(), rest)
+    else:
+        folder = Path(target).expanduser()
+    folder = folder.resolve()
+    saved = folder / ".hydra" / "overrides.yaml"
+    if not saved.exists():
+        raise UserError(f"resume={target}: {folder} is not a run folder (no .hydra/overrides.yaml inside)")
+    metrics = folder / "metrics.json"
+    if metrics.exists() and json.loads(metrics.read_text()).get("status") == "complete":
+        raise UserError(f"resume={target}: {folder} already finished (metrics.json says complete)")
+    before = [o for o in (yaml.safe_load(saved.read_text()) or []) if not o.lstrip("+~").startswith("resume=")]
+    extra = [a for a in rest if not a.startswith("hydra.run.dir=")]
+    if any(not a.startswith(("hydra", "-")) for a in extra):
+        print(f"nlpexp: warning: resuming with changed settings {extra}: the result may differ", file=sys.stderr)
+    print(f"nlpexp: resuming {folder}", file=sys.stderr)
+    return [*before, *extra, f"resume={folder}", f"hydra.run.dir={folder}"]
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def hydra_main(cfg: DictConfig):
     return run_job(cfg)
 
 
 def main() -> None:
+    # our thin hydra/launcher configs extend the plugins' schemas of the same name (still supported in 1.3)
+    warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema")
     args = sys.argv[1:]
+    from nlpexp import distributed
+
+    if distributed.is_worker():
+        if not any(a.startswith("hydra.run.dir=") for a in args):
+            fail("under torchrun every rank needs the same folder: add hydra.run.dir=<folder> "
+                 "(or use trainer.nproc=N, which does it for you)")
+        if not distributed.is_main_process():  # only rank 0 writes the run folder
+            args += [o for o in distributed.WORKER_OVERRIDES if o not in args]
+    if any(a.startswith("resume=") for a in args):
+        try:
+            args = resume_args(args)
+        except UserError as err:
+            fail(str(err))
+    sys.argv = sys.argv[:1] + args
     hydra_flags = {"-m", "--multirun", "--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c",
                    "--shell-completion", "-sc", "--version", "--config-dir", "-cd", "--config-name", "-cn",
                    "--config-path", "-cp", "--package", "-p", "--resolve", "--run", "-r"}
