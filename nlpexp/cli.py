@@ -28,6 +28,26 @@ if not OmegaConf.has_resolver("nlpexp_run_dir"):
     OmegaConf.register_new_resolver("nlpexp_run_dir", _run_dir, use_cache=True)
 
 
+# config choices served by optional Hydra plugins -> (module, extra that installs it)
+PLUGINS = {
+    "hydra/launcher=joblib": ("hydra_plugins.hydra_joblib_launcher", "launchers"),
+    "hydra/launcher=submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "launchers"),
+    "hydra/launcher=submitit_local": ("hydra_plugins.hydra_submitit_launcher", "launchers"),
+    "hydra/launcher=ray": ("hydra_plugins.hydra_ray_launcher", "ray"),
+    "hparams_search=": ("hydra_plugins.hydra_optuna_sweeper", "sweep"),
+}
+
+
+def check_plugins(args: list[str]) -> None:
+    import importlib.util
+
+    for arg in args:
+        for prefix, (module, extra) in PLUGINS.items():
+            if arg.lstrip("+").startswith(prefix) and importlib.util.find_spec(module) is None:
+                raise UserError(f"{arg} needs the {module.split('.')[1].replace('_', '-')} plugin: "
+                                f"pip install 'nlpexp[{extra}]'")
+
+
 def fail(message: str) -> None:
     print(f"nlpexp: error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -242,11 +262,12 @@ def main() -> None:
                  "(or use trainer.nproc=N, which does it for you)")
         if not distributed.is_main_process():  # only rank 0 writes the run folder
             args += [o for o in distributed.WORKER_OVERRIDES if o not in args]
-    if any(a.startswith("resume=") for a in args):
-        try:
+    try:
+        check_plugins(args)
+        if any(a.startswith("resume=") for a in args):
             args = resume_args(args)
-        except UserError as err:
-            fail(str(err))
+    except UserError as err:
+        fail(str(err))
     sys.argv = sys.argv[:1] + args
     hydra_flags = {"-m", "--multirun", "--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c",
                    "--shell-completion", "-sc", "--version", "--config-dir", "-cd", "--config-name", "-cn",

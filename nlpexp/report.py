@@ -206,7 +206,7 @@ def write_report(root: Path, out: Path | None = None, metrics: list[str] | None 
     table.to_csv(out / "report.csv", index=False)
     parts = [f"# Runs below {root}", "",
              f"{len(table)} runs: " + ", ".join(f"{n} {s}" for s, n in table["status"].value_counts().items()),
-             "", _fmt(table)]
+             "", _fmt(table.drop(columns=["error"]))]
     if summary is not None:
         summary.to_csv(out / "report_seeds.csv", index=False)
         group_keys = [k for k in differing if k != "seed"]
