@@ -137,7 +137,10 @@ def run_job(cfg: DictConfig):
     _write_json(run_dir / "metrics.json", summary)
     from nlpexp import loggers
 
-    loggers.log_run(cfg, run_dir, summary)
+    try:
+        loggers.log_run(cfg, run_dir, summary)
+    except Exception as err:  # the run itself is complete and recorded: a logger failure does not undo it
+        print(f"nlpexp: warning: logger={loggers.name(cfg)} failed: {err!r}", file=sys.stderr)
     print_summary(summary)
     objective = result["metrics"].get(result.get("objective", ""))
     return objective

@@ -81,6 +81,8 @@ def to_mlflow(cfg, run_dir: Path, summary: dict) -> None:
     from mlflow.tracking import MlflowClient
 
     uri = cfg.logger.get("tracking_uri") or (Path.cwd() / "outputs" / "mlruns").as_uri()
+    if uri.startswith("file:"):  # MLflow >= 3.x keeps the file store but asks for this opt-in
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     client = MlflowClient(tracking_uri=uri)
     experiment = cfg.logger.get("experiment") or f"nlpexp-{cfg.task.name}"
     found = client.get_experiment_by_name(experiment)
