@@ -1,6 +1,5 @@
 """The single entrypoint: validate, seed, pick the device, dispatch to the task runner, write the run summary."""
 import json
-import os
 import shutil
 import sys
 import time
@@ -21,7 +20,10 @@ def _run_dir(task: str, model: str, mode: str, ckpt) -> str:
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     if mode in ("eval", "predict") and ckpt:
         return str(Path(str(ckpt)).expanduser() / mode / stamp)
-    return f"outputs/{task}/{model}/{stamp}"
+    path, n = f"outputs/{task}/{model}/{stamp}", 1
+    while Path(path).exists():  # another run started in the same second: never share a folder
+        path, n = f"outputs/{task}/{model}/{stamp}_{n}", n + 1
+    return path
 
 
 if not OmegaConf.has_resolver("nlpexp_run_dir"):
@@ -82,6 +84,7 @@ def run_job(cfg: DictConfig):
         check_config(cfg)
         nproc = int(cfg.get("trainer", {}).get("nproc", 1) or 1)
         if nproc > 1 and not distributed.is_worker():
+            distributed.check_devices(cfg.device.name, nproc)
             return _launch_data_parallel(cfg, list(hc.overrides.task), run_dir, nproc, multirun)
         if _needs_hub(cfg):
             runtime.settle_hub_mode()
@@ -139,7 +142,7 @@ def run_job(cfg: DictConfig):
 
     try:
         loggers.log_run(cfg, run_dir, summary)
-    except Exception as err:  # the run itself is complete and recorded: a logger failure does not undo it
+    except Exception as err:  # noqa: BLE001 -- the run is complete and recorded: a logger failure does not undo it
         print(f"nlpexp: warning: logger={loggers.name(cfg)} failed: {err!r}", file=sys.stderr)
     print_summary(summary)
     objective = result["metrics"].get(result.get("objective", ""))
@@ -267,7 +270,7 @@ def main() -> None:
             args += [o for o in distributed.WORKER_OVERRIDES if o not in args]
     try:
         check_plugins(args)
-        if any(a.startswith("resume=") for a in args):
+        if any(a.startswith("resume=") for a in args) and not distributed.is_worker():  # workers: parent did it
             args = resume_args(args)
     except UserError as err:
         fail(str(err))

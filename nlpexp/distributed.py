@@ -38,8 +38,21 @@ def worker_command(overrides: list[str], run_dir: Path, nproc: int) -> list[str]
             *WORKER_OVERRIDES]
 
 
+def check_devices(device: str, nproc: int) -> None:
+    """On CUDA every process needs its own GPU (NCCL refuses two ranks on one device)."""
+    if device not in ("cuda", "auto"):
+        return
+    import torch
+
+    from nlpexp.errors import UserError
+
+    if torch.cuda.is_available() and nproc > torch.cuda.device_count():
+        raise UserError(f"trainer.nproc={nproc} but only {torch.cuda.device_count()} GPU(s) are visible "
+                        "(use trainer.nproc<=GPUs, or device=cpu for gloo processes)")
+
+
 def launch(overrides: list[str], run_dir: Path, nproc: int) -> int:
     """Run the job as nproc processes; returns their exit code (0 when every rank finished)."""
     cmd = worker_command(overrides, run_dir, nproc)
     print(f"data parallel: {nproc} processes ({' '.join(cmd[1:6])} ...)", flush=True)
-    return subprocess.run(cmd).returncode
+    return subprocess.run(cmd, check=False).returncode

@@ -39,7 +39,7 @@ def _history(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "history.csv"
     if not path.exists():
         return []
-    return [{k: v for k, v in row.items() if v == v} for row in pd.read_csv(path).to_dict("records")]
+    return [{k: v for k, v in row.items() if pd.notna(v)} for row in pd.read_csv(path).to_dict("records")]
 
 
 def _flat_config(cfg) -> dict:

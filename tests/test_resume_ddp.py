@@ -34,7 +34,7 @@ def test_kill_9_mid_epoch_then_resume_equals_the_uninterrupted_run(nlpexp, tmp_p
     killer = tmp_path / "killer.py"
     killer.write_text(KILLER)
     proc = subprocess.run([sys.executable, str(killer), *RUN], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                          timeout=300, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == -9, proc.stderr[-3000:]
     (killed,) = [p.parent for p in (tmp_path / "outputs").rglob(".hydra")]
     assert not (killed / "metrics.json").exists()

@@ -63,7 +63,7 @@ def test_optuna_two_trials_record_the_best(nlpexp, tmp_path):
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert set(best["best_params"]) == {"trainer.lr", "trainer.batch_size", "trainer.epochs", "trainer.weight_decay"}
     assert best["best_value"] == max(r["metrics"]["val_accuracy"] for r in runs.values())
-    for name, run in runs.items():  # each trial ran with the parameters Optuna asked for
+    for name in runs:  # each trial ran with the parameters Optuna asked for
         overrides = yaml.safe_load((sweep / name / ".hydra" / "overrides.yaml").read_text())
         assert any(o.startswith("trainer.lr=") for o in overrides)
     from nlpexp import report
