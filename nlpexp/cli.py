@@ -15,6 +15,10 @@ from nlpexp.errors import UserError
 
 CONF_MODULE = "nlpexp.conf"
 
+# our thin hydra/launcher configs extend the plugins' configs of the same name (Hydra 1.3 warns, and supports
+# it); at import, so that launcher worker processes, which import this module, are quiet too
+warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema")
+
 
 def _run_dir(task: str, model: str, mode: str, ckpt) -> str:
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
@@ -257,8 +261,6 @@ def hydra_main(cfg: DictConfig):
 
 
 def main() -> None:
-    # our thin hydra/launcher configs extend the plugins' schemas of the same name (still supported in 1.3)
-    warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema")
     args = sys.argv[1:]
     from nlpexp import distributed
 

@@ -73,7 +73,7 @@ def runs_table(runs: list[dict], root: Path, metrics: list[str] | None = None) -
     rows = []
     for run, over in zip(runs, given):
         try:
-            name = str(Path(run["run_dir"]).relative_to(root)) or "."
+            name = str(Path(run["run_dir"]).resolve().relative_to(Path(root).resolve())) or "."
         except ValueError:
             name = run["run_dir"]
         row = {"run": name, "status": run.get("status", "incomplete")}
