@@ -37,16 +37,16 @@ def test_joblib_sweep_runs_jobs_in_their_own_folders_and_reports_mean_std(nlpexp
 
 def test_a_crashing_job_is_recorded_and_the_sweep_goes_on(nlpexp, tmp_path):
     sweep = tmp_path / "sweep"
-    # eval_batch_size=0 passes the config checks and crashes inside the Trainer (a ValueError, not a UserError)
-    res = nlpexp("-m", "+smoke=true", "model=bert", "trainer.eval_batch_size=0,16", f"hydra.sweep.dir={sweep}")
+    # class_weight=bogus passes the config checks and crashes in scikit-learn (a ValueError, not a UserError)
+    res = nlpexp("-m", "+smoke=true", "model=doc2vec", "model.class_weight=bogus,null", f"hydra.sweep.dir={sweep}")
     assert res.code == 0, res.err[-3000:]
     runs = runs_of(sweep)
-    assert runs["0"]["status"] == "failed" and "batch_size" in runs["0"]["error"]
+    assert runs["0"]["status"] == "failed" and "class_weight" in runs["0"]["error"]
     assert runs["1"]["status"] == "complete"
 
 
 def test_a_crash_in_a_single_run_still_raises(nlpexp):
-    res = nlpexp("+smoke=true", "model=bert", "trainer.eval_batch_size=0")
+    res = nlpexp("+smoke=true", "model=doc2vec", "model.class_weight=bogus")
     assert res.code != 0
     (run,) = res.run_dirs()
     assert json.loads((run / "metrics.json").read_text())["status"] == "failed"
