@@ -35,6 +35,11 @@ def check_config(cfg: DictConfig) -> None:
         _positive(errors, cfg, "trainer.weight_decay", allow_zero=True)
         if "nproc" in cfg.trainer:
             _positive(errors, cfg, "trainer.nproc", integer=True)
+            module = registry.MODELS.get(cfg.model.name)
+            if isinstance(cfg.trainer.nproc, int) and cfg.trainer.nproc > 1 and module not in registry.DATA_PARALLEL:
+                errors.append(f"trainer.nproc={cfg.trainer.nproc}: model {cfg.model.name} trains in one process "
+                              "(data parallel: " + ", ".join(m for m, f in registry.MODELS.items()
+                                                              if f in registry.DATA_PARALLEL) + ")")
         if "save_steps" in cfg.trainer:
             _positive(errors, cfg, "trainer.save_steps", integer=True, allow_zero=True)
         warm = cfg.trainer.warmup_ratio

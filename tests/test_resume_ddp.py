@@ -75,3 +75,10 @@ def test_two_process_gloo_run_writes_one_run_folder(nlpexp):
     assert len(pd.read_csv(run / "predictions.csv")) == 32
     assert (run / "checkpoints" / "best" / "config.json").exists()
     assert list(res.cwd.rglob("metrics.json")) == [run / "metrics.json"]
+
+
+def test_data_parallel_is_refused_for_single_process_models(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "nlpexp", "model=doc2vec", "trainer.nproc=2"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and "trains in one process" in proc.stderr
+    assert not (tmp_path / "outputs").exists()
