@@ -141,6 +141,38 @@ def save_every(steps: int):
     return SaveEvery()
 
 
+def resumable_trainer(seed: int):
+    """The Trainer with a length-grouped shuffle that depends only on (seed, epoch).
+
+    Stock LengthGroupedSampler draws its permutation from the global torch RNG when the epoch starts; a run
+    resumed mid-epoch starts that epoch in a new process with another RNG state, so the rest of the epoch would
+    see other batches. Seeding the shuffle per epoch gives the resumed run the uninterrupted run's batches (and
+    every data-parallel rank the same permutation)."""
+    import math
+
+    import torch
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class EpochSeededSampler(LengthGroupedSampler):
+        trainer = None
+
+        def __iter__(self):
+            epoch = math.floor((self.trainer.state.epoch or 0) + 1e-6)  # 1.5 when resumed mid-epoch 2 -> 1
+            self.generator = torch.Generator().manual_seed(seed + epoch)
+            return super().__iter__()
+
+    class ResumableTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            sampler = super()._get_train_sampler(train_dataset)
+            if type(sampler) is LengthGroupedSampler:
+                sampler = EpochSeededSampler(sampler.batch_size, lengths=sampler.lengths)
+                sampler.trainer = self
+            return sampler
+
+    return ResumableTrainer
+
+
 def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
     """Fine-tune with the Trainer (dynamic padding, length-grouped batches), keep the best epoch by validation.
 
@@ -149,7 +181,7 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
     import datasets
     import transformers
     from datasets import Dataset
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, TrainingArguments
 
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
@@ -181,10 +213,11 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
         use_cpu=device == "cpu", train_sampling_strategy="group_by_length", report_to=loggers.hf_report_to(cfg, run_dir),
         disable_tqdm=False, dataloader_num_workers=0, save_only_model=False,
         ddp_backend=("nccl" if device == "cuda" else "gloo") if parallel else None)
-    trainer = Trainer(model=model, args=args, train_dataset=encode(splits["train"]),
-                      eval_dataset=encode(splits["validation"]), processing_class=tokenizer,
-                      data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics,
-                      callbacks=[save_every(int(tr.save_steps))] if tr.get("save_steps") else None)
+    trainer_class = resumable_trainer(cfg.seed)
+    trainer = trainer_class(model=model, args=args, train_dataset=encode(splits["train"]),
+                            eval_dataset=encode(splits["validation"]), processing_class=tokenizer,
+                            data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics,
+                            callbacks=[save_every(int(tr.save_steps))] if tr.get("save_steps") else None)
     resume = cfg.get("resume_from")
     out = trainer.train(resume_from_checkpoint=resume)
     trainer.accelerator.wait_for_everyone()  # every rank has loaded the best epoch before rank 0 prunes checkpoints
