@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[test,lint]"
+	$(BIN)/python -m pip install -q -e ".[test,lint,sweep,launchers,loggers]"
 	touch $(STAMP)
 
 run: install
@@ -23,8 +23,9 @@ run: install
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
+# every registered task x its models in smoke form, through the joblib launcher, then nlpexp-report over it
 smoke: install
-	HF_HUB_OFFLINE=1 $(BIN)/nlpexp -m +smoke=true task=finsent model=minilm,doc2vec,bert,finbert
+	HF_HUB_OFFLINE=1 $(BIN)/python -m nlpexp.smoke --n-jobs 2
 
 lint: install
 	$(BIN)/ruff check nlpexp tests bench

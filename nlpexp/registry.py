@@ -28,6 +28,9 @@ MODES = {
     "classify": ("train", "eval", "predict"),
 }
 
+# model builder modules whose training runs data-parallel under torchrun (trainer.nproc > 1)
+DATA_PARALLEL = {"hf"}
+
 
 def check(task: str, model: str, mode: str = "train") -> None:
     if task not in TASKS:

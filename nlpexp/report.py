@@ -1,24 +1,253 @@
-"""Tables across runs: the comparison an experiment file asks for at the end of its sweep."""
+"""Tables across runs: `nlpexp-report DIR` over a sweep (or all of outputs/), and the comparison an
+experiment file asks for at the end of its sweep.
+
+A run is a folder holding Hydra's `.hydra/`. Its `metrics.json` says whether it finished
+(`"status": "complete"`); a folder without one was killed or is still running ("incomplete").
+Only complete runs enter means, standard deviations and the best-run table.
+"""
+import argparse
 import json
+import math
+import sys
 from pathlib import Path
 
 import pandas as pd
 from hydra.experimental.callback import Callback
 
+IGNORED_OVERRIDES = {"resume"}  # how a run was started, not what it computed
+LOWER_IS_BETTER = ("loss", "perplexity", "wall_time")
 
-def collect_runs(root: Path) -> list[dict]:
-    """Every run below root: its metrics.json plus the overrides it was started with."""
+
+def _read_overrides(run: Path) -> list[str]:
     import yaml
 
+    path = run / ".hydra" / "overrides.yaml"
+    return list(yaml.safe_load(path.read_text()) or []) if path.exists() else []
+
+
+def collect_runs(root: Path) -> list[dict]:
+    """Every run below root: its metrics.json (or status "incomplete") plus the overrides it was started with."""
+    import yaml
+
+    root = Path(root)
+    folders = {p.parent for p in root.rglob("metrics.json")} | {p.parent for p in root.rglob(".hydra")}
+    if (root / ".hydra").is_dir() or (root / "metrics.json").exists():
+        folders.add(root)
     runs = []
-    for path in sorted(Path(root).rglob("metrics.json")):
-        if path.parent.name in ("eval", "predict") or "eval" in path.parts[-3:-1]:
+    for run in sorted(folders):
+        if run.parent.name in ("eval", "predict"):  # eval/predict of a saved run: not a training run
             continue
-        summary = json.loads(path.read_text())
-        overrides_file = path.parent / ".hydra" / "overrides.yaml"
-        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-        runs.append({"run_dir": str(path.parent), "overrides": overrides or [], **summary})
+        path = run / "metrics.json"
+        try:
+            summary = json.loads(path.read_text()) if path.exists() else {"status": "incomplete"}
+        except json.JSONDecodeError:
+            summary = {"status": "incomplete", "error": "unreadable metrics.json"}
+        if "task" not in summary and (run / ".hydra" / "config.yaml").exists():
+            saved = yaml.safe_load((run / ".hydra" / "config.yaml").read_text()) or {}
+            summary.setdefault("task", (saved.get("task") or {}).get("name"))
+            summary.setdefault("model", (saved.get("model") or {}).get("name"))
+        runs.append({"run_dir": str(run), "overrides": _read_overrides(run), **summary})
     return runs
+
+
+def _override_dict(overrides: list[str]) -> dict[str, str]:
+    out = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        key = key.lstrip("+~")
+        if key not in IGNORED_OVERRIDES and not key.startswith("hydra."):
+            out[key] = value
+    return out
+
+
+def runs_table(runs: list[dict], root: Path, metrics: list[str] | None = None) -> tuple[pd.DataFrame, list, list]:
+    """One row per run: the overrides that differ between runs, status, final metrics, wall time.
+
+    Returns (table, differing override keys, metric columns)."""
+    given = [_override_dict(r.get("overrides", [])) for r in runs]
+    keys = list(dict.fromkeys(k for g in given for k in g))
+    differing = [k for k in keys if len({g.get(k, "") for g in given}) > 1]
+    if metrics is None:
+        metrics = list(dict.fromkeys(k for r in runs if r.get("status") == "complete"
+                                     for k in (r.get("metrics") or {})))
+    rows = []
+    for run, over in zip(runs, given):
+        try:
+            name = str(Path(run["run_dir"]).resolve().relative_to(Path(root).resolve())) or "."
+        except ValueError:
+            name = run["run_dir"]
+        row = {"run": name, "status": run.get("status", "incomplete")}
+        row.update({k: over.get(k, "") for k in differing})
+        values = (run.get("metrics") or {}) if row["status"] == "complete" else {}
+        row.update({m: values.get(m, math.nan) for m in metrics})
+        row["wall_time_s"] = run.get("wall_time_s", math.nan) if row["status"] == "complete" else math.nan
+        if row["status"] != "complete" and run.get("error"):
+            row["error"] = str(run["error"])[:120]
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if "error" not in table:
+        table["error"] = ""
+    table["error"] = table["error"].fillna("")
+    return table, differing, metrics + ["wall_time_s"]
+
+
+def seed_summary(table: pd.DataFrame, differing: list[str], metrics: list[str]) -> pd.DataFrame | None:
+    """Mean ± std (sample std, ddof=1) over seeds for runs that differ only by seed; complete runs only."""
+    if "seed" not in differing:
+        return None
+    group_keys = [k for k in differing if k != "seed"]
+    done = table[table["status"] == "complete"]
+    if done.empty:
+        return None
+    grouped = done.groupby(group_keys, sort=False, dropna=False) if group_keys else [((), done)]
+    rows = []
+    for key, part in grouped:
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(group_keys, key))
+        row["n_seeds"] = len(part)
+        row["seeds"] = ",".join(str(s) for s in part["seed"])
+        not_done = table[(table["status"] != "complete")]
+        for k, v in zip(group_keys, key):
+            not_done = not_done[not_done[k] == v]
+        row["not_complete"] = len(not_done)
+        for m in metrics:
+            values = pd.to_numeric(part[m], errors="coerce").dropna()
+            row[f"{m}_mean"] = values.mean() if len(values) else math.nan
+            row[f"{m}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def best_runs(table: pd.DataFrame, differing: list[str], metrics: list[str]) -> pd.DataFrame:
+    """The best complete run for each metric (lowest for losses and times, highest otherwise)."""
+    done = table[table["status"] == "complete"]
+    rows = []
+    for m in metrics:
+        values = pd.to_numeric(done[m], errors="coerce")
+        if values.notna().sum() == 0:
+            continue
+        lower = any(word in m for word in LOWER_IS_BETTER)
+        idx = values.idxmin() if lower else values.idxmax()
+        best = done.loc[idx]
+        rows.append({"metric": m, "best": "min" if lower else "max", "value": values[idx], "run": best["run"],
+                     **{k: best[k] for k in differing}})
+    return pd.DataFrame(rows)
+
+
+def _mean_std_text(summary: pd.DataFrame, group_keys: list[str], metrics: list[str]) -> pd.DataFrame:
+    shown = summary[group_keys + ["n_seeds", "seeds", "not_complete"]].copy()
+    for m in metrics:
+        mean, std = summary[f"{m}_mean"], summary[f"{m}_std"]
+        shown[m] = [("" if math.isnan(a) else f"{a:.4f}" + ("" if math.isnan(b) else f" ± {b:.4f}"))
+                    for a, b in zip(mean, std)]
+    return shown
+
+
+def plot_report(table: pd.DataFrame, summary: pd.DataFrame | None, differing: list[str], metrics: list[str],
+                path: Path) -> bool:
+    """Bars of the headline metrics per configuration (mean with std error bars over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if summary is not None:
+        group_keys = [k for k in differing if k != "seed"]
+        labels = [" ".join(f"{k}={row[k]}" for k in group_keys) or "all" for _, row in summary.iterrows()]
+        means = {m: summary[f"{m}_mean"].to_numpy(float) for m in metrics}
+        stds = {m: np.nan_to_num(summary[f"{m}_std"].to_numpy(float)) for m in metrics}
+    else:
+        done = table[table["status"] == "complete"]
+        labels = [" ".join(f"{k}={row[k]}" for k in differing) or row["run"] for _, row in done.iterrows()]
+        means = {m: pd.to_numeric(done[m], errors="coerce").to_numpy(float) for m in metrics}
+        stds = {m: np.zeros(len(done)) for m in metrics}
+    if not labels or not metrics:
+        return False
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(labels) * len(metrics) + 2), 4.2))
+    width = 0.8 / len(metrics)
+    x = np.arange(len(labels))
+    for i, m in enumerate(metrics):
+        ax.bar(x + i * width - 0.4 + width / 2, means[m], width, yerr=stds[m], capsize=3, label=m)
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title("mean ± std over seeds" if summary is not None else "final metrics per run")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _plot_metrics(runs: list[dict], metrics: list[str]) -> list[str]:
+    """The sweep objective (e.g. val_accuracy) and its test_ counterpart when present."""
+    objective = next((r.get("objective") for r in runs if r.get("status") == "complete" and r.get("objective")), None)
+    chosen = [objective] if objective in metrics else metrics[:1]
+    if chosen and chosen[0].startswith("val_") and "test_" + chosen[0][4:] in metrics:
+        chosen.append("test_" + chosen[0][4:])
+    return [m for m in chosen if m != "wall_time_s"]
+
+
+def _fmt(table: pd.DataFrame) -> str:
+    return table.to_markdown(index=False, floatfmt=".4f")
+
+
+def write_report(root: Path, out: Path | None = None, metrics: list[str] | None = None) -> dict:
+    """Collect the runs below root; write report.csv / report.md / report.png (and report_seeds.csv)."""
+    root = Path(root)
+    out = Path(out) if out else root
+    runs = collect_runs(root)
+    table, differing, columns = runs_table(runs, root, metrics)
+    metric_cols = [c for c in columns if c != "wall_time_s"]
+    summary = seed_summary(table, differing, columns)
+    best = best_runs(table, differing, metric_cols)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "report.csv", index=False)
+    parts = [f"# Runs below {root}", "",
+             f"{len(table)} runs: " + ", ".join(f"{n} {s}" for s, n in table["status"].value_counts().items()),
+             "", _fmt(table.drop(columns=["error"]))]
+    if summary is not None:
+        summary.to_csv(out / "report_seeds.csv", index=False)
+        group_keys = [k for k in differing if k != "seed"]
+        parts += ["", "## Mean ± std over seeds (complete runs only, sample std)", "",
+                  _fmt(_mean_std_text(summary, group_keys, columns))]
+    if not best.empty:
+        parts += ["", "## Best run per metric", "", _fmt(best)]
+    optuna = root / "optimization_results.yaml"
+    if optuna.exists():
+        parts += ["", "## Optuna best trial", "", "```", optuna.read_text().strip(), "```"]
+    failed = table[table["status"] != "complete"]
+    if not failed.empty:
+        parts += ["", "## Not complete (never averaged in)", "", _fmt(failed[["run", "status", "error"]])]
+    plotted = plot_report(table, summary, differing, _plot_metrics(runs, metric_cols), out / "report.png")
+    if plotted:
+        parts += ["", "![report](report.png)"]
+    text = "\n".join(parts) + "\n"
+    (out / "report.md").write_text(text)
+    return {"table": table, "summary": summary, "best": best, "markdown": text, "out": out}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="nlpexp-report", description=(
+        "One table over every run below DIR (a sweep folder, or all of outputs/): the overrides that differ, "
+        "final metrics, wall time, mean ± std over seeds, the best run per metric, and a plot."))
+    parser.add_argument("dir", type=Path)
+    parser.add_argument("--metrics", help="comma-separated metric keys (default: every metric the runs report)")
+    parser.add_argument("--out", type=Path, help="where to write report.* (default: DIR)")
+    args = parser.parse_args(argv)
+    if not args.dir.is_dir():
+        print(f"nlpexp-report: error: not a folder: {args.dir}", file=sys.stderr)
+        sys.exit(2)
+    if not collect_runs(args.dir):
+        print(f"nlpexp-report: error: no runs below {args.dir} (no .hydra/ or metrics.json found)", file=sys.stderr)
+        sys.exit(2)
+    metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
+    result = write_report(args.dir, args.out, metrics)
+    print(result["markdown"].replace("![report](report.png)", ""))
+    out = result["out"]
+    print(f"report: {out / 'report.md'}, {out / 'report.csv'}" + (f", {out / 'report.png'}"
+                                                                     if (out / "report.png").exists() else ""))
 
 
 def comparison_table(runs: list[dict], metrics: list[str]) -> pd.DataFrame:
@@ -26,7 +255,7 @@ def comparison_table(runs: list[dict], metrics: list[str]) -> pd.DataFrame:
     rows = []
     for run in runs:
         row = {"model": run.get("model"), "status": run.get("status")}
-        row.update({m: run.get("metrics", {}).get(m) for m in metrics})
+        row.update({m: (run.get("metrics") or {}).get(m) for m in metrics})
         row["wall_time_s"] = run.get("wall_time_s")
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -55,3 +284,7 @@ class CompareCallback(Callback):
 
     def on_multirun_end(self, config, **kwargs) -> None:
         write_comparison(Path(config.hydra.sweep.dir), self.metrics)
+
+
+if __name__ == "__main__":
+    main()

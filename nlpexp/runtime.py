@@ -120,14 +120,79 @@ def apply_smoke(cfg, overrides: list[str]):
     def walk(node: dict, prefix: str):
         for key, value in node.items():
             dotted = f"{prefix}{key}"
-            if dotted in user_keys or OmegaConf.select(cfg, dotted, default="<absent>") == "<absent>":
+            if OmegaConf.select(cfg, dotted, default="<absent>") == "<absent>":
                 continue
-            if isinstance(value, dict) and not dotted.endswith("small"):
+            # a group choice (model=bert) is not a key the user set: walk into it
+            user_inside = any(k.startswith(dotted + ".") for k in user_keys)
+            if isinstance(value, dict) and (not dotted.endswith("small") or user_inside):
                 walk(value, dotted + ".")
-            else:
+            elif dotted not in user_keys:
                 OmegaConf.update(cfg, dotted, value, merge=True)
 
     walk(overlay, "")
     with open_dict(cfg):
         cfg.smoke = True
     return cfg
+
+
+def limit_threads(hydra_cfg) -> None:
+    """Jobs running side by side (joblib launcher) share the cores instead of each taking all of them."""
+    launcher = hydra_cfg.launcher
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return
+    import torch
+
+    cores = os.cpu_count() or 1
+    n_jobs = int(launcher.get("n_jobs") or 1)
+    n_jobs = cores if n_jobs < 1 else n_jobs
+    torch.set_num_threads(max(1, cores // n_jobs))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete Trainer checkpoint (trainer_state.json is written last) in run_dir/checkpoints."""
+    found = [p for p in (Path(run_dir) / "checkpoints").glob("checkpoint-*")
+             if (p / "trainer_state.json").exists() and p.name.split("-")[-1].isdigit()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def resume_point(cfg, run_dir: Path):
+    """cfg with `resume_from` set to the run's last checkpoint (None: nothing saved yet, train from the start)."""
+    from omegaconf import open_dict
+
+    latest = latest_checkpoint(run_dir)
+    with open_dict(cfg):
+        cfg.resume_from = str(latest) if latest else None
+    if latest:
+        print(f"resuming from {latest}")
+    else:
+        print(f"no checkpoint in {Path(run_dir) / 'checkpoints'}: this run starts again from the beginning "
+              "in the same folder")
+    return cfg
+
+
+def find_unfinished_run(cwd: Path, overrides: list[str]) -> Path:
+    """`resume=true`: the run folder we are in, else the newest run under outputs/ without a complete
+    metrics.json (matching task=/model= when given)."""
+    import json
+
+    import yaml
+
+    if (cwd / ".hydra" / "overrides.yaml").exists():
+        return cwd
+    wanted = {k: v for k, _, v in (o.lstrip("+").partition("=") for o in overrides) if k in ("task", "model")}
+    candidates = []
+    for hydra_dir in (cwd / "outputs").rglob(".hydra"):
+        run = hydra_dir.parent
+        if run.parent.name in ("eval", "predict") or not (hydra_dir / "config.yaml").exists():
+            continue
+        metrics = run / "metrics.json"
+        if metrics.exists() and json.loads(metrics.read_text()).get("status") == "complete":
+            continue
+        saved = yaml.safe_load((hydra_dir / "config.yaml").read_text()) or {}
+        if any((saved.get(k) or {}).get("name") != v for k, v in wanted.items()):
+            continue
+        candidates.append(run)
+    if not candidates:
+        raise UserError(f"resume=true: no unfinished run under {cwd / 'outputs'}"
+                        + (f" for {wanted}" if wanted else "") + "; pass resume=<run folder>")
+    return max(candidates, key=lambda p: (p / ".hydra" / "config.yaml").stat().st_mtime)

@@ -33,6 +33,15 @@ def check_config(cfg: DictConfig) -> None:
         _positive(errors, cfg, "trainer.batch_size", integer=True)
         _positive(errors, cfg, "trainer.grad_accum", integer=True)
         _positive(errors, cfg, "trainer.weight_decay", allow_zero=True)
+        if "nproc" in cfg.trainer:
+            _positive(errors, cfg, "trainer.nproc", integer=True)
+            module = registry.MODELS.get(cfg.model.name)
+            if isinstance(cfg.trainer.nproc, int) and cfg.trainer.nproc > 1 and module not in registry.DATA_PARALLEL:
+                errors.append(f"trainer.nproc={cfg.trainer.nproc}: model {cfg.model.name} trains in one process "
+                              "(data parallel: " + ", ".join(m for m, f in registry.MODELS.items()
+                                                              if f in registry.DATA_PARALLEL) + ")")
+        if "save_steps" in cfg.trainer:
+            _positive(errors, cfg, "trainer.save_steps", integer=True, allow_zero=True)
         warm = cfg.trainer.warmup_ratio
         if not isinstance(warm, (int, float)) or not 0 <= warm < 1:
             errors.append(f"trainer.warmup_ratio must be in [0, 1) (got {warm!r})")
@@ -64,6 +73,11 @@ def check_config(cfg: DictConfig) -> None:
             errors.append('mode=predict needs text="..." or input=<file>')
         if cfg.get("input") and not Path(str(cfg.input)).expanduser().exists():
             errors.append(f"input file not found: {cfg.input}")
+    if cfg.get("logger") is not None:
+        from nlpexp.loggers import missing_dependency
+
+        if missing_dependency(cfg):
+            errors.append(missing_dependency(cfg))
     if cfg.device.name not in ("auto", "cpu", "cuda", "mps"):
         errors.append(f"device must be auto, cpu, cuda or mps (got {cfg.device.name!r})")
     if errors:

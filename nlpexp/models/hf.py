@@ -15,15 +15,29 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def train_wordpiece(texts, vocab_size: int, lowercase: bool = True):
-    """A BERT-style WordPiece tokenizer trained on `texts` (the offline stand-in for a hub vocabulary)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """A BERT-style WordPiece tokenizer built from `texts` (the offline stand-in for a hub vocabulary).
+
+    The vocabulary is every character (alone and as a `##` continuation) plus the most frequent words, ties
+    broken alphabetically: the same texts give the same vocabulary in every process. (tokenizers'
+    WordPieceTrainer breaks ties in hash order, which differs per process: data-parallel ranks and a resumed run
+    would disagree on the vocabulary.)"""
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
-    tok.train_from_iterator(list(texts), trainer)
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts = Counter(word for text in texts
+                     for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(str(text))))
+    chars = sorted({c for word in counts for c in word})
+    vocab = list(dict.fromkeys(SPECIAL_TOKENS + chars + ["##" + c for c in chars]))
+    known = set(vocab)
+    words = [w for w in sorted(counts, key=lambda w: (-counts[w], w)) if w not in known]
+    vocab += words[:max(0, vocab_size - len(vocab))]
+    tok = Tokenizer(models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
@@ -143,16 +157,66 @@ def _history(log_history: list[dict]) -> list[dict]:
     return [rows[k] for k in sorted(rows)]
 
 
+def save_every(steps: int):
+    """A callback that also checkpoints every `steps` optimiser steps (evaluation and best-epoch choice stay per
+    epoch), so a run killed mid-epoch resumes close to where it stopped."""
+    from transformers import TrainerCallback
+
+    class SaveEvery(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step % steps == 0:
+                control.should_save = True
+            return control
+
+    return SaveEvery()
+
+
+def resumable_trainer(seed: int):
+    """The Trainer with a length-grouped shuffle that depends only on (seed, epoch).
+
+    Stock LengthGroupedSampler draws its permutation from the global torch RNG when the epoch starts; a run
+    resumed mid-epoch starts that epoch in a new process with another RNG state, so the rest of the epoch would
+    see other batches. Seeding the shuffle per epoch gives the resumed run the uninterrupted run's batches (and
+    every data-parallel rank the same permutation)."""
+    import math
+
+    import torch
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class EpochSeededSampler(LengthGroupedSampler):
+        trainer = None
+
+        def __iter__(self):
+            epoch = math.floor((self.trainer.state.epoch or 0) + 1e-6)  # 1.5 when resumed mid-epoch 2 -> 1
+            self.generator = torch.Generator().manual_seed(seed + epoch)
+            return super().__iter__()
+
+    class ResumableTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            sampler = super()._get_train_sampler(train_dataset)
+            if type(sampler) is LengthGroupedSampler:
+                sampler = EpochSeededSampler(sampler.batch_size, lengths=sampler.lengths)
+                sampler.trainer = self
+            return sampler
+
+    return ResumableTrainer
+
+
 def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
-    """Fine-tune with the Trainer (dynamic padding, length-grouped batches), keep the best epoch by validation."""
+    """Fine-tune with the Trainer (dynamic padding, length-grouped batches), keep the best epoch by validation.
+
+    Under torchrun (trainer.nproc > 1) every rank trains; only rank 0 gets a classifier back (None elsewhere).
+    """
     import datasets
     import transformers
     from datasets import Dataset
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, TrainingArguments
 
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
 
+    from nlpexp import distributed, loggers
     from nlpexp.metrics import classification_metrics
 
     tr = cfg.trainer
@@ -171,6 +235,7 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
         return classification_metrics(gold, logits, labels)[0]
 
     ckpt_dir = run_dir / "checkpoints"
+    parallel = distributed.world_size() > 1
     args = TrainingArguments(
         output_dir=str(ckpt_dir), num_train_epochs=tr.epochs, max_steps=tr.max_steps,
         per_device_train_batch_size=tr.batch_size, per_device_eval_batch_size=tr.eval_batch_size,
@@ -179,13 +244,20 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
         eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
         load_best_model_at_end=True, metric_for_best_model=tr.best_metric, greater_is_better=True,
         save_total_limit=None if tr.keep_checkpoints else 2, seed=cfg.seed, data_seed=cfg.seed,
-        use_cpu=device == "cpu", train_sampling_strategy="group_by_length", report_to=[], disable_tqdm=False,
-        dataloader_num_workers=0, save_only_model=False)
-    trainer = Trainer(model=model, args=args, train_dataset=encode(splits["train"]),
-                      eval_dataset=encode(splits["validation"]), processing_class=tokenizer,
-                      data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics)
+        use_cpu=device == "cpu", train_sampling_strategy="group_by_length",
+        report_to=loggers.hf_report_to(cfg, run_dir),
+        disable_tqdm=False, dataloader_num_workers=0, save_only_model=False,
+        ddp_backend=("nccl" if device == "cuda" else "gloo") if parallel else None)
+    trainer_class = resumable_trainer(cfg.seed)
+    trainer = trainer_class(model=model, args=args, train_dataset=encode(splits["train"]),
+                            eval_dataset=encode(splits["validation"]), processing_class=tokenizer,
+                            data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics,
+                            callbacks=[save_every(int(tr.save_steps))] if tr.get("save_steps") else None)
     resume = cfg.get("resume_from")
     out = trainer.train(resume_from_checkpoint=resume)
+    trainer.accelerator.wait_for_everyone()  # every rank has loaded the best epoch before rank 0 prunes checkpoints
+    if not trainer.is_world_process_zero():
+        return None, [], {}
     clf = Classifier(tokenizer, trainer.model, device, tr.max_length)
     clf.save(ckpt_dir / "best")
     if not tr.keep_checkpoints:

@@ -44,6 +44,8 @@ def train(cfg, run_dir: Path, device: str):
     splits = load_splits(cfg.data, labels, cfg.seed)
     print(f"data: train {len(splits['train'])}, validation {len(splits['validation'])}, test {len(splits['test'])}")
     clf, history, info = registry.builder(cfg.model.name).fit(cfg, labels, splits, run_dir, device)
+    if clf is None:  # a data-parallel rank other than 0: rank 0 scores and writes the outputs
+        return None
     metrics, reports = {}, {}
     for split, prefix in (("validation", "val"), ("test", "test")):
         headline, reports[prefix] = score(clf, splits[split], labels, prefix, run_dir)

@@ -1,0 +1,4 @@
+"""`python -m nlpexp ...` (what torchrun / torch.distributed.run workers start)."""
+from nlpexp.cli import main
+
+main()

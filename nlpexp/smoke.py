@@ -1,0 +1,51 @@
+"""`make smoke`: every task's smoke config, all its supported models, as one joblib sweep per task, then one
+report over all of them. Tasks and models come from the registry, so a new task is covered when registered.
+
+    python -m nlpexp.smoke [--n-jobs 2] [--out outputs/smoke/<date>_<time>] [--tasks finsent,...]
+Exit code 1 when any cell failed (the report lists it).
+"""
+import argparse
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from nlpexp import registry
+
+
+def sweep_command(task: str, models, out: Path, n_jobs: int) -> list[str]:
+    return [sys.executable, "-m", "nlpexp", "-m", "+smoke=true", f"task={task}", f"model={','.join(models)}",
+            "hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}", f"hydra.sweep.dir={out / task}",
+            "hydra.sweep.subdir=${hydra.job.num}_${model.name}"]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m nlpexp.smoke", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-jobs", type=int, default=2, help="jobs at a time (joblib launcher)")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--tasks", default=None, help="comma-separated subset of the registry's tasks")
+    args = parser.parse_args(argv)
+    out = args.out or Path("outputs/smoke") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    tasks = args.tasks.split(",") if args.tasks else list(registry.SUPPORTED)
+    started = time.time()
+    for task in tasks:
+        models = registry.SUPPORTED[task]
+        print(f"smoke: {task} x {', '.join(models)} ({args.n_jobs} jobs at a time)", flush=True)
+        code = subprocess.run(sweep_command(task, models, out, args.n_jobs), check=False).returncode
+        if code != 0:
+            print(f"smoke: the {task} sweep exited with code {code}", file=sys.stderr)
+    from nlpexp.report import write_report
+
+    result = write_report(out)
+    print(result["markdown"].replace("![report](report.png)", ""))
+    table = result["table"]
+    expected = sum(len(registry.SUPPORTED[t]) for t in tasks)
+    bad = table[table["status"] != "complete"]
+    print(f"smoke: {len(table) - len(bad)}/{expected} cells complete in {time.time() - started:.0f}s; "
+          f"report: {out / 'report.md'}")
+    sys.exit(1 if len(bad) or len(table) < expected else 0)
+
+
+if __name__ == "__main__":
+    main()
