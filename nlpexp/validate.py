@@ -92,6 +92,8 @@ def _check_embedding(errors: list[str], cfg: DictConfig) -> None:
     _positive(errors, cfg, "task.threshold_steps", integer=True)
     if not isinstance(task.dropout, (int, float)) or not 0 <= task.dropout < 1:
         errors.append(f"task.dropout must be in [0, 1) (got {task.dropout!r})")
+    if task.min_gain is not None:
+        _positive(errors, cfg, "task.min_gain", allow_zero=True)
     if task.patience is not None:
         _positive(errors, cfg, "task.patience", integer=True)
     if cfg.get("data") is not None and cfg.data.get("max_pairs") is not None:

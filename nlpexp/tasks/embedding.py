@@ -74,8 +74,9 @@ def init_matrix(dim: int, modified_dim: int, how: str, generator):
 
 
 def train_matrix(emb: dict, task, trainer, seed: int, device: str):
-    """SGD on MSE between cos(e1 M, e2 M) and the ±1 label; the epoch with the best validation accuracy wins
-    (epoch 0, the start, included: with identity/orthogonal init it never ends below the baseline)."""
+    """SGD on MSE between cos(e1 M, e2 M) and the ±1 label. The epoch with the best validation accuracy wins
+    if it beats the start (epoch 0) by task.min_gain (default: one standard error of the start's validation
+    accuracy); otherwise the start is kept, so an identity/orthogonal start never ends below the baseline."""
     import torch
     import torch.nn.functional as F
     from tqdm.auto import tqdm
@@ -83,7 +84,8 @@ def train_matrix(emb: dict, task, trainer, seed: int, device: str):
     gen = torch.Generator().manual_seed(seed)
     data = {name: tuple(torch.from_numpy(x).to(device) for x in parts) for name, parts in emb.items()}
     dim = data["train"][0].shape[1]
-    matrix = init_matrix(dim, int(task.modified_dim), task.init, gen).to(device).requires_grad_()
+    initial = init_matrix(dim, int(task.modified_dim), task.init, gen).to(device)
+    matrix = initial.clone().requires_grad_()
     optimizer = torch.optim.SGD([matrix], lr=float(trainer.lr))
 
     def similarity(a, b, m):
@@ -92,16 +94,21 @@ def train_matrix(emb: dict, task, trainer, seed: int, device: str):
     def evaluate(epoch: int) -> dict:
         row = {"epoch": epoch}
         with torch.no_grad():
+            gram = matrix @ matrix.T  # cos(aM, bM) from a (M Mᵀ) bᵀ: dim x dim work per pair, not dim x modified_dim
             for name, (a, b, y) in data.items():
-                sim = similarity(a, b, matrix)
+                ag, bg = a @ gram, b @ gram
+                sim = (ag * b).sum(1) / ((ag * a).sum(1).clamp_min(1e-12) * (bg * b).sum(1).clamp_min(1e-12)).sqrt()
                 row[f"{SPLIT_PREFIX[name]}_loss"] = float(F.mse_loss(sim, y))
                 row[f"{SPLIT_PREFIX[name]}_accuracy"] = threshold_accuracy(sim.cpu().numpy(), y.cpu().numpy(),
                                                                            task.threshold_steps)["accuracy"]
         return row
 
     history = [evaluate(0)]
-    key = (history[0]["val_accuracy"], -history[0]["val_loss"])
-    best, best_epoch, stale, steps = matrix.detach().clone(), 0, 0, 0
+    start, n_val = history[0], len(data["validation"][2])
+    # the trained matrix replaces the start only when it beats it on validation by more than the noise
+    min_gain = task.min_gain if task.min_gain is not None else \
+        (start["val_accuracy"] * (1 - start["val_accuracy"]) / n_val) ** 0.5
+    key, best, best_epoch, stale, steps = None, None, 0, 0, 0
     a_all, b_all, y_all = data["train"]
     for epoch in tqdm(range(1, int(trainer.epochs) + 1), desc="matrix epochs", disable=trainer.epochs < 20):
         order = torch.randperm(len(y_all), generator=gen).to(device)
@@ -120,7 +127,7 @@ def train_matrix(emb: dict, task, trainer, seed: int, device: str):
         if not np.isfinite(row["train_loss"]):
             print(f"matrix: loss is {row['train_loss']} at epoch {epoch} (learning rate too high?); stopping")
             break
-        if (row["val_accuracy"], -row["val_loss"]) > key:
+        if key is None or (row["val_accuracy"], -row["val_loss"]) > key:
             key, best, best_epoch, stale = (row["val_accuracy"], -row["val_loss"]), matrix.detach().clone(), epoch, 0
         else:
             stale += 1
@@ -128,6 +135,9 @@ def train_matrix(emb: dict, task, trainer, seed: int, device: str):
                 break
         if 0 < trainer.max_steps <= steps:
             break
+    if best is None or key[0] - start["val_accuracy"] < max(min_gain, 1e-12):
+        print(f"matrix: no validation gain over the start beyond {min_gain:.4f}; keeping the start (epoch 0)")
+        best, best_epoch = initial, 0
     return best.cpu().numpy(), history, best_epoch
 
 
