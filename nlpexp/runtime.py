@@ -118,10 +118,12 @@ def apply_smoke(cfg, overrides: list[str]):
     def walk(node: dict, prefix: str):
         for key, value in node.items():
             dotted = f"{prefix}{key}"
-            if dotted in user_keys or OmegaConf.select(cfg, dotted, default="<absent>") == "<absent>":
+            if OmegaConf.select(cfg, dotted, default="<absent>") == "<absent>":
                 continue
             if isinstance(value, dict) and not dotted.endswith("small"):
-                walk(value, dotted + ".")
+                walk(value, dotted + ".")  # `task=...` / `model=...` pick a group: its keys still get smoke values
+            elif dotted in user_keys:
+                continue
             else:
                 OmegaConf.update(cfg, dotted, value, merge=True)
 

@@ -109,11 +109,3 @@ def _check_embedding(errors: list[str], cfg: DictConfig) -> None:
         for key in ("epochs", "batch_size"):
             _positive(errors, cfg, f"task.finetune.{key}", integer=True)
         _positive(errors, cfg, "task.finetune.lr")
-    if cfg.model.family == "openai":
-        import os
-
-        from nlpexp.models.openai import KEY_VARIABLE
-
-        if not os.environ.get(KEY_VARIABLE, "").strip():
-            errors.append(f"model=openai needs an API key in the {KEY_VARIABLE} environment variable "
-                          "(it is read from there only and never written to any file)")

@@ -84,7 +84,7 @@ def load_hub_pairs(hub_id: str) -> pd.DataFrame:
 
     try:
         ds = load_dataset(hub_id)
-    except Exception as err:  # network errors come through httpx / OSError / ConnectionError
+    except Exception as err:  # noqa: BLE001 -- network errors come through httpx / OSError / ConnectionError
         raise UserError(f"cannot load dataset '{hub_id}' from the Hugging Face hub ({type(err).__name__}); pass a "
                         "local file: data.path=snli_1.0_dev_pairs.csv (or text_1,text_2,label csv/jsonl), or use "
                         "the embedded sample: data.source=embedded") from None

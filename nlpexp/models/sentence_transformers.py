@@ -53,7 +53,8 @@ def finetune(st_model, pairs, ft, seed: int, out_dir: Path, device: str):
     import datasets
     import transformers
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments, losses
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer import losses
 
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()

@@ -185,6 +185,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 def train(cfg, run_dir: Path, device: str):
     task = cfg.task
+    if cfg.model.family == "openai":  # before any work; the config check stays independent of the environment
+        registry.builder("openai").require_key()
     splits = load_pairs(cfg.data, task, cfg.seed)
     for name, frame in splits.items():
         print(f"{name}: {int((frame['label'] > 0).sum())} similar + {int((frame['label'] < 0).sum())} dissimilar pairs")
@@ -211,7 +213,10 @@ def train(cfg, run_dir: Path, device: str):
         last = history[best_epoch] if best_epoch < len(history) else history[-1]
         metrics.update({f"{p}_loss": round(last[f"{p}_loss"], 6) for p in ("train", "val", "test")})
     elif task.method == "finetune":
-        st_model = embedder.sentence_transformer(ckpt / "base_encoder")
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:  # an HF encoder passes through a folder to become one
+            st_model = embedder.sentence_transformer(Path(tmp))
         # no early stopping here, so the whole train half (train + validation) trains the encoder
         train_half = pd.concat([splits["train"], splits["validation"]], ignore_index=True)
         tuned, history = registry.builder("sentence_transformers").finetune(
@@ -312,7 +317,7 @@ class GridTable(Callback):
             rows.append({"run": path.parent.name, "overrides": " ".join(overrides), "status": summary.get("status"),
                          **{k: metrics.get(k) for k in ("val_accuracy", "test_accuracy_before", "test_accuracy",
                                                         "test_accuracy_ci95", "test_gain")}})
-        if not rows or not any(r["status"] == "complete" for r in rows) or rows[0].get("test_accuracy") is None:
+        if not any(r["status"] == "complete" and r.get("test_accuracy") is not None for r in rows):
             return
         table = pd.DataFrame(rows)
         done = table[table["status"] == "complete"]
