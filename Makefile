@@ -32,6 +32,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/finsent_throughput.py
+	$(BIN)/python bench/embedding.py
 
 clean:
 	rm -rf $(VENV) outputs multirun

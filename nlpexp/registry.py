@@ -9,6 +9,7 @@ from nlpexp.errors import UserError
 # task name -> runner module under nlpexp/tasks/
 TASKS = {
     "finsent": "classify",
+    "embedding": "embedding",
 }
 
 # model name -> builder module under nlpexp/models/
@@ -17,15 +18,19 @@ MODELS = {
     "bert": "hf",
     "minilm": "hf",
     "doc2vec": "doc2vec",
+    "sentence_transformers": "sentence_transformers",
+    "openai": "openai",
 }
 
 # the task x model matrix: every listed pair must run (offline in smoke form)
 SUPPORTED = {
     "finsent": ("minilm", "finbert", "bert", "doc2vec"),
+    "embedding": ("sentence_transformers", "minilm", "bert", "finbert", "doc2vec", "openai"),
 }
 
 MODES = {
     "classify": ("train", "eval", "predict"),
+    "embedding": ("train", "apply"),
 }
 
 # model builder modules whose training runs data-parallel under torchrun (trainer.nproc > 1)

@@ -78,7 +78,50 @@ def check_config(cfg: DictConfig) -> None:
 
         if missing_dependency(cfg):
             errors.append(missing_dependency(cfg))
+    if cfg.task.name == "embedding":
+        _check_embedding(errors, cfg)
     if cfg.device.name not in ("auto", "cpu", "cuda", "mps"):
         errors.append(f"device must be auto, cpu, cuda or mps (got {cfg.device.name!r})")
     if errors:
         raise UserError("; ".join(errors))
+
+
+def _check_embedding(errors: list[str], cfg: DictConfig) -> None:
+    task = cfg.task
+    if cfg.mode == "apply":
+        if not cfg.get("ckpt"):
+            errors.append("mode=apply needs ckpt=<task=embedding run folder>")
+        elif not (Path(str(cfg.ckpt)).expanduser() / ".hydra" / "config.yaml").exists():
+            errors.append(f"ckpt={cfg.ckpt} is not a run folder (no .hydra/config.yaml inside)")
+        if not cfg.get("input"):
+            errors.append("mode=apply needs input=<texts .txt/.csv/.jsonl or embeddings .npy>")
+        elif not Path(str(cfg.input)).expanduser().exists():
+            errors.append(f"input file not found: {cfg.input}")
+        return
+    choices = {"method": ("matrix", "finetune", "none"), "negatives": ("random", "contradiction"),
+               "init": ("identity", "orthogonal", "random")}
+    for key, allowed in choices.items():
+        if task.get(key) not in allowed:
+            errors.append(f"task.{key} must be one of {', '.join(allowed)} (got {task.get(key)!r})")
+    _positive(errors, cfg, "task.negatives_per_positive", integer=True)
+    _positive(errors, cfg, "task.modified_dim", integer=True)
+    _positive(errors, cfg, "task.threshold_steps", integer=True)
+    if not isinstance(task.dropout, (int, float)) or not 0 <= task.dropout < 1:
+        errors.append(f"task.dropout must be in [0, 1) (got {task.dropout!r})")
+    if task.min_gain is not None:
+        _positive(errors, cfg, "task.min_gain", allow_zero=True)
+    if task.patience is not None:
+        _positive(errors, cfg, "task.patience", integer=True)
+    if cfg.get("data") is not None and cfg.data.get("max_pairs") is not None:
+        _positive(errors, cfg, "data.max_pairs", integer=True)
+    if task.method == "finetune":
+        from nlpexp.models.sentence_transformers import LOSSES
+
+        if cfg.model.family not in ("sentence_transformers", "hf_encoder"):
+            errors.append(f"task.method=finetune trains a transformer encoder; model={cfg.model.name} is not one "
+                          "(use sentence_transformers, minilm, bert or finbert)")
+        if task.finetune.loss not in LOSSES:
+            errors.append(f"task.finetune.loss must be one of {', '.join(LOSSES)} (got {task.finetune.loss!r})")
+        for key in ("epochs", "batch_size"):
+            _positive(errors, cfg, f"task.finetune.{key}", integer=True)
+        _positive(errors, cfg, "task.finetune.lr")

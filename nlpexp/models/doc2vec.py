@@ -100,3 +100,54 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
     clf.save(run_dir / "checkpoints" / "best")
     info = {"train_samples_per_s": round(len(train) * cfg.model.epochs / max(seconds, 1e-9), 2)}
     return clf, [], info
+
+
+# --- embedding task: Doc2Vec trained on the pair texts of the training split, vectors inferred for all ---
+
+class Doc2VecEmbedder:
+    def __init__(self, model_cfg, seed: int, d2v=None):
+        self.cfg, self.seed, self.d2v = model_cfg, seed, d2v
+
+    def train(self, texts) -> "Doc2VecEmbedder":
+        from gensim.models.doc2vec import Doc2Vec, TaggedDocument
+
+        c = self.cfg
+        docs = [TaggedDocument(tokenize(t, c.lowercase), [i]) for i, t in enumerate(texts)]
+        self.d2v = Doc2Vec(vector_size=c.vector_size, window=c.window, min_count=c.min_count, epochs=c.epochs,
+                           dm=c.dm, dbow_words=c.dbow_words, seed=self.seed, workers=1, hashfxn=stable_hash)
+        self.d2v.build_vocab(docs)
+        self.d2v.train(docs, total_examples=len(docs), epochs=c.epochs)
+        return self
+
+    @property
+    def id(self) -> str:
+        """The trained weights and the inference settings: the same training twice shares cache rows."""
+        import hashlib
+
+        digest = hashlib.sha1(self.d2v.wv.vectors.tobytes())
+        digest.update(self.d2v.syn1neg.tobytes() if self.d2v.negative else self.d2v.syn1.tobytes())
+        digest.update(f"{self.cfg.get('infer_epochs') or self.cfg.epochs}:{self.seed}:{self.cfg.lowercase}".encode())
+        return f"doc2vec:{digest.hexdigest()[:16]}"
+
+    def encode(self, texts) -> np.ndarray:
+        epochs = self.cfg.get("infer_epochs") or self.cfg.epochs
+        out = []
+        for text in texts:
+            # seeded by the text itself: a text's vector does not depend on what else is embedded (cacheable)
+            self.d2v.random.seed((self.seed * 1_000_003 + stable_hash(text)) % 2**32)
+            out.append(self.d2v.infer_vector(tokenize(text, self.cfg.lowercase), epochs=epochs))
+        return np.stack(out).astype(np.float32)
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.d2v.save(str(folder / "doc2vec.model"))
+
+
+def embedder(cfg, train_texts, device: str) -> Doc2VecEmbedder:
+    return Doc2VecEmbedder(cfg.model, cfg.seed).train(list(train_texts))
+
+
+def load_embedder(saved_cfg, folder: Path, device: str) -> Doc2VecEmbedder:
+    from gensim.models.doc2vec import Doc2Vec
+
+    return Doc2VecEmbedder(saved_cfg.model, saved_cfg.seed, Doc2Vec.load(str(folder / "doc2vec.model")))

@@ -267,3 +267,96 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "best_checkpoint": trainer.state.best_model_checkpoint}
     return clf, _history(trainer.state.log_history), info
+
+
+# --- embedding task: the encoder as a sentence embedder (mean of the last hidden states over real tokens) ---
+
+def weights_fingerprint(model) -> str:
+    """Short hash of a model's weights: the cache id of a model built here (random init, fine-tuned)."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def mean_pool(hidden, attention_mask):
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
+class MeanPooledEncoder:
+    """Any HF encoder as an embedder; `id` names it in the embedding cache."""
+
+    def __init__(self, tokenizer, model, device: str, max_length: int, model_id: str, batch_size: int = 64):
+        self.tokenizer, self.model, self.device = tokenizer, model.to(device).eval(), device
+        self.max_length, self.batch_size, self.built_here = max_length, batch_size, model_id is None
+        self.id = f"hf-mean:{model_id}" if model_id else f"hf-mean:built:{weights_fingerprint(model)}"
+
+    def encode(self, texts) -> np.ndarray:
+        import torch
+        from tqdm.auto import tqdm
+
+        texts = list(texts)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        with torch.no_grad():
+            for start in tqdm(range(0, len(texts), self.batch_size), desc="embed", leave=False, mininterval=2,
+                              disable=len(texts) < 2000):
+                idx = order[start:start + self.batch_size]
+                enc = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.max_length,
+                                     padding=True, return_tensors="pt").to(self.device)
+                hidden = self.model(**enc).last_hidden_state
+                out[idx] = mean_pool(hidden, enc["attention_mask"]).float().cpu().numpy()
+        return out
+
+    def save(self, folder: Path) -> None:
+        """Only a model built here needs saving; a named one is rebuilt from its name."""
+        if self.built_here:
+            self.model.save_pretrained(folder)
+            self.tokenizer.save_pretrained(folder)
+
+    def sentence_transformer(self, folder: Path):
+        """The same encoder + mean pooling as a SentenceTransformer (for method=finetune)."""
+        from sentence_transformers import SentenceTransformer
+
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        return SentenceTransformer(str(folder), device=self.device)
+
+
+def embedder(cfg, train_texts, device: str) -> MeanPooledEncoder:
+    """Pretrained encoder by name; null (or a hub id in smoke runs) builds it small on the training texts."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer, BertConfig
+
+    name = cfg.model.get("pretrained")
+    if cfg.get("smoke") and is_hub_id(name):
+        name = None
+    max_length = cfg.trainer.max_length
+    if name is None:
+        small = cfg.model.small
+        tokenizer = train_wordpiece(train_texts, small.vocab_size)
+        config = BertConfig(vocab_size=len(tokenizer), hidden_size=small.hidden_size,
+                            num_hidden_layers=small.num_hidden_layers, num_attention_heads=small.num_attention_heads,
+                            intermediate_size=small.intermediate_size, max_position_embeddings=max(max_length, 64) + 2,
+                            pad_token_id=tokenizer.pad_token_id)
+        return MeanPooledEncoder(tokenizer, AutoModel.from_config(config), device, max_length, None)
+    path = packaged_model_path(str(name)) or str(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path, dtype=torch.float32)
+    except (OSError, ValueError, ConnectionError) as err:
+        raise hub_error(str(name), err) from None
+    return MeanPooledEncoder(tokenizer, model, device, max_length, str(name))
+
+
+def load_embedder(saved_cfg, folder: Path, device: str) -> MeanPooledEncoder:
+    from transformers import AutoModel, AutoTokenizer
+
+    if (folder / "config.json").exists():
+        return MeanPooledEncoder(AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder), device,
+                                 saved_cfg.trainer.max_length, None)
+    return embedder(saved_cfg, [], device)

@@ -1,0 +1,329 @@
+"""Embedding customization on sentence pairs (task=embedding).
+
+train: pairs -> split (grouped by text, stratified) -> negatives within each split -> embeddings (cached) ->
+       cosine-similarity threshold accuracy before -> customize (method=matrix | finetune | none) -> after.
+apply: a saved run's embedder (+ its matrix) on new texts, or its matrix on an NPY of embeddings.
+Outputs: metrics.json, history.csv, history.png, similarity_histograms.png, pairs.csv (cosines before/after),
+checkpoints/ (matrix.npy, embedder.json, and the embedder's own files when it cannot be rebuilt by name).
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
+
+from nlpexp import registry
+from nlpexp.cache import open_cache
+from nlpexp.data.pairs import load_pairs
+from nlpexp.errors import UserError
+from nlpexp.metrics import accuracy_at, threshold_accuracy
+
+SPLIT_PREFIX = {"train": "train", "validation": "val", "test": "test"}
+
+
+def run(cfg, run_dir: Path, device: str):
+    return {"train": train, "apply": apply}[cfg.mode](cfg, run_dir, device)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return (a * b).sum(axis=1)
+
+
+def embed_splits(cache, embedder, splits) -> dict:
+    """{split: (E1, E2, labels)}: every text embedded once through the cache."""
+    texts = pd.unique(pd.concat([pd.concat([f["text_1"], f["text_2"]]) for f in splits.values()])).tolist()
+    vectors = cache.embed(embedder, texts)
+    row = {t: i for i, t in enumerate(texts)}
+    return {name: (vectors[[row[t] for t in f["text_1"]]], vectors[[row[t] for t in f["text_2"]]],
+                   f["label"].to_numpy().astype(np.float32)) for name, f in splits.items()}
+
+
+def score(sims: dict, labels: dict, steps: int, suffix: str) -> dict:
+    """Best-threshold accuracy ± 1.96·SE per split (the original study's metric), and the test accuracy at
+    the threshold chosen on train (the honest one)."""
+    out, best = {}, {}
+    for name, sim in sims.items():
+        best[name] = threshold_accuracy(sim, labels[name], steps)
+        prefix = SPLIT_PREFIX[name]
+        out[f"{prefix}_accuracy{suffix}"] = round(best[name]["accuracy"], 6)
+        out[f"{prefix}_accuracy_ci95{suffix}"] = round(best[name]["ci95"], 6)
+        out[f"{prefix}_threshold{suffix}"] = best[name]["threshold"]
+    out[f"test_accuracy_at_train_threshold{suffix}"] = round(
+        accuracy_at(sims["test"], labels["test"], best["train"]["threshold"]), 6)
+    return out
+
+
+def init_matrix(dim: int, modified_dim: int, how: str, generator):
+    """random: the original study's N(0, 1). identity / orthogonal keep every cosine as it is at the start,
+    scaled by sqrt(modified_dim) to the random matrix's norm so the original learning rates mean the same."""
+    import torch
+
+    if how == "random":
+        return torch.randn(dim, modified_dim, generator=generator)
+    matrix = torch.zeros(dim, modified_dim)
+    if how == "identity":
+        k = min(dim, modified_dim)
+        matrix[:k, :k] = torch.eye(k)
+    else:
+        torch.nn.init.orthogonal_(matrix, generator=generator)
+    return matrix * modified_dim ** 0.5
+
+
+def train_matrix(emb: dict, task, trainer, seed: int, device: str):
+    """SGD on MSE between cos(e1 M, e2 M) and the ±1 label. The epoch with the best validation accuracy wins
+    if it beats the start (epoch 0) by task.min_gain (default: one standard error of the start's validation
+    accuracy); otherwise the start is kept, so an identity/orthogonal start never ends below the baseline."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    gen = torch.Generator().manual_seed(seed)
+    data = {name: tuple(torch.from_numpy(x).to(device) for x in parts) for name, parts in emb.items()}
+    dim = data["train"][0].shape[1]
+    initial = init_matrix(dim, int(task.modified_dim), task.init, gen).to(device)
+    matrix = initial.clone().requires_grad_()
+    optimizer = torch.optim.SGD([matrix], lr=float(trainer.lr))
+
+    def similarity(a, b, m):
+        return F.cosine_similarity(a @ m, b @ m)
+
+    def evaluate(epoch: int) -> dict:
+        row = {"epoch": epoch}
+        with torch.no_grad():
+            gram = matrix @ matrix.T  # cos(aM, bM) from a (M Mᵀ) bᵀ: dim x dim work per pair, not dim x modified_dim
+            for name, (a, b, y) in data.items():
+                ag, bg = a @ gram, b @ gram
+                sim = (ag * b).sum(1) / ((ag * a).sum(1).clamp_min(1e-12) * (bg * b).sum(1).clamp_min(1e-12)).sqrt()
+                row[f"{SPLIT_PREFIX[name]}_loss"] = float(F.mse_loss(sim, y))
+                row[f"{SPLIT_PREFIX[name]}_accuracy"] = threshold_accuracy(sim.cpu().numpy(), y.cpu().numpy(),
+                                                                           task.threshold_steps)["accuracy"]
+        return row
+
+    history = [evaluate(0)]
+    start, n_val = history[0], len(data["validation"][2])
+    # the trained matrix replaces the start only when it beats it on validation by more than the noise
+    min_gain = task.min_gain if task.min_gain is not None else \
+        (start["val_accuracy"] * (1 - start["val_accuracy"]) / n_val) ** 0.5
+    key, best, best_epoch, stale, steps = None, None, 0, 0, 0
+    a_all, b_all, y_all = data["train"]
+    for epoch in tqdm(range(1, int(trainer.epochs) + 1), desc="matrix epochs", disable=trainer.epochs < 20):
+        order = torch.randperm(len(y_all), generator=gen).to(device)
+        for idx in order.split(int(trainer.batch_size)):
+            a = F.dropout(a_all[idx], p=float(task.dropout), training=True)
+            b = F.dropout(b_all[idx], p=float(task.dropout), training=True)
+            loss = F.mse_loss(similarity(a, b, matrix), y_all[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            if 0 < trainer.max_steps <= steps:
+                break
+        row = evaluate(epoch)
+        history.append(row)
+        if not np.isfinite(row["train_loss"]):
+            print(f"matrix: loss is {row['train_loss']} at epoch {epoch} (learning rate too high?); stopping")
+            break
+        if key is None or (row["val_accuracy"], -row["val_loss"]) > key:
+            key, best, best_epoch, stale = (row["val_accuracy"], -row["val_loss"]), matrix.detach().clone(), epoch, 0
+        else:
+            stale += 1
+            if task.patience and stale >= task.patience:
+                break
+        if 0 < trainer.max_steps <= steps:
+            break
+    if best is None or key[0] - start["val_accuracy"] < max(min_gain, 1e-12):
+        print(f"matrix: no validation gain over the start beyond {min_gain:.4f}; keeping the start (epoch 0)")
+        best, best_epoch = initial, 0
+    return best.cpu().numpy(), history, best_epoch
+
+
+def plot_histograms(sims_before: dict, sims_after: dict, labels: dict, path: Path, title_after: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    for col, name in enumerate(("train", "test")):
+        for row, (sims, when) in enumerate(((sims_before, "before"), (sims_after, title_after))):
+            ax = axes[row][col]
+            for lab, colour, text in ((1, "tab:green", "similar (+1)"), (-1, "tab:red", "dissimilar (-1)")):
+                ax.hist(sims[name][labels[name] == lab], bins=40, range=(-1, 1), alpha=0.6, color=colour, label=text)
+            ax.set_title(f"{name}: cosine similarity, {when}")
+            ax.legend(fontsize=8)
+    for ax in axes[1]:
+        ax.set_xlabel("cosine similarity")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, what in zip(axes, ("loss", "accuracy")):
+        for prefix in ("train", "val", "test"):
+            points = [(r["epoch"], r[f"{prefix}_{what}"]) for r in history if r.get(f"{prefix}_{what}") is not None]
+            if points:
+                ax.plot(*zip(*points), marker="o", markersize=3, label=f"{prefix} {what}")
+        ax.set_xlabel("epoch")
+        ax.set_title(what)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def train(cfg, run_dir: Path, device: str):
+    task = cfg.task
+    if cfg.model.family == "openai":  # before any work; the config check stays independent of the environment
+        registry.builder("openai").require_key()
+    splits = load_pairs(cfg.data, task, cfg.seed)
+    for name, frame in splits.items():
+        print(f"{name}: {int((frame['label'] > 0).sum())} similar + {int((frame['label'] < 0).sum())} dissimilar pairs")
+    train_texts = pd.unique(pd.concat([splits[s][c] for s in ("train", "validation") for c in ("text_1", "text_2")]))
+    builder = registry.builder(cfg.model.name)
+    embedder = builder.embedder(cfg, list(train_texts), device)
+    cache = open_cache(task.cache)
+    try:
+        emb = embed_splits(cache, embedder, splits)
+    finally:
+        cache.close()
+    labels = {name: parts[2] for name, parts in emb.items()}
+    before = {name: cosine(a, b) for name, (a, b, _) in emb.items()}
+    metrics = score(before, labels, task.threshold_steps, "_before")
+
+    ckpt = run_dir / "checkpoints"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    info, history = {"embedder": embedder.id, "method": task.method}, []
+    if task.method == "matrix":
+        matrix, history, best_epoch = train_matrix(emb, task, cfg.trainer, cfg.seed, device)
+        np.save(ckpt / "matrix.npy", matrix.astype(np.float32))
+        after = {name: cosine(a @ matrix, b @ matrix) for name, (a, b, _) in emb.items()}
+        info["best_epoch"] = best_epoch
+        last = history[best_epoch] if best_epoch < len(history) else history[-1]
+        metrics.update({f"{p}_loss": round(last[f"{p}_loss"], 6) for p in ("train", "val", "test")})
+    elif task.method == "finetune":
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:  # an HF encoder passes through a folder to become one
+            st_model = embedder.sentence_transformer(Path(tmp))
+        # no early stopping here, so the whole train half (train + validation) trains the encoder
+        train_half = pd.concat([splits["train"], splits["validation"]], ignore_index=True)
+        tuned, history = registry.builder("sentence_transformers").finetune(
+            st_model, train_half, task.finetune, cfg.seed, ckpt, device)
+        tuned_emb = embed_splits(open_cache(None), tuned, splits)
+        after = {name: cosine(a, b) for name, (a, b, _) in tuned_emb.items()}
+    else:
+        after = before
+    metrics.update(score(after, labels, task.threshold_steps, ""))
+    metrics["test_gain"] = round(metrics["test_accuracy"] - metrics["test_accuracy_before"], 6)
+    metrics["cache_hits"], metrics["cache_misses"] = cache.hits, cache.misses
+    if task.method == "finetune":  # it trained on the validation pairs: no honest validation number
+        metrics = {k: v for k, v in metrics.items() if not k.startswith("val_")}
+
+    embedder.save(ckpt / "embedder")
+    (ckpt / "embedder.json").write_text(json.dumps({"id": embedder.id, "model": cfg.model.name,
+                                                    "method": task.method}, indent=2))
+    if not history:
+        history = [{"epoch": 0, **{f"{SPLIT_PREFIX[n]}_accuracy": metrics.get(f"{SPLIT_PREFIX[n]}_accuracy_before")
+                                   for n in splits}}]
+    if task.method == "finetune":
+        history.append({"epoch": history[-1]["epoch"], **{f"{SPLIT_PREFIX[n]}_accuracy": metrics.get(
+            f"{SPLIT_PREFIX[n]}_accuracy") for n in ("train", "test")}})
+    pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
+    plot_curves(history, run_dir / "history.png")
+    plot_histograms(before, after, labels, run_dir / "similarity_histograms.png",
+                    "after" if task.method != "none" else "(no customization)")
+    table = pd.concat([f.assign(split=name, cosine_before=before[name].round(6), cosine_after=after[name].round(6))
+                       for name, f in splits.items()], ignore_index=True)
+    table.drop(columns=["line"]).to_csv(run_dir / "pairs.csv", index=False)
+    objective = "test_accuracy" if task.method == "finetune" else "val_accuracy"
+    return {"metrics": metrics, "objective": objective, **info,
+            "samples": {name: len(frame) for name, frame in splits.items()}}
+
+
+def _read_texts(source: Path) -> list[str]:
+    from nlpexp.data.readers import decode_bytes
+
+    if source.suffix.lower() == ".txt":
+        return [line.strip() for line in decode_bytes(source.read_bytes()).splitlines() if line.strip()]
+    frame = pd.read_json(source, lines=True) if source.suffix.lower() in (".jsonl", ".json") else \
+        pd.read_csv(source, sep="\t" if source.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False)
+    column = next((c for c in ("text", "sentence", "text_1", "content") if c in frame.columns), None)
+    if column is None:
+        raise UserError(f"{source}: no text column (columns: {', '.join(map(str, frame.columns))})")
+    return [str(t) for t in frame[column]]
+
+
+def apply(cfg, run_dir: Path, device: str):
+    """Embeddings of new texts (or given embeddings) transformed with a saved run's matrix -> NPY."""
+    ckpt = Path(str(cfg.ckpt)).expanduser()
+    saved = OmegaConf.load(ckpt / ".hydra" / "config.yaml")
+    folder = ckpt / "checkpoints"
+    if not (folder / "embedder.json").exists():
+        raise UserError(f"{ckpt} has no checkpoints/embedder.json (is it a finished task=embedding run?)")
+    matrix = np.load(folder / "matrix.npy") if (folder / "matrix.npy").exists() else None
+    source = Path(str(cfg.input)).expanduser()
+    if source.suffix.lower() == ".npy":
+        vectors = np.load(source, allow_pickle=False)
+        if matrix is None:
+            raise UserError(f"{ckpt} has no matrix.npy (method={saved.task.method}); give texts instead of an NPY")
+        if vectors.ndim != 2 or vectors.shape[1] != matrix.shape[0]:
+            raise UserError(f"{source}: expected an (n, {matrix.shape[0]}) array, got {vectors.shape}")
+    else:
+        texts = _read_texts(source)
+        if saved.task.method == "finetune":
+            embedder = registry.builder("sentence_transformers").load_finetuned(folder / "encoder", device)
+        else:
+            embedder = registry.builder(saved.model.name).load_embedder(saved, folder / "embedder", device)
+        cache = open_cache(saved.task.cache if saved.task.method != "finetune" else None)
+        try:
+            vectors = cache.embed(embedder, texts)
+        finally:
+            cache.close()
+        pd.DataFrame({"text": texts}).to_csv(run_dir / "texts.csv", index=False)
+    out = vectors @ matrix if matrix is not None else vectors
+    target = Path(str(cfg.output)).expanduser() if cfg.get("output") else run_dir / "embeddings.npy"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    np.save(target, out.astype(np.float32))
+    print(f"{out.shape[0]} embeddings of dimension {out.shape[1]} written to {target}")
+    return {"metrics": {"applied_rows": float(out.shape[0]), "applied_dim": float(out.shape[1])},
+            "objective": "applied_rows", "applied": {"ckpt": str(ckpt), "input": str(source), "output": str(target)}}
+
+
+class GridTable(Callback):
+    """After a task=embedding sweep: one table of the runs and the best configuration by the objective."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        import yaml
+
+        root = Path(config.hydra.sweep.dir)
+        rows = []
+        for path in sorted(root.glob("*/metrics.json")):
+            summary = json.loads(path.read_text())
+            overrides = yaml.safe_load((path.parent / ".hydra" / "overrides.yaml").read_text()) \
+                if (path.parent / ".hydra" / "overrides.yaml").exists() else []
+            metrics = summary.get("metrics", {})
+            rows.append({"run": path.parent.name, "overrides": " ".join(overrides), "status": summary.get("status"),
+                         **{k: metrics.get(k) for k in ("val_accuracy", "test_accuracy_before", "test_accuracy",
+                                                        "test_accuracy_ci95", "test_gain")}})
+        if not any(r["status"] == "complete" and r.get("test_accuracy") is not None for r in rows):
+            return
+        table = pd.DataFrame(rows)
+        done = table[table["status"] == "complete"]
+        best = done.sort_values(["val_accuracy", "test_accuracy"], ascending=False, na_position="last").iloc[0]
+        (root / "grid.md").write_text(table.to_markdown(index=False, floatfmt=".4f") +
+                                      f"\n\nbest by val_accuracy: {best['overrides']}\n")
+        print("\n" + table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print(f"best by val_accuracy: {best['overrides']} (test accuracy {best['test_accuracy']:.4f}); "
+              f"table: {root / 'grid.md'}")
