@@ -16,7 +16,7 @@ CONF_MODULE = "nlpexp.conf"
 
 def _run_dir(task: str, model: str, mode: str, ckpt) -> str:
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    if mode in ("eval", "predict") and ckpt:
+    if mode in ("eval", "predict", "generate") and ckpt:
         return str(Path(str(ckpt)).expanduser() / mode / stamp)
     return f"outputs/{task}/{model}/{stamp}"
 

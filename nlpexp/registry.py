@@ -9,6 +9,7 @@ from nlpexp.errors import UserError
 # task name -> runner module under nlpexp/tasks/
 TASKS = {
     "finsent": "classify",
+    "novel": "novel",
 }
 
 # model name -> builder module under nlpexp/models/
@@ -17,15 +18,21 @@ MODELS = {
     "bert": "hf",
     "minilm": "hf",
     "doc2vec": "doc2vec",
+    "bert_fc": "bert_heads",
+    "bert_lstm": "bert_heads",
+    "transformer": "transformer",
+    "gpt2": "gpt2",
 }
 
 # the task x model matrix: every listed pair must run (offline in smoke form)
 SUPPORTED = {
     "finsent": ("minilm", "finbert", "bert", "doc2vec"),
+    "novel": ("bert_lstm", "bert_fc", "transformer", "gpt2"),
 }
 
 MODES = {
     "classify": ("train", "eval", "predict"),
+    "novel": ("train", "generate"),
 }
 
 
