@@ -25,12 +25,14 @@ test: install
 
 smoke: install
 	HF_HUB_OFFLINE=1 $(BIN)/nlpexp -m +smoke=true task=finsent model=minilm,doc2vec,bert,finbert
+	HF_HUB_OFFLINE=1 $(BIN)/nlpexp -m +smoke=true task=novel model=bert_lstm,bert_fc,transformer,gpt2
 
 lint: install
 	$(BIN)/ruff check nlpexp tests bench
 
 bench: install
 	$(BIN)/python bench/finsent_throughput.py
+	$(BIN)/python bench/novel_generation.py
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -3,6 +3,7 @@
 The text is cut into train | validation | test by position (in that order), and windows are made inside each
 part only, so no window or target crosses a split boundary: held-out numbers never see training text.
 """
+import itertools
 import json
 import re
 import unicodedata
@@ -100,9 +101,9 @@ def split_by_position(n: int, fractions) -> list[tuple[int, int]]:
     """[start, end) character ranges of train, validation, test: consecutive, in text order."""
     cuts = [0]
     for f in fractions[:-1]:
-        cuts.append(cuts[-1] + int(round(n * f)))
+        cuts.append(cuts[-1] + round(n * f))
     cuts.append(n)
-    return list(zip(cuts[:-1], cuts[1:]))
+    return list(itertools.pairwise(cuts))
 
 
 def window_starts(start: int, end: int, seq_len: int, stride: int):

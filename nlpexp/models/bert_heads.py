@@ -17,13 +17,15 @@ from nlpexp.runtime import is_hub_id
 
 class BertNextChar(WindowStepper, nn.Module):
     def __init__(self, bert_config, head: str, cls_id: int, window: int, pool: str = "last", fc_hidden: int = 512,
-                 lstm_hidden: int = 256, lstm_layers: int = 1, dropout: float = 0.1, bert=None):
+                 lstm_hidden: int = 256, lstm_layers: int = 1, dropout: float = 0.1, causal: bool = False, bert=None):
         from transformers import BertModel
 
         super().__init__()
-        self.head, self.cls_id, self.window, self.pool = head, cls_id, window, pool
+        self.head, self.cls_id, self.window, self.pool, self.causal = head, cls_id, window, pool, bool(causal)
         self.settings = {"head": head, "cls_id": cls_id, "window": window, "pool": pool, "fc_hidden": fc_hidden,
-                         "lstm_hidden": lstm_hidden, "lstm_layers": lstm_layers, "dropout": dropout}
+                         "lstm_hidden": lstm_hidden, "lstm_layers": lstm_layers, "dropout": dropout, "causal": causal}
+        if causal:  # BERT's decoder mode: position t attends to positions <= t only
+            bert_config.is_decoder = True
         self.bert = bert if bert is not None else BertModel(bert_config, add_pooling_layer=False)
         hidden, vocab = self.bert.config.hidden_size, self.bert.config.vocab_size
         if head == "fc":
@@ -42,12 +44,15 @@ class BertNextChar(WindowStepper, nn.Module):
         return self.bert(input_ids=torch.cat([cls, ids], dim=1)).last_hidden_state  # (B, 1 + T, H)
 
     def forward(self, ids):
-        """(B, T) window ids -> (B, vocab) logits for the character after the window."""
+        """(B, T) window ids -> (B, vocab) logits for the character after the window; causal: (B, T, vocab),
+        the character after every position (each sees only the positions up to it)."""
         states = self.encode(ids)
         if self.head == "fc":
+            if self.causal:
+                return self.fc(states[:, 1:])
             return self.fc(states[:, 0] if self.pool == "cls" else states[:, -1])
         out, _ = self.lstm(states)  # zero initial state (nn.LSTM's default when none is given)
-        return self.out(out[:, -1])
+        return self.out(out[:, 1:] if self.causal else out[:, -1])
 
     # the LSTM can carry its (h, c) across steps: one LSTM step on the newest position instead of the window
     def start(self, prompt_ids, stateful: bool = True):
@@ -55,7 +60,7 @@ class BertNextChar(WindowStepper, nn.Module):
             return super().start(prompt_ids)
         window = prompt_ids[:, -self.window:]
         out, (h, c) = self.lstm(self.encode(window))
-        return self.out(out[:, -1]), (window, h.transpose(0, 1), c.transpose(0, 1))
+        return self.out(out[:, -1]), (window, h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous())
 
     def advance(self, state, next_ids):
         if len(state) == 1:
@@ -64,7 +69,7 @@ class BertNextChar(WindowStepper, nn.Module):
         last = self.encode(window)[:, -1:]
         h, c = state[1].transpose(0, 1).contiguous(), state[2].transpose(0, 1).contiguous()
         out, (h, c) = self.lstm(last, (h, c))
-        return self.out(out[:, -1]), (window, h.transpose(0, 1), c.transpose(0, 1))
+        return self.out(out[:, -1]), (window, h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous())
 
 
 def freeze_encoder(bert, freeze) -> None:
@@ -114,7 +119,8 @@ def novel_model(model_cfg, vocab: CharVocab, seq_len: int, smoke: bool = False) 
         config = bert.config
     model = BertNextChar(config, head, vocab.cls_id, seq_len, pool=model_cfg.get("pool", "last"),
                          fc_hidden=model_cfg.get("fc_hidden", 512), lstm_hidden=model_cfg.get("hidden_size", 256),
-                         lstm_layers=model_cfg.get("num_layers", 1), dropout=model_cfg.get("dropout", 0.1), bert=bert)
+                         lstm_layers=model_cfg.get("num_layers", 1), dropout=model_cfg.get("dropout", 0.1),
+                         causal=bool(model_cfg.get("causal", False)), bert=bert)
     freeze_encoder(model.bert, model_cfg.get("freeze"))
     return model
 

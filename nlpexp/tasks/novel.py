@@ -52,17 +52,22 @@ def load_checkpoint(folder: Path, device: str):
 
 
 # -- training ---------------------------------------------------------------------------------------------
-def _autocast(device: str):
-    """bf16/fp16 autocast on CUDA (fp16 needs a GradScaler); full precision elsewhere."""
+def _autocast(device: str, mode: str = "auto"):
+    """Mixed precision where the device has it: bf16 (fp16 + GradScaler on older GPUs) on CUDA, bf16 on CPUs
+    with native bf16 instructions (oneDNN); full precision otherwise or with task.mixed_precision=no."""
     import contextlib
 
     import torch
 
-    if device != "cuda":
+    if mode == "no":
         return contextlib.nullcontext, None
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
+    if device == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+        return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
+    if device == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), None
+    return contextlib.nullcontext, None
 
 
 def loss_fn(model, logits, y):
@@ -115,7 +120,7 @@ def fit(cfg, model, data, run_dir: Path, device: str):
     if tr.max_steps and tr.max_steps > 0:
         total = min(total, int(tr.max_steps))
     sched = get_linear_schedule_with_warmup(opt, int(tr.warmup_ratio * total), total)
-    autocast, scaler = _autocast(device)
+    autocast, scaler = _autocast(device, str(cfg.task.get("mixed_precision", "auto")))
     gen = torch.Generator().manual_seed(int(cfg.seed))
     deadline = time.time() + 60 * cfg.task.max_train_minutes if cfg.task.get("max_train_minutes") else None
     eval_every = cfg.task.get("eval_every") or per_epoch
@@ -288,7 +293,7 @@ def generate(cfg, run_dir: Path, device: str):
     import torch
 
     ckpt = Path(str(cfg.ckpt)).expanduser()
-    model, codec, seq_len = load_checkpoint(ckpt / "checkpoints" / "best", device)
+    model, codec, _ = load_checkpoint(ckpt / "checkpoints" / "best", device)
     prompt = str(cfg.prompt)
     ids = codec.encode(prompt)
     if not ids:
@@ -307,4 +312,3 @@ def generate(cfg, run_dir: Path, device: str):
         print(f"[{i + 1}] {prompt}{text}")
     print(f"{n} x {int(cfg.length)} tokens in {elapsed:.2f}s ({n * int(cfg.length) / max(elapsed, 1e-9):.0f} tokens/s)"
           f"; written to {run_dir / 'samples.jsonl'}")
-    return None
