@@ -78,6 +78,8 @@ def _check_novel(errors: list, cfg) -> None:
     _positive(errors, cfg, "data.min_freq", integer=True)
     if cfg.data.punctuation not in ("full", "half", "none"):
         errors.append(f"data.punctuation must be full, half or none (got {cfg.data.punctuation!r})")
+    if cfg.task.get("mixed_precision", "auto") not in ("auto", "bf16", "no"):
+        errors.append(f"task.mixed_precision must be auto, bf16 or no (got {cfg.task.mixed_precision!r})")
     g = cfg.generate
     if g.strategy not in ("sample", "beam"):
         errors.append(f"generate.strategy must be sample or beam (got {g.strategy!r})")
@@ -92,6 +94,8 @@ def _check_novel(errors: list, cfg) -> None:
         errors.append(f"generate.top_p must be in (0, 1] (got {g.top_p!r})")
     if cfg.model.family == "bert_heads" and cfg.model.get("pool", "last") not in ("last", "cls"):
         errors.append(f"model.pool must be last or cls (got {cfg.model.pool!r})")
+    if cfg.model.family == "bert_heads" and cfg.model.get("causal") and cfg.model.get("pool") == "cls":
+        errors.append("model.pool=cls needs model.causal=false ([CLS] sees nothing after it in causal mode)")
     if cfg.mode == "generate":
         _positive(errors, cfg, "length", integer=True)
         if not cfg.get("prompt"):

@@ -204,7 +204,7 @@ def test_every_novel_cell_runs_in_smoke_form(nlpexp, model):
 
 def test_saved_run_generates_the_same_text_after_reload(nlpexp, tmp_path):
     assert nlpexp("+smoke=true", "task=novel", "model=bert_lstm", f"hydra.run.dir={tmp_path}/run").code == 0
-    args = ("task=novel", "mode=generate", f"ckpt={tmp_path}/run", "prompt=小川背着竹篓", "length=50",
+    args = ("mode=generate", f"ckpt={tmp_path}/run", "prompt=小川背着竹篓", "length=50",  # task, model from the run
             "generate.num_samples=3", "seed=7")
     first, second = nlpexp(*args), nlpexp(*args)
     assert first.code == 0, first.err[-2000:]

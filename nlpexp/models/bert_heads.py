@@ -54,6 +54,16 @@ class BertNextChar(WindowStepper, nn.Module):
         out, _ = self.lstm(states)  # zero initial state (nn.LSTM's default when none is given)
         return self.out(out[:, 1:] if self.causal else out[:, -1])
 
+    def last_logits(self, ids):
+        """(B, vocab) for the character after the window only: the head runs on one position, not all."""
+        if not self.causal:
+            return self(ids)
+        states = self.encode(ids)
+        if self.head == "fc":
+            return self.fc(states[:, -1])
+        out, _ = self.lstm(states)
+        return self.out(out[:, -1])
+
     # the LSTM can carry its (h, c) across steps: one LSTM step on the newest position instead of the window
     def start(self, prompt_ids, stateful: bool = True):
         if self.head != "lstm" or not stateful:

@@ -53,21 +53,17 @@ def load_checkpoint(folder: Path, device: str):
 
 # -- training ---------------------------------------------------------------------------------------------
 def _autocast(device: str, mode: str = "auto"):
-    """Mixed precision where the device has it: bf16 (fp16 + GradScaler on older GPUs) on CUDA, bf16 on CPUs
-    with native bf16 instructions (oneDNN); full precision otherwise or with task.mixed_precision=no."""
+    """Mixed precision: auto = bf16 on CUDA (fp16 + GradScaler on GPUs without bf16), full precision on CPU;
+    bf16 = bf16 autocast on any device; no = full precision."""
     import contextlib
 
     import torch
 
-    if mode == "no":
+    if mode == "no" or (mode == "auto" and device != "cuda"):
         return contextlib.nullcontext, None
-    if device == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-        return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
-    if device == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), None
-    return contextlib.nullcontext, None
+    if device == "cuda" and not torch.cuda.is_bf16_supported():
+        return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
+    return (lambda: torch.autocast(device, dtype=torch.bfloat16)), None
 
 
 def loss_fn(model, logits, y):
