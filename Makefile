@@ -33,6 +33,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/finsent_throughput.py
 	$(BIN)/python bench/embedding.py
+	$(BIN)/python bench/novel_generation.py
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -60,7 +60,8 @@ def main():
     identical = fast["accuracy"] == loop_acc and fast["se"] == loop_se
     print(f"threshold accuracy over 2,000 thresholds x {args.pairs} pairs")
     print(f"  {'double loop (original)':<26}{loop_s * 1000:>10.1f} ms   accuracy {loop_acc:.6f} ± {1.96 * loop_se:.6f}")
-    print(f"  {'sort once (nlpexp)':<26}{fast_s * 1000:>10.3f} ms   accuracy {fast['accuracy']:.6f} ± {fast['ci95']:.6f}")
+    print(f"  {'sort once (nlpexp)':<26}{fast_s * 1000:>10.3f} ms   "
+          f"accuracy {fast['accuracy']:.6f} ± {fast['ci95']:.6f}")
     print(f"  identical: {identical}   speed-up: {loop_s / fast_s:,.0f}x")
 
     texts = [f"text {i}" for i in range(20_000)]

@@ -22,7 +22,7 @@ warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigSto
 
 def _run_dir(task: str, model: str, mode: str, ckpt) -> str:
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    if mode in ("eval", "predict") and ckpt:
+    if mode in ("eval", "predict", "generate") and ckpt:
         return str(Path(str(ckpt)).expanduser() / mode / stamp)
     path, n = f"outputs/{task}/{model}/{stamp}", 1
     while Path(path).exists():  # another run started in the same second: never share a folder
@@ -267,7 +267,30 @@ def hydra_main(cfg: DictConfig):
     return run_job(cfg)
 
 
+def _saved_run_choices(args: list[str]) -> list[str]:
+    """`mode=eval|predict|generate ckpt=<run>` without task=/model=: take them from the saved run's config."""
+    given = {a.lstrip("+~").split("=", 1)[0]: a.split("=", 1)[1] for a in args if "=" in a}
+    ckpt = given.get("ckpt")
+    if given.get("mode", "train") == "train" or not ckpt:
+        return []
+    saved = Path(ckpt).expanduser() / ".hydra" / "config.yaml"
+    if not saved.exists():
+        return []
+    cfg = OmegaConf.load(saved)
+    return [f"{key}={cfg[key].name}" for key in ("task", "model") if key not in given and key in cfg]
+
+
+def _quote_free_text(arg: str) -> str:
+    """prompt=/text= values are free text (Chinese, punctuation): quote them so Hydra's grammar takes them as is."""
+    key, eq, value = arg.partition("=")
+    if not eq or key.lstrip("+~") not in ("prompt", "text") or value[:1] in ("'", '"'):
+        return arg
+    return f"{key}='" + value.replace("'", "\\'") + "'"  # Hydra: only a quote needs escaping inside quotes
+
+
 def main() -> None:
+    sys.argv[1:] = [_quote_free_text(a) for a in sys.argv[1:]]
+    sys.argv[1:] = sys.argv[1:] + _saved_run_choices(sys.argv[1:])
     args = sys.argv[1:]
     from nlpexp import distributed
 

@@ -85,3 +85,43 @@ def accuracy_at(similarity, labels, threshold: float) -> float:
     """Accuracy of `similarity > threshold -> +1` (a threshold chosen on another split)."""
     pred = np.where(np.asarray(similarity, dtype=np.float64) > threshold, 1, -1)
     return float((pred == np.where(np.asarray(labels) > 0, 1, -1)).mean())
+
+
+# -- language modelling and generation ------------------------------------------------------------------
+def perplexity(mean_nll: float) -> float:
+    """exp of the mean negative log-likelihood per token (nats)."""
+    import math
+
+    return float(math.exp(min(mean_nll, 700.0)))
+
+
+def _ngrams(seq, n: int) -> list:
+    return [tuple(seq[i:i + n]) for i in range(len(seq) - n + 1)]
+
+
+def distinct_n(texts, n: int) -> float:
+    """Distinct n-grams over all n-grams across the texts (Li et al., 2016); sequences of characters or tokens."""
+    grams = [g for t in texts for g in _ngrams(t, n)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def repetition_rate(texts, n: int = 2) -> float:
+    """Mean over texts of the share of n-grams that already occurred earlier in the same text."""
+    rates = []
+    for t in texts:
+        grams = _ngrams(t, n)
+        if grams:
+            rates.append(1.0 - len(set(grams)) / len(grams))
+    return float(np.mean(rates)) if rates else 0.0
+
+
+def bigram_nll(train_ids, prev_ids, next_ids, vocab_size: int, k: float) -> float:
+    """Mean -log P(next | prev) of an add-k smoothed bigram model counted on `train_ids` (sparse counts)."""
+    train = np.asarray(train_ids, dtype=np.int64)
+    pairs, pair_counts = np.unique(train[:-1] * vocab_size + train[1:], return_counts=True)
+    unigram = np.bincount(train[:-1], minlength=vocab_size).astype(np.float64)
+    query = np.asarray(prev_ids, dtype=np.int64) * vocab_size + np.asarray(next_ids, dtype=np.int64)
+    pos = np.clip(np.searchsorted(pairs, query), 0, len(pairs) - 1)
+    counts = np.where(pairs[pos] == query, pair_counts[pos], 0).astype(np.float64)
+    prob = (counts + k) / (unigram[np.asarray(prev_ids, dtype=np.int64)] + k * vocab_size)
+    return float(-np.log(prob).mean())

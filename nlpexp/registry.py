@@ -10,6 +10,7 @@ from nlpexp.errors import UserError
 TASKS = {
     "finsent": "classify",
     "embedding": "embedding",
+    "novel": "novel",
 }
 
 # model name -> builder module under nlpexp/models/
@@ -20,17 +21,23 @@ MODELS = {
     "doc2vec": "doc2vec",
     "sentence_transformers": "sentence_transformers",
     "openai": "openai",
+    "bert_fc": "bert_heads",
+    "bert_lstm": "bert_heads",
+    "transformer": "transformer",
+    "gpt2": "gpt2",
 }
 
 # the task x model matrix: every listed pair must run (offline in smoke form)
 SUPPORTED = {
     "finsent": ("minilm", "finbert", "bert", "doc2vec"),
     "embedding": ("sentence_transformers", "minilm", "bert", "finbert", "doc2vec", "openai"),
+    "novel": ("bert_lstm", "bert_fc", "transformer", "gpt2"),
 }
 
 MODES = {
     "classify": ("train", "eval", "predict"),
     "embedding": ("train", "apply"),
+    "novel": ("train", "generate"),
 }
 
 # model builder modules whose training runs data-parallel under torchrun (trainer.nproc > 1)

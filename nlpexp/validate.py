@@ -53,9 +53,10 @@ def check_config(cfg: DictConfig) -> None:
     data = cfg.get("data")
     if data is not None:
         if data.get("path"):
-            path = Path(str(data.path)).expanduser()
-            if not path.exists():
-                errors.append(f"data file not found: {path}")
+            for item in [data.path] if isinstance(data.path, str) else list(data.path):  # novel takes a list
+                path = Path(str(item)).expanduser()
+                if not path.exists():
+                    errors.append(f"data file not found: {path}")
         if data.source not in ("embedded", "hub", "file"):
             errors.append(f"data.source must be embedded, hub or file (got {data.source!r})")
         if data.source == "file" and not data.get("path"):
@@ -80,6 +81,8 @@ def check_config(cfg: DictConfig) -> None:
             errors.append(missing_dependency(cfg))
     if cfg.task.name == "embedding":
         _check_embedding(errors, cfg)
+    if cfg.task.name == "novel":
+        _check_novel(errors, cfg)
     if cfg.device.name not in ("auto", "cpu", "cuda", "mps"):
         errors.append(f"device must be auto, cpu, cuda or mps (got {cfg.device.name!r})")
     if errors:
@@ -125,3 +128,38 @@ def _check_embedding(errors: list[str], cfg: DictConfig) -> None:
         for key in ("epochs", "batch_size"):
             _positive(errors, cfg, f"task.finetune.{key}", integer=True)
         _positive(errors, cfg, "task.finetune.lr")
+
+
+def _check_novel(errors: list, cfg) -> None:
+    _positive(errors, cfg, "task.seq_len", integer=True)
+    _positive(errors, cfg, "data.stride", integer=True)
+    _positive(errors, cfg, "data.eval_stride", integer=True)
+    _positive(errors, cfg, "data.min_freq", integer=True)
+    if cfg.data.punctuation not in ("full", "half", "none"):
+        errors.append(f"data.punctuation must be full, half or none (got {cfg.data.punctuation!r})")
+    if cfg.task.get("mixed_precision", "auto") not in ("auto", "bf16", "no"):
+        errors.append(f"task.mixed_precision must be auto, bf16 or no (got {cfg.task.mixed_precision!r})")
+    g = cfg.generate
+    if g.strategy not in ("sample", "beam"):
+        errors.append(f"generate.strategy must be sample or beam (got {g.strategy!r})")
+    _positive(errors, cfg, "generate.temperature")
+    _positive(errors, cfg, "generate.top_k", integer=True, allow_zero=True)
+    _positive(errors, cfg, "generate.repeat_window", integer=True, allow_zero=True)
+    _positive(errors, cfg, "generate.beam_size", integer=True)
+    _positive(errors, cfg, "generate.num_samples", integer=True)
+    _positive(errors, cfg, "generate.eval_prompts", integer=True)
+    _positive(errors, cfg, "generate.eval_length", integer=True)
+    if not isinstance(g.top_p, (int, float)) or not 0 < g.top_p <= 1:
+        errors.append(f"generate.top_p must be in (0, 1] (got {g.top_p!r})")
+    if cfg.model.family == "bert_heads" and cfg.model.get("pool", "last") not in ("last", "cls"):
+        errors.append(f"model.pool must be last or cls (got {cfg.model.pool!r})")
+    if cfg.model.family == "bert_heads" and cfg.model.get("causal") and cfg.model.get("pool") == "cls":
+        errors.append("model.pool=cls needs model.causal=false ([CLS] sees nothing after it in causal mode)")
+    if cfg.mode == "generate":
+        _positive(errors, cfg, "length", integer=True)
+        if not cfg.get("prompt"):
+            errors.append('mode=generate needs prompt="..."')
+        if not cfg.get("ckpt"):
+            errors.append("mode=generate needs ckpt=<run folder>")
+        elif not (Path(str(cfg.ckpt)).expanduser() / ".hydra" / "config.yaml").exists():
+            errors.append(f"ckpt={cfg.ckpt} is not a run folder (no .hydra/config.yaml inside)")

@@ -38,7 +38,8 @@ class OpenAIEmbedder:
             except self.openai.OpenAIError as err:
                 first = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
                 raise UserError(f"OpenAI embeddings request failed ({type(err).__name__}: {first}); check the network "
-                                f"and {KEY_VARIABLE}, or use an offline embedder: model=sentence_transformers") from None
+                                f"and {KEY_VARIABLE}, or use an offline embedder: model=sentence_transformers"
+                                ) from None
             out += [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
         return np.asarray(out, dtype=np.float32)
 
