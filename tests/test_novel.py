@@ -220,9 +220,9 @@ def test_saved_run_generates_the_same_text_after_reload(nlpexp, tmp_path):
 def test_novel_bad_input_is_one_line(nlpexp, tmp_path):
     res = nlpexp("task=novel", "model=doc2vec")
     assert res.code == 2 and "supported models for novel" in res.err
-    res = nlpexp("task=novel", "mode=generate", f"ckpt={tmp_path}")
+    res = nlpexp("task=novel", "model=bert_lstm", "mode=generate", f"ckpt={tmp_path}")
     assert res.code == 2 and "prompt" in res.err and "Traceback" not in res.err
-    res = nlpexp("task=novel", "generate.top_p=1.5", "generate.strategy=greedy")
+    res = nlpexp("task=novel", "model=bert_fc", "generate.top_p=1.5", "generate.strategy=greedy")
     assert res.code == 2 and "top_p" in res.err and "strategy" in res.err
-    res = nlpexp("task=novel", f"data.path={tmp_path}/missing.txt")
+    res = nlpexp("task=novel", "model=gpt2", f"data.path={tmp_path}/missing.txt")
     assert res.code == 2 and "not found" in res.err
