@@ -120,13 +120,11 @@ def apply_smoke(cfg, overrides: list[str]):
     def walk(node: dict, prefix: str):
         for key, value in node.items():
             dotted = f"{prefix}{key}"
-            if OmegaConf.select(cfg, dotted, default="<absent>") == "<absent>":
+            if dotted in user_keys or OmegaConf.select(cfg, dotted, default="<absent>") == "<absent>":
                 continue
-            # a group choice (model=bert) is not a key the user set: walk into it
-            user_inside = any(k.startswith(dotted + ".") for k in user_keys)
-            if isinstance(value, dict) and (not dotted.endswith("small") or user_inside):
+            if isinstance(value, dict):  # leaf by leaf: a model's `small` may hold only some of the keys
                 walk(value, dotted + ".")
-            elif dotted not in user_keys:
+            else:
                 OmegaConf.update(cfg, dotted, value, merge=True)
 
     walk(overlay, "")
