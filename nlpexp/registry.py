@@ -40,6 +40,9 @@ MODES = {
     "novel": ("train", "generate"),
 }
 
+# models that call a paid web API: smoke sweeps run them only when their key is in the environment
+NEEDS_KEY = {"openai": "OPENAI_API_KEY"}
+
 # model builder modules whose training runs data-parallel under torchrun (trainer.nproc > 1)
 DATA_PARALLEL = {"hf"}
 
