@@ -23,6 +23,14 @@ def _positive(errors, cfg, key, integer=False, allow_zero=False):
         errors.append(f"{key} must be {need} (got {value!r})")
 
 
+def _check_run_folder(errors: list[str], cfg: DictConfig, what: str = "run folder") -> None:
+    """Modes that read a saved run (eval, predict, apply, generate) need ckpt=<its folder>."""
+    if not cfg.get("ckpt"):
+        errors.append(f"mode={cfg.mode} needs ckpt=<{what}>")
+    elif not (Path(str(cfg.ckpt)).expanduser() / ".hydra" / "config.yaml").exists():
+        errors.append(f"ckpt={cfg.ckpt} is not a run folder (no .hydra/config.yaml inside)")
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise one UserError listing every problem found."""
     registry.check(cfg.task.name, cfg.model.name, cfg.mode)
@@ -66,10 +74,7 @@ def check_config(cfg: DictConfig) -> None:
                 or abs(sum(split) - 1) > 1e-6:
             errors.append(f"data.split must be three fractions > 0 summing to 1 (got {split})")
     if cfg.mode in ("eval", "predict"):
-        if not cfg.get("ckpt"):
-            errors.append(f"mode={cfg.mode} needs ckpt=<run folder>")
-        elif not (Path(str(cfg.ckpt)).expanduser() / ".hydra" / "config.yaml").exists():
-            errors.append(f"ckpt={cfg.ckpt} is not a run folder (no .hydra/config.yaml inside)")
+        _check_run_folder(errors, cfg)
         if cfg.mode == "predict" and not (cfg.get("text") or cfg.get("input")):
             errors.append('mode=predict needs text="..." or input=<file>')
         if cfg.get("input") and not Path(str(cfg.input)).expanduser().exists():
@@ -92,10 +97,7 @@ def check_config(cfg: DictConfig) -> None:
 def _check_embedding(errors: list[str], cfg: DictConfig) -> None:
     task = cfg.task
     if cfg.mode == "apply":
-        if not cfg.get("ckpt"):
-            errors.append("mode=apply needs ckpt=<task=embedding run folder>")
-        elif not (Path(str(cfg.ckpt)).expanduser() / ".hydra" / "config.yaml").exists():
-            errors.append(f"ckpt={cfg.ckpt} is not a run folder (no .hydra/config.yaml inside)")
+        _check_run_folder(errors, cfg, "a task=embedding run folder")
         if not cfg.get("input"):
             errors.append("mode=apply needs input=<texts .txt/.csv/.jsonl or embeddings .npy>")
         elif not Path(str(cfg.input)).expanduser().exists():
@@ -159,7 +161,4 @@ def _check_novel(errors: list, cfg) -> None:
         _positive(errors, cfg, "length", integer=True)
         if not cfg.get("prompt"):
             errors.append('mode=generate needs prompt="..."')
-        if not cfg.get("ckpt"):
-            errors.append("mode=generate needs ckpt=<run folder>")
-        elif not (Path(str(cfg.ckpt)).expanduser() / ".hydra" / "config.yaml").exists():
-            errors.append(f"ckpt={cfg.ckpt} is not a run folder (no .hydra/config.yaml inside)")
+        _check_run_folder(errors, cfg)
