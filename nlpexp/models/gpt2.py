@@ -58,6 +58,36 @@ class GPT2NextToken(WindowStepper, nn.Module):
         return {"family": "gpt2", "gpt2_config": self.lm.config.to_dict(), "window": self.window}
 
 
+EOS = "<|endoftext|>"
+
+
+def train_byte_bpe(texts, vocab_size: int):
+    """A GPT-2-style byte-level BPE tokenizer trained on `texts` (the offline stand-in for the hub vocabulary).
+
+    `<|endoftext|>` is end-of-text, start and padding, as in GPT-2. tokenizers' BpeTrainer is deterministic
+    (the same texts give the same merges in every process: checked across runs)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=[EOS],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([str(t) for t in texts], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, unk_token=EOS, pad_token=EOS)
+
+
+def small_config(small, tokenizer, n_positions: int, **extra):
+    """GPT2Config from `model.small` (hidden_size, num_hidden_layers, num_attention_heads) over `tokenizer`."""
+    from transformers import GPT2Config
+
+    return GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=small.hidden_size,
+                      n_layer=small.num_hidden_layers, n_head=small.num_attention_heads,
+                      bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.pad_token_id, **extra)
+
+
 def _small(model_cfg, smoke: bool) -> bool:
     name = model_cfg.get("pretrained")
     return name is None or (smoke and is_hub_id(name))
