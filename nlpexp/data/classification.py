@@ -75,7 +75,8 @@ def load_splits(data, labels: list[str], seed: int) -> dict[str, pd.DataFrame]:
                                             data.text_column, data.label_column)}
     frames = {name: encode_labels(frame, labels, origin) for name, frame in frames.items()}
     if "all" in frames:
-        frames = stratified_split(frames["all"], list(data.split), seed)
+        split_seed = data.get("split_seed")  # null: the run's seed; fixed: other seeds train on the same split
+        frames = stratified_split(frames["all"], list(data.split), seed if split_seed is None else int(split_seed))
     elif "test" not in frames or "validation" not in frames:
         raise UserError(f"{origin}: needs train, validation and test splits (has {', '.join(frames)})")
     caps = {"train": data.get("max_train_samples"), "validation": data.get("max_eval_samples"),
