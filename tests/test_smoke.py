@@ -114,3 +114,15 @@ def test_probe_initialised_head_predicts_like_the_linear_probe():
 def test_head_init_is_validated(nlpexp):
     bad = nlpexp("+smoke=true", "model=bert", "model.head_init=zeros")
     assert bad.code == 2 and "model.head_init must be random or probe" in bad.err
+
+
+def test_weight_average_of_last_epochs_is_kept_only_when_validation_says_so(nlpexp, tmp_path):
+    res = nlpexp("+smoke=true", "model=bert", "trainer.max_steps=-1", "trainer.epochs=3", "trainer.average_last=3",
+                 f"hydra.run.dir={tmp_path}/run")
+    assert res.code == 0, res.err[-2000:]
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    avg = summary["weight_average"]
+    assert len(avg["checkpoints"]) == 3
+    assert avg["used"] == (avg["val_accuracy"] > avg["best_epoch_val_accuracy"])
+    assert summary["metrics"]["val_accuracy"] == max(avg["val_accuracy"], avg["best_epoch_val_accuracy"])
+    assert not list((tmp_path / "run" / "checkpoints").glob("checkpoint-*"))

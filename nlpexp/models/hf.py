@@ -203,6 +203,31 @@ def resumable_trainer(seed: int):
     return ResumableTrainer
 
 
+def average_last_epochs(trainer, ckpt_dir: Path, n: int, metric: str) -> dict | None:
+    """Average the weights of the last `n` epoch checkpoints (a uniform "soup" of one run); keep the average
+    only when its validation `metric` beats the best single epoch's (the choice is made on validation only)."""
+    import torch
+    from safetensors.torch import load_file
+
+    ckpts = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-n:]
+    if n < 2 or len(ckpts) < 2:
+        return None
+    best_state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    states = [load_file(str(c / "model.safetensors")) for c in ckpts]
+    soup = {k: torch.stack([s[k].float() for s in states]).mean(0).to(best_state[k].dtype) if k in states[0]
+            else v for k, v in best_state.items()}
+    trainer.model.load_state_dict(soup)
+    soup_score = trainer.evaluate(metric_key_prefix="soup")[f"soup_{metric}"]
+    best_score = trainer.state.best_metric
+    used = soup_score > best_score
+    if not used:
+        trainer.model.load_state_dict(best_state)
+    print(f"weight average of {len(ckpts)} epochs: validation {metric} {soup_score:.4f} vs best epoch "
+          f"{best_score:.4f} -> {'average' if used else 'best epoch'} kept")
+    return {"checkpoints": [c.name for c in ckpts], f"val_{metric}": round(float(soup_score), 6),
+            f"best_epoch_val_{metric}": round(float(best_score), 6), "used": bool(used)}
+
+
 def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
     """Fine-tune with the Trainer (dynamic padding, length-grouped batches), keep the best epoch by validation.
 
@@ -243,7 +268,8 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
         warmup_steps=tr.warmup_ratio, label_smoothing_factor=tr.get("label_smoothing", 0.0),
         eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
         load_best_model_at_end=True, metric_for_best_model=tr.best_metric, greater_is_better=True,
-        save_total_limit=None if tr.keep_checkpoints else 2, seed=cfg.seed, data_seed=cfg.seed,
+        save_total_limit=None if tr.keep_checkpoints or tr.get("average_last") else 2,
+        seed=cfg.seed, data_seed=cfg.seed,
         use_cpu=device == "cpu", train_sampling_strategy="group_by_length",
         report_to=loggers.hf_report_to(cfg, run_dir),
         disable_tqdm=False, dataloader_num_workers=0, save_only_model=False,
@@ -258,6 +284,7 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
     trainer.accelerator.wait_for_everyone()  # every rank has loaded the best epoch before rank 0 prunes checkpoints
     if not trainer.is_world_process_zero():
         return None, [], {}
+    averaged = average_last_epochs(trainer, ckpt_dir, int(tr.get("average_last") or 0), tr.best_metric)
     clf = Classifier(tokenizer, trainer.model, device, tr.max_length)
     clf.save(ckpt_dir / "best")
     if not tr.keep_checkpoints:
@@ -266,6 +293,8 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
     info = {"train_samples_per_s": round(out.metrics["train_samples_per_second"], 2),
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "best_checkpoint": trainer.state.best_model_checkpoint}
+    if averaged:
+        info["weight_average"] = averaged
     return clf, _history(trainer.state.log_history), info
 
 
