@@ -43,7 +43,7 @@ MODES = {
     "classify": ("train", "eval", "predict"),
     "embedding": ("train", "apply"),
     "novel": ("train", "generate"),
-    "story": ("train", "generate"),
+    "story": ("train", "eval", "generate"),
     "posenc": ("train",),
 }
 

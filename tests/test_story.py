@@ -338,6 +338,13 @@ def test_zero_shot_generate_from_a_run_and_bad_input(nlpexp, tmp_path):
     lines = [line for line in first.out.splitlines() if line.startswith("[")]
     assert len(lines) == 2 and all(line.split("] ", 1)[1].startswith("Once upon a time") for line in lines)
     assert lines == [line for line in second.out.splitlines() if line.startswith("[")]
+    res = nlpexp("mode=eval", f"ckpt={tmp_path}/run", "+smoke=true", "generate.eval_temperatures=[0.5]",
+                 "generate.strategy=beam", "generate.num_beams=2")
+    assert res.code == 0, res.err[-2000:]
+    (saved,) = (tmp_path / "run" / "eval").glob("*/metrics.json")
+    metrics = json.loads(saved.read_text())["metrics"]
+    trained = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
+    assert metrics["test_perplexity"] == trained["test_perplexity"] and "t0.5_bleu" in metrics
     res = nlpexp("task=story", "model=gpt2", "mode=generate", "prompt=Once upon a time")  # hub gpt2, offline
     assert res.code == 2 and "gpt2" in res.err and "Traceback" not in res.err
     res = nlpexp("task=story", "model=transformer_encdec", "mode=generate", "prompt=Hi")

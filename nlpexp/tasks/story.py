@@ -4,6 +4,7 @@ train:    stories -> split by position -> tokenizer (byte-level BPE trained on t
           own) -> model (transformer: next-token classifier or causal LM; transformer_encdec; gpt2) -> fit with
           gradient accumulation (epochs=0: zero-shot) -> test perplexity of the references -> generations at each
           of generate.eval_temperatures -> corpus/sentence BLEU, distinct-1/2, repeated 4-grams
+eval:     a saved run (ckpt=) on this config's test split and decoding settings (tune decoding without training)
 generate: a saved run (ckpt=) or the configured pretrained model continues prompt="..."
 Outputs: checkpoints/final/, history.csv, samples.jsonl (temperature, prompt, reference, generation), metrics.json.
 """
@@ -17,7 +18,7 @@ from nlpexp.errors import UserError
 
 
 def run(cfg, run_dir: Path, device: str):
-    return {"train": train, "generate": generate}[cfg.mode](cfg, run_dir, device)
+    return {"train": train, "eval": evaluate_saved, "generate": generate}[cfg.mode](cfg, run_dir, device)
 
 
 # -- model and tokenizer ---------------------------------------------------------------------------------
@@ -225,28 +226,15 @@ def story_metrics(hyps: list[str], refs: list[str], prefix: str) -> dict:
             f"{prefix}_punctuation_only": float(sum(punctuation_only(h) for h in hyps))}
 
 
-# -- the two modes ----------------------------------------------------------------------------------------
-def train(cfg, run_dir: Path, device: str):
-    import pandas as pd
-
-    from nlpexp.data.story import load_stories
+def evaluate(cfg, model, tok, data, test_pairs, run_dir: Path, device: str) -> dict:
+    """Test perplexity of the references, then the test prompts at each evaluation temperature: metrics, and
+    samples.jsonl in run_dir."""
     from nlpexp.metrics import perplexity
 
-    smoke = bool(cfg.get("smoke"))
-    data = load_stories(cfg.data)
-    print(f"data: {data['origin']}: stories " + ", ".join(f"{k} {len(data[k])}" for k in ("train", "validation",
-                                                                                           "test")))
-    train_texts = (data["train"]["prompt"] + " " + data["train"]["reference"]).tolist()
-    tok, model = build(cfg, train_texts, smoke)
-    model.to(device)
-    pairs = {k: encode_pairs(tok, data[k]) for k in ("train", "validation", "test") if len(data[k])}
-    history, info = fit(cfg, model, pairs["train"], pairs.get("validation"), device)
-    save_checkpoint(model, tok, run_dir / "checkpoints" / "final")
-
     eb = int(cfg.trainer.eval_batch_size)
-    test_nll = mean_nll(model, model.examples(pairs["test"], train=False), eb, device)
+    test_nll = mean_nll(model, model.examples(test_pairs, train=False), eb, device)
     metrics = {"test_loss": round(test_nll, 5), "test_perplexity": round(perplexity(test_nll), 4)}
-    prompts, refs = [p for p, _ in pairs["test"]], data["test"]["reference"].tolist()
+    prompts, refs = [p for p, _ in test_pairs], data["test"]["reference"].tolist()
     rows = []
     for temp in cfg.generate.eval_temperatures:
         settings = decode_settings(cfg.generate, temp)
@@ -259,6 +247,27 @@ def train(cfg, run_dir: Path, device: str):
                  for p, r, h in zip(data["test"]["prompt"], refs, hyps)]
     with open(run_dir / "samples.jsonl", "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    return metrics
+
+
+# -- the modes ----------------------------------------------------------------------------------------
+def train(cfg, run_dir: Path, device: str):
+    import pandas as pd
+
+    from nlpexp.data.story import load_stories
+
+    smoke = bool(cfg.get("smoke"))
+    data = load_stories(cfg.data)
+    print(f"data: {data['origin']}: stories " + ", ".join(f"{k} {len(data[k])}" for k in ("train", "validation",
+                                                                                           "test")))
+    train_texts = (data["train"]["prompt"] + " " + data["train"]["reference"]).tolist()
+    tok, model = build(cfg, train_texts, smoke)
+    model.to(device)
+    pairs = {k: encode_pairs(tok, data[k]) for k in ("train", "validation", "test") if len(data[k])}
+    history, info = fit(cfg, model, pairs["train"], pairs.get("validation"), device)
+    save_checkpoint(model, tok, run_dir / "checkpoints" / "final")
+
+    metrics = evaluate(cfg, model, tok, data, pairs["test"], run_dir, device)
     pd.DataFrame(history or [{"epoch": 0}]).to_csv(run_dir / "history.csv", index=False)
     first = f"t{float(cfg.generate.eval_temperatures[0])}_bleu"
     return {"metrics": metrics, "objective": first, "origin": data["origin"],
@@ -267,6 +276,18 @@ def train(cfg, run_dir: Path, device: str):
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "total_params": sum(p.numel() for p in model.parameters()),
             "decoding": decode_settings(cfg.generate), **info}
+
+
+def evaluate_saved(cfg, run_dir: Path, device: str):
+    """mode=eval ckpt=<run>: the saved model on this config's test split under this config's decoding settings."""
+    from nlpexp.data.story import load_stories
+
+    model, tok = load_checkpoint(Path(str(cfg.ckpt)).expanduser() / "checkpoints" / "final", device)
+    data = load_stories(cfg.data)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = evaluate(cfg, model, tok, data, encode_pairs(tok, data["test"]), run_dir, device)
+    first = f"t{float(cfg.generate.eval_temperatures[0])}_bleu"
+    return {"metrics": metrics, "objective": first, "origin": data["origin"], "decoding": decode_settings(cfg.generate)}
 
 
 def generate(cfg, run_dir: Path, device: str):
