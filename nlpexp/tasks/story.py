@@ -194,8 +194,9 @@ def continue_prompts(model, tok, prompts: list[list[int]], settings: dict, seed:
     with torch.no_grad():
         for k, group in enumerate(groups):
             rows = [prompts[i] for i in group]
+            rows, max_new = _fit_positions(model, rows, settings["max_new_tokens"])
             if hasattr(model, "hf_generate"):
-                ids = model.hf_generate(rows, settings["max_new_tokens"], sentence_ids=sentence_ids,
+                ids = model.hf_generate(rows, max_new, sentence_ids=sentence_ids,
                                         seed=int(seed) + k, **{k2: v for k2, v in settings.items()
                                                                if k2 != "max_new_tokens"})
             else:
@@ -203,7 +204,7 @@ def continue_prompts(model, tok, prompts: list[list[int]], settings: dict, seed:
 
                 pad = model.settings["pad_id"]
                 ids = decoding.generate(
-                    model, pad_rows(rows, pad).to(device), settings["max_new_tokens"], strategy=settings["strategy"],
+                    model, pad_rows(rows, pad).to(device), max_new, strategy=settings["strategy"],
                     temperature=settings["temperature"], top_k=settings["top_k"], top_p=settings["top_p"],
                     num_beams=settings["num_beams"], repetition_penalty=settings["repetition_penalty"],
                     no_repeat_ngram_size=settings["no_repeat_ngram_size"], eos_id=eos, banned_ids=[pad],
@@ -211,6 +212,19 @@ def continue_prompts(model, tok, prompts: list[list[int]], settings: dict, seed:
             for i, row in zip(group, ids):
                 out[i] = finish_text(tok.decode(row, skip_special_tokens=True), settings)
     return out
+
+
+def _fit_positions(model, rows, max_new: int):
+    """Prompts and a generation length that fit the model's positions (max_len): the encoder-decoder keeps the
+    first max_len prompt tokens and writes up to max_len - 1; decoder-only models keep the last prompt tokens
+    and write into the room left. The next-token classifier re-reads a window and has no limit."""
+    if getattr(model, "objective", "") == "next_token":
+        return rows, max_new
+    if getattr(model, "objective", "") == "encdec":
+        return [r[: model.max_len] for r in rows], min(max_new, model.max_len - 1)
+    keep = max(1, min(len(rows[0]), model.max_len // 2))  # decoder-only (bos included for ours)
+    rows = [r[-keep:] for r in rows]
+    return rows, max(1, min(max_new, model.max_len - 1 - max(len(r) for r in rows)))
 
 
 def story_metrics(hyps: list[str], refs: list[str], prefix: str) -> dict:
