@@ -130,6 +130,39 @@ def sentence_end_ids(tokenizer) -> list[int]:
     return sorted(ends)
 
 
+def word_ids(tokenizer) -> list[int]:
+    """Ids of the tokens holding a letter or digit."""
+    vocab = tokenizer.get_vocab()
+    return sorted(i for token, i in vocab.items()
+                  if any(c.isalnum() for c in tokenizer.convert_tokens_to_string([token])))
+
+
+def sentence_is_empty(seq, sentence_ids: set, words: set) -> bool:
+    """True when no word-bearing token came since the last sentence end (or since the start)."""
+    for t in reversed(seq):
+        if t in sentence_ids:
+            return True
+        if t in words:
+            return False
+    return True
+
+
+def ban_empty_sentences(logits, seqs, sentence_ids: set, words, eos_id=None) -> None:
+    """In place: a sentence may not end before it holds a word, nor the text (eos_id) before its first word:
+    no '. . .', no empty or punctuation-only text."""
+    if words is None:
+        return
+    if sentence_ids:
+        rows = [r for r, seq in enumerate(seqs) if sentence_is_empty(seq, sentence_ids, words)]
+        if rows:
+            ids = torch.tensor(sorted(sentence_ids), device=logits.device)
+            logits[torch.tensor(rows, device=logits.device)[:, None], ids[None, :]] = NEG_INF
+    if eos_id is not None:
+        for r, seq in enumerate(seqs):
+            if not any(t in words for t in seq):
+                logits[r, eos_id] = NEG_INF
+
+
 def apply_repetition_penalty(logits, rows: list[list[int]], penalty: float):
     """CTRL's penalty (as transformers): a seen token's logit is divided by `penalty` if > 0, else multiplied."""
     if penalty == 1.0:
@@ -165,14 +198,16 @@ def _controls(logits, rows, *, banned_ids, repetition_penalty, no_repeat_ngram_s
 def generate(model, prompt_ids, max_new_tokens: int, *, strategy: str = "sample", temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0, num_beams: int = 4, repetition_penalty: float = 1.0,
              no_repeat_ngram_size: int = 0, eos_id=None, banned_ids=(), sentence_ids=(), max_sentences: int = 0,
-             pad_id=None, generator=None, length_penalty: float = 1.0) -> list[list[int]]:
+             pad_id=None, generator=None, length_penalty: float = 1.0, words=None) -> list[list[int]]:
     """Continuations of the (B, L) prompts (pad_id entries are not part of the text), each a list of ids without
     the end-of-text token. strategy: greedy | sample | beam. A row stops at eos_id or once it holds
-    `max_sentences` sentence-ending tokens (0 = no limit); the loop stops when every row has."""
+    `max_sentences` sentence-ending tokens (0 = no limit); the loop stops when every row has. With `words` (the
+    ids of word-bearing tokens), a sentence cannot end before it holds a word."""
     rows = [[t for t in p if t != pad_id] for p in prompt_ids.tolist()]
+    words = set(words) if words is not None else None
     if strategy == "beam":
         return _beam(model, prompt_ids, rows, max_new_tokens, num_beams, repetition_penalty, no_repeat_ngram_size,
-                     eos_id, banned_ids, set(sentence_ids), max_sentences, length_penalty)
+                     eos_id, banned_ids, set(sentence_ids), max_sentences, length_penalty, words)
     b = prompt_ids.size(0)
     logits, state = model.start(prompt_ids)
     out = [[] for _ in range(b)]
@@ -182,6 +217,7 @@ def generate(model, prompt_ids, max_new_tokens: int, *, strategy: str = "sample"
     for step in range(max_new_tokens):
         masked = _controls(logits, [r + o for r, o in zip(rows, out)], banned_ids=banned_ids,
                            repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
+        ban_empty_sentences(masked, out, sentence_ids, words, eos_id)
         if strategy == "greedy":
             nxt = masked.argmax(dim=-1)
         else:
@@ -205,7 +241,7 @@ def generate(model, prompt_ids, max_new_tokens: int, *, strategy: str = "sample"
 
 
 def _beam(model, prompt_ids, rows, max_new_tokens, num_beams, repetition_penalty, no_repeat_ngram_size, eos_id,
-          banned_ids, sentence_ids, max_sentences, length_penalty):
+          banned_ids, sentence_ids, max_sentences, length_penalty, words=None):
     """Beam search with finished beams frozen: a finished beam can only extend by eos at no cost."""
     b, k = prompt_ids.size(0), num_beams
     logits, state = model.start(prompt_ids)
@@ -220,6 +256,7 @@ def _beam(model, prompt_ids, rows, max_new_tokens, num_beams, repetition_penalty
     for step in range(max_new_tokens):
         masked = _controls(logits, [h + s for h, s in zip(hist, seqs)], banned_ids=banned_ids,
                            repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
+        ban_empty_sentences(masked, seqs, sentence_ids, words, eos_id)
         logp = torch.log_softmax(masked, dim=-1).cpu()
         if eos_id is not None and done.any():
             logp[done] = NEG_INF

@@ -209,6 +209,21 @@ def test_stop_at_end_of_text_and_after_n_sentences():
     assert beam == [4, 1, 5, 6]
 
 
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_no_sentence_or_text_ends_before_a_word(strategy):
+    table = torch.full((12, 12), -5.0)
+    table[:, 1] = 5.0  # always wants to end the sentence ...
+    table[:, 0] = 4.0  # ... or the text
+    table[:, 5] = 3.0  # 5 is the only word
+    model = Bigram(table)
+    kwargs = dict(strategy=strategy, num_beams=2, eos_id=0, sentence_ids=[1], max_sentences=3, banned_ids=[2])
+    (free,) = decoding.generate(model, torch.tensor([[3]]), 10, **kwargs)
+    assert free == [1, 1, 1]  # punctuation only: '. . .'
+    (guarded,) = decoding.generate(model, torch.tensor([[3]]), 10, words=[5], **kwargs)
+    assert guarded == [5, 1]  # a word first; then the text may end (eos), a new sentence may not be empty
+    assert decoding.sentence_is_empty([5, 1], {1}, {5}) and not decoding.sentence_is_empty([1, 5], {1}, {5})
+
+
 def test_beam_search_finds_the_better_sequence_greedy_misses():
     table = torch.full((12, 12), -10.0)
     table[3, 4], table[3, 5] = math.log(0.6), math.log(0.4)  # greedy takes 4 ...

@@ -175,10 +175,12 @@ class StoryGPT2(nn.Module):
 
     def hf_generate(self, prompts: list[list[int]], max_new_tokens: int, *, strategy="sample", temperature=1.0,
                     top_k=0, top_p=1.0, num_beams=4, repetition_penalty=1.0, no_repeat_ngram_size=0,
-                    sentence_ids=(), max_sentences=0, seed=0, **_) -> list[list[int]]:
+                    sentence_ids=(), max_sentences=0, seed=0, words=None, **_) -> list[list[int]]:
         """transformers' generate (with its key/value cache) under the same controls as nlpexp.decoding.generate."""
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+        from nlpexp.decoding import ban_empty_sentences
 
         width = max(len(p) for p in prompts)
         device = next(self.lm.parameters()).device
@@ -193,7 +195,16 @@ class StoryGPT2(nn.Module):
                 return ends[new].sum(dim=1) >= max_sentences if max_sentences else torch.zeros(
                     len(input_ids), dtype=torch.bool, device=input_ids.device)
 
-        kwargs = {"max_new_tokens": max_new_tokens, "repetition_penalty": float(repetition_penalty),
+        sentence_set, word_set = set(sentence_ids), set(words) if words is not None else None
+        eos = self.eos_id
+
+        class NoEmptySentence(LogitsProcessor):
+            def __call__(self, input_ids, scores):
+                ban_empty_sentences(scores, input_ids[:, width:].tolist(), sentence_set, word_set, eos)
+                return scores
+
+        kwargs = {"max_new_tokens": max_new_tokens, "logits_processor": LogitsProcessorList([NoEmptySentence()]),
+ "repetition_penalty": float(repetition_penalty),
                   "no_repeat_ngram_size": int(no_repeat_ngram_size), "eos_token_id": self.eos_id,
                   "pad_token_id": self.eos_id, "stopping_criteria": StoppingCriteriaList([SentencesDone()])}
         if strategy == "sample":

@@ -160,7 +160,7 @@ def decode_settings(g, temperature=None) -> dict:
             "top_k": int(g.top_k), "top_p": float(g.top_p), "num_beams": int(g.num_beams),
             "repetition_penalty": float(g.repetition_penalty), "no_repeat_ngram_size": int(g.no_repeat_ngram_size),
             "max_sentences": int(g.max_sentences), "cut_repeated_kgram": int(g.cut_repeated_kgram),
-            "max_new_tokens": int(g.max_new_tokens)}
+            "max_new_tokens": int(g.max_new_tokens), "no_empty_sentences": bool(g.get("no_empty_sentences", False))}
 
 
 def finish_text(text: str, settings: dict) -> str:
@@ -178,6 +178,7 @@ def continue_prompts(model, tok, prompts: list[list[int]], settings: dict, seed:
     from nlpexp import decoding
 
     sentence_ids = decoding.sentence_end_ids(tok)
+    words = decoding.word_ids(tok) if settings["no_empty_sentences"] else None
     eos = tok.eos_token_id
     out: list = [None] * len(prompts)
     gen = torch.Generator().manual_seed(int(seed))
@@ -196,7 +197,7 @@ def continue_prompts(model, tok, prompts: list[list[int]], settings: dict, seed:
             rows = [prompts[i] for i in group]
             rows, max_new = _fit_positions(model, rows, settings["max_new_tokens"])
             if hasattr(model, "hf_generate"):
-                ids = model.hf_generate(rows, max_new, sentence_ids=sentence_ids,
+                ids = model.hf_generate(rows, max_new, sentence_ids=sentence_ids, words=words,
                                         seed=int(seed) + k, **{k2: v for k2, v in settings.items()
                                                                if k2 != "max_new_tokens"})
             else:
@@ -208,7 +209,8 @@ def continue_prompts(model, tok, prompts: list[list[int]], settings: dict, seed:
                     temperature=settings["temperature"], top_k=settings["top_k"], top_p=settings["top_p"],
                     num_beams=settings["num_beams"], repetition_penalty=settings["repetition_penalty"],
                     no_repeat_ngram_size=settings["no_repeat_ngram_size"], eos_id=eos, banned_ids=[pad],
-                    sentence_ids=sentence_ids, max_sentences=settings["max_sentences"], pad_id=pad, generator=gen)
+                    sentence_ids=sentence_ids, max_sentences=settings["max_sentences"], pad_id=pad, generator=gen,
+                    words=words)
             for i, row in zip(group, ids):
                 out[i] = finish_text(tok.decode(row, skip_special_tokens=True), settings)
     return out
