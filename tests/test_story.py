@@ -118,7 +118,10 @@ def test_next_token_classifier_windows_and_mean_pool_ignore_padding():
                                                            ([0, 3, 4, 5], 6), ([3, 4, 5, 6], 7)]
     assert len(model.examples([([3, 4], [5, 6, 7])], train=False)) == 3  # only the continuation is scored
     with torch.no_grad():
-        assert torch.allclose(model(torch.tensor([[0, 3]])), model(torch.tensor([[0, 3, 29, 29]])), atol=1e-5)
+        short = model(torch.tensor([[0, 3]]))  # left-padded to the window: the last token sits at position W-1
+        assert torch.allclose(short, model(torch.tensor([[29, 29, 0, 3]])), atol=1e-6)
+        assert not torch.allclose(short, model(torch.tensor([[0, 3, 29, 29]])), atol=1e-3)
+        assert torch.equal(model.collate(items[:2])["ids"], torch.tensor([[29, 0], [0, 3]]))
 
 
 # -- decoding controls ------------------------------------------------------------------------------------

@@ -278,7 +278,10 @@ class StoryNextToken(WindowStepper, nn.Module):
         return {"family": "transformer", "objective": self.objective, **self.settings}
 
     def forward(self, ids):
-        """(B, W) ids, right-padded -> (B, vocab) logits for the token after the window."""
+        """(B, <= W) ids -> (B, vocab) logits for the token after the window. Short windows are left-padded to W,
+        so the last token always sits at position W-1 (in training and generation alike)."""
+        if ids.size(1) < self.window:
+            ids = nn.functional.pad(ids, (self.window - ids.size(1), 0), value=self.pad_id)
         mask = padding_mask(ids, self.pad_id)
         x = self.embed(ids)
         for layer in self.layers:
@@ -300,7 +303,7 @@ class StoryNextToken(WindowStepper, nn.Module):
         return out
 
     def collate(self, items):
-        return {"ids": pad_rows([it["ids"] for it in items], self.pad_id),
+        return {"ids": pad_rows([it["ids"] for it in items], self.pad_id, left=True),
                 "labels": torch.tensor([it["target"] for it in items])}
 
     def nll_sum(self, batch):
