@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python bench/finsent_throughput.py
 	$(BIN)/python bench/embedding.py
 	$(BIN)/python bench/novel_generation.py
+	$(BIN)/python bench/generation.py
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -125,3 +125,18 @@ def bigram_nll(train_ids, prev_ids, next_ids, vocab_size: int, k: float) -> floa
     counts = np.where(pairs[pos] == query, pair_counts[pos], 0).astype(np.float64)
     prob = (counts + k) / (unigram[np.asarray(prev_ids, dtype=np.int64)] + k * vocab_size)
     return float(-np.log(prob).mean())
+
+
+def bleu_scores(hypotheses: list[str], references: list[str]) -> tuple[float, float]:
+    """(corpus BLEU, mean sentence BLEU) from sacrebleu, one reference per hypothesis, on a 0-1 scale
+    (sacrebleu reports 0-100; the original story study reported 0-1)."""
+    import sacrebleu
+
+    corpus = sacrebleu.corpus_bleu(hypotheses, [references]).score / 100
+    sentence = [sacrebleu.sentence_bleu(h, [r]).score / 100 for h, r in zip(hypotheses, references)]
+    return float(corpus), float(np.mean(sentence)) if sentence else 0.0
+
+
+def punctuation_only(text: str) -> bool:
+    """True when the text holds no letter or digit (empty included)."""
+    return not any(c.isalnum() for c in text)

@@ -11,6 +11,8 @@ TASKS = {
     "finsent": "classify",
     "embedding": "embedding",
     "novel": "novel",
+    "story": "story",
+    "posenc": "posenc",
 }
 
 # model name -> builder module under nlpexp/models/
@@ -25,6 +27,7 @@ MODELS = {
     "bert_lstm": "bert_heads",
     "transformer": "transformer",
     "gpt2": "gpt2",
+    "transformer_encdec": "transformer_encdec",
 }
 
 # the task x model matrix: every listed pair must run (offline in smoke form)
@@ -32,12 +35,16 @@ SUPPORTED = {
     "finsent": ("minilm", "finbert", "bert", "doc2vec"),
     "embedding": ("sentence_transformers", "minilm", "bert", "finbert", "doc2vec", "openai"),
     "novel": ("bert_lstm", "bert_fc", "transformer", "gpt2"),
+    "story": ("transformer_encdec", "transformer", "gpt2"),
+    "posenc": ("transformer",),
 }
 
 MODES = {
     "classify": ("train", "eval", "predict"),
     "embedding": ("train", "apply"),
     "novel": ("train", "generate"),
+    "story": ("train", "eval", "generate"),
+    "posenc": ("train",),
 }
 
 # models that call a paid web API: smoke sweeps run them only when their key is in the environment

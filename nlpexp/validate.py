@@ -37,7 +37,7 @@ def check_config(cfg: DictConfig) -> None:
     errors: list[str] = []
     if cfg.mode == "train":
         _positive(errors, cfg, "trainer.lr")
-        _positive(errors, cfg, "trainer.epochs", integer=True)
+        _positive(errors, cfg, "trainer.epochs", integer=True, allow_zero=cfg.task.name == "story")  # 0: zero-shot
         _positive(errors, cfg, "trainer.batch_size", integer=True)
         _positive(errors, cfg, "trainer.grad_accum", integer=True)
         _positive(errors, cfg, "trainer.weight_decay", allow_zero=True)
@@ -70,8 +70,8 @@ def check_config(cfg: DictConfig) -> None:
         if data.source == "file" and not data.get("path"):
             errors.append("data.source=file needs data.path=<file>")
         split = list(data.get("split") or [])
-        if len(split) != 3 or any(not isinstance(f, (int, float)) or f <= 0 for f in split) \
-                or abs(sum(split) - 1) > 1e-6:
+        if "split" in data and (len(split) != 3 or any(not isinstance(f, (int, float)) or f <= 0 for f in split)
+                                or abs(sum(split) - 1) > 1e-6):
             errors.append(f"data.split must be three fractions > 0 summing to 1 (got {split})")
     if cfg.mode in ("eval", "predict"):
         _check_run_folder(errors, cfg)
@@ -88,6 +88,8 @@ def check_config(cfg: DictConfig) -> None:
         _check_embedding(errors, cfg)
     if cfg.task.name == "novel":
         _check_novel(errors, cfg)
+    if cfg.task.name == "story":
+        _check_story(errors, cfg)
     if cfg.device.name not in ("auto", "cpu", "cuda", "mps"):
         errors.append(f"device must be auto, cpu, cuda or mps (got {cfg.device.name!r})")
     if errors:
@@ -162,3 +164,37 @@ def _check_novel(errors: list, cfg) -> None:
         if not cfg.get("prompt"):
             errors.append('mode=generate needs prompt="..."')
         _check_run_folder(errors, cfg)
+
+
+def _check_story(errors: list, cfg) -> None:
+    _positive(errors, cfg, "task.bpe_vocab_size", integer=True)
+    _positive(errors, cfg, "task.window", integer=True)
+    _positive(errors, cfg, "task.max_len", integer=True)
+    for key in ("test_size", "val_size"):
+        value = cfg.data.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 \
+                or (value >= 1 and not float(value).is_integer()):
+            errors.append(f"data.{key} must be a count (integer >= 1), a fraction in [0, 1) (got {value!r})")
+    if cfg.model.family == "transformer" and cfg.model.get("objective") not in ("next_token", "causal_lm"):
+        errors.append(f"model.objective must be next_token or causal_lm (got {cfg.model.get('objective')!r})")
+    if cfg.model.family == "gpt2":
+        _positive(errors, cfg, "model.freeze_layers", integer=True, allow_zero=True)
+    g = cfg.generate
+    if g.strategy not in ("greedy", "sample", "beam"):
+        errors.append(f"generate.strategy must be greedy, sample or beam (got {g.strategy!r})")
+    _positive(errors, cfg, "generate.temperature")
+    for key in ("top_k", "no_repeat_ngram_size", "max_sentences", "cut_repeated_kgram"):
+        _positive(errors, cfg, f"generate.{key}", integer=True, allow_zero=True)
+    for key in ("num_beams", "max_new_tokens", "num_samples", "batch_size"):
+        _positive(errors, cfg, f"generate.{key}", integer=True)
+    _positive(errors, cfg, "generate.repetition_penalty")
+    if not isinstance(g.top_p, (int, float)) or not 0 < g.top_p <= 1:
+        errors.append(f"generate.top_p must be in (0, 1] (got {g.top_p!r})")
+    temps = list(g.eval_temperatures or [])
+    if not temps or any(not isinstance(t, (int, float)) or t <= 0 for t in temps):
+        errors.append(f"generate.eval_temperatures must be a non-empty list of numbers > 0 (got {temps})")
+    if cfg.mode == "generate":
+        if not cfg.get("prompt"):
+            errors.append('mode=generate needs prompt="..."')
+        if cfg.get("ckpt"):
+            _check_run_folder(errors, cfg)

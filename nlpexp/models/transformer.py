@@ -155,3 +155,172 @@ def novel_model(model_cfg, vocab, seq_len: int, smoke: bool = False) -> CausalLM
 
 def from_spec(spec: dict) -> CausalLM:
     return CausalLM(**{k: v for k, v in spec.items() if k != "family"})
+
+
+# -- task=story: attention with a key/value cache, and the two encoder-only story models -------------------
+def project_kv(mha: MultiHeadAttention, x):
+    """x (B, T, d_model) -> keys, values (B, heads, T, d_k) through `mha`'s projections."""
+    b = x.size(0)
+    return (mha.k(x).view(b, -1, mha.h, mha.d_k).transpose(1, 2),
+            mha.v(x).view(b, -1, mha.h, mha.d_k).transpose(1, 2))
+
+
+def attend(mha: MultiHeadAttention, query, k, v, mask=None):
+    """MultiHeadAttention's forward with keys/values already projected (a cache): (B, T, d_model)."""
+    b = query.size(0)
+    q = mha.q(query).view(b, -1, mha.h, mha.d_k).transpose(1, 2)
+    ctx, _ = scaled_dot_product_attention(q, k, v, mask, mha.dropout, mha.training)
+    return mha.out(ctx.transpose(1, 2).reshape(b, -1, mha.h * mha.d_k))
+
+
+def self_attention_step(layer: EncoderLayer, x, cache, mask=None):
+    """One EncoderLayer on the new positions x, attending to the cached keys/values plus their own.
+    cache: (k, v) or None; returns (output, (k, v) including x)."""
+    k, v = project_kv(layer.attn, x)
+    if cache is not None:
+        k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+    x = layer.norm1(x + layer.drop(attend(layer.attn, x, k, v, mask)))
+    return layer.norm2(x + layer.drop(layer.ff(x))), (k, v)
+
+
+def padding_mask(ids, pad_id: int):
+    """(B, 1, 1, T) bool, True on real tokens: broadcasts over heads and query positions."""
+    return (ids != pad_id)[:, None, None, :]
+
+
+def lm_labels(ids, pad_id: int, first_target=None):
+    """Next-token labels for (B, T) ids: labels[t] = ids[t+1]; pads, and positions before first_target[b]
+    (the prompt, when only the continuation is scored), are -100."""
+    labels = torch.full_like(ids, -100)
+    labels[:, :-1] = ids[:, 1:].masked_fill(ids[:, 1:] == pad_id, -100)
+    if first_target is not None:
+        pos = torch.arange(ids.size(1), device=ids.device)[None, :]
+        labels = labels.masked_fill(pos < (first_target[:, None] - 1), -100)
+    return labels
+
+
+def pad_rows(rows, pad_id: int, left: bool = False) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([([pad_id] * (width - len(r)) + list(r)) if left else (list(r) + [pad_id] * (width - len(r)))
+                         for r in rows], dtype=torch.long)
+
+
+class StoryCausalLM(CausalLM):
+    """CausalLM over whole stories, `<eos> first sentence rest <eos>`, generating with a key/value cache:
+    each new token runs through the layers once against the cached keys/values of the tokens before it."""
+
+    objective = "causal_lm"
+
+    def __init__(self, *args, bos_id: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.settings["bos_id"] = self.bos_id = bos_id
+
+    def spec(self) -> dict:
+        return {"family": "transformer", "objective": self.objective, **self.settings}
+
+    # training and scoring: rows are prompt + target (+ eos); every next token is a target in training
+    def examples(self, pairs, train: bool):
+        return [{"ids": [self.bos_id] + p + t, "first": 1 + (0 if train else len(p))} for p, t in pairs]
+
+    def collate(self, items):
+        ids = pad_rows([it["ids"][: self.max_len] for it in items], self.embed.tok.padding_idx)
+        first = torch.tensor([it["first"] for it in items])
+        return {"ids": ids, "labels": lm_labels(ids, self.embed.tok.padding_idx, first)}
+
+    def nll_sum(self, batch):
+        logits = self(batch["ids"])
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
+                                                 batch["labels"].reshape(-1), ignore_index=-100, reduction="sum")
+
+    # generation: prompts of equal length, no padding
+    def _run(self, ids, caches, pos: int):
+        x = self.embed.drop(self.embed.tok(ids) * self.embed.scale + self.embed.pe[pos:pos + ids.size(1)])
+        t = ids.size(1)
+        mask = torch.ones(t, pos + t, dtype=torch.bool, device=ids.device).tril(pos) if t > 1 else None
+        new = []
+        for layer, cache in zip(self.layers, caches):
+            x, kv = self_attention_step(layer, x, cache, mask)
+            new.extend(kv)
+        return self.head(x[:, -1]), new
+
+    def start(self, prompt_ids, stateful: bool = True):
+        ids = torch.cat([torch.full_like(prompt_ids[:, :1], self.bos_id), prompt_ids], dim=1)
+        logits, kv = self._run(ids, [None] * len(self.layers), 0)
+        return logits, tuple(kv)
+
+    def advance(self, state, next_ids):
+        pos = state[0].size(2)
+        caches = [(state[2 * i], state[2 * i + 1]) for i in range(len(self.layers))]
+        logits, kv = self._run(next_ids[:, None], caches, pos)
+        return logits, tuple(kv)
+
+
+class StoryNextToken(WindowStepper, nn.Module):
+    """The original study's model: a window of the last `window` tokens, an encoder without causal mask, the
+    mean of its outputs (pads excluded) -> Linear to the vocabulary. Generation re-reads the window each step
+    (every position sees every other, so there is nothing to cache)."""
+
+    causal = False
+    objective = "next_token"
+
+    def __init__(self, vocab_size: int, d_model: int = 256, num_layers: int = 2, num_heads: int = 4,
+                 d_ff: int = 1024, dropout: float = 0.1, window: int = 32, pad_id: int = 0, bos_id: int = 0):
+        super().__init__()
+        self.settings = {"vocab_size": vocab_size, "d_model": d_model, "num_layers": num_layers,
+                         "num_heads": num_heads, "d_ff": d_ff, "dropout": dropout, "window": window,
+                         "pad_id": pad_id, "bos_id": bos_id}
+        self.window, self.pad_id, self.bos_id, self.max_len = window, pad_id, bos_id, window
+        self.embed = Embedding(vocab_size, d_model, window, dropout, pad_id)
+        self.layers = nn.ModuleList(EncoderLayer(d_model, num_heads, d_ff, dropout) for _ in range(num_layers))
+        self.head = nn.Linear(d_model, vocab_size)
+
+    def spec(self) -> dict:
+        return {"family": "transformer", "objective": self.objective, **self.settings}
+
+    def forward(self, ids):
+        """(B, <= W) ids -> (B, vocab) logits for the token after the window. Short windows are left-padded to W,
+        so the last token always sits at position W-1 (in training and generation alike)."""
+        if ids.size(1) < self.window:
+            ids = nn.functional.pad(ids, (self.window - ids.size(1), 0), value=self.pad_id)
+        mask = padding_mask(ids, self.pad_id)
+        x = self.embed(ids)
+        for layer in self.layers:
+            x = layer(x, mask)
+        keep = (ids != self.pad_id).unsqueeze(-1).float()
+        return self.head((x * keep).sum(1) / keep.sum(1).clamp(min=1))
+
+    def start(self, prompt_ids, stateful: bool = True):
+        ids = torch.cat([torch.full_like(prompt_ids[:, :1], self.bos_id), prompt_ids], dim=1)
+        return super().start(ids)
+
+    def examples(self, pairs, train: bool):
+        """One window per target token: the `window` tokens before it (fewer at the story's start)."""
+        out = []
+        for p, t in pairs:
+            seq = [self.bos_id] + p + t
+            for i in range(1 if train else 1 + len(p), len(seq)):
+                out.append({"ids": seq[max(0, i - self.window):i], "target": seq[i]})
+        return out
+
+    def collate(self, items):
+        return {"ids": pad_rows([it["ids"] for it in items], self.pad_id, left=True),
+                "labels": torch.tensor([it["target"] for it in items])}
+
+    def nll_sum(self, batch):
+        return torch.nn.functional.cross_entropy(self(batch["ids"]).float(), batch["labels"], reduction="sum")
+
+
+def story_model(model_cfg, vocab_size: int, pad_id: int, bos_id: int, task_cfg):
+    objective = model_cfg.get("objective", "next_token")
+    common = dict(d_model=model_cfg.d_model, num_layers=model_cfg.num_layers, num_heads=model_cfg.num_heads,
+                  d_ff=model_cfg.d_ff, dropout=model_cfg.dropout, pad_id=pad_id, bos_id=bos_id)
+    if objective == "causal_lm":
+        return StoryCausalLM(vocab_size, max_len=int(task_cfg.max_len), **common)
+    return StoryNextToken(vocab_size, window=int(task_cfg.window), **common)
+
+
+def story_from_spec(spec: dict):
+    spec = {k: v for k, v in spec.items() if k != "family"}
+    if spec.pop("objective") == "causal_lm":
+        return StoryCausalLM(**spec)
+    return StoryNextToken(**spec)

@@ -1,0 +1,76 @@
+"""ROCStories-format stories (storyid, storytitle, sentence1 .. sentence5) as (prompt, reference) pairs.
+
+prompt = sentence1, reference = sentence2 .. sentence5 joined by spaces. The split is by position in the file:
+the last `test_size` stories are the test split, the `val_size` before them validation, the rest training.
+"""
+from pathlib import Path
+
+from nlpexp.data.readers import resource_path
+from nlpexp.errors import UserError
+
+SENTENCES = [f"sentence{i}" for i in range(1, 6)]
+
+
+def _count(size, n: int) -> int:
+    """An int >= 1 is a count of stories; a float in (0, 1) a fraction of them."""
+    size = float(size or 0)
+    return int(size) if size >= 1 else int(round(size * n))
+
+
+def read_stories(data) -> tuple:
+    """(DataFrame with prompt, reference; where it came from)."""
+    import pandas as pd
+
+    if data.get("path"):
+        path, origin = Path(str(data.path)).expanduser(), str(data.path)
+    elif data.source == "hub":
+        from datasets import load_dataset
+
+        try:
+            frame = load_dataset(str(data.hub_id), split=str(data.hub_split)).to_pandas()
+        except Exception as err:  # noqa: BLE001 -- hub errors come in many types; one line for the user
+            raise UserError(f"cannot load stories '{data.hub_id}' from the hub ({str(err).splitlines()[0][:160]})")
+        return _pairs(frame, data.hub_id), f"hub:{data.hub_id}"
+    else:
+        path, origin = resource_path(str(data.embedded)), f"embedded:{data.embedded}"
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: malformed csv: {str(err).strip().splitlines()[0]}") from None
+    return _pairs(frame, path), origin
+
+
+def _pairs(frame, where):
+    import pandas as pd
+
+    missing = [c for c in SENTENCES if c not in frame.columns]
+    if missing:
+        raise UserError(f"{where}: not ROCStories format, missing columns {', '.join(missing)} "
+                        f"(columns: {', '.join(map(str, frame.columns))})")
+    sents = frame[SENTENCES].astype(str).apply(lambda col: col.str.strip())
+    keep = (sents != "").all(axis=1)
+    if not keep.any():
+        raise UserError(f"{where}: no complete five-sentence stories")
+    sents = sents[keep]
+    return pd.DataFrame({"prompt": sents["sentence1"].tolist(),
+                         "reference": sents[SENTENCES[1:]].agg(" ".join, axis=1).tolist()})
+
+
+def load_stories(data) -> dict:
+    """{'train', 'validation', 'test': DataFrames of prompt, reference; 'origin': str}."""
+    frame, origin = read_stories(data)
+    if data.get("max_stories"):
+        frame = frame.iloc[: int(data.max_stories)]
+    n = len(frame)
+    n_test, n_val = _count(data.test_size, n), _count(data.get("val_size"), n)
+    if n_test < 1 or n - n_test - n_val < 1:
+        raise UserError(f"{origin}: {n} stories cannot give {n_test} test and {n_val} validation stories "
+                        "and still leave some to train on (data.test_size, data.val_size)")
+    n_train = n - n_test - n_val
+    parts = {"train": frame.iloc[:n_train], "validation": frame.iloc[n_train:n_train + n_val],
+             "test": frame.iloc[n_train + n_val:]}
+    for name, cap in (("train", data.get("max_train_samples")), ("validation", data.get("max_eval_samples")),
+                      ("test", data.get("max_eval_samples"))):
+        if cap:
+            parts[name] = parts[name].iloc[: int(cap)]
+    return {**{k: v.reset_index(drop=True) for k, v in parts.items()}, "origin": origin}

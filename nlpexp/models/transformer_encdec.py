@@ -1,0 +1,111 @@
+"""Our own encoder-decoder Transformer (task=story): the encoder reads the first sentence, the decoder writes
+the rest under a causal mask, trained with teacher forcing on the target shifted right by one token, and
+generating autoregressively with a key/value cache (cross-attention keys/values computed once per prompt,
+self-attention keys/values appended one token at a time).
+
+The layers are the building blocks of nlpexp/models/transformer.py.
+"""
+import torch
+from torch import nn
+
+from nlpexp.models.transformer import (
+    DecoderLayer,
+    Embedding,
+    EncoderLayer,
+    attend,
+    causal_mask,
+    pad_rows,
+    padding_mask,
+    project_kv,
+)
+
+
+def shift_right(target, bos_id: int):
+    """Decoder input for teacher forcing: (B, T) target -> bos followed by target[:, :-1]."""
+    return torch.cat([torch.full_like(target[:, :1], bos_id), target[:, :-1]], dim=1)
+
+
+class StoryEncDec(nn.Module):
+    objective = "encdec"
+
+    def __init__(self, vocab_size: int, d_model: int = 256, num_layers: int = 3, num_heads: int = 4,
+                 d_ff: int = 1024, dropout: float = 0.1, max_len: int = 256, pad_id: int = 0, bos_id: int = 0,
+                 eos_id: int = 0):
+        super().__init__()
+        self.settings = {"vocab_size": vocab_size, "d_model": d_model, "num_layers": num_layers,
+                         "num_heads": num_heads, "d_ff": d_ff, "dropout": dropout, "max_len": max_len,
+                         "pad_id": pad_id, "bos_id": bos_id, "eos_id": eos_id}
+        self.pad_id, self.bos_id, self.eos_id, self.max_len = pad_id, bos_id, eos_id, max_len
+        self.embed = Embedding(vocab_size, d_model, max_len, dropout, pad_id)  # shared by both sides
+        self.encoder = nn.ModuleList(EncoderLayer(d_model, num_heads, d_ff, dropout) for _ in range(num_layers))
+        self.decoder = nn.ModuleList(DecoderLayer(d_model, num_heads, d_ff, dropout) for _ in range(num_layers))
+        self.head = nn.Linear(d_model, vocab_size)
+
+    def spec(self) -> dict:
+        return {"family": "transformer_encdec", **self.settings}
+
+    def encode(self, src):
+        mask = padding_mask(src, self.pad_id)
+        x = self.embed(src)
+        for layer in self.encoder:
+            x = layer(x, mask)
+        return x, mask
+
+    def forward(self, src, tgt_in):
+        """(B, S) source, (B, T) decoder input -> (B, T, vocab). Right-padded targets need no pad mask in
+        self-attention: under the causal mask no real position sees a pad after it."""
+        memory, mem_mask = self.encode(src)
+        x, self_mask = self.embed(tgt_in), causal_mask(tgt_in.size(1), tgt_in.device)
+        for layer in self.decoder:
+            x = layer(x, memory, self_mask, mem_mask)
+        return self.head(x)
+
+    # -- training and scoring
+    def examples(self, pairs, train: bool):
+        return [{"src": p[: self.max_len], "tgt": (t + [self.eos_id])[: self.max_len]} for p, t in pairs]
+
+    def collate(self, items):
+        tgt = pad_rows([it["tgt"] for it in items], self.pad_id)
+        return {"src": pad_rows([it["src"] for it in items], self.pad_id), "tgt_in": shift_right(tgt, self.bos_id),
+                "labels": tgt.masked_fill(tgt == self.pad_id, -100)}
+
+    def nll_sum(self, batch):
+        logits = self(batch["src"], batch["tgt_in"])
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), batch["labels"].reshape(-1),
+                                           ignore_index=-100, reduction="sum")
+
+    # -- generation with a key/value cache; state: (memory mask, per layer: cross k, v, self k, v)
+    def _step(self, ids, state):
+        pos = state[3].size(2) if state[3].numel() else 0
+        x = self.embed.drop(self.embed.tok(ids) * self.embed.scale + self.embed.pe[pos:pos + 1])
+        mem_mask, new = state[0], [state[0]]
+        for i, layer in enumerate(self.decoder):
+            ck, cv, sk, sv = state[1 + 4 * i: 5 + 4 * i]
+            k, v = project_kv(layer.self_attn, x)
+            sk, sv = torch.cat([sk, k], dim=2), torch.cat([sv, v], dim=2)
+            x = layer.norms[0](x + layer.drop(attend(layer.self_attn, x, sk, sv)))
+            x = layer.norms[1](x + layer.drop(attend(layer.cross_attn, x, ck, cv, mem_mask)))
+            x = layer.norms[2](x + layer.drop(layer.ff(x)))
+            new.extend([ck, cv, sk, sv])
+        return self.head(x[:, -1]), tuple(new)
+
+    def start(self, src, stateful: bool = True):
+        memory, mem_mask = self.encode(src)
+        b, h = src.size(0), self.decoder[0].self_attn.h
+        empty = memory.new_zeros(b, h, 0, self.decoder[0].self_attn.d_k)
+        state = [mem_mask]
+        for layer in self.decoder:
+            state.extend([*project_kv(layer.cross_attn, memory), empty, empty])
+        return self._step(torch.full_like(src[:, :1], self.bos_id), tuple(state))
+
+    def advance(self, state, next_ids):
+        return self._step(next_ids[:, None], state)
+
+
+def story_model(model_cfg, vocab_size: int, pad_id: int, bos_id: int, task_cfg) -> StoryEncDec:
+    return StoryEncDec(vocab_size, model_cfg.d_model, model_cfg.num_layers, model_cfg.num_heads, model_cfg.d_ff,
+                       model_cfg.dropout, int(task_cfg.max_len), pad_id, bos_id, eos_id=bos_id)
+
+
+def story_from_spec(spec: dict) -> StoryEncDec:
+    return StoryEncDec(**{k: v for k, v in spec.items() if k != "family"})

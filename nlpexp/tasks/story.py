@@ -1,0 +1,334 @@
+"""Story generation recipe (ROCStories format): first sentence in, the next four sentences out.
+
+train:    stories -> split by position -> tokenizer (byte-level BPE trained on the training stories; hub GPT-2's
+          own) -> model (transformer: next-token classifier or causal LM; transformer_encdec; gpt2) -> fit with
+          gradient accumulation (epochs=0: zero-shot) -> test perplexity of the references -> generations at each
+          of generate.eval_temperatures -> corpus/sentence BLEU, distinct-1/2, repeated 4-grams
+eval:     a saved run (ckpt=) on this config's test split and decoding settings (tune decoding without training)
+generate: a saved run (ckpt=) or the configured pretrained model continues prompt="..."
+Outputs: checkpoints/final/, history.csv, samples.jsonl (temperature, prompt, reference, generation), metrics.json.
+"""
+import json
+import math
+import time
+from pathlib import Path
+
+from nlpexp import registry
+from nlpexp.errors import UserError
+
+
+def run(cfg, run_dir: Path, device: str):
+    return {"train": train, "eval": evaluate_saved, "generate": generate}[cfg.mode](cfg, run_dir, device)
+
+
+# -- model and tokenizer ---------------------------------------------------------------------------------
+def build(cfg, train_texts, smoke: bool):
+    """(tokenizer, model). Our models get one extra id, past the tokenizer's, for padding."""
+    from nlpexp.models.gpt2 import train_byte_bpe
+
+    builder = registry.builder(cfg.model.name)
+    if cfg.model.family == "gpt2":
+        tok = builder.story_tokenizer(cfg.model, train_texts, int(cfg.task.bpe_vocab_size), smoke)
+        return tok, builder.story_model(cfg.model, tok, cfg.task, smoke)
+    tok = train_byte_bpe(train_texts, int(cfg.task.bpe_vocab_size))
+    return tok, builder.story_model(cfg.model, len(tok) + 1, len(tok), tok.eos_token_id, cfg.task)
+
+
+def save_checkpoint(model, tok, folder: Path) -> None:
+    from safetensors.torch import save_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "save"):  # gpt2: save_pretrained
+        model.save(folder)
+        spec = {"family": "gpt2"}
+    else:
+        save_model(model, str(folder / "model.safetensors"))
+        tok.save_pretrained(folder)
+        spec = model.spec()
+    (folder / "story_model.json").write_text(json.dumps(spec, indent=1))
+
+
+def load_checkpoint(folder: Path, device: str):
+    from safetensors.torch import load_model
+    from transformers import AutoTokenizer
+
+    if not (folder / "story_model.json").exists():
+        raise UserError(f"{folder} holds no story checkpoint (story_model.json missing; did that run finish?)")
+    spec = json.loads((folder / "story_model.json").read_text())
+    builder = registry.builder(spec["family"])
+    if spec["family"] == "gpt2":
+        model = builder.story_load(folder)
+        return model.to(device).eval(), model.tokenizer
+    model = builder.story_from_spec(spec)
+    load_model(model, str(folder / "model.safetensors"), device="cpu")
+    return model.to(device).eval(), AutoTokenizer.from_pretrained(folder)
+
+
+def encode_pairs(tok, frame) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, target ids) per story; the target keeps its leading space (BPE marks word starts)."""
+    prompts = tok(frame["prompt"].tolist(), add_special_tokens=False)["input_ids"]
+    targets = tok([" " + r for r in frame["reference"]], add_special_tokens=False)["input_ids"]
+    return list(zip(prompts, targets))
+
+
+# -- training ---------------------------------------------------------------------------------------------
+def train_step(model, opt, micro_batches, params, device: str = "cpu") -> float:
+    """One optimiser step over the micro-batches: the loss is the summed NLL over the group's total number of
+    target tokens, so accumulating k micro-batches gives the large batch's gradient."""
+    import torch
+
+    total = sum(int((b["labels"] != -100).sum()) for b in micro_batches)
+    loss_sum = 0.0
+    for batch in micro_batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        loss = model.nll_sum(batch) / max(total, 1)
+        loss.backward()
+        loss_sum += loss.item()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss_sum
+
+
+def mean_nll(model, items, batch_size: int, device: str) -> float:
+    import torch
+
+    model.eval()
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(items), batch_size):
+            batch = {k: v.to(device) for k, v in model.collate(items[i:i + batch_size]).items()}
+            nll += model.nll_sum(batch).item()
+            count += int((batch["labels"] != -100).sum())
+    return nll / max(count, 1)
+
+
+def fit(cfg, model, train_pairs, val_pairs, device: str):
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    tr = cfg.trainer
+    items = model.examples(train_pairs, train=True)
+    val_items = model.examples(val_pairs, train=False) if val_pairs else []
+    params = [p for p in model.parameters() if p.requires_grad]
+    history, step, started = [], 0, time.time()
+    info = {"train_examples": len(items), "train_steps": 0, "train_minutes": 0.0}
+    if int(tr.epochs) == 0:  # zero-shot: the model as built (or downloaded)
+        return history, info
+    opt = torch.optim.AdamW(params, lr=tr.lr, weight_decay=tr.weight_decay)
+    per_epoch = math.ceil(len(items) / tr.batch_size / tr.grad_accum)
+    total = per_epoch * int(tr.epochs)
+    if tr.max_steps and tr.max_steps > 0:
+        total = min(total, int(tr.max_steps))
+    sched = get_linear_schedule_with_warmup(opt, int(tr.warmup_ratio * total), total)
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    deadline = time.time() + 60 * cfg.task.max_train_minutes if cfg.task.get("max_train_minutes") else None
+    model.to(device).train()
+    bar = tqdm(total=total, desc="train", mininterval=2)
+    stop = False
+    for epoch in range(int(tr.epochs)):
+        order = torch.randperm(len(items), generator=gen).tolist()
+        micro = [model.collate([items[j] for j in order[i:i + tr.batch_size]])
+                 for i in range(0, len(order), tr.batch_size)]
+        losses = []
+        for i in range(0, len(micro), tr.grad_accum):
+            losses.append(train_step(model, opt, micro[i:i + tr.grad_accum], params, device))
+            sched.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if step >= total or (deadline and time.time() > deadline):
+                stop = True
+                break
+        row = {"epoch": epoch + 1, "step": step, "train_loss": round(sum(losses) / len(losses), 5)}
+        if val_items:
+            row["val_loss"] = round(mean_nll(model, val_items, tr.eval_batch_size, device), 5)
+            model.train()
+        history.append(row)
+        if stop:
+            break
+    bar.close()
+    model.eval()
+    info.update(train_steps=step, train_minutes=round((time.time() - started) / 60, 2))
+    return history, info
+
+
+# -- generation -------------------------------------------------------------------------------------------
+def decode_settings(g, temperature=None) -> dict:
+    return {"strategy": g.strategy, "temperature": float(g.temperature if temperature is None else temperature),
+            "top_k": int(g.top_k), "top_p": float(g.top_p), "num_beams": int(g.num_beams),
+            "repetition_penalty": float(g.repetition_penalty), "no_repeat_ngram_size": int(g.no_repeat_ngram_size),
+            "max_sentences": int(g.max_sentences), "cut_repeated_kgram": int(g.cut_repeated_kgram),
+            "max_new_tokens": int(g.max_new_tokens), "no_empty_sentences": bool(g.get("no_empty_sentences", False))}
+
+
+def finish_text(text: str, settings: dict) -> str:
+    from nlpexp.decoding import cut_after_sentences, cut_at_repeated_kgram
+
+    text = cut_after_sentences(text.strip(), settings["max_sentences"])
+    return cut_at_repeated_kgram(text, settings["cut_repeated_kgram"])
+
+
+def continue_prompts(model, tok, prompts: list[list[int]], settings: dict, seed: int, batch_size: int = 64):
+    """Generated texts for the prompt ids: HF models through `generate`, ours through nlpexp.decoding.generate
+    with their own cache (decoder-only prompts batched by length, the encoder-decoder's padded)."""
+    import torch
+
+    from nlpexp import decoding
+
+    sentence_ids = decoding.sentence_end_ids(tok)
+    words = decoding.word_ids(tok) if settings["no_empty_sentences"] else None
+    eos = tok.eos_token_id
+    out: list = [None] * len(prompts)
+    gen = torch.Generator().manual_seed(int(seed))
+    if hasattr(model, "hf_generate"):
+        groups = [list(range(i, min(i + batch_size, len(prompts)))) for i in range(0, len(prompts), batch_size)]
+    elif getattr(model, "objective", "") == "encdec":
+        groups = [list(range(i, min(i + batch_size, len(prompts)))) for i in range(0, len(prompts), batch_size)]
+    else:  # decoder-only: rows of one batch share a prompt length (no padding, positions line up)
+        by_len: dict = {}
+        for i, p in enumerate(prompts):
+            by_len.setdefault(len(p), []).append(i)
+        groups = [g[j:j + batch_size] for g in by_len.values() for j in range(0, len(g), batch_size)]
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for k, group in enumerate(groups):
+            rows = [prompts[i] for i in group]
+            rows, max_new = _fit_positions(model, rows, settings["max_new_tokens"])
+            if hasattr(model, "hf_generate"):
+                ids = model.hf_generate(rows, max_new, sentence_ids=sentence_ids, words=words,
+                                        seed=int(seed) + k, **{k2: v for k2, v in settings.items()
+                                                               if k2 != "max_new_tokens"})
+            else:
+                from nlpexp.models.transformer import pad_rows
+
+                pad = model.settings["pad_id"]
+                ids = decoding.generate(
+                    model, pad_rows(rows, pad).to(device), max_new, strategy=settings["strategy"],
+                    temperature=settings["temperature"], top_k=settings["top_k"], top_p=settings["top_p"],
+                    num_beams=settings["num_beams"], repetition_penalty=settings["repetition_penalty"],
+                    no_repeat_ngram_size=settings["no_repeat_ngram_size"], eos_id=eos, banned_ids=[pad],
+                    sentence_ids=sentence_ids, max_sentences=settings["max_sentences"], pad_id=pad, generator=gen,
+                    words=words)
+            for i, row in zip(group, ids):
+                out[i] = finish_text(tok.decode(row, skip_special_tokens=True), settings)
+    return out
+
+
+def _fit_positions(model, rows, max_new: int):
+    """Prompts and a generation length that fit the model's positions (max_len): the encoder-decoder keeps the
+    first max_len prompt tokens and writes up to max_len - 1; decoder-only models keep the last prompt tokens
+    and write into the room left. The next-token classifier re-reads a window and has no limit."""
+    if getattr(model, "objective", "") == "next_token":
+        return rows, max_new
+    if getattr(model, "objective", "") == "encdec":
+        return [r[: model.max_len] for r in rows], min(max_new, model.max_len - 1)
+    keep = max(1, min(len(rows[0]), model.max_len // 2))  # decoder-only (bos included for ours)
+    rows = [r[-keep:] for r in rows]
+    return rows, max(1, min(max_new, model.max_len - 1 - max(len(r) for r in rows)))
+
+
+def story_metrics(hyps: list[str], refs: list[str], prefix: str) -> dict:
+    from nlpexp.metrics import bleu_scores, distinct_n, punctuation_only, repetition_rate
+
+    words = [h.split() for h in hyps]
+    corpus, sentence = bleu_scores(hyps, refs)
+    return {f"{prefix}_bleu": round(corpus, 5), f"{prefix}_sentence_bleu": round(sentence, 5),
+            f"{prefix}_distinct_1": round(distinct_n(words, 1), 5),
+            f"{prefix}_distinct_2": round(distinct_n(words, 2), 5),
+            f"{prefix}_repeated_4gram_rate": round(repetition_rate(words, 4), 5),
+            f"{prefix}_mean_words": round(sum(map(len, words)) / max(len(words), 1), 2),
+            f"{prefix}_punctuation_only": float(sum(punctuation_only(h) for h in hyps))}
+
+
+def evaluate(cfg, model, tok, data, test_pairs, run_dir: Path, device: str) -> dict:
+    """Test perplexity of the references, then the test prompts at each evaluation temperature: metrics, and
+    samples.jsonl in run_dir."""
+    from nlpexp.metrics import perplexity
+
+    eb = int(cfg.trainer.eval_batch_size)
+    test_nll = mean_nll(model, model.examples(test_pairs, train=False), eb, device)
+    metrics = {"test_loss": round(test_nll, 5), "test_perplexity": round(perplexity(test_nll), 4)}
+    prompts, refs = [p for p, _ in test_pairs], data["test"]["reference"].tolist()
+    rows = []
+    for temp in cfg.generate.eval_temperatures:
+        settings = decode_settings(cfg.generate, temp)
+        started = time.time()
+        hyps = continue_prompts(model, tok, prompts, settings, cfg.seed, int(cfg.generate.batch_size))
+        prefix = f"t{float(temp)}"
+        metrics.update(story_metrics(hyps, refs, prefix))
+        metrics[f"{prefix}_generation_s"] = round(time.time() - started, 2)
+        rows += [{"temperature": float(temp), "prompt": p, "reference": r, "generation": h}
+                 for p, r, h in zip(data["test"]["prompt"], refs, hyps)]
+    with open(run_dir / "samples.jsonl", "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    return metrics
+
+
+# -- the modes ----------------------------------------------------------------------------------------
+def train(cfg, run_dir: Path, device: str):
+    import pandas as pd
+
+    from nlpexp.data.story import load_stories
+
+    smoke = bool(cfg.get("smoke"))
+    data = load_stories(cfg.data)
+    print(f"data: {data['origin']}: stories " + ", ".join(f"{k} {len(data[k])}" for k in ("train", "validation",
+                                                                                           "test")))
+    train_texts = (data["train"]["prompt"] + " " + data["train"]["reference"]).tolist()
+    tok, model = build(cfg, train_texts, smoke)
+    model.to(device)
+    pairs = {k: encode_pairs(tok, data[k]) for k in ("train", "validation", "test") if len(data[k])}
+    history, info = fit(cfg, model, pairs["train"], pairs.get("validation"), device)
+    save_checkpoint(model, tok, run_dir / "checkpoints" / "final")
+
+    metrics = evaluate(cfg, model, tok, data, pairs["test"], run_dir, device)
+    pd.DataFrame(history or [{"epoch": 0}]).to_csv(run_dir / "history.csv", index=False)
+    first = f"t{float(cfg.generate.eval_temperatures[0])}_bleu"
+    return {"metrics": metrics, "objective": first, "origin": data["origin"],
+            "stories": {k: len(data[k]) for k in ("train", "validation", "test")}, "vocab_size": len(tok),
+            "objective_kind": getattr(model, "objective", cfg.model.family),
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "total_params": sum(p.numel() for p in model.parameters()),
+            "decoding": decode_settings(cfg.generate), **info}
+
+
+def evaluate_saved(cfg, run_dir: Path, device: str):
+    """mode=eval ckpt=<run>: the saved model on this config's test split under this config's decoding settings."""
+    from nlpexp.data.story import load_stories
+
+    model, tok = load_checkpoint(Path(str(cfg.ckpt)).expanduser() / "checkpoints" / "final", device)
+    data = load_stories(cfg.data)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = evaluate(cfg, model, tok, data, encode_pairs(tok, data["test"]), run_dir, device)
+    first = f"t{float(cfg.generate.eval_temperatures[0])}_bleu"
+    return {"metrics": metrics, "objective": first, "origin": data["origin"], "decoding": decode_settings(cfg.generate)}
+
+
+def generate(cfg, run_dir: Path, device: str):
+    if cfg.get("ckpt"):
+        model, tok = load_checkpoint(Path(str(cfg.ckpt)).expanduser() / "checkpoints" / "final", device)
+    elif cfg.model.family == "gpt2" and cfg.model.get("pretrained"):
+        builder = registry.builder(cfg.model.name)
+        tok = builder.story_tokenizer(cfg.model, [], 0)
+        model = builder.story_model(cfg.model, tok, cfg.task).to(device).eval()
+    else:
+        raise UserError(f"model={cfg.model.name} has no pretrained weights to generate with: pass ckpt=<run folder> "
+                        "of a trained task=story run")
+    prompt = str(cfg.prompt)
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise UserError("prompt is empty after tokenisation")
+    settings = decode_settings(cfg.generate)
+    n = int(cfg.generate.num_samples)
+    started = time.time()
+    texts = continue_prompts(model, tok, [ids] * n, settings, cfg.seed)
+    elapsed = time.time() - started
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "samples.jsonl", "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps({"prompt": prompt, "generation": t, **settings}, ensure_ascii=False) + "\n"
+                      for t in texts)
+    for i, text in enumerate(texts):
+        print(f"[{i + 1}] {prompt} {text}")
+    print(f"{n} continuation(s) in {elapsed:.2f}s; written to {run_dir / 'samples.jsonl'}")

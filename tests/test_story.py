@@ -1,0 +1,396 @@
+"""task=story: the Transformer building blocks (attention, positional encoding, masks, the one-token shift,
+key/value caches), every decoding control, BLEU wiring, freezing, gradient accumulation, and smoke runs."""
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from nlpexp import decoding, registry
+from nlpexp.models.transformer import (
+    StoryCausalLM,
+    StoryNextToken,
+    causal_mask,
+    pad_rows,
+    padding_mask,
+    positional_encoding,
+    scaled_dot_product_attention,
+)
+from nlpexp.models.transformer_encdec import StoryEncDec, shift_right
+
+
+def _rand(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+# -- attention --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mask_kind", ["none", "causal", "padding", "both"])
+def test_attention_matches_torch_with_and_without_masks(mask_kind):
+    q, k, v = _rand(2, 3, 5, 8, seed=1), _rand(2, 3, 5, 8, seed=2), _rand(2, 3, 5, 6, seed=3)  # d_v != d_k
+    pad = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)[:, None, None, :]
+    mask = {"none": None, "causal": causal_mask(5), "padding": pad, "both": causal_mask(5) & pad}[mask_kind]
+    ours, weights = scaled_dot_product_attention(q, k, v, mask)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert ours.shape == (2, 3, 5, 6)
+    assert torch.allclose(ours, ref, atol=1e-5)
+    if mask is not None:  # masked positions get exactly zero weight
+        assert (weights.masked_select(~mask.expand_as(weights)) == 0).all()
+
+
+# -- positional encoding ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("d", [500, 7, 1])
+def test_positional_encoding_is_the_formula_for_even_and_odd_d(d):
+    pe = positional_encoding(101, d)
+    assert pe.shape == (101, d)
+    for pos in (0, 1, 57, 100):
+        for j in range(d):
+            angle = pos / 10000 ** ((j - j % 2) / d)
+            expected = math.sin(angle) if j % 2 == 0 else math.cos(angle)
+            assert pe[pos, j].item() == pytest.approx(expected, abs=1e-5), (pos, j)
+
+
+def test_posenc_task_draws_the_plot(nlpexp):
+    res = nlpexp("task=posenc")
+    assert res.code == 0, res.err[-2000:]
+    (run,) = res.run_dirs()
+    assert (run / "posenc.png").stat().st_size > 1000
+    import pandas as pd
+
+    table = pd.read_csv(run / "posenc.csv")
+    assert len(table) == 500 and table["position_1"].iloc[0] == pytest.approx(math.sin(1), abs=1e-6)
+
+
+# -- masks, the one-token shift and the caches ------------------------------------------------------------
+def test_padding_mask_and_shift_right():
+    ids = torch.tensor([[5, 6, 7], [8, 0, 0]])
+    assert padding_mask(ids, 0).tolist() == [[[[True, True, True]]], [[[True, False, False]]]]
+    assert shift_right(torch.tensor([[4, 5, 6]]), 1).tolist() == [[1, 4, 5]]
+    model = StoryEncDec(20, d_model=16, num_layers=1, num_heads=2, d_ff=32, pad_id=19, bos_id=0, eos_id=0)
+    batch = model.collate(model.examples([([3, 4], [5, 6, 7]), ([8], [9])], train=True))
+    # the decoder reads bos + target and learns target + eos: input t predicts label t, one token later
+    assert batch["tgt_in"].tolist() == [[0, 5, 6, 7], [0, 9, 0, 19]]
+    assert batch["labels"].tolist() == [[5, 6, 7, 0], [9, 0, -100, -100]]
+    assert batch["src"].tolist() == [[3, 4], [8, 19]]
+
+
+def test_encdec_decoder_is_causal_and_ignores_source_padding():
+    torch.manual_seed(0)
+    model = StoryEncDec(30, d_model=16, num_layers=2, num_heads=2, d_ff=32, pad_id=29, bos_id=0, eos_id=0).eval()
+    src, tgt = torch.tensor([[3, 4, 5]]), torch.tensor([[0, 6, 7, 8]])
+    changed = tgt.clone()
+    changed[0, -1] = 9
+    with torch.no_grad():
+        a, b = model(src, tgt), model(src, changed)
+        assert torch.allclose(a[:, :-1], b[:, :-1], atol=1e-6) and not torch.allclose(a[:, -1], b[:, -1])
+        padded = model(torch.tensor([[3, 4, 5, 29, 29]]), tgt)
+        assert torch.allclose(a, padded, atol=1e-5)
+
+
+def test_cached_decoding_matches_the_full_forward():
+    torch.manual_seed(0)
+    encdec = StoryEncDec(30, d_model=16, num_layers=2, num_heads=2, d_ff=32, pad_id=29, bos_id=0, eos_id=0).eval()
+    src = torch.tensor([[3, 4, 5], [6, 7, 29]])
+    steps = torch.tensor([[11, 12, 13], [14, 15, 16]])
+    with torch.no_grad():
+        full = encdec(src, torch.cat([torch.zeros(2, 1, dtype=torch.long), steps], dim=1))
+        logits, state = encdec.start(src)
+        assert torch.allclose(logits, full[:, 0], atol=1e-5)
+        for t in range(3):
+            logits, state = encdec.advance(state, steps[:, t])
+            assert torch.allclose(logits, full[:, t + 1], atol=1e-5)
+    lm = StoryCausalLM(30, d_model=16, num_layers=2, num_heads=2, d_ff=32, max_len=16, pad_id=29, bos_id=0).eval()
+    prompt = torch.tensor([[3, 4, 5], [6, 7, 8]])
+    with torch.no_grad():
+        full = lm(torch.cat([torch.zeros(2, 1, dtype=torch.long), prompt, steps], dim=1))
+        logits, state = lm.start(prompt)
+        assert torch.allclose(logits, full[:, 3], atol=1e-5)
+        for t in range(3):
+            logits, state = lm.advance(state, steps[:, t])
+            assert torch.allclose(logits, full[:, 4 + t], atol=1e-5)
+
+
+def test_next_token_classifier_windows_and_mean_pool_ignore_padding():
+    torch.manual_seed(0)
+    model = StoryNextToken(30, d_model=16, num_layers=1, num_heads=2, d_ff=32, window=4, pad_id=29, bos_id=0).eval()
+    items = model.examples([([3, 4], [5, 6, 7])], train=True)
+    assert [(it["ids"], it["target"]) for it in items] == [([0], 3), ([0, 3], 4), ([0, 3, 4], 5),
+                                                           ([0, 3, 4, 5], 6), ([3, 4, 5, 6], 7)]
+    assert len(model.examples([([3, 4], [5, 6, 7])], train=False)) == 3  # only the continuation is scored
+    with torch.no_grad():
+        short = model(torch.tensor([[0, 3]]))  # left-padded to the window: the last token sits at position W-1
+        assert torch.allclose(short, model(torch.tensor([[29, 29, 0, 3]])), atol=1e-6)
+        assert not torch.allclose(short, model(torch.tensor([[0, 3, 29, 29]])), atol=1e-3)
+        assert torch.equal(model.collate(items[:2])["ids"], torch.tensor([[29, 0], [0, 3]]))
+
+
+# -- decoding controls ------------------------------------------------------------------------------------
+class Bigram(nn.Module):
+    """A fixed next-token table: logits depend on the last token only. Token 0 is end-of-text, 1 ends a
+    sentence ('.'), 2 is padding."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = table
+
+    def start(self, prompt_ids):
+        return self.table[prompt_ids[:, -1]], (prompt_ids[:, -1:],)
+
+    def advance(self, state, next_ids):
+        return self.table[next_ids], (next_ids[:, None],)
+
+
+def _table(v=12, seed=0):
+    table = _rand(v, v, seed=seed) * 2
+    table[:, 2] = -1e4  # padding never wanted
+    return table
+
+
+def test_greedy_is_argmax_and_low_temperature_matches_it():
+    model = Bigram(_table())
+    prompts = torch.tensor([[3], [4], [5]])
+    greedy = decoding.generate(model, prompts, 15, strategy="greedy", banned_ids=[2])
+    for p, row in zip(prompts.tolist(), greedy):
+        last = p[-1]
+        for t in row:
+            masked = model.table[last].clone()
+            masked[2] = -math.inf
+            assert t == int(masked.argmax())
+            last = t
+        if len(row) < 15:  # stopped early: only by end-of-text, never emitted into the text
+            assert int(model.table[last].argmax()) == 0 or 0 not in row
+    cold = decoding.generate(model, prompts, 15, strategy="sample", temperature=1e-4, top_k=0,
+                             generator=torch.Generator().manual_seed(0), banned_ids=[2])
+    assert cold == greedy
+
+
+def test_top_k_top_p_and_temperature_limit_the_candidates():
+    table = torch.zeros(12, 12)
+    table[:, 3:] = torch.arange(9, 0, -1, dtype=torch.float32)  # token 3 best, then 4, 5 ...
+    model = Bigram(table)
+    prompts = torch.full((64, 1), 3)
+    gen = torch.Generator().manual_seed(0)
+    top2 = decoding.generate(model, prompts, 10, top_k=2, generator=gen, banned_ids=[0, 1, 2])
+    assert set(t for row in top2 for t in row) == {3, 4}
+    # probabilities of 3, 4, 5 ... at T=1: 0.63, 0.23, 0.09: top_p 0.8 keeps 3 and 4 only
+    nucleus = decoding.generate(model, prompts, 10, top_p=0.8, generator=gen, banned_ids=[0, 1, 2])
+    assert set(t for row in nucleus for t in row) == {3, 4}
+    hot = decoding.generate(model, prompts, 10, temperature=50.0, generator=gen, banned_ids=[0, 1, 2])
+    assert len(set(t for row in hot for t in row)) >= 8  # high temperature flattens towards uniform
+
+
+def test_repetition_penalty_and_no_repeat_ngram():
+    logits = torch.tensor([[2.0, -2.0, 1.0]])
+    out = decoding.apply_repetition_penalty(logits, [[0, 1]], 2.0)
+    assert out.tolist() == [[1.0, -4.0, 1.0]]
+    assert decoding.no_repeat_ngram_bans([5, 6, 7, 5, 6], 3) == [7]
+    assert decoding.no_repeat_ngram_bans([5, 5], 1) == [5, 5]
+    table = torch.zeros(12, 12)
+    table[:, 3] = 5.0  # always wants token 3
+    table[:, 4] = 4.0
+    model = Bigram(table)
+    looped = decoding.generate(model, torch.tensor([[5]]), 8, strategy="greedy")
+    assert looped == [[3] * 8]
+    (free,) = decoding.generate(model, torch.tensor([[5]]), 8, strategy="greedy", no_repeat_ngram_size=2,
+                                banned_ids=[0, 1, 2])
+    grams = list(zip([5] + free, free))
+    assert len(grams) == len(set(grams))
+    (penalised,) = decoding.generate(model, torch.tensor([[5]]), 4, strategy="greedy", repetition_penalty=3.0,
+                                     banned_ids=[0, 1, 2])
+    assert penalised[:2] == [3, 4]  # once 3 is in the text its logit drops below 4's
+
+
+def test_stop_at_end_of_text_and_after_n_sentences():
+    table = torch.full((12, 12), -5.0)
+    for a, b in [(3, 4), (4, 1), (1, 5), (5, 6), (6, 0)]:  # 3 4 . 5 6 <eos>
+        table[a, b] = 5.0
+    model = Bigram(table)
+    assert decoding.generate(model, torch.tensor([[3]]), 20, strategy="greedy", eos_id=0) == [[4, 1, 5, 6]]
+    assert decoding.generate(model, torch.tensor([[3]]), 20, strategy="greedy", eos_id=0, sentence_ids=[1],
+                             max_sentences=1) == [[4, 1]]
+    (beam,) = decoding.generate(model, torch.tensor([[3]]), 20, strategy="beam", num_beams=3, eos_id=0)
+    assert beam == [4, 1, 5, 6]
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_no_sentence_or_text_ends_before_a_word(strategy):
+    table = torch.full((12, 12), -5.0)
+    table[:, 1] = 5.0  # always wants to end the sentence ...
+    table[:, 0] = 4.0  # ... or the text
+    table[:, 5] = 3.0  # 5 is the only word
+    model = Bigram(table)
+    kwargs = dict(strategy=strategy, num_beams=2, eos_id=0, sentence_ids=[1], max_sentences=3, banned_ids=[2])
+    (free,) = decoding.generate(model, torch.tensor([[3]]), 10, **kwargs)
+    assert free == [1, 1, 1]  # punctuation only: '. . .'
+    (guarded,) = decoding.generate(model, torch.tensor([[3]]), 10, words=[5], **kwargs)
+    assert guarded == [5, 1]  # a word first; then the text may end (eos), a new sentence may not be empty
+    assert decoding.sentence_is_empty([5, 1], {1}, {5}) and not decoding.sentence_is_empty([1, 5], {1}, {5})
+
+
+def test_beam_search_finds_the_better_sequence_greedy_misses():
+    table = torch.full((12, 12), -10.0)
+    table[3, 4], table[3, 5] = math.log(0.6), math.log(0.4)  # greedy takes 4 ...
+    table[4, 6], table[4, 7] = math.log(0.5), math.log(0.5)  # ... which leads nowhere sure
+    table[5, 8] = 0.0  # 5 -> 8 with certainty: 0.4 > 0.6 * 0.5
+    for t in (6, 7, 8):
+        table[t, 0] = 0.0
+    model = Bigram(table)
+    assert decoding.generate(model, torch.tensor([[3]]), 5, strategy="greedy", eos_id=0)[0][0] == 4
+    assert decoding.generate(model, torch.tensor([[3]]), 5, strategy="beam", num_beams=2, eos_id=0) == [[5, 8]]
+    assert decoding.generate(model, torch.tensor([[3]]), 5, strategy="beam", num_beams=1, eos_id=0)[0][0] == 4
+
+
+def test_text_cuts():
+    loop = "the cat sat on the mat and then the dog ran " * 3
+    cut = decoding.cut_at_repeated_kgram(loop, 10)
+    assert cut == "the cat sat on the mat and then the dog ran"
+    assert decoding.cut_at_repeated_kgram("a b c d", 10) == "a b c d"
+    text = "He ran. She said \"no!\" Then it rained? Yes. More here."
+    assert decoding.cut_after_sentences(text, 4) == "He ran. She said \"no!\" Then it rained? Yes."
+    assert decoding.cut_after_sentences("No end here", 4) == "No end here"
+
+
+def test_bleu_wiring():
+    import sacrebleu
+
+    from nlpexp.metrics import bleu_scores, punctuation_only
+
+    refs = ["the cat sat on the mat today .", "a dog ran in the park all day ."]
+    assert bleu_scores(refs, refs) == (pytest.approx(1.0), pytest.approx(1.0))
+    hyps = ["the cat sat on a mat today .", "the dog ran in a park ."]
+    corpus, sentence = bleu_scores(hyps, refs)
+    assert corpus == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score / 100)
+    assert sentence == pytest.approx(sum(sacrebleu.sentence_bleu(h, [r]).score for h, r in zip(hyps, refs)) / 200)
+    assert 0 < corpus < 1
+    assert punctuation_only(" . , !") and punctuation_only("") and not punctuation_only("a .")
+
+
+# -- training: freezing and gradient accumulation ---------------------------------------------------------
+def _small_gpt2(freeze: int):
+    from omegaconf import OmegaConf
+
+    from nlpexp.models import gpt2
+
+    tok = gpt2.train_byte_bpe(["the cat sat on the mat.", "a dog ran in the park."] * 20, 300)
+    cfg = OmegaConf.create({"pretrained": None, "freeze_layers": freeze,
+                            "small": {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2}})
+    torch.manual_seed(0)
+    model = gpt2.story_model(cfg, tok, OmegaConf.create({"max_len": 32}))
+    model.lm.config.resid_pdrop = model.lm.config.embd_pdrop = model.lm.config.attn_pdrop = 0.0
+    return tok, model
+
+
+def test_freezing_keeps_frozen_parameters_unchanged_after_a_step():
+    from nlpexp.tasks.story import train_step
+
+    tok, model = _small_gpt2(freeze=1)
+    lm = model.lm
+    frozen = {n for n, p in lm.named_parameters() if not p.requires_grad}
+    assert any(n.startswith("transformer.wte") for n in frozen) and any(".h.0." in n for n in frozen)
+    assert not any(".h.1." in n for n in frozen)
+    before = {n: p.detach().clone() for n, p in lm.named_parameters()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    pairs = [(tok.encode("the cat"), tok.encode(" sat on the mat."))] * 4
+    train_step(model.train(), opt, [model.collate(model.examples(pairs, train=True))], params)
+    for n, p in lm.named_parameters():
+        assert torch.equal(p, before[n]) == (n in frozen), n
+
+
+def test_gradient_accumulation_gives_the_large_batch_update():
+    from nlpexp.tasks.story import train_step
+
+    def run(groups):
+        torch.manual_seed(0)
+        model = StoryEncDec(40, d_model=16, num_layers=1, num_heads=2, d_ff=32, dropout=0.0, pad_id=39)
+        params = list(model.parameters())
+        opt = torch.optim.SGD(params, lr=0.5)
+        train_step(model, opt, [model.collate(g) for g in groups], params)
+        return torch.cat([p.detach().flatten() for p in params])
+
+    g = torch.Generator().manual_seed(3)
+    items = [{"src": torch.randint(3, 39, (int(n),), generator=g).tolist(),
+              "tgt": torch.randint(3, 39, (int(m),), generator=g).tolist()}
+             for n, m in zip(torch.randint(2, 6, (8,), generator=g), torch.randint(2, 9, (8,), generator=g))]
+    big = run([items])
+    accumulated = run([items[:4], items[4:]])
+    assert torch.allclose(big, accumulated, atol=1e-6)
+    uneven = run([items[:2], items[2:]])  # micro-batches of different sizes: still the large batch's update
+    assert torch.allclose(big, uneven, atol=1e-6)
+
+
+# -- runs through the CLI ---------------------------------------------------------------------------------
+CELLS = [("transformer_encdec",), ("transformer",), ("transformer", "model.objective=causal_lm"),
+         ("gpt2", "trainer.grad_accum=2", "model.freeze_layers=1")]
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=["-".join(c) for c in CELLS])
+def test_every_story_cell_runs_in_smoke_form(nlpexp, cell):
+    model, *extra = cell
+    res = nlpexp("+smoke=true", "task=story", f"model={model}", *extra)
+    assert res.code == 0, res.err[-3000:]
+    (run,) = res.run_dirs()
+    assert (run / "checkpoints" / "final" / "story_model.json").exists() and (run / "history.csv").exists()
+    summary = json.loads((run / "metrics.json").read_text())
+    m = summary["metrics"]
+    assert summary["status"] == "complete" and m["test_perplexity"] > 1
+    for t in ("t0.1", "t1.0"):
+        for key in ("bleu", "sentence_bleu", "distinct_1", "distinct_2", "repeated_4gram_rate"):
+            assert 0 <= m[f"{t}_{key}"] <= 1, (t, key)
+    rows = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 32 and {r["temperature"] for r in rows} == {0.1, 1.0}
+    assert all(set(r) >= {"prompt", "reference", "generation"} and "<|endoftext|>" not in r["generation"]
+               for r in rows)
+    assert 0 < summary["trainable_params"] <= summary["total_params"]
+    if model == "gpt2":
+        assert summary["trainable_params"] < summary["total_params"]  # embeddings and block 0 frozen
+
+
+def test_zero_shot_generate_from_a_run_and_bad_input(nlpexp, tmp_path):
+    res = nlpexp("+smoke=true", "task=story", "model=gpt2", "trainer.epochs=0", f"hydra.run.dir={tmp_path}/run")
+    assert res.code == 0, res.err[-3000:]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["train_steps"] == 0
+    args = ("mode=generate", f"ckpt={tmp_path}/run", "prompt=Once upon a time", "generate.num_samples=2", "seed=3")
+    first, second = nlpexp(*args), nlpexp(*args)
+    assert first.code == 0, first.err[-2000:]
+    lines = [line for line in first.out.splitlines() if line.startswith("[")]
+    assert len(lines) == 2 and all(line.split("] ", 1)[1].startswith("Once upon a time") for line in lines)
+    assert lines == [line for line in second.out.splitlines() if line.startswith("[")]
+    res = nlpexp("mode=eval", f"ckpt={tmp_path}/run", "+smoke=true", "generate.eval_temperatures=[0.5]",
+                 "generate.strategy=beam", "generate.num_beams=2")
+    assert res.code == 0, res.err[-2000:]
+    (saved,) = (tmp_path / "run" / "eval").glob("*/metrics.json")
+    metrics = json.loads(saved.read_text())["metrics"]
+    trained = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
+    assert metrics["test_perplexity"] == trained["test_perplexity"] and "t0.5_bleu" in metrics
+    res = nlpexp("task=story", "model=gpt2", "mode=generate", "prompt=Once upon a time")  # hub gpt2, offline
+    assert res.code == 2 and "gpt2" in res.err and "Traceback" not in res.err
+    res = nlpexp("task=story", "model=transformer_encdec", "mode=generate", "prompt=Hi")
+    assert res.code == 2 and "ckpt" in res.err
+    res = nlpexp("task=story", "model=doc2vec")
+    assert res.code == 2 and "supported models for story" in res.err
+    res = nlpexp("task=story", "generate.strategy=nucleus", "data.test_size=-1", "model=transformer",
+                 "model.objective=lm")
+    assert res.code == 2 and all(k in res.err for k in ("strategy", "test_size", "objective"))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,text\n1,hello\n")
+    res = nlpexp("task=story", f"data.path={bad}")
+    assert res.code == 2 and "sentence1" in res.err and not list((tmp_path / "outputs").rglob("metrics.json"))
+
+
+def test_story_split_by_position():
+    from omegaconf import OmegaConf
+
+    from nlpexp.data.story import load_stories
+
+    cfg = OmegaConf.load(registry.runner("story").__file__.replace("tasks/story.py", "conf/task/story.yaml")).data
+    cfg.test_size, cfg.val_size = 50, 10
+    data = load_stories(cfg)
+    assert (len(data["train"]), len(data["validation"]), len(data["test"])) == (150, 10, 50)
+    assert len(data["train"]) + 60 == 210
+    assert all(len(r.split(". ")) >= 3 for r in data["test"]["reference"])
+
+
+def test_pad_rows():
+    assert pad_rows([[1, 2], [3]], 0).tolist() == [[1, 2], [3, 0]]
+    assert pad_rows([[1, 2], [3]], 0, left=True).tolist() == [[1, 2], [0, 3]]
