@@ -11,6 +11,9 @@ TASKS = {
     "finsent": "classify",
     "embedding": "embedding",
     "novel": "novel",
+    "chnsenti": "classify",
+    "zh_emotion": "classify",
+    "clue": "classify",
 }
 
 # model name -> builder module under nlpexp/models/
@@ -25,13 +28,18 @@ MODELS = {
     "bert_lstm": "bert_heads",
     "transformer": "transformer",
     "gpt2": "gpt2",
+    "bert_chinese": "hf",
+    "bert_chinese_mlm": "mlm_prompt",
 }
 
 # the task x model matrix: every listed pair must run (offline in smoke form)
 SUPPORTED = {
-    "finsent": ("minilm", "finbert", "bert", "doc2vec"),
+    "finsent": ("minilm", "finbert", "bert", "doc2vec", "bert_fc", "bert_lstm", "transformer"),
     "embedding": ("sentence_transformers", "minilm", "bert", "finbert", "doc2vec", "openai"),
     "novel": ("bert_lstm", "bert_fc", "transformer", "gpt2"),
+    "chnsenti": ("bert_chinese", "bert_chinese_mlm", "bert_fc", "bert_lstm", "transformer"),
+    "zh_emotion": ("bert_chinese", "bert_chinese_mlm", "bert_fc", "bert_lstm", "transformer"),
+    "clue": ("bert_fc", "bert_chinese", "bert_lstm", "transformer"),
 }
 
 MODES = {
