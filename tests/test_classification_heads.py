@@ -86,8 +86,8 @@ def test_lstm_and_transformer_ignore_padding():
 def test_mlm_prompt_scores_the_label_characters_at_mask():
     from nlpexp.models.mlm_prompt import build
 
-    cfg = small_cfg("bert_chinese_mlm", prompt="请分析给定文本的情感倾向，从{choices}中选一个字。文本如下：{text}\n答案是：[MASK]",
-                    mlm_probability=0.15)
+    prompt = "请分析给定文本的情感倾向，从{choices}中选一个字。文本如下：{text}\n答案是：[MASK]"
+    cfg = small_cfg("bert_chinese_mlm", prompt=prompt, mlm_probability=0.15)
     tok, model = build(cfg, ["负", "正"], TEXTS, 48)
     model.eval()
     long_text = "服务" * 100  # cut so that the prompt and its [MASK] still fit
