@@ -7,6 +7,8 @@ from omegaconf import OmegaConf
 
 from nlpexp import registry
 
+pytestmark = pytest.mark.filterwarnings("ignore:Glyph .* missing from font")  # no CJK font for plot labels
+
 NEW_CELLS = [(task, model) for task in ("chnsenti", "zh_emotion", "clue") for model in registry.SUPPORTED[task]]
 
 
