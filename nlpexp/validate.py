@@ -186,7 +186,7 @@ def _check_classification(errors: list, cfg) -> None:
         prompt = str(model.get("prompt") or "")
         if "{text}" not in prompt or "[MASK]" not in prompt:
             errors.append("model.prompt must contain {text} and [MASK]")
-        p = model.get("mlm_probability", 0.15)
+        p = model.get("mlm_probability", 0.0)
         if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p < 1:
             errors.append(f"model.mlm_probability must be in [0, 1) (got {p!r})")
         long = [str(name) for name in (cfg.task.labels or []) if len(str(name)) != 1]

@@ -151,3 +151,23 @@ def test_clue_file_errors_name_the_line(nlpexp, tmp_path):
     bad.write_text('{"sentence": "好", "label": "1"}\n{"text": "x", "label": "2"}\n')
     res = nlpexp("+smoke=true", "task=clue", "model=bert_fc", f"data.path={bad}")
     assert res.code == 2 and "line 2" in res.err and "sentence" in res.err
+
+
+def test_mlm_probability_masks_only_the_texts_real_tokens():
+    from nlpexp.models.mlm_prompt import build
+
+    cfg = small_cfg("bert_chinese_mlm", prompt="文本如下：{text}\n答案是：[MASK]", mlm_probability=0.5)
+    tok, model = build(cfg, ["负", "正"], TEXTS, 48)
+    enc = tok(["很好", "房间很干净，服务也好，下次还来"], padding=True, return_tensors="pt")
+    answer = (enc["input_ids"] == tok.mask_token_id).int().argmax(dim=1)
+    torch.manual_seed(0)
+    ids, targets = model.mask_tokens(enc["input_ids"], enc["attention_mask"], answer)
+    picked = targets >= 0
+    assert picked.any()
+    special = torch.isin(enc["input_ids"], torch.tensor(tok.all_special_ids))
+    assert not (picked & (special | ~enc["attention_mask"].bool())).any()  # never [CLS]/[SEP]/pad/the answer
+    assert (targets[picked] == enc["input_ids"][picked]).all()
+    assert (ids[torch.arange(2), answer] == tok.mask_token_id).all()
+    model.train()
+    out = model(**enc, labels=torch.tensor([1, 0]))
+    assert torch.isfinite(out.loss) and out.logits.shape == (2, 2)

@@ -132,7 +132,7 @@ def build(model_cfg, labels: list[str], train_texts, max_length: int, smoke: boo
     model.config.update({"prompt": template, "prompt_labels": list(labels), "prompt_label_ids": label_ids,
                          "prompt_mask_id": tokenizer.mask_token_id, "prompt_max_length": max_length,
                          "prompt_special_ids": sorted(set(tokenizer.all_special_ids)),
-                         "prompt_mlm_probability": float(model_cfg.get("mlm_probability", 0.15))})
+                         "prompt_mlm_probability": float(model_cfg.get("mlm_probability", 0.0))})
     model.config.num_labels = len(labels)
     return PromptTokenizer(tokenizer, template, choices, max_length), model
 
