@@ -13,6 +13,9 @@ TASKS = {
     "novel": "novel",
     "story": "story",
     "posenc": "posenc",
+    "chnsenti": "classify",
+    "zh_emotion": "classify",
+    "clue": "classify",
 }
 
 # model name -> builder module under nlpexp/models/
@@ -28,15 +31,20 @@ MODELS = {
     "transformer": "transformer",
     "gpt2": "gpt2",
     "transformer_encdec": "transformer_encdec",
+    "bert_chinese": "hf",
+    "bert_chinese_mlm": "mlm_prompt",
 }
 
 # the task x model matrix: every listed pair must run (offline in smoke form)
 SUPPORTED = {
-    "finsent": ("minilm", "finbert", "bert", "doc2vec"),
+    "finsent": ("minilm", "finbert", "bert", "doc2vec", "bert_fc", "bert_lstm", "transformer"),
     "embedding": ("sentence_transformers", "minilm", "bert", "finbert", "doc2vec", "openai"),
     "novel": ("bert_lstm", "bert_fc", "transformer", "gpt2"),
     "story": ("transformer_encdec", "transformer", "gpt2"),
     "posenc": ("transformer",),
+    "chnsenti": ("bert_chinese", "bert_chinese_mlm", "bert_fc", "bert_lstm", "transformer"),
+    "zh_emotion": ("bert_chinese", "bert_chinese_mlm", "bert_fc", "bert_lstm", "transformer"),
+    "clue": ("bert_fc", "bert_chinese", "bert_lstm", "transformer"),
 }
 
 MODES = {

@@ -90,6 +90,8 @@ def check_config(cfg: DictConfig) -> None:
         _check_novel(errors, cfg)
     if cfg.task.name == "story":
         _check_story(errors, cfg)
+    if registry.TASKS[cfg.task.name] == "classify":
+        _check_classification(errors, cfg)
     if cfg.device.name not in ("auto", "cpu", "cuda", "mps"):
         errors.append(f"device must be auto, cpu, cuda or mps (got {cfg.device.name!r})")
     if errors:
@@ -198,3 +200,38 @@ def _check_story(errors: list, cfg) -> None:
             errors.append('mode=generate needs prompt="..."')
         if cfg.get("ckpt"):
             _check_run_folder(errors, cfg)
+def _check_classification(errors: list, cfg) -> None:
+    """Keys of the classification heads (bert_fc, bert_lstm, transformer, bert_chinese_mlm) and data formats."""
+    model = cfg.model
+    if model.family == "bert_heads":
+        freeze = model.get("freeze")
+        if not (freeze in (None, True, False, "none", "all", "all_but_pooler")
+                or (isinstance(freeze, int) and freeze >= 0)):
+            errors.append(f"model.freeze must be none, all, all_but_pooler or a number of layers >= 0 (got {freeze!r})")
+        if "classifier_hidden" in model:
+            _positive(errors, cfg, "model.classifier_hidden", integer=True)
+    if model.family == "transformer" and cfg.mode == "train":
+        for key in ("d_model", "num_layers", "num_heads", "d_ff", "vocab_size"):
+            _positive(errors, cfg, f"model.{key}", integer=True)
+        if isinstance(model.d_model, int) and isinstance(model.num_heads, int) and model.num_heads > 0 \
+                and model.d_model % model.num_heads:
+            errors.append(f"model.d_model={model.d_model} must be divisible by model.num_heads={model.num_heads}")
+    if model.family == "mlm_prompt":
+        prompt = str(model.get("prompt") or "")
+        if "{text}" not in prompt or "[MASK]" not in prompt:
+            errors.append("model.prompt must contain {text} and [MASK]")
+        p = model.get("mlm_probability", 0.0)
+        if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p < 1:
+            errors.append(f"model.mlm_probability must be in [0, 1) (got {p!r})")
+        long = [str(name) for name in (cfg.task.labels or []) if len(str(name)) != 1]
+        if long:
+            errors.append(f"model=bert_chinese_mlm needs one-character labels (task {cfg.task.name} has "
+                          f"{', '.join(long)})")
+    data = cfg.get("data")
+    if data is not None:
+        formats = ("auto", "phrasebank", "csv", "tsv", "jsonl", "clue")
+        for key in ("format", "embedded_format"):
+            if key in data and data[key] not in formats:
+                errors.append(f"data.{key} must be one of {', '.join(formats)} (got {data[key]!r})")
+        if not cfg.task.labels and cfg.mode == "train" and not data.get("path") and data.source != "embedded":
+            errors.append("task.labels=null takes the labels from a file: give data.path=<file> or task.labels")

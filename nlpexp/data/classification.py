@@ -61,6 +61,25 @@ def load_hub(hub_id: str, labels: list[str]) -> dict[str, pd.DataFrame]:
     return out
 
 
+def labels_from_data(data) -> list[str]:
+    """The label set of a task with task.labels=null (CLUE): every label in the file, ordered by label id
+    (numerically when the ids are numbers), so sparse ids (100, 102, ... 116) map to 0..n-1 in id order."""
+    if data.get("path"):
+        frame = read_labelled_file(data.path, data.format, data.text_column, data.label_column)
+    elif data.source == "embedded":
+        frame = read_labelled_file(resource_path(data.embedded), data.get("embedded_format", "auto"),
+                                   data.text_column, data.label_column)
+    else:
+        raise UserError("task.labels=null takes the labels from a file; set task.labels=[...] for hub data")
+    ids = frame["label_id"] if "label_id" in frame else frame["label"]
+    first: dict[str, str] = {}  # label name -> its id
+    for name, label_id in zip(frame["label"], ids):
+        if first.setdefault(name, label_id) != label_id:
+            raise UserError(f"label {name!r} has two ids ({first[name]}, {label_id})")
+    numeric = all(str(i).lstrip("-").isdigit() for i in first.values())
+    return sorted(first, key=lambda name: (int(first[name]) if numeric else 0, str(first[name])))
+
+
 def load_splits(data, labels: list[str], seed: int) -> dict[str, pd.DataFrame]:
     """Returns train/validation/test DataFrames with columns text, label (id), line."""
     if data.get("path"):
@@ -71,7 +90,7 @@ def load_splits(data, labels: list[str], seed: int) -> dict[str, pd.DataFrame]:
         frames = load_hub(data.hub_id, labels)
     else:
         origin = f"embedded sample {data.embedded}"
-        frames = {"all": read_labelled_file(resource_path(data.embedded), "auto",
+        frames = {"all": read_labelled_file(resource_path(data.embedded), data.get("embedded_format", "auto"),
                                             data.text_column, data.label_column)}
     frames = {name: encode_labels(frame, labels, origin) for name, frame in frames.items()}
     if "all" in frames:

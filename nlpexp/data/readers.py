@@ -88,4 +88,34 @@ def read_labelled_file(path, fmt="auto", text_column=None, label_column=None) ->
     fmt = detect_format(path) if fmt in (None, "auto") else fmt
     if fmt == "phrasebank":
         return read_phrasebank(path)
+    if fmt == "clue":
+        return read_clue(path)
     return read_table(path, fmt, text_column, label_column)
+
+
+def read_clue(path: Path) -> pd.DataFrame:
+    """CLUE's JSON lines: `sentence` (or a `sentence1`/`sentence2` pair, joined by [SEP]), `label`, optional
+    `label_des`. Columns text, label (label_des when the row has one, else the label id), label_id, line."""
+    import json
+
+    rows = []
+    for lineno, line in enumerate(decode_bytes(Path(path).read_bytes()).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path} line {lineno}: not a JSON object ({err.msg})") from None
+        if not isinstance(row, dict) or "label" not in row:
+            raise UserError(f"{path} line {lineno}: no 'label' field (CLUE rows need sentence + label)")
+        if "sentence" in row:
+            text = str(row["sentence"])
+        elif "sentence1" in row and "sentence2" in row:
+            text = f"{row['sentence1']} [SEP] {row['sentence2']}"
+        else:
+            raise UserError(f"{path} line {lineno}: no 'sentence' (or 'sentence1' + 'sentence2') field")
+        label_id = str(row["label"]).strip()
+        rows.append((text, str(row.get("label_des") or label_id).strip(), label_id, lineno))
+    if not rows:
+        raise UserError(f"{path}: no data lines")
+    return pd.DataFrame(rows, columns=["text", "label", "label_id", "line"])

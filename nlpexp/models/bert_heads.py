@@ -1,4 +1,5 @@
-"""BERT encoder with a next-character head: `bert_fc` (MLP) and `bert_lstm` (LSTM over the hidden states).
+"""BERT encoder with a next-character head (task=novel) or a classification head (classification tasks):
+`bert_fc` (MLP) and `bert_lstm` (LSTM over the hidden states).
 
 Input: [CLS] + a window of characters. `bert_fc` reads the window's last position (or [CLS], `model.pool`)
 through an MLP to the vocabulary; `bert_lstm` runs an LSTM (zero initial state) over the hidden states and
@@ -83,16 +84,27 @@ class BertNextChar(WindowStepper, nn.Module):
 
 
 def freeze_encoder(bert, freeze) -> None:
-    """freeze=true: the whole encoder; an integer N: embeddings and the first N layers; false/0: nothing."""
-    if freeze is True:
+    """What stays fixed while training. none/false/0: nothing; all/true: the whole encoder; all_but_pooler: the
+    whole encoder except its pooler (the classifiers' [CLS] projection); an integer N: embeddings and the first
+    N layers."""
+    if freeze is None or freeze is False or freeze in ("none", 0):
+        return
+    if freeze is True or freeze in ("all", "all_but_pooler"):
         for p in bert.parameters():
             p.requires_grad = False
-    elif freeze:
-        for p in bert.embeddings.parameters():
+        if freeze == "all_but_pooler" and getattr(bert, "pooler", None) is not None:
+            for p in bert.pooler.parameters():
+                p.requires_grad = True
+        return
+    if int(freeze) > len(bert.encoder.layer):
+        from nlpexp.errors import UserError
+
+        raise UserError(f"model.freeze={freeze}: the encoder has only {len(bert.encoder.layer)} layers")
+    for p in bert.embeddings.parameters():
+        p.requires_grad = False
+    for layer in bert.encoder.layer[: int(freeze)]:
+        for p in layer.parameters():
             p.requires_grad = False
-        for layer in bert.encoder.layer[: int(freeze)]:
-            for p in layer.parameters():
-                p.requires_grad = False
 
 
 def novel_codec(model_cfg, train_text: str, data_cfg, smoke: bool = False) -> CharVocab:
@@ -140,3 +152,119 @@ def from_spec(spec: dict) -> BertNextChar:
 
     settings = {k: v for k, v in spec.items() if k not in ("family", "bert_config")}
     return BertNextChar(BertConfig.from_dict(spec["bert_config"]), **settings)
+
+
+# --- classification (finsent, chnsenti, zh_emotion, clue): the same encoder with a classification head ---------
+# Trained by the HF Trainer loop in models/hf.py (fit below passes build_classifier to it); saved as
+# model.safetensors + classifier.json (the BERT config and the head's settings) + the tokenizer files.
+
+class BertClassifier(nn.Module):
+    """bert_fc: pooled [CLS] -> Linear(hidden, fc_hidden) -> ReLU -> Dropout -> Linear(labels).
+    bert_lstm: the encoder's hidden states -> LSTM -> Linear(labels), read at each text's last non-pad position
+    (batches are right-padded, so the LSTM has seen exactly the text's tokens there)."""
+
+    def __init__(self, bert_config, head: str, num_labels: int, fc_hidden: int = 200, lstm_hidden: int = 256,
+                 lstm_layers: int = 1, dropout: float = 0.1, bert=None):
+        from transformers import BertModel, PretrainedConfig
+
+        super().__init__()
+        self.head = head
+        self.settings = {"head": head, "num_labels": num_labels, "fc_hidden": fc_hidden, "lstm_hidden": lstm_hidden,
+                         "lstm_layers": lstm_layers, "dropout": dropout}
+        self.bert = bert if bert is not None else BertModel(bert_config, add_pooling_layer=head == "fc")
+        self.config = PretrainedConfig(num_labels=num_labels)  # what hf.Classifier reads
+        hidden = self.bert.config.hidden_size
+        if head == "fc":
+            self.fc = nn.Sequential(nn.Linear(hidden, fc_hidden), nn.ReLU(), nn.Dropout(dropout),
+                                    nn.Linear(fc_hidden, num_labels))
+        else:
+            self.lstm = nn.LSTM(hidden, lstm_hidden, num_layers=lstm_layers, batch_first=True,
+                                dropout=dropout if lstm_layers > 1 else 0.0)
+            self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(lstm_hidden, num_labels))
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        out = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        if self.head == "fc":
+            logits = self.fc(out.pooler_output)
+        else:
+            states, _ = self.lstm(out.last_hidden_state)
+            last = attention_mask.sum(dim=1) - 1
+            logits = self.out(states[torch.arange(states.size(0), device=states.device), last])
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def save_pretrained(self, folder) -> None:
+        import json
+        from pathlib import Path
+
+        from safetensors.torch import save_model
+
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        save_model(self, str(Path(folder) / "model.safetensors"))
+        spec = {"family": "bert_heads", "bert_config": self.bert.config.to_dict(), **self.settings,
+                "max_length": getattr(self, "max_length", self.bert.config.max_position_embeddings - 2)}
+        (Path(folder) / "classifier.json").write_text(json.dumps(spec, indent=1))
+
+
+def build_classifier(model_cfg, labels: list[str], train_texts, max_length: int, smoke: bool = False):
+    """(tokenizer, BertClassifier): a hub/local/packaged BERT, or (pretrained=null, or a hub id in smoke runs)
+    a small BERT from `model.small` with a WordPiece vocabulary trained on the training texts."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from nlpexp.models.hf import train_wordpiece
+    from nlpexp.runtime import packaged_model_path
+
+    name = model_cfg.get("pretrained")
+    head = "fc" if model_cfg.name == "bert_fc" else "lstm"
+    bert = None
+    if name is None or (smoke and is_hub_id(name)):
+        small = model_cfg.small
+        tokenizer = train_wordpiece(train_texts, small.get("vocab_size", 8000))
+        config = BertConfig(vocab_size=len(tokenizer), hidden_size=small.hidden_size,
+                            num_hidden_layers=small.num_hidden_layers, num_attention_heads=small.num_attention_heads,
+                            intermediate_size=small.intermediate_size, max_position_embeddings=max(max_length, 64) + 2,
+                            pad_token_id=tokenizer.pad_token_id)
+    else:
+        path = packaged_model_path(str(name)) or str(name)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            bert = BertModel.from_pretrained(path, add_pooling_layer=head == "fc", dtype=torch.float32)
+        except (OSError, ValueError, ConnectionError) as err:
+            raise hub_error(str(name), err) from None
+        config = bert.config
+    model = BertClassifier(config, head, len(labels), fc_hidden=model_cfg.get("classifier_hidden", 200),
+                           lstm_hidden=model_cfg.get("hidden_size", 256), lstm_layers=model_cfg.get("num_layers", 1),
+                           dropout=model_cfg.get("dropout", 0.1), bert=bert)
+    freeze_encoder(model.bert, model_cfg.get("freeze"))
+    model.max_length = max_length  # saved with the weights: a reloaded run truncates as the trained one did
+    return tokenizer, model
+
+
+def fit(cfg, labels: list[str], splits, run_dir, device: str):
+    from nlpexp.models import hf
+
+    return hf.fit(cfg, labels, splits, run_dir, device, build_model=build_classifier)
+
+
+def load(folder, model_cfg, device: str | None = None):
+    """A saved classifier (checkpoints/best of a classification run) as an hf.Classifier."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_model
+    from transformers import AutoTokenizer, BertConfig
+
+    from nlpexp.models.hf import Classifier
+
+    spec = json.loads((Path(folder) / "classifier.json").read_text())
+    bert_config = BertConfig.from_dict(spec.pop("bert_config"))
+    spec.pop("family")
+    max_length = spec.pop("max_length")
+    model = BertClassifier(bert_config, **spec)
+    load_model(model, str(Path(folder) / "model.safetensors"), device="cpu")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return Classifier(AutoTokenizer.from_pretrained(folder), model, device, max_length)

@@ -228,10 +228,13 @@ def average_last_epochs(trainer, ckpt_dir: Path, n: int, metric: str) -> dict | 
             f"best_epoch_val_{metric}": round(float(best_score), 6), "used": bool(used)}
 
 
-def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
+def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model=None):
     """Fine-tune with the Trainer (dynamic padding, length-grouped batches), keep the best epoch by validation.
 
     Under torchrun (trainer.nproc > 1) every rank trains; only rank 0 gets a classifier back (None elsewhere).
+    `build_model`: another (tokenizer, model) builder with build()'s signature (bert_heads, transformer,
+    mlm_prompt reuse this loop); the model's forward takes input_ids, attention_mask, token_type_ids, labels and
+    returns .loss and .logits (batch, labels), and it has config.num_labels and save_pretrained(folder).
     """
     import datasets
     import transformers
@@ -245,7 +248,8 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
     from nlpexp.metrics import classification_metrics
 
     tr = cfg.trainer
-    tokenizer, model = build(cfg.model, labels, splits["train"]["text"], tr.max_length, bool(cfg.get("smoke")))
+    tokenizer, model = (build_model or build)(cfg.model, labels, splits["train"]["text"], tr.max_length,
+                                              bool(cfg.get("smoke")))
     if cfg.model.get("head_init") == "probe":
         init_head_from_probe(model, tokenizer, splits["train"]["text"], splits["train"]["label"], tr.max_length,
                              cfg.seed)
@@ -292,6 +296,7 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
             shutil.rmtree(old, ignore_errors=True)
     info = {"train_samples_per_s": round(out.metrics["train_samples_per_second"], 2),
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "total_params": sum(p.numel() for p in model.parameters()),
             "best_checkpoint": trainer.state.best_model_checkpoint}
     if averaged:
         info["weight_average"] = averaged

@@ -13,7 +13,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from nlpexp import registry
-from nlpexp.data.classification import encode_labels, load_splits
+from nlpexp.data.classification import encode_labels, labels_from_data, load_splits
 from nlpexp.data.readers import read_labelled_file
 from nlpexp.errors import UserError
 from nlpexp.metrics import classification_metrics, plot_confusion, plot_history
@@ -40,7 +40,9 @@ def score(clf, frame: pd.DataFrame, labels, prefix: str, run_dir: Path):
 
 
 def train(cfg, run_dir: Path, device: str):
-    labels = list(cfg.task.labels)
+    labels = list(cfg.task.labels) if cfg.task.labels else labels_from_data(cfg.data)
+    if not cfg.task.labels:  # taken from the data (task=clue): eval/predict read them back from here
+        (run_dir / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
     splits = load_splits(cfg.data, labels, cfg.seed)
     print(f"data: train {len(splits['train'])}, validation {len(splits['validation'])}, test {len(splits['test'])}")
     clf, history, info = registry.builder(cfg.model.name).fit(cfg, labels, splits, run_dir, device)
@@ -66,6 +68,8 @@ def load_run(cfg, device: str):
     best = ckpt / "checkpoints" / "best"
     if not best.exists():
         raise UserError(f"{ckpt} has no checkpoints/best (did that run finish?)")
+    if not saved.task.labels:  # labels taken from the data at training time
+        saved.task.labels = json.loads((ckpt / "labels.json").read_text())
     builder = registry.builder(saved.model.name)
     clf = builder.load(best, device, saved.trainer.max_length) if saved.model.family == "hf_encoder" \
         else builder.load(best, saved.model)
