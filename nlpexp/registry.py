@@ -11,6 +11,7 @@ TASKS = {
     "finsent": "classify",
     "embedding": "embedding",
     "novel": "novel",
+    "emotion": "classify",
 }
 
 # model name -> builder module under nlpexp/models/
@@ -25,13 +26,15 @@ MODELS = {
     "bert_lstm": "bert_heads",
     "transformer": "transformer",
     "gpt2": "gpt2",
+    "gpt2_prompt": "gpt2_prompt",
 }
 
 # the task x model matrix: every listed pair must run (offline in smoke form)
 SUPPORTED = {
-    "finsent": ("minilm", "finbert", "bert", "doc2vec"),
+    "finsent": ("minilm", "finbert", "bert", "doc2vec", "gpt2", "gpt2_prompt"),
     "embedding": ("sentence_transformers", "minilm", "bert", "finbert", "doc2vec", "openai"),
     "novel": ("bert_lstm", "bert_fc", "transformer", "gpt2"),
+    "emotion": ("minilm", "bert", "finbert", "doc2vec", "gpt2", "gpt2_prompt"),
 }
 
 MODES = {
