@@ -205,5 +205,7 @@ def _check_classification(errors: list, cfg) -> None:
     if cfg.model.get("family") == "gpt2_prompt":
         if "{labels}" not in str(cfg.model.get("question", "")):
             errors.append("model.question must contain {labels} (the label words are listed in the prompt)")
+        if cfg.model.get("loss_on", "all") not in ("all", "answer"):
+            errors.append(f"model.loss_on must be all or answer (got {cfg.model.loss_on!r})")
         if not str(cfg.model.get("answer_cue", "")).strip():
             errors.append("model.answer_cue must not be empty")

@@ -65,7 +65,7 @@ def test_every_emotion_cell_runs_in_smoke_form(nlpexp, model):
 
 
 def test_thirteen_labels_with_gpt2_prompt_and_eval_of_the_saved_run(nlpexp, tmp_path):
-    res = nlpexp("+smoke=true", "task=emotion", "task.label_set=13", "model=gpt2_prompt",
+    res = nlpexp("+smoke=true", "task=emotion", "task.label_set=13", "model=gpt2_prompt", "model.loss_on=answer",
                  f"hydra.run.dir={tmp_path}/run")
     assert res.code == 0, res.err[-3000:]
     metrics = res.metrics()["metrics"]
@@ -177,6 +177,7 @@ def test_generation_augmented_training(nlpexp, tmp_path):
     (["augment.generated_per_label=3", "augment.min_tokens=20"], "augment.min_tokens (20) must not exceed"),
     (["eval_on=[missing.csv]"], "eval_on: missing.csv is neither a file nor an embedded sample"),
     (["model=gpt2_prompt", "model.question=no_placeholder"], "model.question must contain {labels}"),
+    (["model=gpt2_prompt", "model.loss_on=label"], "model.loss_on must be all or answer"),
 ])
 def test_bad_emotion_options_are_one_line_errors(nlpexp, args, message):
     res = nlpexp("task=emotion", *args)

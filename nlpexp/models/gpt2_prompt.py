@@ -45,8 +45,9 @@ def _ids(tokenizer, text: str) -> list[int]:
 
 
 def train_lm(model, sequences: list[list[int]], pad_id: int, tr, seed: int, device: str, desc: str,
-             epochs: int | None = None, lr: float | None = None, after_epoch=None):
+             epochs: int | None = None, lr: float | None = None, after_epoch=None, loss_from=None):
     """Causal-LM training on token sequences (padding ignored by the loss), AdamW with linear decay.
+    `loss_from[i]`: the loss on sequence i counts only the tokens from that position on (e.g. the answer).
     `after_epoch(epoch)` may return a validation score; the best epoch's weights are kept."""
     import copy
 
@@ -71,7 +72,8 @@ def train_lm(model, sequences: list[list[int]], pad_id: int, tr, seed: int, devi
         for start in tqdm(range(0, len(order), batch), desc=f"{desc} epoch {epoch}", leave=False, mininterval=2):
             if step >= total:
                 break
-            rows = [sequences[i] for i in order[start:start + batch]]
+            picked = order[start:start + batch]
+            rows = [sequences[i] for i in picked]
             width = max(len(r) for r in rows)
             ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -79,6 +81,9 @@ def train_lm(model, sequences: list[list[int]], pad_id: int, tr, seed: int, devi
                 ids[i, :len(r)] = torch.as_tensor(r)
                 mask[i, :len(r)] = 1
             labels = ids.masked_fill(mask == 0, -100)
+            if loss_from is not None:
+                for i, k in enumerate(picked):
+                    labels[i, :loss_from[k]] = -100
             loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -194,6 +199,8 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
                                 max_length + 8, bool(cfg.get("smoke")))
     clf = PromptClassifier(tokenizer, model, labels, question, str(mc.answer_cue), device, max_length)
     sequences = [clf.sequence(t, int(y)) for t, y in zip(train["text"], train["label"])]
+    # loss_on=all: the study's language model on the whole string; answer: only the label tokens after the cue
+    loss_from = [len(clf.prompt_ids(t)) for t in train["text"]] if mc.get("loss_on") == "answer" else None
     val = splits["validation"]
 
     def val_accuracy(epoch):
@@ -203,7 +210,7 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
 
     started = time.time()
     model, history = train_lm(model, sequences, tokenizer.eos_token_id, trainer, cfg.seed, device, "gpt2_prompt",
-                              after_epoch=val_accuracy)
+                              after_epoch=val_accuracy, loss_from=loss_from)
     clf.model = model
     clf.save(run_dir / "checkpoints" / "best")
     seen = len(sequences) * len(history)
