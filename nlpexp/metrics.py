@@ -140,3 +140,24 @@ def bleu_scores(hypotheses: list[str], references: list[str]) -> tuple[float, fl
 def punctuation_only(text: str) -> bool:
     """True when the text holds no letter or digit (empty included)."""
     return not any(c.isalnum() for c in text)
+def plot_accuracy_matrix(matrix, path, title: str = "accuracy: train set (rows) x test set (columns)") -> None:
+    """Heatmap of a train x test accuracy DataFrame (cross-dataset evaluation)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.6 * matrix.shape[1] + 3, 0.8 * matrix.shape[0] + 2))
+    image = ax.imshow(matrix.to_numpy(dtype=float), vmin=0, vmax=1, cmap="Blues")
+    ax.set_xticks(range(matrix.shape[1]), [str(c) for c in matrix.columns], rotation=20, ha="right", fontsize=8)
+    ax.set_yticks(range(matrix.shape[0]), [str(i) for i in matrix.index], fontsize=8)
+    for (i, j), value in np.ndenumerate(matrix.to_numpy(dtype=float)):
+        if not np.isnan(value):
+            ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white" if value > 0.6 else "black")
+    ax.set_xlabel("test set")
+    ax.set_ylabel("train set")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

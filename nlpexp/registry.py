@@ -16,6 +16,7 @@ TASKS = {
     "chnsenti": "classify",
     "zh_emotion": "classify",
     "clue": "classify",
+    "emotion": "classify",
 }
 
 # model name -> builder module under nlpexp/models/
@@ -33,11 +34,12 @@ MODELS = {
     "transformer_encdec": "transformer_encdec",
     "bert_chinese": "hf",
     "bert_chinese_mlm": "mlm_prompt",
+    "gpt2_prompt": "gpt2_prompt",
 }
 
 # the task x model matrix: every listed pair must run (offline in smoke form)
 SUPPORTED = {
-    "finsent": ("minilm", "finbert", "bert", "doc2vec", "bert_fc", "bert_lstm", "transformer"),
+    "finsent": ("minilm", "finbert", "bert", "doc2vec", "bert_fc", "bert_lstm", "transformer", "gpt2", "gpt2_prompt"),
     "embedding": ("sentence_transformers", "minilm", "bert", "finbert", "doc2vec", "openai"),
     "novel": ("bert_lstm", "bert_fc", "transformer", "gpt2"),
     "story": ("transformer_encdec", "transformer", "gpt2"),
@@ -45,6 +47,7 @@ SUPPORTED = {
     "chnsenti": ("bert_chinese", "bert_chinese_mlm", "bert_fc", "bert_lstm", "transformer"),
     "zh_emotion": ("bert_chinese", "bert_chinese_mlm", "bert_fc", "bert_lstm", "transformer"),
     "clue": ("bert_fc", "bert_chinese", "bert_lstm", "transformer"),
+    "emotion": ("minilm", "bert", "finbert", "doc2vec", "gpt2", "gpt2_prompt", "bert_fc", "bert_lstm", "transformer"),
 }
 
 MODES = {

@@ -217,6 +217,14 @@ def write_report(root: Path, out: Path | None = None, metrics: list[str] | None 
     optuna = root / "optimization_results.yaml"
     if optuna.exists():
         parts += ["", "## Optuna best trial", "", "```", optuna.read_text().strip(), "```"]
+    cross = cross_eval_matrix(runs)
+    if cross is not None:
+        from nlpexp.metrics import plot_accuracy_matrix
+
+        cross.to_csv(out / "cross_eval_matrix.csv")
+        plot_accuracy_matrix(cross, out / "cross_eval_matrix.png")
+        parts += ["", "## Cross-dataset accuracy (rows: train set, columns: test set)", "",
+                  _fmt(cross.reset_index()), "", "![cross-dataset](cross_eval_matrix.png)"]
     failed = table[table["status"] != "complete"]
     if not failed.empty:
         parts += ["", "## Not complete (never averaged in)", "", _fmt(failed[["run", "status", "error"]])]
@@ -288,3 +296,13 @@ class CompareCallback(Callback):
 
 if __name__ == "__main__":
     main()
+
+
+def cross_eval_matrix(runs: list[dict]) -> pd.DataFrame | None:
+    """The train x test accuracy matrix from the complete runs that evaluated on other datasets (eval_on=[...]);
+    a training set run more than once (seeds, models) gets its mean."""
+    rows = [r["cross_eval"] for r in runs if r.get("status") == "complete" and r.get("cross_eval")]
+    if not rows:
+        return None
+    frame = pd.DataFrame([{"train": r["train"], **r["accuracy"]} for r in rows])
+    return frame.groupby("train", sort=True).mean().round(4)

@@ -92,6 +92,8 @@ def check_config(cfg: DictConfig) -> None:
         _check_story(errors, cfg)
     if registry.TASKS[cfg.task.name] == "classify":
         _check_classification(errors, cfg)
+    if cfg.task.name == "emotion" or cfg.get("eval_on") or cfg.get("augment") or cfg.model.family == "gpt2_prompt":
+        _check_emotion(errors, cfg)
     if cfg.device.name not in ("auto", "cpu", "cuda", "mps"):
         errors.append(f"device must be auto, cpu, cuda or mps (got {cfg.device.name!r})")
     if errors:
@@ -200,6 +202,8 @@ def _check_story(errors: list, cfg) -> None:
             errors.append('mode=generate needs prompt="..."')
         if cfg.get("ckpt"):
             _check_run_folder(errors, cfg)
+
+
 def _check_classification(errors: list, cfg) -> None:
     """Keys of the classification heads (bert_fc, bert_lstm, transformer, bert_chinese_mlm) and data formats."""
     model = cfg.model
@@ -233,5 +237,51 @@ def _check_classification(errors: list, cfg) -> None:
         for key in ("format", "embedded_format"):
             if key in data and data[key] not in formats:
                 errors.append(f"data.{key} must be one of {', '.join(formats)} (got {data[key]!r})")
-        if not cfg.task.labels and cfg.mode == "train" and not data.get("path") and data.source != "embedded":
+        from_file = not cfg.task.labels and not cfg.task.get("label_sets")
+        if from_file and cfg.mode == "train" and not data.get("path") and data.source != "embedded":
             errors.append("task.labels=null takes the labels from a file: give data.path=<file> or task.labels")
+
+
+def _check_emotion(errors: list, cfg) -> None:
+    """task=emotion keys: label set, label unification, balanced sampling, keyword tokens, augmentation, eval_on."""
+    task, data = cfg.task, cfg.data
+    if not task.get("labels"):
+        sets = task.get("label_sets") or {}
+        if str(task.get("label_set")) not in sets:
+            errors.append(f"task.label_set must be one of {', '.join(map(str, sets))} (got {task.get('label_set')!r})")
+    if data.get("other_labels", "error") not in ("drop", "error"):
+        errors.append(f"data.other_labels must be drop or error (got {data.other_labels!r})")
+    if data.get("label_map") is not None and not hasattr(data.label_map, "items"):
+        errors.append(f"data.label_map must be a mapping like {{happy: joy}} (got {data.label_map!r})")
+    if data.get("per_label") is not None:
+        _positive(errors, cfg, "data.per_label", integer=True)
+    words = (cfg.get("tokenizer") or {}).get("keep_whole")
+    if words is not None and (isinstance(words, str) or not all(isinstance(w, str) and w.strip() for w in words)):
+        errors.append(f"tokenizer.keep_whole must be a list of words, e.g. [joy,sadness] (got {words!r})")
+    aug = cfg.get("augment")
+    if aug is not None and cfg.mode == "train":
+        _positive(errors, cfg, "augment.generated_per_label", integer=True, allow_zero=True)
+        if aug.generated_per_label:
+            for key in ("generator_epochs", "min_tokens", "max_tokens", "top_k"):
+                _positive(errors, cfg, f"augment.{key}", integer=True)
+            _positive(errors, cfg, "augment.generator_lr")
+            lo, hi = aug.get("min_tokens"), aug.get("max_tokens")
+            if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
+                errors.append(f"augment.min_tokens ({lo}) must not exceed augment.max_tokens ({hi})")
+    eval_on = cfg.get("eval_on")
+    if eval_on:
+        from nlpexp.data.readers import resource_path
+
+        if isinstance(eval_on, str):
+            errors.append(f"eval_on must be a list, e.g. eval_on=[emotion_alt.csv] (got {eval_on!r})")
+        else:
+            for spec in eval_on:
+                if not (resource_path(str(spec)).is_file() or Path(str(spec)).expanduser().is_file()):
+                    errors.append(f"eval_on: {spec} is neither a file nor an embedded sample")
+    if cfg.model.get("family") == "gpt2_prompt":
+        if "{labels}" not in str(cfg.model.get("question", "")):
+            errors.append("model.question must contain {labels} (the label words are listed in the prompt)")
+        if cfg.model.get("loss_on", "all") not in ("all", "answer"):
+            errors.append(f"model.loss_on must be all or answer (got {cfg.model.loss_on!r})")
+        if not str(cfg.model.get("answer_cue", "")).strip():
+            errors.append("model.answer_cue must not be empty")

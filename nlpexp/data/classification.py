@@ -92,7 +92,10 @@ def load_splits(data, labels: list[str], seed: int) -> dict[str, pd.DataFrame]:
         origin = f"embedded sample {data.embedded}"
         frames = {"all": read_labelled_file(resource_path(data.embedded), data.get("embedded_format", "auto"),
                                             data.text_column, data.label_column)}
-    frames = {name: encode_labels(frame, labels, origin) for name, frame in frames.items()}
+    frames = {name: encode_labels(unify_labels(frame, data, labels, origin), labels, origin)
+              for name, frame in frames.items()}
+    if data.get("per_label"):
+        frames = {name: per_label_sample(frame, int(data.per_label), seed) for name, frame in frames.items()}
     if "all" in frames:
         split_seed = data.get("split_seed")  # null: the run's seed; fixed: other seeds train on the same split
         frames = stratified_split(frames["all"], list(data.split), seed if split_seed is None else int(split_seed))
@@ -106,3 +109,49 @@ def load_splits(data, labels: list[str], seed: int) -> dict[str, pd.DataFrame]:
         if frames[split].empty:
             raise UserError(f"{origin}: the {split} split is empty")
     return frames
+
+
+def label_names(task) -> list[str]:
+    """The task's label vocabulary: task.labels, or task.label_sets[task.label_set] (emotion: 6 or 13 labels)."""
+    if task.get("labels"):
+        return [str(x) for x in task.labels]
+    return [str(x) for x in task.label_sets[str(task.label_set)]]
+
+
+def unify_labels(frame: pd.DataFrame, data, labels: list[str], origin: str) -> pd.DataFrame:
+    """data.label_map (lowercased label -> label in the set, e.g. happy -> joy); then, with
+    data.other_labels=drop, rows whose label is outside the label set are left out (counted on stdout)."""
+    if data.get("label_map") is None and data.get("other_labels") is None:
+        return frame
+    mapping = {str(k).lower(): str(v) for k, v in (data.get("label_map") or {}).items()}
+    unified = frame["label"].astype(str).str.strip().map(lambda v: mapping.get(v.lower(), v.lower()))
+    frame = frame.assign(label=unified)
+    if data.get("other_labels", "error") == "drop":
+        keep = frame["label"].isin(labels)
+        if not keep.all():
+            dropped = frame.loc[~keep, "label"].value_counts()
+            print(f"{origin}: left out {int((~keep).sum())} rows with labels outside the label set "
+                  f"({', '.join(f'{k} {v}' for k, v in dropped.items())})")
+        frame = frame[keep]
+        if frame.empty:
+            raise UserError(f"{origin}: no rows with a label in the label set ({', '.join(labels)})")
+    return frame
+
+
+def per_label_sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """A balanced seeded sample: up to n rows per label (all of a smaller label)."""
+    return frame.sample(frac=1.0, random_state=seed).groupby("label", sort=False).head(n).sort_index()
+
+
+def load_eval_set(spec: str, data, labels: list[str]) -> pd.DataFrame:
+    """A dataset for cross-dataset evaluation: an embedded sample name or a file path, labels unified."""
+    path = resource_path(spec) if resource_path(spec).is_file() else Path(spec).expanduser()
+    frame = read_labelled_file(path, "auto")
+    return encode_labels(unify_labels(frame, data, labels, spec), labels, spec).reset_index(drop=True)
+
+
+def dataset_name(data) -> str:
+    """How a training set is named in the cross-dataset matrix."""
+    if data.get("path"):
+        return Path(str(data.path)).name
+    return data.hub_id if data.source == "hub" else str(data.embedded)

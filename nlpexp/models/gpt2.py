@@ -254,3 +254,39 @@ def story_load(folder: Path) -> StoryGPT2:
 
     lm = GPT2LMHeadModel.from_pretrained(folder, dtype=torch.float32)
     return StoryGPT2(lm, AutoTokenizer.from_pretrained(folder))
+# --- classification: GPT2ForSequenceClassification (task=finsent / emotion, model=gpt2), trained as hf.py does ---
+
+def build_classifier(model_cfg, labels: list[str], train_texts, max_length: int, smoke: bool = False):
+    """(tokenizer, GPT2ForSequenceClassification). GPT-2 has no pad token: padding is end-of-text, and the
+    config's pad_token_id tells the head to read the last token before the padding."""
+    import torch
+    from transformers import AutoTokenizer, GPT2ForSequenceClassification
+
+    names = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+             "label2id": {name: i for i, name in enumerate(labels)}}
+    if _small(model_cfg, smoke):
+        tokenizer = train_byte_bpe(train_texts, int(model_cfg.small.get("vocab_size") or 2000))
+        config = small_config(model_cfg.small, tokenizer, max(int(max_length), 64), **names)
+        return tokenizer, GPT2ForSequenceClassification(config)
+    name = str(model_cfg.pretrained)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = GPT2ForSequenceClassification.from_pretrained(name, dtype=torch.float32, **names)
+    except (OSError, ValueError, ConnectionError) as err:
+        raise hub_error(name, err) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer, model
+
+
+def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
+    from nlpexp.models import hf
+
+    return hf.fit(cfg, labels, splits, run_dir, device, build_model=build_classifier)
+
+
+def load(folder: Path, device: str, max_length: int = 128):
+    from nlpexp.models import hf
+
+    return hf.load(folder, device, max_length)

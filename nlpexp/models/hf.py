@@ -228,6 +228,26 @@ def average_last_epochs(trainer, ckpt_dir: Path, n: int, metric: str) -> dict | 
             f"best_epoch_val_{metric}": round(float(best_score), 6), "used": bool(used)}
 
 
+def keep_whole_words(tokenizer, model, words) -> list[str]:
+    """Add every word the tokenizer would split into pieces as one whole token, matched before WordPiece splitting
+    (a whole word only), and grow the embedding matrix; returns the words added."""
+    from tokenizers import AddedToken
+
+    split = [w for w in dict.fromkeys(str(w) for w in words) if len(tokenizer.tokenize(w)) > 1]
+    if split:
+        tokenizer.add_tokens([AddedToken(w, single_word=True, normalized=True) for w in split])
+        model.resize_token_embeddings(len(tokenizer))
+    return split
+
+
+def keep_whole_list(cfg, labels: list[str]) -> list[str]:
+    """tokenizer.keep_whole: null means the label words; [] turns it off; tasks without the key keep none."""
+    if cfg.get("tokenizer") is None or cfg.model.family != "hf_encoder":  # WordPiece models only
+        return []
+    words = cfg.tokenizer.get("keep_whole")
+    return list(labels) if words is None else [str(w) for w in words]
+
+
 def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model=None):
     """Fine-tune with the Trainer (dynamic padding, length-grouped batches), keep the best epoch by validation.
 
@@ -250,6 +270,9 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model=
     tr = cfg.trainer
     tokenizer, model = (build_model or build)(cfg.model, labels, splits["train"]["text"], tr.max_length,
                                               bool(cfg.get("smoke")))
+    added = keep_whole_words(tokenizer, model, keep_whole_list(cfg, labels))
+    if keep_whole_list(cfg, labels):
+        print(f"tokenizer: added as whole tokens: {', '.join(added) or 'none (every word is one token already)'}")
     if cfg.model.get("head_init") == "probe":
         init_head_from_probe(model, tokenizer, splits["train"]["text"], splits["train"]["label"], tr.max_length,
                              cfg.seed)
@@ -300,6 +323,8 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model=
             "best_checkpoint": trainer.state.best_model_checkpoint}
     if averaged:
         info["weight_average"] = averaged
+    if keep_whole_list(cfg, labels):
+        info["tokenizer_added_words"] = added
     return clf, _history(trainer.state.log_history), info
 
 

@@ -13,7 +13,8 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from nlpexp import registry
-from nlpexp.data.classification import encode_labels, labels_from_data, load_splits
+from nlpexp.data.classification import (dataset_name, encode_labels, label_names, labels_from_data, load_eval_set,
+                                        load_splits)
 from nlpexp.data.readers import read_labelled_file
 from nlpexp.errors import UserError
 from nlpexp.metrics import classification_metrics, plot_confusion, plot_history
@@ -40,11 +41,16 @@ def score(clf, frame: pd.DataFrame, labels, prefix: str, run_dir: Path):
 
 
 def train(cfg, run_dir: Path, device: str):
-    labels = list(cfg.task.labels) if cfg.task.labels else labels_from_data(cfg.data)
-    if not cfg.task.labels:  # taken from the data (task=clue): eval/predict read them back from here
+    if cfg.task.get("labels") or cfg.task.get("label_sets"):
+        labels = label_names(cfg.task)
+    else:  # taken from the data (task=clue): eval/predict read them back from here
+        labels = labels_from_data(cfg.data)
         (run_dir / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
     splits = load_splits(cfg.data, labels, cfg.seed)
     print(f"data: train {len(splits['train'])}, validation {len(splits['validation'])}, test {len(splits['test'])}")
+    extra_metrics, extra = {}, {}
+    if cfg.get("augment") and cfg.augment.generated_per_label:
+        splits, extra_metrics = augment(cfg, labels, splits, run_dir, device)
     clf, history, info = registry.builder(cfg.model.name).fit(cfg, labels, splits, run_dir, device)
     if clf is None:  # a data-parallel rank other than 0: rank 0 scores and writes the outputs
         return None
@@ -52,13 +58,70 @@ def train(cfg, run_dir: Path, device: str):
     for split, prefix in (("validation", "val"), ("test", "test")):
         headline, reports[prefix] = score(clf, splits[split], labels, prefix, run_dir)
         metrics.update(headline)
+        if hasattr(clf, "extra_metrics"):  # gpt2_prompt: the unrestricted next-token argmax beside the scoring
+            metrics.update(clf.extra_metrics(splits[split], labels, prefix))
+    metrics.update(extra_metrics)
+    if cfg.get("eval_on"):
+        cross, extra = cross_evaluate(cfg, clf, labels, splits, run_dir)
+        metrics.update(cross)
     if not history:
         history = [{"epoch": 1, **{k: v for k, v in metrics.items() if k.startswith("val_")}}]
     pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
     plot_history(history, run_dir / "history.png")
     (run_dir / "report.json").write_text(json.dumps(reports, indent=2))
     return {"metrics": metrics, "per_class": reports["test"], "objective": f"val_{cfg.trainer.best_metric}",
-            "samples": {k: len(v) for k, v in splits.items()}, **info}
+            "samples": {k: len(v) for k, v in splits.items()}, **info, **extra}
+
+
+def accuracy(clf, frame: pd.DataFrame) -> float:
+    return round(float((clf.predict_proba(frame["text"]).argmax(axis=1) == frame["label"].to_numpy()).mean()), 6)
+
+
+def cross_evaluate(cfg, clf, labels, splits, run_dir: Path):
+    """Accuracy of the trained model on every eval_on dataset (labels unified); the training set itself is scored
+    on its own test split. One row of the train x test matrix: cross_eval.csv + cross_eval.png (nlpexp-report
+    stacks the rows of a multirun over training sets into the full matrix)."""
+    from nlpexp.metrics import plot_accuracy_matrix
+
+    train_name = dataset_name(cfg.data)
+    row = {}
+    for spec in cfg.eval_on:
+        name = Path(str(spec)).name
+        frame = splits["test"] if name == train_name else load_eval_set(str(spec), cfg.data, labels)
+        row[name] = accuracy(clf, frame)
+        print(f"cross-dataset: trained on {train_name}, tested on {name} ({len(frame)} texts): {row[name]:.3f}")
+    matrix = pd.DataFrame([row], index=pd.Index([train_name], name="train"))
+    matrix.to_csv(run_dir / "cross_eval.csv")
+    plot_accuracy_matrix(matrix, run_dir / "cross_eval.png")
+    metrics = {f"cross_{Path(name).stem}_accuracy": acc for name, acc in row.items()}
+    return metrics, {"cross_eval": {"train": train_name, "accuracy": row}}
+
+
+def augment(cfg, labels, splits, run_dir: Path, device: str):
+    """Generation-augmented training: a label-conditioned GPT-2 trained on the training split writes
+    augment.generated_per_label short texts per label (generated.csv). Also trains the classifier without them
+    (without_augment/) and on them alone (generated_only/), for the original study's comparison and cross checks:
+    the real-data classifier tested on the generated texts, the generated-data classifier on the real test split.
+    Returns the training split with the generated texts added, and those metrics."""
+    from nlpexp.models.gpt2_prompt import generate_per_label
+
+    generated = generate_per_label(cfg, labels, splits["train"], run_dir, device)
+    pd.DataFrame({"text": generated["text"], "label": [labels[i] for i in generated["label"]]}).to_csv(
+        run_dir / "generated.csv", index=False)
+    builder = registry.builder(cfg.model.name)
+    metrics = {}
+    for name, train_part in (("without_augment", splits["train"]), ("generated_only", generated)):
+        folder = run_dir / name
+        folder.mkdir(exist_ok=True)
+        clf = builder.fit(cfg, labels, {**splits, "train": train_part}, folder, device)[0]
+        if name == "without_augment":
+            metrics["noaug_test_accuracy"] = accuracy(clf, splits["test"])
+            metrics["real_on_generated_accuracy"] = accuracy(clf, generated)
+        else:
+            metrics["generated_on_test_accuracy"] = accuracy(clf, splits["test"])
+    train = pd.concat([splits["train"], generated], ignore_index=True)
+    print(f"augment: {len(generated)} generated texts added to {len(splits['train'])} training texts")
+    return {**splits, "train": train}, metrics
 
 
 def load_run(cfg, device: str):
@@ -68,17 +131,17 @@ def load_run(cfg, device: str):
     best = ckpt / "checkpoints" / "best"
     if not best.exists():
         raise UserError(f"{ckpt} has no checkpoints/best (did that run finish?)")
-    if not saved.task.labels:  # labels taken from the data at training time
+    if (ckpt / "labels.json").exists():  # labels taken from the data at training time
         saved.task.labels = json.loads((ckpt / "labels.json").read_text())
     builder = registry.builder(saved.model.name)
-    clf = builder.load(best, device, saved.trainer.max_length) if saved.model.family == "hf_encoder" \
+    clf = builder.load(best, device, saved.trainer.max_length) if saved.model.family in ("hf_encoder", "gpt2") \
         else builder.load(best, saved.model)
     return saved, clf
 
 
 def evaluate(cfg, run_dir: Path, device: str):
     saved, clf = load_run(cfg, device)
-    labels = list(saved.task.labels)
+    labels = label_names(saved.task)
     data = saved.data.copy()
     for key in user_data_keys():  # data.* given on this command line win over the saved run's
         data[key] = cfg.data[key]
@@ -102,7 +165,7 @@ def user_data_keys() -> list[str]:
 
 def predict(cfg, run_dir: Path, device: str):
     saved, clf = load_run(cfg, device)
-    labels = list(saved.task.labels)
+    labels = label_names(saved.task)
     if cfg.get("text"):
         proba = clf.predict_proba([str(cfg.text)])[0]
         print(f"{labels[int(np.argmax(proba))]}  " + "  ".join(f"{n}={p:.3f}" for n, p in zip(labels, proba)))
