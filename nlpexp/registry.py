@@ -44,9 +44,9 @@ SUPPORTED = {
     "novel": ("bert_lstm", "bert_fc", "transformer", "gpt2"),
     "story": ("transformer_encdec", "transformer", "gpt2"),
     "posenc": ("transformer",),
-    "chnsenti": ("bert_chinese", "bert_chinese_mlm", "bert_fc", "bert_lstm", "transformer"),
-    "zh_emotion": ("bert_chinese", "bert_chinese_mlm", "bert_fc", "bert_lstm", "transformer"),
-    "clue": ("bert_fc", "bert_chinese", "bert_lstm", "transformer"),
+    "chnsenti": ("bert_chinese", "bert_chinese_mlm", "bert_fc", "bert_lstm", "transformer", "gpt2"),
+    "zh_emotion": ("bert_chinese", "bert_chinese_mlm", "bert_fc", "bert_lstm", "transformer", "gpt2"),
+    "clue": ("bert_fc", "bert_chinese", "bert_lstm", "transformer", "gpt2"),
     "emotion": ("minilm", "bert", "finbert", "doc2vec", "gpt2", "gpt2_prompt", "bert_fc", "bert_lstm", "transformer"),
 }
 
