@@ -12,7 +12,7 @@ from torch import nn
 
 from nlpexp.data.novel import CharVocab
 from nlpexp.decoding import WindowStepper
-from nlpexp.models.hf import hub_error
+from nlpexp.models.hf import hub_error, small_bert_config
 from nlpexp.runtime import is_hub_id
 
 
@@ -122,17 +122,14 @@ def novel_codec(model_cfg, train_text: str, data_cfg, smoke: bool = False) -> Ch
 
 
 def novel_model(model_cfg, vocab: CharVocab, seq_len: int, smoke: bool = False) -> BertNextChar:
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
     name = model_cfg.get("pretrained")
     head = "fc" if model_cfg.name == "bert_fc" or model_cfg.get("head") == "fc" else "lstm"
     bert = None
     if name is None or (smoke and is_hub_id(name)):
         small = model_cfg.small
-        config = BertConfig(vocab_size=len(vocab), hidden_size=small.hidden_size,
-                            num_hidden_layers=small.num_hidden_layers, num_attention_heads=small.num_attention_heads,
-                            intermediate_size=small.intermediate_size, max_position_embeddings=seq_len + 1,
-                            pad_token_id=vocab.pad_id)
+        config = small_bert_config(small, len(vocab), vocab.pad_id, seq_len + 1)
     else:
         try:
             bert = BertModel.from_pretrained(str(name), add_pooling_layer=False, dtype=torch.float32)
@@ -213,7 +210,7 @@ class BertClassifier(nn.Module):
 def build_classifier(model_cfg, labels: list[str], train_texts, max_length: int, smoke: bool = False):
     """(tokenizer, BertClassifier): a hub/local/packaged BERT, or (pretrained=null, or a hub id in smoke runs)
     a small BERT from `model.small` with a WordPiece vocabulary trained on the training texts."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import AutoTokenizer, BertModel
 
     from nlpexp.models.hf import train_wordpiece
     from nlpexp.runtime import packaged_model_path
@@ -224,10 +221,7 @@ def build_classifier(model_cfg, labels: list[str], train_texts, max_length: int,
     if name is None or (smoke and is_hub_id(name)):
         small = model_cfg.small
         tokenizer = train_wordpiece(train_texts, small.get("vocab_size", 8000))
-        config = BertConfig(vocab_size=len(tokenizer), hidden_size=small.hidden_size,
-                            num_hidden_layers=small.num_hidden_layers, num_attention_heads=small.num_attention_heads,
-                            intermediate_size=small.intermediate_size, max_position_embeddings=max(max_length, 64) + 2,
-                            pad_token_id=tokenizer.pad_token_id)
+        config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2)
     else:
         path = packaged_model_path(str(name)) or str(name)
         try:

@@ -46,6 +46,16 @@ def train_wordpiece(texts, vocab_size: int, lowercase: bool = True):
                                    sep_token="[SEP]", mask_token="[MASK]")
 
 
+def small_bert_config(small, vocab_size: int, pad_id: int, max_positions: int, **extra):
+    """BertConfig sized by `model.small` (hidden_size, num_hidden_layers, num_attention_heads, intermediate_size):
+    the offline stand-in for a hub BERT, over a vocabulary trained on the data."""
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=vocab_size, hidden_size=small.hidden_size, num_hidden_layers=small.num_hidden_layers,
+                      num_attention_heads=small.num_attention_heads, intermediate_size=small.intermediate_size,
+                      max_position_embeddings=max_positions, pad_token_id=pad_id, **extra)
+
+
 def hub_error(name: str, err: Exception) -> UserError:
     first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
     return UserError(f"cannot load '{name}' from the Hugging Face hub or a local folder ({first}); offline, use "
@@ -55,7 +65,7 @@ def hub_error(name: str, err: Exception) -> UserError:
 def build(model_cfg, labels: list[str], train_texts, max_length: int, smoke: bool = False):
     """(tokenizer, model) for sequence classification with len(labels) outputs."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     id2label = dict(enumerate(labels))
     label2id = {name: i for i, name in enumerate(labels)}
@@ -65,11 +75,8 @@ def build(model_cfg, labels: list[str], train_texts, max_length: int, smoke: boo
     if name is None:
         small = model_cfg.small
         tokenizer = train_wordpiece(train_texts, small.vocab_size)
-        config = BertConfig(vocab_size=len(tokenizer), hidden_size=small.hidden_size,
-                            num_hidden_layers=small.num_hidden_layers, num_attention_heads=small.num_attention_heads,
-                            intermediate_size=small.intermediate_size, max_position_embeddings=max(max_length, 64) + 2,
-                            num_labels=len(labels), id2label=id2label, label2id=label2id,
-                            pad_token_id=tokenizer.pad_token_id)
+        config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2,
+                                   num_labels=len(labels), id2label=id2label, label2id=label2id)
         return tokenizer, AutoModelForSequenceClassification.from_config(config)
     path = packaged_model_path(str(name)) or str(name)
     try:
@@ -389,7 +396,7 @@ class MeanPooledEncoder:
 def embedder(cfg, train_texts, device: str) -> MeanPooledEncoder:
     """Pretrained encoder by name; null (or a hub id in smoke runs) builds it small on the training texts."""
     import torch
-    from transformers import AutoModel, AutoTokenizer, BertConfig
+    from transformers import AutoModel, AutoTokenizer
 
     name = cfg.model.get("pretrained")
     if cfg.get("smoke") and is_hub_id(name):
@@ -398,10 +405,7 @@ def embedder(cfg, train_texts, device: str) -> MeanPooledEncoder:
     if name is None:
         small = cfg.model.small
         tokenizer = train_wordpiece(train_texts, small.vocab_size)
-        config = BertConfig(vocab_size=len(tokenizer), hidden_size=small.hidden_size,
-                            num_hidden_layers=small.num_hidden_layers, num_attention_heads=small.num_attention_heads,
-                            intermediate_size=small.intermediate_size, max_position_embeddings=max(max_length, 64) + 2,
-                            pad_token_id=tokenizer.pad_token_id)
+        config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2)
         return MeanPooledEncoder(tokenizer, AutoModel.from_config(config), device, max_length, None)
     path = packaged_model_path(str(name)) or str(name)
     try:

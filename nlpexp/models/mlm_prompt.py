@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from nlpexp.errors import UserError
-from nlpexp.models.hf import hub_error, train_wordpiece
+from nlpexp.models.hf import hub_error, small_bert_config, train_wordpiece
 from nlpexp.runtime import is_hub_id, packaged_model_path
 
 
@@ -97,7 +97,7 @@ def prompt_mlm_class():
 
 def build(model_cfg, labels: list[str], train_texts, max_length: int, smoke: bool = False):
     """(PromptTokenizer, BertPromptMLM) for hf.fit."""
-    from transformers import AutoTokenizer, BertConfig
+    from transformers import AutoTokenizer
 
     bad = [name for name in labels if len(name) != 1]
     if bad:
@@ -111,10 +111,7 @@ def build(model_cfg, labels: list[str], train_texts, max_length: int, smoke: boo
         # the prompt's and the labels' characters are in the vocabulary even when the training texts lack them
         tokenizer = train_wordpiece(list(train_texts) + [template.format(text="", choices=choices)] + labels,
                                     small.vocab_size)
-        config = BertConfig(vocab_size=len(tokenizer), hidden_size=small.hidden_size,
-                            num_hidden_layers=small.num_hidden_layers, num_attention_heads=small.num_attention_heads,
-                            intermediate_size=small.intermediate_size, max_position_embeddings=max(max_length, 64) + 2,
-                            pad_token_id=tokenizer.pad_token_id)
+        config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2)
         model = cls(config)
     else:
         path = packaged_model_path(str(name)) or str(name)
