@@ -12,7 +12,7 @@ from torch import nn
 
 from nlpexp.data.novel import CharVocab
 from nlpexp.decoding import WindowStepper
-from nlpexp.models.hf import hub_error, small_bert_config
+from nlpexp.models.hf import hub_error, load_pretrained, small_bert_config
 from nlpexp.runtime import is_hub_id
 
 
@@ -210,10 +210,9 @@ class BertClassifier(nn.Module):
 def build_classifier(model_cfg, labels: list[str], train_texts, max_length: int, smoke: bool = False):
     """(tokenizer, BertClassifier): a hub/local/packaged BERT, or (pretrained=null, or a hub id in smoke runs)
     a small BERT from `model.small` with a WordPiece vocabulary trained on the training texts."""
-    from transformers import AutoTokenizer, BertModel
+    from transformers import BertModel
 
     from nlpexp.models.hf import train_wordpiece
-    from nlpexp.runtime import packaged_model_path
 
     name = model_cfg.get("pretrained")
     head = "fc" if model_cfg.name == "bert_fc" else "lstm"
@@ -223,12 +222,7 @@ def build_classifier(model_cfg, labels: list[str], train_texts, max_length: int,
         tokenizer = train_wordpiece(train_texts, small.get("vocab_size", 8000))
         config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2)
     else:
-        path = packaged_model_path(str(name)) or str(name)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            bert = BertModel.from_pretrained(path, add_pooling_layer=head == "fc", dtype=torch.float32)
-        except (OSError, ValueError, ConnectionError) as err:
-            raise hub_error(str(name), err) from None
+        tokenizer, bert = load_pretrained(name, BertModel, add_pooling_layer=head == "fc")
         config = bert.config
     model = BertClassifier(config, head, len(labels), fc_hidden=model_cfg.get("classifier_hidden", 200),
                            lstm_hidden=model_cfg.get("hidden_size", 256), lstm_layers=model_cfg.get("num_layers", 1),

@@ -56,6 +56,18 @@ def small_bert_config(small, vocab_size: int, pad_id: int, max_positions: int, *
                       max_position_embeddings=max_positions, pad_token_id=pad_id, **extra)
 
 
+def load_pretrained(name: str, model_class, **kwargs):
+    """(tokenizer, model) from a hub id, a local folder or a packaged model name (float32); one line if it cannot."""
+    import torch
+    from transformers import AutoTokenizer
+
+    path = packaged_model_path(str(name)) or str(name)
+    try:
+        return AutoTokenizer.from_pretrained(path), model_class.from_pretrained(path, dtype=torch.float32, **kwargs)
+    except (OSError, ValueError, ConnectionError) as err:
+        raise hub_error(str(name), err) from None
+
+
 def hub_error(name: str, err: Exception) -> UserError:
     first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
     return UserError(f"cannot load '{name}' from the Hugging Face hub or a local folder ({first}); offline, use "
@@ -64,8 +76,7 @@ def hub_error(name: str, err: Exception) -> UserError:
 
 def build(model_cfg, labels: list[str], train_texts, max_length: int, smoke: bool = False):
     """(tokenizer, model) for sequence classification with len(labels) outputs."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
     id2label = dict(enumerate(labels))
     label2id = {name: i for i, name in enumerate(labels)}
@@ -78,15 +89,8 @@ def build(model_cfg, labels: list[str], train_texts, max_length: int, smoke: boo
         config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2,
                                    num_labels=len(labels), id2label=id2label, label2id=label2id)
         return tokenizer, AutoModelForSequenceClassification.from_config(config)
-    path = packaged_model_path(str(name)) or str(name)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=len(labels), id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True,
-            dtype=torch.float32)
-    except (OSError, ValueError, ConnectionError) as err:
-        raise hub_error(str(name), err) from None
-    return tokenizer, model
+    return load_pretrained(name, AutoModelForSequenceClassification, num_labels=len(labels), id2label=id2label,
+                           label2id=label2id, ignore_mismatched_sizes=True)
 
 
 class Classifier:
@@ -395,8 +399,7 @@ class MeanPooledEncoder:
 
 def embedder(cfg, train_texts, device: str) -> MeanPooledEncoder:
     """Pretrained encoder by name; null (or a hub id in smoke runs) builds it small on the training texts."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
     name = cfg.model.get("pretrained")
     if cfg.get("smoke") and is_hub_id(name):
@@ -407,12 +410,7 @@ def embedder(cfg, train_texts, device: str) -> MeanPooledEncoder:
         tokenizer = train_wordpiece(train_texts, small.vocab_size)
         config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2)
         return MeanPooledEncoder(tokenizer, AutoModel.from_config(config), device, max_length, None)
-    path = packaged_model_path(str(name)) or str(name)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path, dtype=torch.float32)
-    except (OSError, ValueError, ConnectionError) as err:
-        raise hub_error(str(name), err) from None
+    tokenizer, model = load_pretrained(name, AutoModel)
     return MeanPooledEncoder(tokenizer, model, device, max_length, str(name))
 
 

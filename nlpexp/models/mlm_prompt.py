@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from nlpexp.errors import UserError
-from nlpexp.models.hf import hub_error, small_bert_config, train_wordpiece
-from nlpexp.runtime import is_hub_id, packaged_model_path
+from nlpexp.models.hf import load_pretrained, small_bert_config, train_wordpiece
+from nlpexp.runtime import is_hub_id
 
 
 class PromptTokenizer:
@@ -97,7 +97,6 @@ def prompt_mlm_class():
 
 def build(model_cfg, labels: list[str], train_texts, max_length: int, smoke: bool = False):
     """(PromptTokenizer, BertPromptMLM) for hf.fit."""
-    from transformers import AutoTokenizer
 
     bad = [name for name in labels if len(name) != 1]
     if bad:
@@ -114,12 +113,7 @@ def build(model_cfg, labels: list[str], train_texts, max_length: int, smoke: boo
         config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2)
         model = cls(config)
     else:
-        path = packaged_model_path(str(name)) or str(name)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = cls.from_pretrained(path, dtype=torch.float32)
-        except (OSError, ValueError, ConnectionError) as err:
-            raise hub_error(str(name), err) from None
+        tokenizer, model = load_pretrained(name, cls)
     label_ids = [tokenizer.convert_tokens_to_ids(name) for name in labels]
     if tokenizer.unk_token_id in label_ids:
         raise UserError(f"label characters missing from the {name or 'trained'} vocabulary: "

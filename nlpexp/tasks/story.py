@@ -182,9 +182,7 @@ def continue_prompts(model, tok, prompts: list[list[int]], settings: dict, seed:
     eos = tok.eos_token_id
     out: list = [None] * len(prompts)
     gen = torch.Generator().manual_seed(int(seed))
-    if hasattr(model, "hf_generate"):
-        groups = [list(range(i, min(i + batch_size, len(prompts)))) for i in range(0, len(prompts), batch_size)]
-    elif getattr(model, "objective", "") == "encdec":
+    if hasattr(model, "hf_generate") or getattr(model, "objective", "") == "encdec":  # padded batches
         groups = [list(range(i, min(i + batch_size, len(prompts)))) for i in range(0, len(prompts), batch_size)]
     else:  # decoder-only: rows of one batch share a prompt length (no padding, positions line up)
         by_len: dict = {}
