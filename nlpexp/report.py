@@ -294,10 +294,6 @@ class CompareCallback(Callback):
         write_comparison(Path(config.hydra.sweep.dir), self.metrics)
 
 
-if __name__ == "__main__":
-    main()
-
-
 def cross_eval_matrix(runs: list[dict]) -> pd.DataFrame | None:
     """The train x test accuracy matrix from the complete runs that evaluated on other datasets (eval_on=[...]);
     a training set run more than once (seeds, models) gets its mean."""
@@ -306,3 +302,7 @@ def cross_eval_matrix(runs: list[dict]) -> pd.DataFrame | None:
         return None
     frame = pd.DataFrame([{"train": r["train"], **r["accuracy"]} for r in rows])
     return frame.groupby("train", sort=True).mean().round(4)
+
+
+if __name__ == "__main__":
+    main()
