@@ -45,10 +45,15 @@ def plot_history(history: list[dict], path, keys=("train_loss", "val_loss", "val
     if not rows:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key in keys:
-        points = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
-        if points:
-            ax.plot(*zip(*points), marker="o", label=key)
+    runs = sorted({r.get("ingredient") for r in rows}, key=lambda g: g or 0)  # a soup: one line per ingredient
+    for n, key in enumerate(keys):
+        for k, run in enumerate(runs):
+            points = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None and r.get("ingredient") == run]
+            if points:
+                ax.plot(*zip(*points), marker="o", color=f"C{n}", alpha=1.0 if k == 0 else 0.5,
+                        label=key if k == 0 else None)
+    if len(runs) > 1:
+        ax.set_title(f"{len(runs)} soup ingredients", fontsize=9)
     ax.set_xlabel("epoch")
     ax.legend()
     ax.grid(alpha=0.3)
@@ -79,6 +84,11 @@ def threshold_accuracy(similarity, labels, steps: int = 2000) -> dict:
     acc = float(accuracy[best])
     se = (acc * (1 - acc) / len(sim)) ** 0.5
     return {"accuracy": acc, "se": se, "ci95": 1.96 * se, "threshold": float(grid[best])}
+
+
+def accuracy(clf, frame) -> float:
+    """Accuracy of a classifier (anything with predict_proba) on a frame with text and label columns."""
+    return round(float((clf.predict_proba(frame["text"]).argmax(axis=1) == frame["label"].to_numpy()).mean()), 6)
 
 
 def accuracy_at(similarity, labels, threshold: float) -> float:

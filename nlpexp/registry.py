@@ -64,6 +64,9 @@ NEEDS_KEY = {"openai": "OPENAI_API_KEY"}
 # model builder modules whose training runs data-parallel under torchrun (trainer.nproc > 1)
 DATA_PARALLEL = {"hf"}
 
+# model builder modules whose classifiers train in models/hf.py's Trainer loop (trainer.soup, trainer.average_last)
+TRAINER_LOOP = {"hf", "bert_heads", "gpt2", "mlm_prompt", "transformer"}
+
 
 def check(task: str, model: str, mode: str = "train") -> None:
     if task not in TASKS:

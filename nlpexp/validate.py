@@ -31,6 +31,18 @@ def _check_run_folder(errors: list[str], cfg: DictConfig, what: str = "run folde
         errors.append(f"ckpt={cfg.ckpt} is not a run folder (no .hydra/config.yaml inside)")
 
 
+def _soup_conflicts(cfg: DictConfig) -> list[str]:
+    module, runner = registry.MODELS.get(cfg.model.name), registry.TASKS.get(cfg.task.name)
+    if runner != "classify" or module not in registry.TRAINER_LOOP:
+        return [f"trainer.soup={cfg.trainer.soup}: only classifiers trained by the transformers Trainer make soups "
+                f"(not task={cfg.task.name} model={cfg.model.name})"]
+    clashes = [(cfg.trainer.get("nproc", 1) not in (None, 1), "trainer.nproc=1"),
+               (bool(cfg.trainer.get("average_last")), "trainer.average_last=0"),
+               (cfg.get("resume_from") is not None, "no resume_from")]
+    return [f"trainer.soup={cfg.trainer.soup} trains its ingredients one after another: use {fix}"
+            for clash, fix in clashes if clash]
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise one UserError listing every problem found."""
     registry.check(cfg.task.name, cfg.model.name, cfg.mode)
@@ -48,6 +60,11 @@ def check_config(cfg: DictConfig) -> None:
                 errors.append(f"trainer.nproc={cfg.trainer.nproc}: model {cfg.model.name} trains in one process "
                               "(data parallel: " + ", ".join(m for m, f in registry.MODELS.items()
                                                               if f in registry.DATA_PARALLEL) + ")")
+        soup = cfg.trainer.get("soup", 1)
+        if soup != 1:
+            _positive(errors, cfg, "trainer.soup", integer=True)
+            if isinstance(soup, int) and soup > 1:
+                errors += _soup_conflicts(cfg)
         if "save_steps" in cfg.trainer:
             _positive(errors, cfg, "trainer.save_steps", integer=True, allow_zero=True)
         warm = cfg.trainer.warmup_ratio

@@ -214,10 +214,16 @@ def resumable_trainer(seed: int):
     return ResumableTrainer
 
 
+def average_weights(states: list[dict]) -> dict:
+    """The element-wise mean of state dicts with the same keys (float32 mean, cast back to each tensor's dtype)."""
+    import torch
+
+    return {k: torch.stack([s[k].float() for s in states]).mean(0).to(states[0][k].dtype) for k in states[0]}
+
+
 def average_last_epochs(trainer, ckpt_dir: Path, n: int, metric: str) -> dict | None:
     """Average the weights of the last `n` epoch checkpoints (a uniform "soup" of one run); keep the average
     only when its validation `metric` beats the best single epoch's (the choice is made on validation only)."""
-    import torch
     from safetensors.torch import load_file
 
     ckpts = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-n:]
@@ -225,8 +231,7 @@ def average_last_epochs(trainer, ckpt_dir: Path, n: int, metric: str) -> dict | 
         return None
     best_state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     states = [load_file(str(c / "model.safetensors")) for c in ckpts]
-    soup = {k: torch.stack([s[k].float() for s in states]).mean(0).to(best_state[k].dtype) if k in states[0]
-            else v for k, v in best_state.items()}
+    soup = {**best_state, **average_weights([{k: s[k] for k in states[0]} for s in states])}
     trainer.model.load_state_dict(soup)
     soup_score = trainer.evaluate(metric_key_prefix="soup")[f"soup_{metric}"]
     best_score = trainer.state.best_metric
@@ -237,6 +242,31 @@ def average_last_epochs(trainer, ckpt_dir: Path, n: int, metric: str) -> dict | 
           f"{best_score:.4f} -> {'average' if used else 'best epoch'} kept")
     return {"checkpoints": [c.name for c in ckpts], f"val_{metric}": round(float(soup_score), 6),
             f"best_epoch_val_{metric}": round(float(best_score), 6), "used": bool(used)}
+
+
+def make_soup(trainer, states: list[dict], scores: list[float], metric: str) -> tuple[list[int], float]:
+    """Average fine-tuned weights (Wortsman et al., 2022). Two recipes, the better on validation `metric` kept:
+    uniform (every ingredient) and greedy (ingredients by validation score, best first, each kept only if the
+    average's score does not drop; it can stop early where the uniform average would have gained). Loads the soup
+    into trainer.model and returns (the ingredients averaged, the soup's validation score)."""
+    def score_of(picked):
+        trainer.model.load_state_dict(average_weights([states[j] for j in picked]))
+        return float(trainer.evaluate(metric_key_prefix="soup")[f"soup_{metric}"])
+
+    order = sorted(range(len(states)), key=lambda i: -scores[i])
+    picked, best = [order[0]], scores[order[0]]
+    for i in order[1:]:
+        score = score_of(picked + [i])
+        print(f"greedy soup: + ingredient {i + 1} -> validation {metric} {score:.4f} (best so far {best:.4f}): "
+              f"{'kept' if score >= best else 'left out'}")
+        if score >= best:
+            picked, best = picked + [i], score
+    uniform = score_of(list(range(len(states)))) if len(picked) < len(states) else best
+    print(f"uniform soup of all {len(states)}: validation {metric} {uniform:.4f}")
+    if uniform > best:
+        picked, best = list(range(len(states))), uniform
+    trainer.model.load_state_dict(average_weights([states[j] for j in picked]))
+    return sorted(picked), best
 
 
 def keep_whole_words(tokenizer, model, words) -> list[str]:
@@ -266,17 +296,20 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model=
     `build_model`: another (tokenizer, model) builder with build()'s signature (bert_heads, transformer,
     mlm_prompt reuse this loop); the model's forward takes input_ids, attention_mask, token_type_ids, labels and
     returns .loss and .logits (batch, labels), and it has config.num_labels and save_pretrained(folder).
+    `trainer.soup=N` (N > 1): N fine-tunes from the same start (seeds seed..seed+N-1: data order and dropout
+    differ), then one model with their weights averaged (make_soup).
     """
+    import time
+
     import datasets
     import transformers
     from datasets import Dataset
-    from transformers import DataCollatorWithPadding, TrainingArguments
+    from transformers import DataCollatorWithPadding
+
+    from nlpexp.metrics import accuracy
 
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
-
-    from nlpexp import distributed, loggers
-    from nlpexp.metrics import classification_metrics
 
     tr = cfg.trainer
     tokenizer, model = (build_model or build)(cfg.model, labels, splits["train"]["text"], tr.max_length,
@@ -293,50 +326,89 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model=
         return ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=tr.max_length), batched=True,
                       remove_columns=["text"])
 
+    data = {"train": encode(splits["train"]), "validation": encode(splits["validation"]),
+            "collator": DataCollatorWithPadding(tokenizer)}
+    ckpt_dir = run_dir / "checkpoints"
+    n_soup = int(tr.get("soup") or 1)
+    if n_soup < 2:
+        trainer, out = _train(cfg, model, tokenizer, data, labels, run_dir, ckpt_dir, device, cfg.seed)
+        if not trainer.is_world_process_zero():
+            return None, [], {}
+        averaged = average_last_epochs(trainer, ckpt_dir, int(tr.get("average_last") or 0), tr.best_metric)
+        history, samples_per_s = _history(trainer.state.log_history), out.metrics["train_samples_per_second"]
+        extra = {"best_checkpoint": trainer.state.best_model_checkpoint, "weight_average": averaged}
+    else:
+        start, started = {k: v.detach().clone() for k, v in model.state_dict().items()}, time.time()
+        states, scores, history, ingredients = [], [], [], []
+        for i in range(n_soup):
+            model.load_state_dict(start)
+            seed = int(cfg.seed) + i
+            print(f"soup: ingredient {i + 1}/{n_soup} (seed {seed})")
+            folder = ckpt_dir / f"ingredient-{i + 1}"
+            trainer, _ = _train(cfg, model, tokenizer, data, labels, run_dir, folder, device, seed)
+            states.append({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+            scores.append(float(trainer.state.best_metric))
+            history += [{"ingredient": i + 1, **row} for row in _history(trainer.state.log_history)]
+            ingredients.append({"seed": seed, f"val_{tr.best_metric}": round(scores[-1], 6),
+                                "test_accuracy": accuracy(Classifier(tokenizer, model, device, tr.max_length),
+                                                           splits["test"])})
+        picked, score = make_soup(trainer, states, scores, tr.best_metric)
+        print(f"soup: ingredients {[i + 1 for i in picked]} averaged, validation {tr.best_metric} {score:.4f} "
+              f"(best single {max(scores):.4f})")
+        samples_per_s = len(splits["train"]) * float(tr.epochs) * n_soup / (time.time() - started)
+        extra = {"soup": {"ingredients": ingredients, "picked": [i + 1 for i in picked],
+                          f"val_{tr.best_metric}": round(float(score), 6)}}
+    clf = Classifier(tokenizer, trainer.model, device, tr.max_length)
+    clf.save(ckpt_dir / "best")
+    if not tr.keep_checkpoints:
+        for old in [*ckpt_dir.glob("checkpoint-*"), *ckpt_dir.glob("ingredient-*")]:
+            shutil.rmtree(old, ignore_errors=True)
+    info = {"train_samples_per_s": round(samples_per_s, 2),
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "total_params": sum(p.numel() for p in model.parameters()),
+            **{k: v for k, v in extra.items() if v}}
+    if keep_whole_list(cfg, labels):
+        info["tokenizer_added_words"] = added
+    return clf, history, info
+
+
+def _train(cfg, model, tokenizer, data: dict, labels: list[str], run_dir: Path, out_dir: Path, device: str,
+           seed: int):
+    """One Trainer run from the model's current weights, checkpoints in out_dir; the best epoch by validation is
+    loaded at the end. Returns (trainer, the train() output)."""
+    from transformers import TrainingArguments
+
+    from nlpexp import distributed, loggers
+    from nlpexp.metrics import classification_metrics
+
+    tr = cfg.trainer
+
     def compute_metrics(pred):
         logits, gold = pred
         return classification_metrics(gold, logits, labels)[0]
 
-    ckpt_dir = run_dir / "checkpoints"
     parallel = distributed.world_size() > 1
     args = TrainingArguments(
-        output_dir=str(ckpt_dir), num_train_epochs=tr.epochs, max_steps=tr.max_steps,
+        output_dir=str(out_dir), num_train_epochs=tr.epochs, max_steps=tr.max_steps,
         per_device_train_batch_size=tr.batch_size, per_device_eval_batch_size=tr.eval_batch_size,
         gradient_accumulation_steps=tr.grad_accum, learning_rate=tr.lr, weight_decay=tr.weight_decay,
         warmup_steps=tr.warmup_ratio, label_smoothing_factor=tr.get("label_smoothing", 0.0),
         eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
         load_best_model_at_end=True, metric_for_best_model=tr.best_metric, greater_is_better=True,
         save_total_limit=None if tr.keep_checkpoints or tr.get("average_last") else 2,
-        seed=cfg.seed, data_seed=cfg.seed,
+        seed=seed, data_seed=seed,
         use_cpu=device == "cpu", train_sampling_strategy="group_by_length",
         report_to=loggers.hf_report_to(cfg, run_dir),
         disable_tqdm=False, dataloader_num_workers=0, save_only_model=False,
         ddp_backend=("nccl" if device == "cuda" else "gloo") if parallel else None)
-    trainer_class = resumable_trainer(cfg.seed)
-    trainer = trainer_class(model=model, args=args, train_dataset=encode(splits["train"]),
-                            eval_dataset=encode(splits["validation"]), processing_class=tokenizer,
-                            data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics,
+    trainer_class = resumable_trainer(seed)
+    trainer = trainer_class(model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
+                            processing_class=tokenizer, data_collator=data["collator"],
+                            compute_metrics=compute_metrics,
                             callbacks=[save_every(int(tr.save_steps))] if tr.get("save_steps") else None)
-    resume = cfg.get("resume_from")
-    out = trainer.train(resume_from_checkpoint=resume)
+    out = trainer.train(resume_from_checkpoint=cfg.get("resume_from"))
     trainer.accelerator.wait_for_everyone()  # every rank has loaded the best epoch before rank 0 prunes checkpoints
-    if not trainer.is_world_process_zero():
-        return None, [], {}
-    averaged = average_last_epochs(trainer, ckpt_dir, int(tr.get("average_last") or 0), tr.best_metric)
-    clf = Classifier(tokenizer, trainer.model, device, tr.max_length)
-    clf.save(ckpt_dir / "best")
-    if not tr.keep_checkpoints:
-        for old in ckpt_dir.glob("checkpoint-*"):
-            shutil.rmtree(old, ignore_errors=True)
-    info = {"train_samples_per_s": round(out.metrics["train_samples_per_second"], 2),
-            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "total_params": sum(p.numel() for p in model.parameters()),
-            "best_checkpoint": trainer.state.best_model_checkpoint}
-    if averaged:
-        info["weight_average"] = averaged
-    if keep_whole_list(cfg, labels):
-        info["tokenizer_added_words"] = added
-    return clf, _history(trainer.state.log_history), info
+    return trainer, out
 
 
 # --- embedding task: the encoder as a sentence embedder (mean of the last hidden states over real tokens) ---

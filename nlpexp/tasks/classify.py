@@ -17,7 +17,7 @@ from nlpexp.data.classification import (dataset_name, encode_labels, label_names
                                         load_splits)
 from nlpexp.data.readers import read_labelled_file
 from nlpexp.errors import UserError
-from nlpexp.metrics import classification_metrics, plot_confusion, plot_history
+from nlpexp.metrics import accuracy, classification_metrics, plot_confusion, plot_history
 
 
 def run(cfg, run_dir: Path, device: str):
@@ -71,10 +71,6 @@ def train(cfg, run_dir: Path, device: str):
     (run_dir / "report.json").write_text(json.dumps(reports, indent=2))
     return {"metrics": metrics, "per_class": reports["test"], "objective": f"val_{cfg.trainer.best_metric}",
             "samples": {k: len(v) for k, v in splits.items()}, **info, **extra}
-
-
-def accuracy(clf, frame: pd.DataFrame) -> float:
-    return round(float((clf.predict_proba(frame["text"]).argmax(axis=1) == frame["label"].to_numpy()).mean()), 6)
 
 
 def cross_evaluate(cfg, clf, labels, splits, run_dir: Path):
