@@ -114,6 +114,47 @@ def test_restricted_scoring_and_greedy_answer_agree_with_generate():
     assert (greedy == 1).all() and (proba.argmax(axis=1) == 1).all()
 
 
+def test_restricted_answer_is_the_greedy_one_whenever_that_is_a_label():
+    """One-token labels: where the next-token argmax is a label, restricted scoring picks it too; elsewhere the
+    unrestricted answer is wrong and the restricted one may be right. So restricted >= unrestricted, always."""
+    import torch
+    from transformers.modeling_outputs import CausalLMOutput
+
+    from nlpexp.models.gpt2 import train_byte_bpe
+    from nlpexp.models.gpt2_prompt import PromptClassifier, answer_ids
+
+    texts = [f"text number {i} says {w}" for i, w in enumerate(["yes", "no", "maybe", "later", "never"] * 8)]
+    tok = train_byte_bpe(texts + [" joy fear surprise"] * 20, 300)
+    labels = ["joy", "fear", "surprise"]
+    assert all(len(a) == 1 for a in answer_ids(tok, labels))
+
+    class PrefixLM(torch.nn.Module):  # next-token logits: a running sum of random token vectors, labels boosted
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.emb = torch.nn.Embedding(len(tok), len(tok))
+            self.boost = torch.zeros(len(tok))
+            self.boost[[a[0] for a in answer_ids(tok, labels)]] = 9.0
+
+        def forward(self, input_ids, attention_mask=None):
+            return CausalLMOutput(logits=self.emb(input_ids).cumsum(dim=1) + self.boost)
+
+    clf = PromptClassifier(tok, PrefixLM(), labels, "Q: joy, fear, surprise?\n", "\nA:", "cpu", 48)
+    restricted, greedy = clf.predict_proba(texts).argmax(axis=1), clf.greedy_answers(texts)
+    assert (greedy < 0).any() and (greedy >= 0).any(), greedy  # both kinds of answer occur
+    assert all(r == g for r, g in zip(restricted, greedy) if g >= 0)
+
+
+def test_answers_end_with_end_of_text_only_when_one_label_begins_another():
+    from nlpexp.models.gpt2 import train_byte_bpe
+    from nlpexp.models.gpt2_prompt import answer_ids
+
+    tok = train_byte_bpe(["joy fear love it"] * 20, 300)
+    eos = tok.eos_token_id
+    assert all(a[-1] != eos for a in answer_ids(tok, ["joy", "fear"]))
+    assert all(a[-1] == eos for a in answer_ids(tok, ["love", "love it"]))  # " love" begins " love it"
+
+
 def test_keyword_preserving_tokenizer():
     from transformers import BertConfig, BertForSequenceClassification
 

@@ -3,11 +3,13 @@ behind generation-augmented training (augment.generated_per_label).
 
 Training: a language model on `question + text + "\\nThe answer is:" + " " + label + <|endoftext|>` (the question
 lists the label words), loss on every token as in the study.
-Prediction, restricted: the log-probability of each label's tokens (and the end-of-text after them) following the
-answer cue; the best label wins (softmax over labels -> probabilities).
-Prediction, unrestricted (what the study did): the greedy continuation after the cue, correct only when it spells
-the gold label. Greedy decoding spells label L exactly when, teacher-forced along L, every next-token argmax is
-L's token, so both come from one forward pass.
+Prediction, restricted: the log-probability of each label's tokens following the answer cue (answer_ids); the
+best label wins (softmax over labels -> probabilities).
+Prediction, unrestricted (what the study did): the next-token argmax after the cue, greedy over as many tokens as
+the label has, correct only when it spells the gold label. Greedy decoding spells label L exactly when,
+teacher-forced along L, every next-token argmax is L's token, so both come from one forward pass. With one-token
+labels the restricted answer is the unrestricted one whenever that is a label, so restricted scoring can only
+gain: on the answers that are no label.
 
 Hub `gpt2` with its byte-level BPE; model.pretrained=null (and smoke runs) build a small GPT-2 from `model.small`
 with a byte-level BPE trained on the training texts. Saved with save_pretrained (safetensors) + prompt.json.
@@ -110,6 +112,16 @@ def train_lm(model, sequences: list[list[int]], pad_id: int, tr, seed: int, devi
     return model.eval(), history
 
 
+def answer_ids(tokenizer, labels) -> list[list[int]]:
+    """Each label's answer tokens after the cue: " " + label. Scored as the label's tokens alone (the probability
+    of ending there says how sure the model is that the answer is over, not which label it is), unless one
+    label's tokens begin another's: then every answer ends with <|endoftext|>, so the shorter is not favoured."""
+    answers = [_ids(tokenizer, " " + name) for name in labels]
+    if any(a != b and b[:len(a)] == a for a in answers for b in answers):
+        answers = [a + [tokenizer.eos_token_id] for a in answers]
+    return answers
+
+
 class PromptClassifier:
     """Scores each label's answer after the prompt; remembers the greedy (unrestricted) answers of its last call."""
 
@@ -117,7 +129,7 @@ class PromptClassifier:
         self.tokenizer, self.model, self.labels = tokenizer, model.to(device).eval(), list(labels)
         self.question, self.cue, self.device, self.max_length = question, cue, device, max_length
         self.eos = tokenizer.eos_token_id
-        self.answers = [_ids(tokenizer, " " + name) + [self.eos] for name in self.labels]
+        self.answers = answer_ids(tokenizer, self.labels)
         self._last = (None, None)
 
     def prompt_ids(self, text: str) -> list[int]:
@@ -127,7 +139,9 @@ class PromptClassifier:
         return _ids(self.tokenizer, self.question + str(text))[:max(room, 1)] + cue
 
     def sequence(self, text: str, label: int) -> list[int]:
-        return self.prompt_ids(text) + self.answers[label]
+        """The training string: prompt, answer, <|endoftext|>."""
+        answer = self.answers[label]
+        return self.prompt_ids(text) + answer + ([] if answer[-1] == self.eos else [self.eos])
 
     def _score(self, texts, batch_size: int = 32):
         """(label log-probabilities (N, L), greedy answer: label id or -1 when it spells no label)."""
