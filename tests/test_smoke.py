@@ -116,11 +116,15 @@ def test_head_init_is_validated(nlpexp):
     assert bad.code == 2 and "model.head_init must be random or probe" in bad.err
 
 
-def test_weight_average_of_last_epochs_is_kept_only_when_validation_says_so(nlpexp, tmp_path):
-    res = nlpexp("+smoke=true", "model=bert", "trainer.max_steps=-1", "trainer.epochs=3", "trainer.average_last=3",
-                 f"hydra.run.dir={tmp_path}/run")
+def bert_run(nlpexp, tmp_path, *args) -> dict:
+    """metrics.json of a smoke run of model=bert over whole epochs in tmp_path/run."""
+    res = nlpexp("+smoke=true", "model=bert", "trainer.max_steps=-1", *args, f"hydra.run.dir={tmp_path}/run")
     assert res.code == 0, res.err[-2000:]
-    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    return json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+
+def test_weight_average_of_last_epochs_is_kept_only_when_validation_says_so(nlpexp, tmp_path):
+    summary = bert_run(nlpexp, tmp_path, "trainer.epochs=3", "trainer.average_last=3")
     avg = summary["weight_average"]
     assert len(avg["checkpoints"]) == 3
     assert avg["used"] == (avg["val_accuracy"] > avg["best_epoch_val_accuracy"])
@@ -142,10 +146,7 @@ def test_average_weights():
 def test_soup_trains_each_ingredient_and_saves_one_plain_hf_model(nlpexp, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    res = nlpexp("+smoke=true", "model=bert", "trainer.max_steps=-1", "trainer.epochs=2", "trainer.soup=3",
-                 f"hydra.run.dir={tmp_path}/run")
-    assert res.code == 0, res.err[-2000:]
-    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    summary = bert_run(nlpexp, tmp_path, "trainer.epochs=2", "trainer.soup=3")
     soup = summary["soup"]
     assert [i["seed"] for i in soup["ingredients"]] == [summary["seed"] + k for k in range(3)]
     assert summary["metrics"]["val_accuracy"] == soup["val_accuracy"]
