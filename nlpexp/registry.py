@@ -51,7 +51,7 @@ SUPPORTED = {
 }
 
 MODES = {
-    "classify": ("train", "eval", "predict"),
+    "classify": ("train", "eval", "predict", "soup"),
     "embedding": ("train", "apply"),
     "novel": ("train", "generate"),
     "story": ("train", "eval", "generate"),

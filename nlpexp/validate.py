@@ -2,7 +2,7 @@
 import math
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from nlpexp import registry
 from nlpexp.errors import UserError
@@ -90,6 +90,13 @@ def check_config(cfg: DictConfig) -> None:
         if "split" in data and (len(split) != 3 or any(not isinstance(f, (int, float)) or f <= 0 for f in split)
                                 or abs(sum(split) - 1) > 1e-6):
             errors.append(f"data.split must be three fractions > 0 summing to 1 (got {split})")
+    if cfg.mode == "soup":
+        runs = cfg.get("ckpt")
+        if not OmegaConf.is_list(runs) or len(runs) < 2:
+            errors.append("mode=soup needs ckpt=[<run folder>,<run folder>,...] (two or more)")
+        else:
+            errors += [f"ckpt: {r} is not a finished run folder (no checkpoints/best inside)" for r in runs
+                       if not (Path(str(r)).expanduser() / "checkpoints" / "best").exists()]
     if cfg.mode in ("eval", "predict"):
         _check_run_folder(errors, cfg)
         if cfg.mode == "predict" and not (cfg.get("text") or cfg.get("input")):

@@ -48,6 +48,11 @@ def test_balanced_seeded_sample_and_8_2_split():
     assert all(a[s]["text"].tolist() == b[s]["text"].tolist() for s in a)
     c = per_label_sample(everything, 5, seed=4)
     assert c["label"].value_counts().tolist() == [5] * 6
+    # data.split_seed: runs with other seeds draw the same sample and split (what mode=soup relies on)
+    fixed = emotion_cfg(data={"per_label": 40, "split_seed": 7, "max_train_samples": 50}).data
+    d, e, f = load_splits(fixed, SIX, seed=1), load_splits(fixed, SIX, seed=2), load_splits(cfg.data, SIX, seed=1)
+    assert all(d[s]["text"].tolist() == e[s]["text"].tolist() for s in d)
+    assert d["test"]["text"].tolist() != f["test"]["text"].tolist()
 
 
 def test_eval_set_with_other_spellings_is_unified():

@@ -166,3 +166,34 @@ def test_soup_trains_each_ingredient_and_saves_one_plain_hf_model(nlpexp, tmp_pa
 def test_soup_settings_are_validated(nlpexp, args, needle):
     bad = nlpexp("+smoke=true", *args)
     assert bad.code == 2 and needle in bad.err
+
+
+def test_mode_soup_averages_finished_runs_of_one_split(nlpexp, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    common = ("+smoke=true", "model=bert", "data.split_seed=3")
+    for seed in (1, 2):
+        assert nlpexp(*common, f"seed={seed}", f"hydra.run.dir={tmp_path}/r{seed}").code == 0
+    runs = f"ckpt=[{tmp_path}/r1,{tmp_path}/r2]"
+    res = nlpexp(*common, "mode=soup", runs, f"hydra.run.dir={tmp_path}/soup")
+    assert res.code == 0, res.err[-2000:]
+    summary = json.loads((tmp_path / "soup" / "metrics.json").read_text())
+    assert len(summary["soup"]["ingredients"]) == 2 and 0 <= summary["metrics"]["test_accuracy"] <= 1
+    parts = [load_file(str(tmp_path / r / "checkpoints" / "best" / "model.safetensors")) for r in ("r1", "r2")]
+    soup = AutoModelForSequenceClassification.from_pretrained(tmp_path / "soup" / "checkpoints" / "best")
+    key = "classifier.weight"
+    assert torch.allclose(soup.state_dict()[key], (parts[0][key] + parts[1][key]) / 2, atol=1e-6)
+    # runs split by their own seeds (no data.split_seed) saw each other's test texts: refused
+    for seed in (1, 2):
+        assert nlpexp("+smoke=true", "model=bert", f"seed={seed}", f"hydra.run.dir={tmp_path}/s{seed}").code == 0
+    bad = nlpexp("+smoke=true", "model=bert", "mode=soup", f"ckpt=[{tmp_path}/s1,{tmp_path}/s2]",
+                 f"hydra.run.dir={tmp_path}/bad")
+    assert bad.code == 2 and "trained on another split" in bad.err
+    assert not (tmp_path / "bad" / "metrics.json").exists()
+
+
+def test_mode_soup_needs_two_finished_runs(nlpexp, tmp_path):
+    bad = nlpexp("+smoke=true", "mode=soup", f"ckpt=[{tmp_path}]")
+    assert bad.code == 2 and "mode=soup needs ckpt=[" in bad.err

@@ -94,11 +94,12 @@ def load_splits(data, labels: list[str], seed: int) -> dict[str, pd.DataFrame]:
                                             data.text_column, data.label_column)}
     frames = {name: encode_labels(unify_labels(frame, data, labels, origin), labels, origin)
               for name, frame in frames.items()}
+    # data.split_seed null: the run's seed; fixed: runs with other seeds see the same sample, split and caps
+    seed = seed if data.get("split_seed") is None else int(data.split_seed)
     if data.get("per_label"):
         frames = {name: per_label_sample(frame, int(data.per_label), seed) for name, frame in frames.items()}
     if "all" in frames:
-        split_seed = data.get("split_seed")  # null: the run's seed; fixed: other seeds train on the same split
-        frames = stratified_split(frames["all"], list(data.split), seed if split_seed is None else int(split_seed))
+        frames = stratified_split(frames["all"], list(data.split), seed)
     elif "test" not in frames or "validation" not in frames:
         raise UserError(f"{origin}: needs train, validation and test splits (has {', '.join(frames)})")
     caps = {"train": data.get("max_train_samples"), "validation": data.get("max_eval_samples"),

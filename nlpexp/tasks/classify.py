@@ -21,7 +21,7 @@ from nlpexp.metrics import accuracy, classification_metrics, plot_confusion, plo
 
 
 def run(cfg, run_dir: Path, device: str):
-    return {"train": train, "eval": evaluate, "predict": predict}[cfg.mode](cfg, run_dir, device)
+    return {"train": train, "eval": evaluate, "predict": predict, "soup": soup}[cfg.mode](cfg, run_dir, device)
 
 
 def score(clf, frame: pd.DataFrame, labels, prefix: str, run_dir: Path):
@@ -120,9 +120,9 @@ def augment(cfg, labels, splits, run_dir: Path, device: str):
     return {**splits, "train": train}, metrics
 
 
-def load_run(cfg, device: str):
-    """The saved run's config and its best model."""
-    ckpt = Path(str(cfg.ckpt)).expanduser()
+def load_run(cfg, device: str, ckpt=None):
+    """The saved run's config and its best model (ckpt: that run's folder; default cfg.ckpt)."""
+    ckpt = Path(str(ckpt or cfg.ckpt)).expanduser()
     saved = OmegaConf.load(ckpt / ".hydra" / "config.yaml")
     best = ckpt / "checkpoints" / "best"
     if not best.exists():
@@ -150,6 +150,55 @@ def evaluate(cfg, run_dir: Path, device: str):
     metrics, report = score(clf, frame, labels, "test" if split == "file" else split, run_dir)
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
     return {"metrics": metrics, "per_class": report, "evaluated": {"ckpt": str(cfg.ckpt), "split": split}}
+
+
+def soup(cfg, run_dir: Path, device: str):
+    """mode=soup ckpt=[run, run, ...]: one model with the mean of the runs' weights (a uniform model soup), scored
+    on the validation and test splits. The runs are fine-tunes of one model on one split (e.g. a sweep over seed
+    with data.split_seed fixed); the command gives the same task, model and data options they were trained with."""
+    from nlpexp.models.hf import average_weights
+
+    runs = [Path(str(r)).expanduser() for r in cfg.ckpt]
+    loaded = [load_run(cfg, device, r) for r in runs]
+
+    def split_of(c):  # what decides the split: the data options and the split seed
+        return OmegaConf.to_container(c.data), c.seed if c.data.get("split_seed") is None else c.data.split_seed
+
+    for run, (saved, _) in zip(runs, loaded):
+        if (saved.task.name, saved.model.name) != (cfg.task.name, cfg.model.name):
+            raise UserError(f"{run} is a {saved.task.name}/{saved.model.name} run, not {cfg.task.name}/"
+                            f"{cfg.model.name}: a soup averages one model fine-tuned several times")
+        if split_of(saved) != split_of(cfg):
+            raise UserError(f"{run} was trained on another split than this command's data options give (data.* or "
+                            "the split seed differ): train the runs with one data.split_seed and pass the same "
+                            "data options here")
+    clf = loaded[0][1]
+    if not hasattr(clf, "model") or not hasattr(clf.model, "state_dict"):
+        raise UserError(f"model={cfg.model.name} has no weights to average")
+    states = [{k: v.detach().cpu() for k, v in c.model.state_dict().items()} for _, c in loaded]
+    for run, state in zip(runs[1:], states[1:]):
+        if {k: v.shape for k, v in state.items()} != {k: v.shape for k, v in states[0].items()}:
+            raise UserError(f"{run} has other weights (names or shapes) than {runs[0]}: a soup averages "
+                            "fine-tunes of one model")
+    clf.model.load_state_dict(average_weights(states))
+    labels = label_names(loaded[0][0].task)
+    splits = load_splits(cfg.data, labels, cfg.seed)
+    metrics, reports = {}, {}
+    for split, prefix in (("validation", "val"), ("test", "test")):
+        headline, reports[prefix] = score(clf, splits[split], labels, prefix, run_dir)
+        metrics.update(headline)
+    clf.save(run_dir / "checkpoints" / "best")
+    (run_dir / "report.json").write_text(json.dumps(reports, indent=2))
+    ingredients = []
+    for run in runs:
+        done = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
+        ingredients.append({"run": str(run), **{k: done.get("metrics", {}).get(k)
+                                                for k in ("val_accuracy", "test_accuracy")}})
+    print(f"soup of {len(runs)} runs: validation accuracy {metrics['val_accuracy']:.4f}, test "
+          f"{metrics['test_accuracy']:.4f} (the runs alone: test "
+          + ", ".join(f"{i['test_accuracy']:.4f}" for i in ingredients if i["test_accuracy"] is not None) + ")")
+    return {"metrics": metrics, "per_class": reports["test"], "samples": {k: len(v) for k, v in splits.items()},
+            "soup": {"ingredients": ingredients}}
 
 
 def user_data_keys() -> list[str]:
