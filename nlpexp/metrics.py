@@ -150,6 +150,8 @@ def bleu_scores(hypotheses: list[str], references: list[str]) -> tuple[float, fl
 def punctuation_only(text: str) -> bool:
     """True when the text holds no letter or digit (empty included)."""
     return not any(c.isalnum() for c in text)
+
+
 def plot_accuracy_matrix(matrix, path, title: str = "accuracy: train set (rows) x test set (columns)") -> None:
     """Heatmap of a train x test accuracy DataFrame (cross-dataset evaluation)."""
     import matplotlib

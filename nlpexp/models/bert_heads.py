@@ -12,7 +12,7 @@ from torch import nn
 
 from nlpexp.data.novel import CharVocab
 from nlpexp.decoding import WindowStepper
-from nlpexp.models.hf import hub_error, load_pretrained, small_bert_config
+from nlpexp.models.hf import load_pretrained, pretrained_model, pretrained_tokenizer, small_bert_config
 from nlpexp.runtime import is_hub_id
 
 
@@ -111,13 +111,7 @@ def novel_codec(model_cfg, train_text: str, data_cfg, smoke: bool = False) -> Ch
     name = model_cfg.get("pretrained")
     if name is None or (smoke and is_hub_id(name)):
         return CharVocab.from_text(train_text, int(data_cfg.min_freq), data_cfg.get("max_vocab"))
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(name))
-    except (OSError, ValueError, ConnectionError) as err:
-        raise hub_error(str(name), err) from None
-    vocab = tokenizer.get_vocab()
+    vocab = pretrained_tokenizer(name).get_vocab()
     return CharVocab([t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])])
 
 
@@ -131,10 +125,7 @@ def novel_model(model_cfg, vocab: CharVocab, seq_len: int, smoke: bool = False) 
         small = model_cfg.small
         config = small_bert_config(small, len(vocab), vocab.pad_id, seq_len + 1)
     else:
-        try:
-            bert = BertModel.from_pretrained(str(name), add_pooling_layer=False, dtype=torch.float32)
-        except (OSError, ValueError, ConnectionError) as err:
-            raise hub_error(str(name), err) from None
+        bert = pretrained_model(name, BertModel, add_pooling_layer=False)
         config = bert.config
     model = BertNextChar(config, head, vocab.cls_id, seq_len, pool=model_cfg.get("pool", "last"),
                          fc_hidden=model_cfg.get("fc_hidden", 512), lstm_hidden=model_cfg.get("hidden_size", 256),

@@ -8,7 +8,7 @@ from pathlib import Path
 from torch import nn
 
 from nlpexp.decoding import WindowStepper
-from nlpexp.models.hf import hub_error
+from nlpexp.models.hf import load_pretrained, pretrained_model, pretrained_tokenizer
 from nlpexp.runtime import is_hub_id
 
 
@@ -98,16 +98,10 @@ def novel_codec(model_cfg, train_text: str, data_cfg, smoke: bool = False):
         from nlpexp.data.novel import CharVocab
 
         return CharVocab.from_text(train_text, int(data_cfg.min_freq), data_cfg.get("max_vocab"))
-    from transformers import AutoTokenizer
-
-    try:
-        return BPECodec(AutoTokenizer.from_pretrained(str(model_cfg.pretrained)))
-    except (OSError, ValueError, ConnectionError) as err:
-        raise hub_error(str(model_cfg.pretrained), err) from None
+    return BPECodec(pretrained_tokenizer(model_cfg.pretrained))
 
 
 def novel_model(model_cfg, vocab, seq_len: int, smoke: bool = False) -> GPT2NextToken:
-    import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     if _small(model_cfg, smoke):
@@ -117,10 +111,7 @@ def novel_model(model_cfg, vocab, seq_len: int, smoke: bool = False) -> GPT2Next
                             bos_token_id=vocab.cls_id, eos_token_id=vocab.cls_id,
                             pad_token_id=vocab.pad_id)
         return GPT2NextToken(config, seq_len)
-    try:
-        lm = GPT2LMHeadModel.from_pretrained(str(model_cfg.pretrained), dtype=torch.float32)
-    except (OSError, ValueError, ConnectionError) as err:
-        raise hub_error(str(model_cfg.pretrained), err) from None
+    lm = pretrained_model(model_cfg.pretrained, GPT2LMHeadModel)
     return GPT2NextToken(lm.config, seq_len, lm=lm)
 
 
@@ -204,7 +195,7 @@ class StoryGPT2(nn.Module):
                 return scores
 
         kwargs = {"max_new_tokens": max_new_tokens, "logits_processor": LogitsProcessorList([NoEmptySentence()]),
- "repetition_penalty": float(repetition_penalty),
+                  "repetition_penalty": float(repetition_penalty),
                   "no_repeat_ngram_size": int(no_repeat_ngram_size), "eos_token_id": self.eos_id,
                   "pad_token_id": self.eos_id, "stopping_criteria": StoppingCriteriaList([SentencesDone()])}
         if strategy == "sample":
@@ -225,25 +216,16 @@ class StoryGPT2(nn.Module):
 def story_tokenizer(model_cfg, texts, vocab_size: int, smoke: bool = False):
     if _small(model_cfg, smoke):
         return train_byte_bpe(texts, vocab_size)
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(model_cfg.pretrained))
-    except (OSError, ValueError, ConnectionError) as err:
-        raise hub_error(str(model_cfg.pretrained), err) from None
+    return pretrained_tokenizer(model_cfg.pretrained)
 
 
 def story_model(model_cfg, tokenizer, task_cfg, smoke: bool = False) -> StoryGPT2:
-    import torch
     from transformers import GPT2LMHeadModel
 
     if _small(model_cfg, smoke):
         lm = GPT2LMHeadModel(small_config(model_cfg.small, tokenizer, int(task_cfg.max_len)))
     else:
-        try:
-            lm = GPT2LMHeadModel.from_pretrained(str(model_cfg.pretrained), dtype=torch.float32)
-        except (OSError, ValueError, ConnectionError) as err:
-            raise hub_error(str(model_cfg.pretrained), err) from None
+        lm = pretrained_model(model_cfg.pretrained, GPT2LMHeadModel)
     freeze_layers(lm, int(model_cfg.get("freeze_layers") or 0))
     return StoryGPT2(lm, tokenizer)
 
@@ -254,13 +236,14 @@ def story_load(folder: Path) -> StoryGPT2:
 
     lm = GPT2LMHeadModel.from_pretrained(folder, dtype=torch.float32)
     return StoryGPT2(lm, AutoTokenizer.from_pretrained(folder))
+
+
 # --- classification: GPT2ForSequenceClassification (task=finsent / emotion, model=gpt2), trained as hf.py does ---
 
 def build_classifier(model_cfg, labels: list[str], train_texts, max_length: int, smoke: bool = False):
     """(tokenizer, GPT2ForSequenceClassification). GPT-2 has no pad token: padding is end-of-text, and the
     config's pad_token_id tells the head to read the last token before the padding."""
-    import torch
-    from transformers import AutoTokenizer, GPT2ForSequenceClassification
+    from transformers import GPT2ForSequenceClassification
 
     names = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
              "label2id": {name: i for i, name in enumerate(labels)}}
@@ -268,12 +251,7 @@ def build_classifier(model_cfg, labels: list[str], train_texts, max_length: int,
         tokenizer = train_byte_bpe(train_texts, int(model_cfg.small.get("vocab_size") or 2000))
         config = small_config(model_cfg.small, tokenizer, max(int(max_length), 64), **names)
         return tokenizer, GPT2ForSequenceClassification(config)
-    name = str(model_cfg.pretrained)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = GPT2ForSequenceClassification.from_pretrained(name, dtype=torch.float32, **names)
-    except (OSError, ValueError, ConnectionError) as err:
-        raise hub_error(name, err) from None
+    tokenizer, model = load_pretrained(model_cfg.pretrained, GPT2ForSequenceClassification, **names)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id

@@ -20,23 +20,17 @@ from pathlib import Path
 import numpy as np
 
 from nlpexp.models.gpt2 import _small, small_config, train_byte_bpe
-from nlpexp.models.hf import hub_error
+from nlpexp.models.hf import load_pretrained
 
 
 def build_lm(model_cfg, texts, n_positions: int, smoke: bool = False):
     """(tokenizer, GPT2LMHeadModel): the hub model, or a small one with a BPE trained on `texts`."""
-    import torch
-    from transformers import AutoTokenizer, GPT2LMHeadModel
+    from transformers import GPT2LMHeadModel
 
     if _small(model_cfg, smoke):
         tokenizer = train_byte_bpe(texts, int(model_cfg.small.get("vocab_size") or 2000))
         return tokenizer, GPT2LMHeadModel(small_config(model_cfg.small, tokenizer, n_positions))
-    name = str(model_cfg.pretrained)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = GPT2LMHeadModel.from_pretrained(name, dtype=torch.float32)
-    except (OSError, ValueError, ConnectionError) as err:
-        raise hub_error(name, err) from None
+    tokenizer, model = load_pretrained(model_cfg.pretrained, GPT2LMHeadModel)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer, model

@@ -56,16 +56,30 @@ def small_bert_config(small, vocab_size: int, pad_id: int, max_positions: int, *
                       max_position_embeddings=max_positions, pad_token_id=pad_id, **extra)
 
 
-def load_pretrained(name: str, model_class, **kwargs):
-    """(tokenizer, model) from a hub id, a local folder or a packaged model name (float32); one line if it cannot."""
-    import torch
+def pretrained_tokenizer(name: str):
+    """AutoTokenizer from a hub id, a local folder or a packaged model name; one line if it cannot."""
     from transformers import AutoTokenizer
 
-    path = packaged_model_path(str(name)) or str(name)
     try:
-        return AutoTokenizer.from_pretrained(path), model_class.from_pretrained(path, dtype=torch.float32, **kwargs)
+        return AutoTokenizer.from_pretrained(packaged_model_path(str(name)) or str(name))
     except (OSError, ValueError, ConnectionError) as err:
         raise hub_error(str(name), err) from None
+
+
+def pretrained_model(name: str, model_class, **kwargs):
+    """model_class.from_pretrained (float32) from a hub id, a local folder or a packaged model name; one line if
+    it cannot."""
+    import torch
+
+    try:
+        return model_class.from_pretrained(packaged_model_path(str(name)) or str(name), dtype=torch.float32, **kwargs)
+    except (OSError, ValueError, ConnectionError) as err:
+        raise hub_error(str(name), err) from None
+
+
+def load_pretrained(name: str, model_class, **kwargs):
+    """(tokenizer, model): pretrained_tokenizer and pretrained_model."""
+    return pretrained_tokenizer(name), pretrained_model(name, model_class, **kwargs)
 
 
 def hub_error(name: str, err: Exception) -> UserError:
