@@ -13,7 +13,7 @@ import tracemalloc
 
 import numpy as np
 
-from nlpexp.data.pairs import sample_negatives
+from nlpexp.tasks.embedding.data import sample_negatives
 from nlpexp.metrics import threshold_accuracy
 
 

@@ -35,8 +35,8 @@ def original_recipe(data: str | None, samples: int, model: str, out: Path) -> fl
     from hydra import compose, initialize_config_module
     from transformers import Trainer, TrainingArguments
 
-    from nlpexp.data.classification import load_splits
-    from nlpexp.models.hf import build
+    from nlpexp.tasks.classify.data import load_splits
+    from nlpexp.tasks.classify.hf import build
 
     overrides = [f"model={model}", f"data.max_train_samples={samples}"] + ([f"data.path={data}"] if data else [])
     with initialize_config_module("nlpexp.conf", version_base="1.3"):

@@ -52,7 +52,8 @@ def main() -> None:
     import torch
     from omegaconf import OmegaConf
 
-    from nlpexp.models import transformer, transformer_encdec
+    from nlpexp.tasks.story.transformer import StoryCausalLM
+    from nlpexp.tasks.story.transformer_encdec import StoryEncDec
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", default=None, help="a task=story run folder (transformer_encdec or causal_lm)")
@@ -65,7 +66,7 @@ def main() -> None:
     if args.ckpt:
         from pathlib import Path
 
-        from nlpexp.tasks.story import load_checkpoint
+        from nlpexp.tasks.story.recipe import load_checkpoint
 
         models = {"checkpoint": load_checkpoint(Path(args.ckpt) / "checkpoints" / "final", "cpu")[0]}
     else:
@@ -73,8 +74,12 @@ def main() -> None:
         task = OmegaConf.create({"max_len": args.length + 56, "window": 32})
         encdec_cfg = OmegaConf.load(conf / "model" / "transformer_encdec.yaml")
         lm_cfg = OmegaConf.merge(OmegaConf.load(conf / "model" / "transformer.yaml"), {"objective": "causal_lm"})
-        models = {"transformer_encdec": transformer_encdec.story_model(encdec_cfg, 4001, 4000, 0, task),
-                  "transformer causal_lm": transformer.story_model(lm_cfg, 4001, 4000, 0, task)}
+        def sizes(m):  # a 4,000-token BPE plus the pad id: our story models' vocabulary
+            return dict(d_model=m.d_model, num_layers=m.num_layers, num_heads=m.num_heads, d_ff=m.d_ff,
+                        dropout=m.dropout, max_len=task.max_len, pad_id=4000, bos_id=0)
+
+        models = {"transformer_encdec": StoryEncDec(4001, **sizes(encdec_cfg), eos_id=0),
+                  "transformer causal_lm": StoryCausalLM(4001, **sizes(lm_cfg))}
     print(f"greedy, batch 1, random 12-token prompt, {args.length} new tokens, {args.threads} thread(s), "
           f"median of {args.repeats}")
     print(f"{'model':<24}{'naive tok/s':>14}{'cached tok/s':>14}{'speed-up':>10}")

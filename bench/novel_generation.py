@@ -69,9 +69,9 @@ def build(ckpt: str | None):
     import torch
     from hydra import compose, initialize_config_module
 
-    from nlpexp.data.novel import CharVocab
-    from nlpexp.models import bert_heads
-    from nlpexp.tasks.novel import load_checkpoint
+    from nlpexp.tasks.novel import bert
+    from nlpexp.tasks.novel.data import CharVocab
+    from nlpexp.tasks.novel.recipe import load_checkpoint
 
     if ckpt:
         return load_checkpoint(Path(ckpt) / "checkpoints" / "best", "cpu")
@@ -80,7 +80,7 @@ def build(ckpt: str | None):
     chars = sorted(set(PROMPT)) + [chr(0x4E00 + i) for i in range(4400)]
     vocab = CharVocab.from_text("".join(dict.fromkeys(chars)))
     torch.manual_seed(0)
-    return bert_heads.novel_model(cfg.model, vocab, cfg.task.seq_len).eval(), vocab, cfg.task.seq_len
+    return bert.build(cfg.model, vocab, cfg.task.seq_len).eval(), vocab, cfg.task.seq_len
 
 
 def main() -> None:

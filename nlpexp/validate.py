@@ -32,8 +32,7 @@ def _check_run_folder(errors: list[str], cfg: DictConfig, what: str = "run folde
 
 
 def _soup_conflicts(cfg: DictConfig) -> list[str]:
-    module, runner = registry.MODELS.get(cfg.model.name), registry.TASKS.get(cfg.task.name)
-    if runner != "classify" or module not in registry.TRAINER_LOOP:
+    if registry.loop(cfg.model.name, registry.wing(cfg.task.name)) != "trainer":
         return [f"trainer.soup={cfg.trainer.soup}: only classifiers trained by the transformers Trainer make soups "
                 f"(not task={cfg.task.name} model={cfg.model.name})"]
     clashes = [(cfg.trainer.get("nproc", 1) not in (None, 1), "trainer.nproc=1"),
@@ -55,11 +54,11 @@ def check_config(cfg: DictConfig) -> None:
         _positive(errors, cfg, "trainer.weight_decay", allow_zero=True)
         if "nproc" in cfg.trainer:
             _positive(errors, cfg, "trainer.nproc", integer=True)
-            module = registry.MODELS.get(cfg.model.name)
-            if isinstance(cfg.trainer.nproc, int) and cfg.trainer.nproc > 1 and module not in registry.DATA_PARALLEL:
+            parallel = registry.MODELS[cfg.model.name].data_parallel and registry.wing(cfg.task.name) == "classify"
+            if isinstance(cfg.trainer.nproc, int) and cfg.trainer.nproc > 1 and not parallel:
                 errors.append(f"trainer.nproc={cfg.trainer.nproc}: model {cfg.model.name} trains in one process "
-                              "(data parallel: " + ", ".join(m for m, f in registry.MODELS.items()
-                                                              if f in registry.DATA_PARALLEL) + ")")
+                              "(data parallel: " + ", ".join(m.name for m in registry.MODELS.values()
+                                                              if m.data_parallel) + ")")
         soup = cfg.trainer.get("soup", 1)
         if soup != 1:
             _positive(errors, cfg, "trainer.soup", integer=True)
@@ -114,7 +113,7 @@ def check_config(cfg: DictConfig) -> None:
         _check_novel(errors, cfg)
     if cfg.task.name == "story":
         _check_story(errors, cfg)
-    if registry.TASKS[cfg.task.name] == "classify":
+    if registry.wing(cfg.task.name) == "classify":
         _check_classification(errors, cfg)
     if cfg.task.name == "emotion" or cfg.get("eval_on") or cfg.get("augment") or cfg.model.family == "gpt2_prompt":
         _check_emotion(errors, cfg)
@@ -150,7 +149,7 @@ def _check_embedding(errors: list[str], cfg: DictConfig) -> None:
     if cfg.get("data") is not None and cfg.data.get("max_pairs") is not None:
         _positive(errors, cfg, "data.max_pairs", integer=True)
     if task.method == "finetune":
-        from nlpexp.models.sentence_transformers import LOSSES
+        from nlpexp.tasks.embedding.sentence_transformers import LOSSES
 
         if cfg.model.family not in ("sentence_transformers", "hf_encoder"):
             errors.append(f"task.method=finetune trains a transformer encoder; model={cfg.model.name} is not one "
@@ -294,7 +293,7 @@ def _check_emotion(errors: list, cfg) -> None:
                 errors.append(f"augment.min_tokens ({lo}) must not exceed augment.max_tokens ({hi})")
     eval_on = cfg.get("eval_on")
     if eval_on:
-        from nlpexp.data.readers import resource_path
+        from nlpexp.readers import resource_path
 
         if isinstance(eval_on, str):
             errors.append(f"eval_on must be a list, e.g. eval_on=[emotion_alt.csv] (got {eval_on!r})")

@@ -51,7 +51,7 @@ TEXTS = ["房间很干净，服务也好", "太吵了，再也不来", "早餐�
 
 
 def test_bert_fc_head_and_freeze_options():
-    from nlpexp.models.bert_heads import build_classifier
+    from nlpexp.tasks.classify.bert_heads import build_classifier
 
     def trainable(freeze):
         _, model = build_classifier(small_cfg("bert_fc", freeze=freeze), ["负", "正"], TEXTS, 32)
@@ -72,7 +72,7 @@ def test_bert_fc_head_and_freeze_options():
 
 def test_lstm_and_transformer_ignore_padding():
     """A text scores the same alone and right-padded in a batch with a longer one (last non-pad / mean pool)."""
-    from nlpexp.models import bert_heads, transformer
+    from nlpexp.tasks.classify import bert_heads, transformer
 
     cfg = small_cfg("bert_lstm", d_model=32, num_heads=2, d_ff=64, vocab_size=300)
     cfg.num_layers = 1
@@ -86,7 +86,7 @@ def test_lstm_and_transformer_ignore_padding():
 
 
 def test_mlm_prompt_scores_the_label_characters_at_mask():
-    from nlpexp.models.mlm_prompt import build
+    from nlpexp.tasks.classify.mlm_prompt import build
 
     prompt = "请分析给定文本的情感倾向，从{choices}中选一个字。文本如下：{text}\n答案是：[MASK]"
     cfg = small_cfg("bert_chinese_mlm", prompt=prompt, mlm_probability=0.15)
@@ -108,7 +108,7 @@ def test_mlm_prompt_scores_the_label_characters_at_mask():
 
 
 def test_clue_labels_sparse_ids_and_pairs(nlpexp, tmp_path):
-    from nlpexp.data.classification import labels_from_data
+    from nlpexp.tasks.classify.data import labels_from_data
 
     data = OmegaConf.create({"path": None, "source": "embedded", "embedded": "clue_sample.jsonl",
                              "embedded_format": "clue", "format": "clue", "text_column": None,
@@ -154,7 +154,7 @@ def test_clue_file_errors_name_the_line(nlpexp, tmp_path):
 
 
 def test_mlm_probability_masks_only_the_texts_real_tokens():
-    from nlpexp.models.mlm_prompt import build
+    from nlpexp.tasks.classify.mlm_prompt import build
 
     cfg = small_cfg("bert_chinese_mlm", prompt="文本如下：{text}\n答案是：[MASK]", mlm_probability=0.5)
     tok, model = build(cfg, ["负", "正"], TEXTS, 48)

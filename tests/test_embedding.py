@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from nlpexp import registry
-from nlpexp.data.pairs import frame_to_pairs, load_pairs, sample_negatives, split_pairs
+from nlpexp.tasks.embedding.data import frame_to_pairs, load_pairs, sample_negatives, split_pairs
 from nlpexp.metrics import threshold_accuracy, threshold_grid
 
 

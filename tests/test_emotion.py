@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from nlpexp import registry
-from nlpexp.data.classification import label_names, load_eval_set, load_splits, per_label_sample, unify_labels
+from nlpexp.tasks.classify.data import label_names, load_eval_set, load_splits, per_label_sample, unify_labels
 from nlpexp.errors import UserError
 
 SIX = ["anger", "fear", "joy", "love", "sadness", "surprise"]
@@ -32,7 +32,7 @@ def test_unification_map_and_other_labels():
     out = unify_labels(frame, data, SIX, "x.csv")
     assert list(out["label"]) == ["joy", "fear", "sadness", "joy"]  # neutral is outside the 6-label set
     data.other_labels = "error"
-    from nlpexp.data.classification import encode_labels
+    from nlpexp.tasks.classify.data import encode_labels
 
     with pytest.raises(UserError, match=r"x.csv line 4: unknown label 'neutral'"):
         encode_labels(unify_labels(frame, data, SIX, "x.csv"), SIX, "x.csv")
@@ -89,19 +89,20 @@ def test_restricted_scoring_and_greedy_answer_agree_with_generate():
     """The greedy answer read from teacher-forced argmaxes is what model.generate's greedy decoding spells."""
     import torch
 
-    from nlpexp.models.gpt2 import small_config, train_byte_bpe
-    from nlpexp.models.gpt2_prompt import PromptClassifier
+    from nlpexp.hub import small_gpt2_config, train_byte_bpe
+    from nlpexp.tasks.classify.gpt2_prompt import PromptClassifier
 
     texts = ["i am so happy today", "that was scary", "what a surprise"]
     tok = train_byte_bpe(texts * 5 + [" joy fear surprise"] * 5, 300)
     torch.manual_seed(0)
     from transformers import GPT2LMHeadModel
 
-    model = GPT2LMHeadModel(small_config(OmegaConf.create({"hidden_size": 16, "num_hidden_layers": 1,
-                                                           "num_attention_heads": 2}), tok, 64))
+    model = GPT2LMHeadModel(small_gpt2_config(OmegaConf.create({"hidden_size": 16, "num_hidden_layers": 1,
+                                                                "num_attention_heads": 2}), len(tok), 64,
+                                              tok.eos_token_id, tok.pad_token_id))
     clf = PromptClassifier(tok, model, ["joy", "fear", "surprise"], "Q: joy, fear, surprise?\n", "\nA:", "cpu", 48)
     # a few steps of training on "... fear": the greedy answer then spells a label, so the check has teeth
-    from nlpexp.models.gpt2_prompt import train_lm
+    from nlpexp.tasks.classify.gpt2_prompt import train_lm
 
     tr = OmegaConf.create({"epochs": 150, "batch_size": 3, "lr": 1e-2, "weight_decay": 0.0, "warmup_ratio": 0.0,
                            "max_steps": -1})
@@ -125,8 +126,8 @@ def test_restricted_answer_is_the_greedy_one_whenever_that_is_a_label():
     import torch
     from transformers.modeling_outputs import CausalLMOutput
 
-    from nlpexp.models.gpt2 import train_byte_bpe
-    from nlpexp.models.gpt2_prompt import PromptClassifier, answer_ids
+    from nlpexp.hub import train_byte_bpe
+    from nlpexp.tasks.classify.gpt2_prompt import PromptClassifier, answer_ids
 
     texts = [f"text number {i} says {w}" for i, w in enumerate(["yes", "no", "maybe", "later", "never"] * 8)]
     tok = train_byte_bpe(texts + [" joy fear surprise"] * 20, 300)
@@ -151,8 +152,8 @@ def test_restricted_answer_is_the_greedy_one_whenever_that_is_a_label():
 
 
 def test_answers_end_with_end_of_text_only_when_one_label_begins_another():
-    from nlpexp.models.gpt2 import train_byte_bpe
-    from nlpexp.models.gpt2_prompt import answer_ids
+    from nlpexp.hub import train_byte_bpe
+    from nlpexp.tasks.classify.gpt2_prompt import answer_ids
 
     tok = train_byte_bpe(["joy fear love it"] * 20, 300)
     eos = tok.eos_token_id
@@ -163,7 +164,8 @@ def test_answers_end_with_end_of_text_only_when_one_label_begins_another():
 def test_keyword_preserving_tokenizer():
     from transformers import BertConfig, BertForSequenceClassification
 
-    from nlpexp.models.hf import keep_whole_words, train_wordpiece
+    from nlpexp.hub import train_wordpiece
+    from nlpexp.tasks.classify.trainer import keep_whole_words
 
     tok = train_wordpiece(["the cat sat on a mat"] * 3 + ["surprising news"], 60)
     model = BertForSequenceClassification(BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1,

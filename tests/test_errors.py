@@ -49,7 +49,10 @@ def test_cuda_refused_when_absent(tmp_path):
 
 
 def test_unsupported_pair_lists_supported_models(nlpexp, monkeypatch):
-    monkeypatch.setitem(registry.SUPPORTED, "finsent", ("minilm", "bert"))
+    import dataclasses
+
+    finsent = dataclasses.replace(registry.TASKS["finsent"], models=("minilm", "bert"))
+    monkeypatch.setattr(registry, "TASKS", {**registry.TASKS, "finsent": finsent})
     res = nlpexp("model=doc2vec")
     assert res.code == 2
     assert "model 'doc2vec' does not support task 'finsent'; supported models for finsent: minilm, bert" in res.err

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from nlpexp import decoding, registry
-from nlpexp.data.novel import (
+from nlpexp.tasks.novel.data import (
     SPECIAL_TOKENS,
     CharVocab,
     clean_text,
@@ -19,7 +19,7 @@ from nlpexp.data.novel import (
 )
 from nlpexp.metrics import bigram_nll, distinct_n, repetition_rate
 
-NOVEL_DATA = OmegaConf.load(registry.runner("novel").__file__.replace("tasks/novel.py", "conf/task/novel.yaml")).data
+NOVEL_DATA = OmegaConf.load(registry.__file__.replace("registry.py", "conf/task/novel.yaml")).data
 
 
 # -- clean-up ---------------------------------------------------------------------------------------------
@@ -43,8 +43,8 @@ def test_char_vocab_specials_order_unknowns_and_round_trip(tmp_path):
     assert ids[-1] == vocab.unk_id and vocab.decode(ids) == "天人"
     assert vocab.decode([vocab.cls_id, *vocab.encode("地")]) == "地"
     assert CharVocab.from_text("天地天人天地", min_freq=2).tokens[len(SPECIAL_TOKENS):] == ["天", "地"]
-    vocab.save(tmp_path / "vocab.json")
-    assert CharVocab.load(tmp_path / "vocab.json").tokens == vocab.tokens
+    vocab.save(tmp_path)
+    assert CharVocab.load(tmp_path).tokens == vocab.tokens
 
 
 # -- windows and the split by position --------------------------------------------------------------------
@@ -131,14 +131,14 @@ def test_beam_search_respects_the_same_controls_and_is_batched():
 
 
 def test_bert_lstm_keeps_its_state_and_matches_rereading_on_the_first_step():
-    from nlpexp.models import bert_heads
+    from nlpexp.tasks.novel import bert
 
     vocab = CharVocab.from_text("天地玄黄宇宙洪荒日月盈昃辰宿列张寒来暑往秋收冬藏")
     cfg = OmegaConf.create({"name": "bert_lstm", "pretrained": None, "hidden_size": 16, "num_layers": 2,
                             "small": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
                                       "intermediate_size": 32}})
     torch.manual_seed(0)
-    model = bert_heads.novel_model(cfg, vocab, 8).eval()
+    model = bert.build(cfg, vocab, 8).eval()
     prompt = torch.tensor([vocab.encode("天地玄黄宇宙洪荒")] * 2)
     with torch.no_grad():
         first, state = model.start(prompt, stateful=True)

@@ -1,6 +1,7 @@
 from hydra import compose, initialize_config_module
 
-from nlpexp.runtime import apply_smoke, is_hub_id, packaged_model_path
+from nlpexp.hub import is_hub_id, packaged_model_path
+from nlpexp.runtime import apply_smoke
 
 
 def compose_cfg(*overrides):

@@ -94,7 +94,8 @@ def test_probe_initialised_head_predicts_like_the_linear_probe():
     from omegaconf import OmegaConf
     from sklearn.linear_model import LogisticRegression
 
-    from nlpexp.models.hf import build, init_head_from_probe
+    from nlpexp.tasks.classify.hf import build
+    from nlpexp.tasks.classify.trainer import init_head_from_probe
 
     texts = [f"sales {w} sharply in quarter {i}" for i in range(20) for w in ("rose", "fell", "were flat")]
     gold = [i % 3 for i in range(60)]
@@ -135,7 +136,7 @@ def test_weight_average_of_last_epochs_is_kept_only_when_validation_says_so(nlpe
 def test_average_weights():
     import torch
 
-    from nlpexp.models.hf import average_weights
+    from nlpexp.tasks.classify.trainer import average_weights
 
     states = [{"w": torch.tensor([1.0, 0.0]), "n": torch.tensor(2)}, {"w": torch.tensor([3.0, 2.0]),
                                                                       "n": torch.tensor(4)}]

@@ -9,15 +9,14 @@ from torch import nn
 
 from nlpexp import decoding, registry
 from nlpexp.models.transformer import (
-    StoryCausalLM,
-    StoryNextToken,
     causal_mask,
     pad_rows,
     padding_mask,
     positional_encoding,
     scaled_dot_product_attention,
 )
-from nlpexp.models.transformer_encdec import StoryEncDec, shift_right
+from nlpexp.tasks.story.transformer import StoryCausalLM, StoryNextToken
+from nlpexp.tasks.story.transformer_encdec import StoryEncDec, shift_right
 
 
 def _rand(*shape, seed=0):
@@ -269,19 +268,19 @@ def test_bleu_wiring():
 def _small_gpt2(freeze: int):
     from omegaconf import OmegaConf
 
-    from nlpexp.models import gpt2
+    from nlpexp.tasks.story import gpt2
 
-    tok = gpt2.train_byte_bpe(["the cat sat on the mat.", "a dog ran in the park."] * 20, 300)
-    cfg = OmegaConf.create({"pretrained": None, "freeze_layers": freeze,
-                            "small": {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2}})
+    cfg = OmegaConf.create({"model": {"pretrained": None, "freeze_layers": freeze,
+                                      "small": {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2}},
+                            "task": {"max_len": 32, "bpe_vocab_size": 300}})
     torch.manual_seed(0)
-    model = gpt2.story_model(cfg, tok, OmegaConf.create({"max_len": 32}))
+    tok, model = gpt2.build(cfg, ["the cat sat on the mat.", "a dog ran in the park."] * 20)
     model.lm.config.resid_pdrop = model.lm.config.embd_pdrop = model.lm.config.attn_pdrop = 0.0
     return tok, model
 
 
 def test_freezing_keeps_frozen_parameters_unchanged_after_a_step():
-    from nlpexp.tasks.story import train_step
+    from nlpexp.tasks.story.recipe import train_step
 
     tok, model = _small_gpt2(freeze=1)
     lm = model.lm
@@ -298,7 +297,7 @@ def test_freezing_keeps_frozen_parameters_unchanged_after_a_step():
 
 
 def test_gradient_accumulation_gives_the_large_batch_update():
-    from nlpexp.tasks.story import train_step
+    from nlpexp.tasks.story.recipe import train_step
 
     def run(groups):
         torch.manual_seed(0)
@@ -381,9 +380,9 @@ def test_zero_shot_generate_from_a_run_and_bad_input(nlpexp, tmp_path):
 def test_story_split_by_position():
     from omegaconf import OmegaConf
 
-    from nlpexp.data.story import load_stories
+    from nlpexp.tasks.story.data import load_stories
 
-    cfg = OmegaConf.load(registry.runner("story").__file__.replace("tasks/story.py", "conf/task/story.yaml")).data
+    cfg = OmegaConf.load(registry.__file__.replace("registry.py", "conf/task/story.yaml")).data
     cfg.test_size, cfg.val_size = 50, 10
     data = load_stories(cfg)
     assert (len(data["train"]), len(data["validation"]), len(data["test"])) == (150, 10, 50)

@@ -5,9 +5,12 @@ self-attention keys/values appended one token at a time).
 
 The layers are the building blocks of nlpexp/models/transformer.py.
 """
+from pathlib import Path
+
 import torch
 from torch import nn
 
+from nlpexp.hub import train_byte_bpe
 from nlpexp.models.transformer import (
     DecoderLayer,
     Embedding,
@@ -18,6 +21,9 @@ from nlpexp.models.transformer import (
     padding_mask,
     project_kv,
 )
+from nlpexp.tasks.story.contract import batches_in_order, read_spec
+from nlpexp.tasks.story.transformer import OurDecoding, load_ours
+
 
 
 def shift_right(target, bos_id: int):
@@ -25,8 +31,9 @@ def shift_right(target, bos_id: int):
     return torch.cat([torch.full_like(target[:, :1], bos_id), target[:, :-1]], dim=1)
 
 
-class StoryEncDec(nn.Module):
+class StoryEncDec(OurDecoding, nn.Module):
     objective = "encdec"
+    adapter = "transformer_encdec"
 
     def __init__(self, vocab_size: int, d_model: int = 256, num_layers: int = 3, num_heads: int = 4,
                  d_ff: int = 1024, dropout: float = 0.1, max_len: int = 256, pad_id: int = 0, bos_id: int = 0,
@@ -40,9 +47,6 @@ class StoryEncDec(nn.Module):
         self.encoder = nn.ModuleList(EncoderLayer(d_model, num_heads, d_ff, dropout) for _ in range(num_layers))
         self.decoder = nn.ModuleList(DecoderLayer(d_model, num_heads, d_ff, dropout) for _ in range(num_layers))
         self.head = nn.Linear(d_model, vocab_size)
-
-    def spec(self) -> dict:
-        return {"family": "transformer_encdec", **self.settings}
 
     def encode(self, src):
         mask = padding_mask(src, self.pad_id)
@@ -101,11 +105,29 @@ class StoryEncDec(nn.Module):
     def advance(self, state, next_ids):
         return self._step(next_ids[:, None], state)
 
+    def prompt_groups(self, prompts, batch_size: int):
+        return batches_in_order(prompts, batch_size)
 
-def story_model(model_cfg, vocab_size: int, pad_id: int, bos_id: int, task_cfg) -> StoryEncDec:
-    return StoryEncDec(vocab_size, model_cfg.d_model, model_cfg.num_layers, model_cfg.num_heads, model_cfg.d_ff,
-                       model_cfg.dropout, int(task_cfg.max_len), pad_id, bos_id, eos_id=bos_id)
+    def fit_positions(self, rows, max_new: int):
+        """The encoder keeps the first max_len prompt tokens; the decoder writes up to max_len - 1."""
+        return [r[: self.max_len] for r in rows], min(max_new, self.max_len - 1)
 
 
-def story_from_spec(spec: dict) -> StoryEncDec:
-    return StoryEncDec(**{k: v for k, v in spec.items() if k != "family"})
+def build(cfg, train_texts, smoke: bool = False):
+    """(byte-level BPE trained on the training stories, StoryEncDec); one extra id past the tokenizer's pads."""
+    tok = train_byte_bpe(train_texts, int(cfg.task.bpe_vocab_size))
+    m = cfg.model
+    return tok, StoryEncDec(len(tok) + 1, m.d_model, m.num_layers, m.num_heads, m.d_ff, m.dropout,
+                            int(cfg.task.max_len), pad_id=len(tok), bos_id=tok.eos_token_id, eos_id=tok.eos_token_id)
+
+
+def load(folder: Path, device: str):
+    spec = read_spec(folder)["spec"]
+    spec.pop("objective")
+    return load_ours(StoryEncDec(**spec), folder, device)
+
+
+def pretrained(cfg, device: str):
+    from nlpexp.tasks.story import transformer
+
+    return transformer.pretrained(cfg, device)

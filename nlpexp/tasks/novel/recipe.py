@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nlpexp import registry
 from nlpexp.errors import UserError
+from nlpexp.tasks.novel.contract import Codec, NovelAdapter, NovelModel, load_codec
 
 
 def run(cfg, run_dir: Path, device: str):
@@ -20,35 +21,30 @@ def run(cfg, run_dir: Path, device: str):
 
 
 # -- checkpoints: safetensors + JSON, nothing pickled -----------------------------------------------------
-def save_checkpoint(model, codec, folder: Path, seq_len: int) -> None:
+def adapter(model: str) -> NovelAdapter:
+    return registry.adapter(model, "novel")
+
+
+def save_checkpoint(model: NovelModel, codec: Codec, folder: Path, seq_len: int, model_name: str) -> None:
     from safetensors.torch import save_model
 
     folder.mkdir(parents=True, exist_ok=True)
     save_model(model, str(folder / "model.safetensors"))
-    (folder / "model.json").write_text(json.dumps({**model.spec(), "seq_len": seq_len}, indent=1))
-    codec.save(folder / "vocab.json" if hasattr(codec, "tokens") else folder)
+    (folder / "model.json").write_text(json.dumps({"model": model_name, "spec": model.spec(), "seq_len": seq_len,
+                                                   "codec": codec.kind}, indent=1))
+    codec.save(folder)
 
 
 def load_checkpoint(folder: Path, device: str):
-    """(model, codec, seq_len) from a checkpoint folder."""
+    """(model on `device`, codec, seq_len) from a checkpoint folder."""
     from safetensors.torch import load_model
-
-    from nlpexp.data.novel import CharVocab
 
     if not (folder / "model.json").exists():
         raise UserError(f"{folder} holds no novel checkpoint (model.json missing; did that run finish?)")
-    spec = json.loads((folder / "model.json").read_text())
-    seq_len = spec.pop("seq_len")
-    family = spec["family"]
-    model = registry.builder({"bert_heads": "bert_fc"}.get(family, family)).from_spec(spec)
+    saved = json.loads((folder / "model.json").read_text())
+    model = adapter(saved["model"]).from_spec(saved["spec"])
     load_model(model, str(folder / "model.safetensors"), device="cpu")
-    if (folder / "vocab.json").exists():
-        codec = CharVocab.load(folder / "vocab.json")
-    else:
-        from nlpexp.models.gpt2 import BPECodec
-
-        codec = BPECodec.load(folder)
-    return model.to(device).eval(), codec, seq_len
+    return model.to(device).eval(), load_codec(folder, saved["codec"]), saved["seq_len"]
 
 
 # -- training ---------------------------------------------------------------------------------------------
@@ -81,7 +77,7 @@ def evaluate(model, ids, starts, seq_len: int, device: str, batch_size: int, aut
     import torch
     import torch.nn.functional as F
 
-    from nlpexp.data.novel import gather_windows
+    from nlpexp.tasks.novel.data import gather_windows
 
     autocast = autocast or contextlib.nullcontext
     model.eval()
@@ -105,7 +101,7 @@ def fit(cfg, model, data, run_dir: Path, device: str):
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    from nlpexp.data.novel import gather_windows
+    from nlpexp.tasks.novel.data import gather_windows
 
     tr, seq_len = cfg.trainer, int(cfg.task.seq_len)
     ids, starts = data["ids"], data["starts"]
@@ -136,7 +132,7 @@ def fit(cfg, model, data, run_dir: Path, device: str):
         running.clear()
         if val_nll < best:
             best = val_nll
-            save_checkpoint(model, data["codec"], best_dir, seq_len)
+            save_checkpoint(model, data["codec"], best_dir, seq_len, cfg.model.name)
         bar.set_postfix(val_loss=row["val_loss"], val_acc=row["val_accuracy"])
 
     for epoch in range(int(tr.epochs)):
@@ -244,16 +240,16 @@ def heldout_generation(model, codec, data, seq_len: int, g, seed: int, run_dir: 
 def train(cfg, run_dir: Path, device: str):
     import pandas as pd
 
-    from nlpexp.data.novel import load_novel
+    from nlpexp.tasks.novel.data import load_novel
     from nlpexp.metrics import bigram_nll, perplexity, plot_history
 
     seq_len, smoke = int(cfg.task.seq_len), bool(cfg.get("smoke"))
-    builder = registry.builder(cfg.model.name)
-    data = load_novel(cfg.data, seq_len, lambda text: builder.novel_codec(cfg.model, text, cfg.data, smoke))
+    builder = adapter(cfg.model.name)
+    data = load_novel(cfg.data, seq_len, lambda text: builder.codec(cfg.model, text, cfg.data, smoke))
     codec = data["codec"]
     print(f"data: {data['origin']}: {len(data['text'])} characters, vocabulary {len(codec)}, windows "
           + ", ".join(f"{k} {len(v)}" for k, v in data["starts"].items()))
-    model = builder.novel_model(cfg.model, codec, seq_len, smoke)
+    model = builder.build(cfg.model, codec, seq_len, smoke)
     history, info = fit(cfg, model, data, run_dir, device)
     model, codec, _ = load_checkpoint(run_dir / "checkpoints" / "best", device)
 

@@ -5,7 +5,7 @@ the last `test_size` stories are the test split, the `val_size` before them vali
 """
 from pathlib import Path
 
-from nlpexp.data.readers import resource_path
+from nlpexp.readers import resource_path
 from nlpexp.errors import UserError
 
 SENTENCES = [f"sentence{i}" for i in range(1, 6)]

@@ -15,53 +15,20 @@ from pathlib import Path
 
 from nlpexp import registry
 from nlpexp.errors import UserError
+from nlpexp.tasks.story.contract import StoryAdapter, StoryModel, read_spec
 
 
 def run(cfg, run_dir: Path, device: str):
     return {"train": train, "eval": evaluate_saved, "generate": generate}[cfg.mode](cfg, run_dir, device)
 
 
-# -- model and tokenizer ---------------------------------------------------------------------------------
-def build(cfg, train_texts, smoke: bool):
-    """(tokenizer, model). Our models get one extra id, past the tokenizer's, for padding."""
-    from nlpexp.models.gpt2 import train_byte_bpe
-
-    builder = registry.builder(cfg.model.name)
-    if cfg.model.family == "gpt2":
-        tok = builder.story_tokenizer(cfg.model, train_texts, int(cfg.task.bpe_vocab_size), smoke)
-        return tok, builder.story_model(cfg.model, tok, cfg.task, smoke)
-    tok = train_byte_bpe(train_texts, int(cfg.task.bpe_vocab_size))
-    return tok, builder.story_model(cfg.model, len(tok) + 1, len(tok), tok.eos_token_id, cfg.task)
-
-
-def save_checkpoint(model, tok, folder: Path) -> None:
-    from safetensors.torch import save_model
-
-    folder.mkdir(parents=True, exist_ok=True)
-    if hasattr(model, "save"):  # gpt2: save_pretrained
-        model.save(folder)
-        spec = {"family": "gpt2"}
-    else:
-        save_model(model, str(folder / "model.safetensors"))
-        tok.save_pretrained(folder)
-        spec = model.spec()
-    (folder / "story_model.json").write_text(json.dumps(spec, indent=1))
+def adapter(model: str) -> StoryAdapter:
+    return registry.adapter(model, "story")
 
 
 def load_checkpoint(folder: Path, device: str):
-    from safetensors.torch import load_model
-    from transformers import AutoTokenizer
-
-    if not (folder / "story_model.json").exists():
-        raise UserError(f"{folder} holds no story checkpoint (story_model.json missing; did that run finish?)")
-    spec = json.loads((folder / "story_model.json").read_text())
-    builder = registry.builder(spec["family"])
-    if spec["family"] == "gpt2":
-        model = builder.story_load(folder)
-        return model.to(device).eval(), model.tokenizer
-    model = builder.story_from_spec(spec)
-    load_model(model, str(folder / "model.safetensors"), device="cpu")
-    return model.to(device).eval(), AutoTokenizer.from_pretrained(folder)
+    """(model, tokenizer) of a checkpoints/final folder, through the adapter named in its story_model.json."""
+    return adapter(read_spec(folder)["model"]).load(folder, device)
 
 
 def encode_pairs(tok, frame) -> list[tuple[list[int], list[int]]]:
@@ -103,7 +70,7 @@ def mean_nll(model, items, batch_size: int, device: str) -> float:
     return nll / max(count, 1)
 
 
-def fit(cfg, model, train_pairs, val_pairs, device: str):
+def fit(cfg, model: StoryModel, train_pairs, val_pairs, device: str):
     import torch
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -170,61 +137,26 @@ def finish_text(text: str, settings: dict) -> str:
     return cut_at_repeated_kgram(text, settings["cut_repeated_kgram"])
 
 
-def continue_prompts(model, tok, prompts: list[list[int]], settings: dict, seed: int, batch_size: int = 64):
-    """Generated texts for the prompt ids: HF models through `generate`, ours through nlpexp.decoding.generate
-    with their own cache (decoder-only prompts batched by length, the encoder-decoder's padded)."""
+def continue_prompts(model: StoryModel, tok, prompts: list[list[int]], settings: dict, seed: int,
+                     batch_size: int = 64):
+    """Generated texts for the prompt ids, in the model's batches (GPT-2 through transformers' `generate`, ours
+    through nlpexp.decoding.generate with their own cache), cut after max_sentences and a repeated k-gram."""
     import torch
 
     from nlpexp import decoding
 
     sentence_ids = decoding.sentence_end_ids(tok)
     words = decoding.word_ids(tok) if settings["no_empty_sentences"] else None
-    eos = tok.eos_token_id
     out: list = [None] * len(prompts)
     gen = torch.Generator().manual_seed(int(seed))
-    if hasattr(model, "hf_generate") or getattr(model, "objective", "") == "encdec":  # padded batches
-        groups = [list(range(i, min(i + batch_size, len(prompts)))) for i in range(0, len(prompts), batch_size)]
-    else:  # decoder-only: rows of one batch share a prompt length (no padding, positions line up)
-        by_len: dict = {}
-        for i, p in enumerate(prompts):
-            by_len.setdefault(len(p), []).append(i)
-        groups = [g[j:j + batch_size] for g in by_len.values() for j in range(0, len(g), batch_size)]
-    device = next(model.parameters()).device
     with torch.no_grad():
-        for k, group in enumerate(groups):
-            rows = [prompts[i] for i in group]
-            rows, max_new = _fit_positions(model, rows, settings["max_new_tokens"])
-            if hasattr(model, "hf_generate"):
-                ids = model.hf_generate(rows, max_new, sentence_ids=sentence_ids, words=words,
-                                        seed=int(seed) + k, **{k2: v for k2, v in settings.items()
-                                                               if k2 != "max_new_tokens"})
-            else:
-                from nlpexp.models.transformer import pad_rows
-
-                pad = model.settings["pad_id"]
-                ids = decoding.generate(
-                    model, pad_rows(rows, pad).to(device), max_new, strategy=settings["strategy"],
-                    temperature=settings["temperature"], top_k=settings["top_k"], top_p=settings["top_p"],
-                    num_beams=settings["num_beams"], repetition_penalty=settings["repetition_penalty"],
-                    no_repeat_ngram_size=settings["no_repeat_ngram_size"], eos_id=eos, banned_ids=[pad],
-                    sentence_ids=sentence_ids, max_sentences=settings["max_sentences"], pad_id=pad, generator=gen,
-                    words=words)
+        for k, group in enumerate(model.prompt_groups(prompts, batch_size)):
+            rows, max_new = model.fit_positions([prompts[i] for i in group], settings["max_new_tokens"])
+            ids = model.continue_ids(rows, max_new, settings, sentence_ids=sentence_ids, words=words,
+                                     eos_id=tok.eos_token_id, seed=int(seed) + k, generator=gen)
             for i, row in zip(group, ids):
                 out[i] = finish_text(tok.decode(row, skip_special_tokens=True), settings)
     return out
-
-
-def _fit_positions(model, rows, max_new: int):
-    """Prompts and a generation length that fit the model's positions (max_len): the encoder-decoder keeps the
-    first max_len prompt tokens and writes up to max_len - 1; decoder-only models keep the last prompt tokens
-    and write into the room left. The next-token classifier re-reads a window and has no limit."""
-    if getattr(model, "objective", "") == "next_token":
-        return rows, max_new
-    if getattr(model, "objective", "") == "encdec":
-        return [r[: model.max_len] for r in rows], min(max_new, model.max_len - 1)
-    keep = max(1, min(len(rows[0]), model.max_len // 2))  # decoder-only (bos included for ours)
-    rows = [r[-keep:] for r in rows]
-    return rows, max(1, min(max_new, model.max_len - 1 - max(len(r) for r in rows)))
 
 
 def story_metrics(hyps: list[str], refs: list[str], prefix: str) -> dict:
@@ -268,25 +200,25 @@ def evaluate(cfg, model, tok, data, test_pairs, run_dir: Path, device: str) -> d
 def train(cfg, run_dir: Path, device: str):
     import pandas as pd
 
-    from nlpexp.data.story import load_stories
+    from nlpexp.tasks.story.data import load_stories
 
     smoke = bool(cfg.get("smoke"))
     data = load_stories(cfg.data)
     print(f"data: {data['origin']}: stories " + ", ".join(f"{k} {len(data[k])}" for k in ("train", "validation",
                                                                                            "test")))
     train_texts = (data["train"]["prompt"] + " " + data["train"]["reference"]).tolist()
-    tok, model = build(cfg, train_texts, smoke)
+    tok, model = adapter(cfg.model.name).build(cfg, train_texts, smoke)
     model.to(device)
     pairs = {k: encode_pairs(tok, data[k]) for k in ("train", "validation", "test") if len(data[k])}
     history, info = fit(cfg, model, pairs["train"], pairs.get("validation"), device)
-    save_checkpoint(model, tok, run_dir / "checkpoints" / "final")
+    model.save(run_dir / "checkpoints" / "final", tok)
 
     metrics = evaluate(cfg, model, tok, data, pairs["test"], run_dir, device)
     pd.DataFrame(history or [{"epoch": 0}]).to_csv(run_dir / "history.csv", index=False)
     first = f"t{float(cfg.generate.eval_temperatures[0])}_bleu"
     return {"metrics": metrics, "objective": first, "origin": data["origin"],
             "stories": {k: len(data[k]) for k in ("train", "validation", "test")}, "vocab_size": len(tok),
-            "objective_kind": getattr(model, "objective", cfg.model.family),
+            "objective_kind": model.objective,
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "total_params": sum(p.numel() for p in model.parameters()),
             "decoding": decode_settings(cfg.generate), **info}
@@ -294,7 +226,7 @@ def train(cfg, run_dir: Path, device: str):
 
 def evaluate_saved(cfg, run_dir: Path, device: str):
     """mode=eval ckpt=<run>: the saved model on this config's test split under this config's decoding settings."""
-    from nlpexp.data.story import load_stories
+    from nlpexp.tasks.story.data import load_stories
 
     model, tok = load_checkpoint(Path(str(cfg.ckpt)).expanduser() / "checkpoints" / "final", device)
     data = load_stories(cfg.data)
@@ -307,13 +239,8 @@ def evaluate_saved(cfg, run_dir: Path, device: str):
 def generate(cfg, run_dir: Path, device: str):
     if cfg.get("ckpt"):
         model, tok = load_checkpoint(Path(str(cfg.ckpt)).expanduser() / "checkpoints" / "final", device)
-    elif cfg.model.family == "gpt2" and cfg.model.get("pretrained"):
-        builder = registry.builder(cfg.model.name)
-        tok = builder.story_tokenizer(cfg.model, [], 0)
-        model = builder.story_model(cfg.model, tok, cfg.task).to(device).eval()
     else:
-        raise UserError(f"model={cfg.model.name} has no pretrained weights to generate with: pass ckpt=<run folder> "
-                        "of a trained task=story run")
+        model, tok = adapter(cfg.model.name).pretrained(cfg, device)
     prompt = str(cfg.prompt)
     ids = tok(prompt, add_special_tokens=False)["input_ids"]
     if not ids:

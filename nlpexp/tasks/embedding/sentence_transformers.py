@@ -5,14 +5,13 @@ from pathlib import Path
 import numpy as np
 
 from nlpexp.errors import UserError
-from nlpexp.runtime import packaged_model_path
-
-LOSSES = ("cosine", "cosent", "angle", "contrastive", "online_contrastive")
+from nlpexp.hub import packaged_model_path
+from nlpexp.tasks.embedding.contract import read_settings, write_settings
 
 
 class SentenceEmbedder:
     def __init__(self, model, model_id: str, batch_size: int = 64, normalize: bool = False):
-        self.model, self.batch_size, self.normalize = model, batch_size, normalize
+        self.model, self.model_id, self.batch_size, self.normalize = model, model_id, batch_size, normalize
         self.id = f"st:{model_id}:{'norm' if normalize else 'raw'}"
 
     def encode(self, texts) -> np.ndarray:
@@ -21,7 +20,9 @@ class SentenceEmbedder:
                                  normalize_embeddings=self.normalize, show_progress_bar=len(texts) >= 2000)
 
     def save(self, folder: Path) -> None:
-        """Named models are reloaded by name; nothing to save."""
+        """Named models are reloaded by name: only the settings."""
+        write_settings(folder, {"pretrained": self.model_id, "batch_size": self.batch_size,
+                                "normalize": self.normalize})
 
     def sentence_transformer(self, folder: Path):
         return self.model
@@ -44,8 +45,10 @@ def embedder(cfg, train_texts, device: str) -> SentenceEmbedder:
     return SentenceEmbedder(load_model(m.pretrained, device), str(m.pretrained), m.batch_size, m.normalize)
 
 
-def load_embedder(saved_cfg, folder: Path, device: str) -> SentenceEmbedder:
-    return embedder(saved_cfg, [], device)
+def load(folder: Path, device: str) -> SentenceEmbedder:
+    saved = read_settings(folder)
+    return SentenceEmbedder(load_model(saved["pretrained"], device), saved["pretrained"], saved["batch_size"],
+                            saved["normalize"])
 
 
 def finetune(st_model, pairs, ft, seed: int, out_dir: Path, device: str):

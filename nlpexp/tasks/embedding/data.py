@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nlpexp.data.readers import decode_bytes, detect_format, resource_path
+from nlpexp.readers import decode_bytes, detect_format, resource_path
 from nlpexp.errors import UserError
 
 SNLI_LABELS = {"entailment": 1, "contradiction": -1, "0": 1, "2": -1}  # hub ids: 0 entail, 1 neutral, 2 contra

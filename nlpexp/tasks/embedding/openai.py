@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from nlpexp.errors import UserError
+from nlpexp.tasks.embedding.contract import read_settings, write_settings
 
 KEY_VARIABLE = "OPENAI_API_KEY"
 
@@ -26,7 +27,7 @@ class OpenAIEmbedder:
             import openai
         except ImportError:
             raise UserError("model=openai needs the openai package: pip install 'nlpexp[openai]'") from None
-        self.openai, self.engine, self.batch_size = openai, engine, batch_size
+        self.openai, self.engine, self.batch_size, self.timeout = openai, engine, batch_size, timeout
         self.client = openai.OpenAI(timeout=timeout, max_retries=2)  # reads the key from the environment
         self.id = f"openai:{engine}"
 
@@ -44,12 +45,14 @@ class OpenAIEmbedder:
         return np.asarray(out, dtype=np.float32)
 
     def save(self, folder: Path) -> None:
-        """Nothing to save: the engine name is in the config."""
+        """The engine and request settings only (never the key)."""
+        write_settings(folder, {"engine": self.engine, "batch_size": self.batch_size, "timeout": self.timeout})
 
 
 def embedder(cfg, train_texts, device: str) -> OpenAIEmbedder:
     return OpenAIEmbedder(str(cfg.model.engine), int(cfg.model.batch_size), float(cfg.model.timeout))
 
 
-def load_embedder(saved_cfg, folder: Path, device: str) -> OpenAIEmbedder:
-    return embedder(saved_cfg, [], device)
+def load(folder: Path, device: str) -> OpenAIEmbedder:
+    saved = read_settings(folder)
+    return OpenAIEmbedder(saved["engine"], saved["batch_size"], saved["timeout"])

@@ -1,114 +1,21 @@
-"""HF encoders (BERT, FinBERT, MiniLM) with a sequence-classification head, trained by the transformers Trainer.
+"""The transformers Trainer loop every torch classifier of this wing trains in (hf, bert_heads, gpt2, mlm_prompt,
+transformer): dynamic padding, length-grouped batches seeded per epoch (resumable mid-epoch), the best epoch by
+validation, LP-FT head start, whole-word tokens, weight averages of the last epochs and model soups.
 
-`model.pretrained` is a hub id, a local folder, or a packaged model name; null builds the same BERT
-architecture small from `model.small` with a WordPiece tokenizer trained on the training texts.
+An adapter hands `fit` a builder `(model_cfg, labels, train_texts, max_length, smoke) -> (tokenizer, model)`
+whose model's forward takes input_ids, attention_mask, token_type_ids, labels and returns .loss and .logits
+(batch, labels), with config.num_labels and save_pretrained(folder). `fit` returns a `TorchClassifier`.
 """
+import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from nlpexp.errors import UserError
-from nlpexp.runtime import is_hub_id, packaged_model_path
-
-SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def train_wordpiece(texts, vocab_size: int, lowercase: bool = True):
-    """A BERT-style WordPiece tokenizer built from `texts` (the offline stand-in for a hub vocabulary).
-
-    The vocabulary is every character (alone and as a `##` continuation) plus the most frequent words, ties
-    broken alphabetically: the same texts give the same vocabulary in every process. (tokenizers'
-    WordPieceTrainer breaks ties in hash order, which differs per process: data-parallel ranks and a resumed run
-    would disagree on the vocabulary.)"""
-    from collections import Counter
-
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    counts = Counter(word for text in texts
-                     for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(str(text))))
-    chars = sorted({c for word in counts for c in word})
-    vocab = list(dict.fromkeys(SPECIAL_TOKENS + chars + ["##" + c for c in chars]))
-    known = set(vocab)
-    words = [w for w in sorted(counts, key=lambda w: (-counts[w], w)) if w not in known]
-    vocab += words[:max(0, vocab_size - len(vocab))]
-    tok = Tokenizer(models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]"))
-    tok.normalizer = normalizer
-    tok.pre_tokenizer = pre_tokenizer
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
-    tok.decoder = decoders.WordPiece()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]")
-
-
-def small_bert_config(small, vocab_size: int, pad_id: int, max_positions: int, **extra):
-    """BertConfig sized by `model.small` (hidden_size, num_hidden_layers, num_attention_heads, intermediate_size):
-    the offline stand-in for a hub BERT, over a vocabulary trained on the data."""
-    from transformers import BertConfig
-
-    return BertConfig(vocab_size=vocab_size, hidden_size=small.hidden_size, num_hidden_layers=small.num_hidden_layers,
-                      num_attention_heads=small.num_attention_heads, intermediate_size=small.intermediate_size,
-                      max_position_embeddings=max_positions, pad_token_id=pad_id, **extra)
-
-
-def pretrained_tokenizer(name: str):
-    """AutoTokenizer from a hub id, a local folder or a packaged model name; one line if it cannot."""
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(packaged_model_path(str(name)) or str(name))
-    except (OSError, ValueError, ConnectionError) as err:
-        raise hub_error(str(name), err) from None
-
-
-def pretrained_model(name: str, model_class, **kwargs):
-    """model_class.from_pretrained (float32) from a hub id, a local folder or a packaged model name; one line if
-    it cannot."""
-    import torch
-
-    try:
-        return model_class.from_pretrained(packaged_model_path(str(name)) or str(name), dtype=torch.float32, **kwargs)
-    except (OSError, ValueError, ConnectionError) as err:
-        raise hub_error(str(name), err) from None
-
-
-def load_pretrained(name: str, model_class, **kwargs):
-    """(tokenizer, model): pretrained_tokenizer and pretrained_model."""
-    return pretrained_tokenizer(name), pretrained_model(name, model_class, **kwargs)
-
-
-def hub_error(name: str, err: Exception) -> UserError:
-    first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-    return UserError(f"cannot load '{name}' from the Hugging Face hub or a local folder ({first}); offline, use "
-                     "model.pretrained=null to build it small from config, or model.pretrained=<local folder>")
-
-
-def build(model_cfg, labels: list[str], train_texts, max_length: int, smoke: bool = False):
-    """(tokenizer, model) for sequence classification with len(labels) outputs."""
-    from transformers import AutoModelForSequenceClassification
-
-    id2label = dict(enumerate(labels))
-    label2id = {name: i for i, name in enumerate(labels)}
-    name = model_cfg.get("pretrained")
-    if smoke and is_hub_id(name):
-        name = None
-    if name is None:
-        small = model_cfg.small
-        tokenizer = train_wordpiece(train_texts, small.vocab_size)
-        config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2,
-                                   num_labels=len(labels), id2label=id2label, label2id=label2id)
-        return tokenizer, AutoModelForSequenceClassification.from_config(config)
-    return load_pretrained(name, AutoModelForSequenceClassification, num_labels=len(labels), id2label=id2label,
-                           label2id=label2id, ignore_mismatched_sizes=True)
-
-
-class Classifier:
-    """A trained or loaded model that scores texts."""
+class TorchClassifier:
+    """A trained or loaded torch classifier with its tokenizer: scores texts in length-sorted batches."""
 
     def __init__(self, tokenizer, model, device: str, max_length: int):
         self.tokenizer, self.device, self.max_length = tokenizer, device, max_length
@@ -128,16 +35,24 @@ class Classifier:
                 out[idx] = torch.softmax(self.model(**enc).logits.float(), dim=-1).cpu().numpy()
         return out
 
+    def extra_metrics(self, frame, labels, prefix: str) -> dict:
+        return {}
+
+    def weights(self) -> dict:
+        return self.model.state_dict()
+
+    def load_weights(self, state: dict) -> None:
+        self.model.load_state_dict(state)
+
     def save(self, folder: Path) -> None:
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
+        (Path(folder) / "scoring.json").write_text(json.dumps({"max_length": int(self.max_length)}))
 
 
-def load(folder: Path, device: str, max_length: int = 128) -> Classifier:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    return Classifier(AutoTokenizer.from_pretrained(folder), AutoModelForSequenceClassification.from_pretrained(folder),
-                      device, max_length)
+def saved_max_length(folder: Path) -> int:
+    """The truncation length a saved classifier was trained with (scoring.json, written by TorchClassifier.save)."""
+    return int(json.loads((Path(folder) / "scoring.json").read_text())["max_length"])
 
 
 def init_head_from_probe(model, tokenizer, texts, gold, max_length: int, seed: int) -> None:
@@ -272,19 +187,18 @@ def keep_whole_words(tokenizer, model, words) -> list[str]:
 
 def keep_whole_list(cfg, labels: list[str]) -> list[str]:
     """tokenizer.keep_whole: null means the label words; [] turns it off; tasks without the key keep none."""
-    if cfg.get("tokenizer") is None or cfg.model.family != "hf_encoder":  # WordPiece models only
+    if cfg.get("tokenizer") is None:
         return []
     words = cfg.tokenizer.get("keep_whole")
     return list(labels) if words is None else [str(w) for w in words]
 
 
-def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model=None):
+def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model, keep_whole: bool = False):
     """Fine-tune with the Trainer (dynamic padding, length-grouped batches), keep the best epoch by validation.
 
     Under torchrun (trainer.nproc > 1) every rank trains; only rank 0 gets a classifier back (None elsewhere).
-    `build_model`: another (tokenizer, model) builder with build()'s signature (bert_heads, transformer,
-    mlm_prompt reuse this loop); the model's forward takes input_ids, attention_mask, token_type_ids, labels and
-    returns .loss and .logits (batch, labels), and it has config.num_labels and save_pretrained(folder).
+    `build_model`: the adapter's (tokenizer, model) builder (see the module docstring). `keep_whole`: the
+    adapter's tokenizer is WordPiece, so tokenizer.keep_whole applies (hf encoders).
     `trainer.soup=N` (N > 1): N fine-tunes from the same start (seeds seed..seed+N-1: data order and dropout
     differ), then one model with the mean of their weights (a uniform "model soup").
     """
@@ -301,10 +215,10 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model=
     transformers.logging.set_verbosity_error()
 
     tr = cfg.trainer
-    tokenizer, model = (build_model or build)(cfg.model, labels, splits["train"]["text"], tr.max_length,
-                                              bool(cfg.get("smoke")))
-    added = keep_whole_words(tokenizer, model, keep_whole_list(cfg, labels))
-    if keep_whole_list(cfg, labels):
+    tokenizer, model = build_model(cfg.model, labels, splits["train"]["text"], tr.max_length, bool(cfg.get("smoke")))
+    whole = keep_whole_list(cfg, labels) if keep_whole else []
+    added = keep_whole_words(tokenizer, model, whole)
+    if whole:
         print(f"tokenizer: added as whole tokens: {', '.join(added) or 'none (every word is one token already)'}")
     if cfg.model.get("head_init") == "probe":
         init_head_from_probe(model, tokenizer, splits["train"]["text"], splits["train"]["label"], tr.max_length,
@@ -339,7 +253,7 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model=
             scores.append(float(trainer.state.best_metric))
             history += [{"ingredient": i + 1, **row} for row in _history(trainer.state.log_history)]
             ingredients.append({"seed": seed, f"val_{tr.best_metric}": round(scores[-1], 6),
-                                "test_accuracy": accuracy(Classifier(tokenizer, model, device, tr.max_length),
+                                "test_accuracy": accuracy(TorchClassifier(tokenizer, model, device, tr.max_length),
                                                            splits["test"])})
         # a uniform soup, not a greedy one: validation (776 texts on PhraseBank) cannot tell apart averages whose
         # accuracies differ by less than its own noise, and choosing among them by it cost test accuracy there
@@ -349,7 +263,7 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model=
               f"(ingredients {min(scores):.4f}-{max(scores):.4f})")
         samples_per_s = len(splits["train"]) * float(tr.epochs) * n_soup / (time.time() - started)
         extra = {"soup": {"ingredients": ingredients, f"val_{tr.best_metric}": round(score, 6)}}
-    clf = Classifier(tokenizer, trainer.model, device, tr.max_length)
+    clf = TorchClassifier(tokenizer, trainer.model, device, tr.max_length)
     clf.save(ckpt_dir / "best")
     if not tr.keep_checkpoints:
         for old in [*ckpt_dir.glob("checkpoint-*"), *ckpt_dir.glob("ingredient-*")]:
@@ -358,7 +272,7 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model=
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "total_params": sum(p.numel() for p in model.parameters()),
             **{k: v for k, v in extra.items() if v}}
-    if keep_whole_list(cfg, labels):
+    if whole:
         info["tokenizer_added_words"] = added
     return clf, history, info
 
@@ -400,87 +314,3 @@ def _train(cfg, model, tokenizer, data: dict, labels: list[str], run_dir: Path, 
     out = trainer.train(resume_from_checkpoint=cfg.get("resume_from"))
     trainer.accelerator.wait_for_everyone()  # every rank has loaded the best epoch before rank 0 prunes checkpoints
     return trainer, out
-
-
-# --- embedding task: the encoder as a sentence embedder (mean of the last hidden states over real tokens) ---
-
-def weights_fingerprint(model) -> str:
-    """Short hash of a model's weights: the cache id of a model built here (random init, fine-tuned)."""
-    import hashlib
-
-    digest = hashlib.sha1()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def mean_pool(hidden, attention_mask):
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-
-
-class MeanPooledEncoder:
-    """Any HF encoder as an embedder; `id` names it in the embedding cache."""
-
-    def __init__(self, tokenizer, model, device: str, max_length: int, model_id: str, batch_size: int = 64):
-        self.tokenizer, self.model, self.device = tokenizer, model.to(device).eval(), device
-        self.max_length, self.batch_size, self.built_here = max_length, batch_size, model_id is None
-        self.id = f"hf-mean:{model_id}" if model_id else f"hf-mean:built:{weights_fingerprint(model)}"
-
-    def encode(self, texts) -> np.ndarray:
-        import torch
-        from tqdm.auto import tqdm
-
-        texts = list(texts)
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
-        with torch.no_grad():
-            for start in tqdm(range(0, len(texts), self.batch_size), desc="embed", leave=False, mininterval=2,
-                              disable=len(texts) < 2000):
-                idx = order[start:start + self.batch_size]
-                enc = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.max_length,
-                                     padding=True, return_tensors="pt").to(self.device)
-                hidden = self.model(**enc).last_hidden_state
-                out[idx] = mean_pool(hidden, enc["attention_mask"]).float().cpu().numpy()
-        return out
-
-    def save(self, folder: Path) -> None:
-        """Only a model built here needs saving; a named one is rebuilt from its name."""
-        if self.built_here:
-            self.model.save_pretrained(folder)
-            self.tokenizer.save_pretrained(folder)
-
-    def sentence_transformer(self, folder: Path):
-        """The same encoder + mean pooling as a SentenceTransformer (for method=finetune)."""
-        from sentence_transformers import SentenceTransformer
-
-        self.model.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
-        return SentenceTransformer(str(folder), device=self.device)
-
-
-def embedder(cfg, train_texts, device: str) -> MeanPooledEncoder:
-    """Pretrained encoder by name; null (or a hub id in smoke runs) builds it small on the training texts."""
-    from transformers import AutoModel
-
-    name = cfg.model.get("pretrained")
-    if cfg.get("smoke") and is_hub_id(name):
-        name = None
-    max_length = cfg.trainer.max_length
-    if name is None:
-        small = cfg.model.small
-        tokenizer = train_wordpiece(train_texts, small.vocab_size)
-        config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2)
-        return MeanPooledEncoder(tokenizer, AutoModel.from_config(config), device, max_length, None)
-    tokenizer, model = load_pretrained(name, AutoModel)
-    return MeanPooledEncoder(tokenizer, model, device, max_length, str(name))
-
-
-def load_embedder(saved_cfg, folder: Path, device: str) -> MeanPooledEncoder:
-    from transformers import AutoModel, AutoTokenizer
-
-    if (folder / "config.json").exists():
-        return MeanPooledEncoder(AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder), device,
-                                 saved_cfg.trainer.max_length, None)
-    return embedder(saved_cfg, [], device)

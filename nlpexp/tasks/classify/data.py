@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nlpexp.data.readers import read_labelled_file, resource_path
+from nlpexp.readers import read_labelled_file, resource_path
 from nlpexp.errors import UserError
 
 SPLITS = ("train", "validation", "test")

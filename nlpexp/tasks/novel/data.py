@@ -9,7 +9,7 @@ import re
 import unicodedata
 from pathlib import Path
 
-from nlpexp.data.readers import decode_bytes, resource_path
+from nlpexp.readers import decode_bytes, resource_path
 from nlpexp.errors import UserError
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -60,6 +60,8 @@ def read_sources(data) -> tuple[str, str]:
 class CharVocab:
     """Characters <-> ids; ids 0..4 are the BERT special tokens, unknown characters map to [UNK]."""
 
+    kind = "chars"
+
     def __init__(self, tokens: list[str]):
         self.tokens = list(tokens)
         self.index = {t: i for i, t in enumerate(self.tokens)}
@@ -89,12 +91,14 @@ class CharVocab:
         special = set(self.special_ids) if skip_special else set()
         return "".join(self.tokens[i] for i in ids if i not in special)
 
-    def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps({"tokens": self.tokens}, ensure_ascii=False))
+    def save(self, folder: Path) -> None:
+        """folder/vocab.json: the tokens in id order."""
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "vocab.json").write_text(json.dumps({"tokens": self.tokens}, ensure_ascii=False))
 
     @classmethod
-    def load(cls, path: Path) -> "CharVocab":
-        return cls(json.loads(Path(path).read_text(encoding="utf-8"))["tokens"])
+    def load(cls, folder: Path) -> "CharVocab":
+        return cls(json.loads((Path(folder) / "vocab.json").read_text(encoding="utf-8"))["tokens"])
 
 
 def split_by_position(n: int, fractions) -> list[tuple[int, int]]:

@@ -19,17 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
-from nlpexp.models.gpt2 import _small, small_config, train_byte_bpe
-from nlpexp.models.hf import load_pretrained
+from nlpexp.hub import builds_small, load_pretrained, small_gpt2_config, train_byte_bpe
+
 
 
 def build_lm(model_cfg, texts, n_positions: int, smoke: bool = False):
     """(tokenizer, GPT2LMHeadModel): the hub model, or a small one with a BPE trained on `texts`."""
     from transformers import GPT2LMHeadModel
 
-    if _small(model_cfg, smoke):
+    if builds_small(model_cfg, smoke):
         tokenizer = train_byte_bpe(texts, int(model_cfg.small.get("vocab_size") or 2000))
-        return tokenizer, GPT2LMHeadModel(small_config(model_cfg.small, tokenizer, n_positions))
+        return tokenizer, GPT2LMHeadModel(small_gpt2_config(model_cfg.small, len(tokenizer), n_positions,
+                                                            tokenizer.eos_token_id, tokenizer.pad_token_id))
     tokenizer, model = load_pretrained(model_cfg.pretrained, GPT2LMHeadModel)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -232,7 +233,7 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
                           "prompt_example": tokenizer.decode(sequences[0])}
 
 
-def load(folder: Path, model_cfg=None, device: str = "cpu") -> PromptClassifier:
+def load(folder: Path, device: str) -> PromptClassifier:
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
     spec = json.loads((Path(folder) / "prompt.json").read_text())
@@ -240,7 +241,7 @@ def load(folder: Path, model_cfg=None, device: str = "cpu") -> PromptClassifier:
                             spec["labels"], spec["question"], spec["cue"], device, spec["max_length"])
 
 
-# --- generation-augmented training: a label-conditioned generator (classify.augment) ---
+# --- generation-augmented training: a label-conditioned generator (recipe.augment) ---
 
 def generate_per_label(cfg, labels: list[str], train, run_dir: Path, device: str):
     """Fine-tune a GPT-2 on `<label>: <text><|endoftext|>` over the training split, then sample

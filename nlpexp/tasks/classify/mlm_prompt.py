@@ -6,7 +6,7 @@ there (a cross-entropy over the whole vocabulary), and `model.mlm_probability` o
 masked too and predicted as in BERT's pre-training: masked-LM training on the filled prompt. Prediction: the
 label characters' scores at [MASK], softmaxed among themselves. `model.pretrained` is a hub id or folder
 (bert-base-chinese); null builds a small BERT from `model.small` with a character-level WordPiece vocabulary
-trained on the training texts and the prompt. Trained by models/hf.py's Trainer loop; saved with
+trained on the training texts and the prompt. Trained by trainer.py's Trainer loop; saved with
 save_pretrained (the prompt and label characters live in the model config).
 """
 from pathlib import Path
@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from nlpexp.errors import UserError
-from nlpexp.models.hf import load_pretrained, small_bert_config, train_wordpiece
-from nlpexp.runtime import is_hub_id
+from nlpexp.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
+from nlpexp.tasks.classify import trainer
+
 
 
 class PromptTokenizer:
@@ -96,7 +97,7 @@ def prompt_mlm_class():
 
 
 def build(model_cfg, labels: list[str], train_texts, max_length: int, smoke: bool = False):
-    """(PromptTokenizer, BertPromptMLM) for hf.fit."""
+    """(PromptTokenizer, BertPromptMLM) for trainer.fit."""
 
     bad = [name for name in labels if len(name) != 1]
     if bad:
@@ -105,7 +106,7 @@ def build(model_cfg, labels: list[str], train_texts, max_length: int, smoke: boo
     template, choices = str(model_cfg.prompt), "、".join(labels)
     cls = prompt_mlm_class()
     name = model_cfg.get("pretrained")
-    if name is None or (smoke and is_hub_id(name)):
+    if builds_small(model_cfg, smoke):
         small = model_cfg.small
         # the prompt's and the labels' characters are in the vocabulary even when the training texts lack them
         tokenizer = train_wordpiece(list(train_texts) + [template.format(text="", choices=choices)] + labels,
@@ -129,19 +130,14 @@ def build(model_cfg, labels: list[str], train_texts, max_length: int, smoke: boo
 
 
 def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
-    from nlpexp.models import hf
-
-    return hf.fit(cfg, labels, splits, run_dir, device, build_model=build)
+    return trainer.fit(cfg, labels, splits, run_dir, device, build_model=build)
 
 
-def load(folder: Path, model_cfg, device: str | None = None):
+def load(folder: Path, device: str) -> trainer.TorchClassifier:
     from transformers import AutoTokenizer
-
-    from nlpexp.models.hf import Classifier
 
     model = prompt_mlm_class().from_pretrained(folder)
     cfg = model.config
     tokenizer = PromptTokenizer(AutoTokenizer.from_pretrained(folder), cfg.prompt, "、".join(cfg.prompt_labels),
                                 cfg.prompt_max_length)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return Classifier(tokenizer, model, device, cfg.prompt_max_length)
+    return trainer.TorchClassifier(tokenizer, model, device, cfg.prompt_max_length)

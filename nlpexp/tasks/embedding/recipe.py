@@ -15,16 +15,21 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from nlpexp import registry
-from nlpexp.cache import open_cache
-from nlpexp.data.pairs import load_pairs
 from nlpexp.errors import UserError
 from nlpexp.metrics import accuracy_at, threshold_accuracy
+from nlpexp.tasks.embedding.cache import open_cache
+from nlpexp.tasks.embedding.contract import EmbedderAdapter
+from nlpexp.tasks.embedding.data import load_pairs
 
 SPLIT_PREFIX = {"train": "train", "validation": "val", "test": "test"}
 
 
 def run(cfg, run_dir: Path, device: str):
     return {"train": train, "apply": apply}[cfg.mode](cfg, run_dir, device)
+
+
+def adapter(model: str) -> EmbedderAdapter:
+    return registry.adapter(model, "embedding")
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -185,14 +190,11 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 def train(cfg, run_dir: Path, device: str):
     task = cfg.task
-    if cfg.model.family == "openai":  # before any work; the config check stays independent of the environment
-        registry.builder("openai").require_key()
     splits = load_pairs(cfg.data, task, cfg.seed)
     for name, frame in splits.items():
         print(f"{name}: {int((frame['label'] > 0).sum())} similar + {int((frame['label'] < 0).sum())} dissimilar pairs")
     train_texts = pd.unique(pd.concat([splits[s][c] for s in ("train", "validation") for c in ("text_1", "text_2")]))
-    builder = registry.builder(cfg.model.name)
-    embedder = builder.embedder(cfg, list(train_texts), device)
+    embedder = adapter(cfg.model.name).embedder(cfg, list(train_texts), device)
     cache = open_cache(task.cache)
     try:
         emb = embed_splits(cache, embedder, splits)
@@ -219,8 +221,9 @@ def train(cfg, run_dir: Path, device: str):
             st_model = embedder.sentence_transformer(Path(tmp))
         # no early stopping here, so the whole train half (train + validation) trains the encoder
         train_half = pd.concat([splits["train"], splits["validation"]], ignore_index=True)
-        tuned, history = registry.builder("sentence_transformers").finetune(
-            st_model, train_half, task.finetune, cfg.seed, ckpt, device)
+        from nlpexp.tasks.embedding import sentence_transformers
+
+        tuned, history = sentence_transformers.finetune(st_model, train_half, task.finetune, cfg.seed, ckpt, device)
         tuned_emb = embed_splits(open_cache(None), tuned, splits)
         after = {name: cosine(a, b) for name, (a, b, _) in tuned_emb.items()}
     else:
@@ -253,7 +256,7 @@ def train(cfg, run_dir: Path, device: str):
 
 
 def _read_texts(source: Path) -> list[str]:
-    from nlpexp.data.readers import decode_bytes
+    from nlpexp.readers import decode_bytes
 
     if source.suffix.lower() == ".txt":
         return [line.strip() for line in decode_bytes(source.read_bytes()).splitlines() if line.strip()]
@@ -283,9 +286,11 @@ def apply(cfg, run_dir: Path, device: str):
     else:
         texts = _read_texts(source)
         if saved.task.method == "finetune":
-            embedder = registry.builder("sentence_transformers").load_finetuned(folder / "encoder", device)
+            from nlpexp.tasks.embedding import sentence_transformers
+
+            embedder = sentence_transformers.load_finetuned(folder / "encoder", device)
         else:
-            embedder = registry.builder(saved.model.name).load_embedder(saved, folder / "embedder", device)
+            embedder = adapter(saved.model.name).load(folder / "embedder", device)
         cache = open_cache(saved.task.cache if saved.task.method != "finetune" else None)
         try:
             vectors = cache.embed(embedder, texts)

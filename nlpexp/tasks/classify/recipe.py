@@ -1,9 +1,12 @@
-"""Text classification recipe (finsent; later emotion, Chinese sentiment, CLUE).
+"""Text classification recipe (finsent, emotion, chnsenti, zh_emotion, clue).
 
-train:   data -> fit (best epoch by validation) -> score validation and test -> outputs
+train:   data -> fit (the adapter's: best epoch by validation) -> score validation and test -> outputs
 eval:    a saved run's best checkpoint on a split or a file
 predict: a saved run's best checkpoint on text="..." or input=<file>
+soup:    the mean of finished runs' weights, scored as one model
 Outputs: checkpoints/best, history.csv, predictions.csv, confusion_matrix.png, history.png, report.json.
+The adapters (contract.py) are one module per model: hf, bert_heads, transformer, gpt2 and mlm_prompt train in
+trainer.py's Trainer loop, gpt2_prompt in its own language-model loop, doc2vec with gensim.
 """
 import json
 from pathlib import Path
@@ -13,15 +16,52 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from nlpexp import registry
-from nlpexp.data.classification import (dataset_name, encode_labels, label_names, labels_from_data, load_eval_set,
-                                        load_splits)
-from nlpexp.data.readers import read_labelled_file
 from nlpexp.errors import UserError
 from nlpexp.metrics import accuracy, classification_metrics, plot_confusion, plot_history
+from nlpexp.readers import read_labelled_file
+from nlpexp.tasks.classify.contract import Classifier, ClassifierAdapter, WeightedClassifier
+from nlpexp.tasks.classify.data import (dataset_name, encode_labels, label_names, labels_from_data, load_eval_set,
+                                        load_splits)
 
 
 def run(cfg, run_dir: Path, device: str):
     return {"train": train, "eval": evaluate, "predict": predict, "soup": soup}[cfg.mode](cfg, run_dir, device)
+
+
+def adapter(model: str) -> ClassifierAdapter:
+    return registry.adapter(model, "classify")
+
+
+def train(cfg, run_dir: Path, device: str):
+    if cfg.task.get("labels") or cfg.task.get("label_sets"):
+        labels = label_names(cfg.task)
+    else:  # taken from the data (task=clue): eval/predict read them back from here
+        labels = labels_from_data(cfg.data)
+        (run_dir / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
+    splits = load_splits(cfg.data, labels, cfg.seed)
+    print(f"data: train {len(splits['train'])}, validation {len(splits['validation'])}, test {len(splits['test'])}")
+    extra_metrics, extra = {}, {}
+    if cfg.get("augment") and cfg.augment.generated_per_label:
+        splits, extra_metrics = augment(cfg, labels, splits, run_dir, device)
+    clf, history, info = adapter(cfg.model.name).fit(cfg, labels, splits, run_dir, device)
+    if clf is None:  # a data-parallel rank other than 0: rank 0 scores and writes the outputs
+        return None
+    metrics, reports = {}, {}
+    for split, prefix in (("validation", "val"), ("test", "test")):
+        headline, reports[prefix] = score(clf, splits[split], labels, prefix, run_dir)
+        metrics.update(headline)
+        metrics.update(clf.extra_metrics(splits[split], labels, prefix))  # gpt2_prompt: the unrestricted answer
+    metrics.update(extra_metrics)
+    if cfg.get("eval_on"):
+        cross, extra = cross_evaluate(cfg, clf, labels, splits, run_dir)
+        metrics.update(cross)
+    if not history:
+        history = [{"epoch": 1, **{k: v for k, v in metrics.items() if k.startswith("val_")}}]
+    pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
+    plot_history(history, run_dir / "history.png")
+    (run_dir / "report.json").write_text(json.dumps(reports, indent=2))
+    return {"metrics": metrics, "per_class": reports["test"], "objective": f"val_{cfg.trainer.best_metric}",
+            "samples": {k: len(v) for k, v in splits.items()}, **info, **extra}
 
 
 def score(clf, frame: pd.DataFrame, labels, prefix: str, run_dir: Path):
@@ -38,39 +78,6 @@ def score(clf, frame: pd.DataFrame, labels, prefix: str, run_dir: Path):
     plot_confusion(frame["label"], pred, labels, run_dir / f"confusion_matrix{suffix}.png",
                    title=f"{prefix} accuracy {headline['accuracy']:.3f}")
     return {f"{prefix}_{k}": round(v, 6) for k, v in headline.items()}, report
-
-
-def train(cfg, run_dir: Path, device: str):
-    if cfg.task.get("labels") or cfg.task.get("label_sets"):
-        labels = label_names(cfg.task)
-    else:  # taken from the data (task=clue): eval/predict read them back from here
-        labels = labels_from_data(cfg.data)
-        (run_dir / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
-    splits = load_splits(cfg.data, labels, cfg.seed)
-    print(f"data: train {len(splits['train'])}, validation {len(splits['validation'])}, test {len(splits['test'])}")
-    extra_metrics, extra = {}, {}
-    if cfg.get("augment") and cfg.augment.generated_per_label:
-        splits, extra_metrics = augment(cfg, labels, splits, run_dir, device)
-    clf, history, info = registry.builder(cfg.model.name).fit(cfg, labels, splits, run_dir, device)
-    if clf is None:  # a data-parallel rank other than 0: rank 0 scores and writes the outputs
-        return None
-    metrics, reports = {}, {}
-    for split, prefix in (("validation", "val"), ("test", "test")):
-        headline, reports[prefix] = score(clf, splits[split], labels, prefix, run_dir)
-        metrics.update(headline)
-        if hasattr(clf, "extra_metrics"):  # gpt2_prompt: the unrestricted next-token argmax beside the scoring
-            metrics.update(clf.extra_metrics(splits[split], labels, prefix))
-    metrics.update(extra_metrics)
-    if cfg.get("eval_on"):
-        cross, extra = cross_evaluate(cfg, clf, labels, splits, run_dir)
-        metrics.update(cross)
-    if not history:
-        history = [{"epoch": 1, **{k: v for k, v in metrics.items() if k.startswith("val_")}}]
-    pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
-    plot_history(history, run_dir / "history.png")
-    (run_dir / "report.json").write_text(json.dumps(reports, indent=2))
-    return {"metrics": metrics, "per_class": reports["test"], "objective": f"val_{cfg.trainer.best_metric}",
-            "samples": {k: len(v) for k, v in splits.items()}, **info, **extra}
 
 
 def cross_evaluate(cfg, clf, labels, splits, run_dir: Path):
@@ -99,12 +106,12 @@ def augment(cfg, labels, splits, run_dir: Path, device: str):
     (without_augment/) and on them alone (generated_only/), for the original study's comparison and cross checks:
     the real-data classifier tested on the generated texts, the generated-data classifier on the real test split.
     Returns the training split with the generated texts added, and those metrics."""
-    from nlpexp.models.gpt2_prompt import generate_per_label
+    from nlpexp.tasks.classify.gpt2_prompt import generate_per_label
 
     generated = generate_per_label(cfg, labels, splits["train"], run_dir, device)
     pd.DataFrame({"text": generated["text"], "label": [labels[i] for i in generated["label"]]}).to_csv(
         run_dir / "generated.csv", index=False)
-    builder = registry.builder(cfg.model.name)
+    builder = adapter(cfg.model.name)
     metrics = {}
     for name, train_part in (("without_augment", splits["train"]), ("generated_only", generated)):
         folder = run_dir / name
@@ -120,8 +127,8 @@ def augment(cfg, labels, splits, run_dir: Path, device: str):
     return {**splits, "train": train}, metrics
 
 
-def load_run(cfg, device: str, ckpt=None):
-    """The saved run's config and its best model (ckpt: that run's folder; default cfg.ckpt)."""
+def load_run(cfg, device: str, ckpt=None) -> tuple:
+    """The saved run's config and its best model on `device` (ckpt: that run's folder; default cfg.ckpt)."""
     ckpt = Path(str(ckpt or cfg.ckpt)).expanduser()
     saved = OmegaConf.load(ckpt / ".hydra" / "config.yaml")
     best = ckpt / "checkpoints" / "best"
@@ -129,9 +136,7 @@ def load_run(cfg, device: str, ckpt=None):
         raise UserError(f"{ckpt} has no checkpoints/best (did that run finish?)")
     if (ckpt / "labels.json").exists():  # labels taken from the data at training time
         saved.task.labels = json.loads((ckpt / "labels.json").read_text())
-    builder = registry.builder(saved.model.name)
-    clf = builder.load(best, device, saved.trainer.max_length) if saved.model.family in ("hf_encoder", "gpt2") \
-        else builder.load(best, saved.model)
+    clf: Classifier = adapter(saved.model.name).load(best, device)
     return saved, clf
 
 
@@ -156,7 +161,7 @@ def soup(cfg, run_dir: Path, device: str):
     """mode=soup ckpt=[run, run, ...]: one model with the mean of the runs' weights (a uniform model soup), scored
     on the validation and test splits. The runs are fine-tunes of one model on one split (e.g. a sweep over seed
     with data.split_seed fixed); the command gives the same task, model and data options they were trained with."""
-    from nlpexp.models.hf import average_weights
+    from nlpexp.tasks.classify.trainer import average_weights
 
     runs = [Path(str(r)).expanduser() for r in cfg.ckpt]
     loaded = [load_run(cfg, device, r) for r in runs]
@@ -172,15 +177,13 @@ def soup(cfg, run_dir: Path, device: str):
             raise UserError(f"{run} was trained on another split than this command's data options give (data.* or "
                             "the split seed differ): train the runs with one data.split_seed and pass the same "
                             "data options here")
-    clf = loaded[0][1]
-    if not hasattr(clf, "model") or not hasattr(clf.model, "state_dict"):
-        raise UserError(f"model={cfg.model.name} has no weights to average")
-    states = [{k: v.detach().cpu() for k, v in c.model.state_dict().items()} for _, c in loaded]
+    clf: WeightedClassifier = loaded[0][1]  # the checks admit only models of the Trainer loop (torch weights)
+    states = [{k: v.detach().cpu() for k, v in c.weights().items()} for _, c in loaded]
     for run, state in zip(runs[1:], states[1:]):
         if {k: v.shape for k, v in state.items()} != {k: v.shape for k, v in states[0].items()}:
             raise UserError(f"{run} has other weights (names or shapes) than {runs[0]}: a soup averages "
                             "fine-tunes of one model")
-    clf.model.load_state_dict(average_weights(states))
+    clf.load_weights(average_weights(states))
     labels = label_names(loaded[0][0].task)
     splits = load_splits(cfg.data, labels, cfg.seed)
     metrics, reports = {}, {}
@@ -229,7 +232,7 @@ def predict(cfg, run_dir: Path, device: str):
 
 def _texts(source: Path) -> list[str]:
     """Texts to classify: a .txt file (one per line) or a csv/tsv/jsonl with a text column."""
-    from nlpexp.data.readers import TEXT_COLUMNS, decode_bytes, detect_format
+    from nlpexp.readers import TEXT_COLUMNS, decode_bytes, detect_format
 
     if source.suffix.lower() == ".txt":
         return [line.strip() for line in decode_bytes(source.read_bytes()).splitlines() if line.strip()]

@@ -1,0 +1,328 @@
+"""Config schemas: the type of every key and its range check, next to each other; values stay in YAML.
+
+Every shipped YAML names its schema in its defaults list (`- /schema/model/bert_fc@_here_`), so Hydra types the
+node at composition: a wrong type fails there, in one line. The schemas of what several tasks share (trainer,
+models, device, loggers) are here; each task wing keeps its own (task, data, generate) in its checks.py.
+`setting(...)` puts the range check into the field's metadata; `node_errors` runs them all and names unknown
+keys (a `+key=` on a typed node), so a config is checked completely, every error listed at once.
+"""
+import math
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+
+def setting(default=MISSING, *, gt=None, ge=None, lt=None, le=None, choices=None, check: Callable | None = None,
+            each: dict | None = None):
+    """A schema field with its checks: bounds (gt/ge/lt/le), allowed `choices`, `check(value) -> error | None`,
+    `each` (bounds for every item of a list)."""
+    meta = {k: v for k, v in dict(gt=gt, ge=ge, lt=lt, le=le, choices=choices, check=check, each=each).items()
+            if v is not None}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def value_error(value, meta: dict) -> str | None:
+    """What is wrong with one value under a field's checks (None: nothing)."""
+    if value is None:
+        return None
+    if "choices" in meta and value not in meta["choices"]:
+        return f"must be one of {', '.join(map(str, meta['choices']))} (got {value!r})"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"must be a finite number (got {value!r})"
+        for key, ok, words in (("gt", lambda b: value > b, "> {}"), ("ge", lambda b: value >= b, ">= {}"),
+                               ("lt", lambda b: value < b, "< {}"), ("le", lambda b: value <= b, "<= {}")):
+            if key in meta and not ok(meta[key]):
+                need = " and ".join(w.format(meta[k]) for k, w in (("gt", "> {}"), ("ge", ">= {}"), ("lt", "< {}"),
+                                                                    ("le", "<= {}")) if k in meta)
+                return f"must be {need} (got {value!r})"
+    if "each" in meta and isinstance(value, (list, tuple)):
+        for item in value:
+            problem = value_error(item, meta["each"])
+            if problem:
+                return f"every item {problem}"
+    if "check" in meta:
+        return meta["check"](value)
+    return None
+
+
+def node_errors(node, schema, prefix: str) -> list[str]:
+    """Unknown keys and failed checks of a config node against its schema dataclass, recursively."""
+    from omegaconf import DictConfig, OmegaConf
+
+    names = {f.name: f for f in fields(schema)}
+    errors = [f"{prefix}.{key}: unknown key (the keys of {prefix} are: {', '.join(names)})"
+              for key in node if key not in names]
+    for name, spec in names.items():
+        if OmegaConf.is_missing(node, name):
+            errors.append(f"{prefix}.{name} must be set")
+            continue
+        value = node.get(name)
+        if is_dataclass(spec.type) and isinstance(value, DictConfig):
+            errors += node_errors(value, spec.type, f"{prefix}.{name}")
+            continue
+        if isinstance(value, DictConfig) or OmegaConf.is_list(value):
+            value = OmegaConf.to_container(value)
+        problem = value_error(value, spec.metadata)
+        if problem:
+            errors.append(f"{prefix}.{name} {problem}")
+    return errors
+
+
+def typed_errors(cfg) -> list[str]:
+    """node_errors for every top-level node that composition typed with a schema."""
+    from omegaconf import DictConfig, OmegaConf
+
+    errors = []
+    for key in cfg:
+        node = cfg.get(key)
+        schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+        if schema is not None and is_dataclass(schema):
+            errors += node_errors(node, schema, key)
+    return errors
+
+
+# -- checks several wings share ----------------------------------------------------------------------------
+SOURCES = ("embedded", "hub", "file")
+
+
+def split_error(split) -> str | None:
+    ok = len(split) == 3 and all(f > 0 for f in split) and abs(sum(split) - 1) < 1e-6
+    return None if ok else f"must be three fractions > 0 summing to 1 (got {list(split)})"
+
+
+def data_errors(data) -> list[str]:
+    """data.path files exist; data.source=file has a path."""
+    errors = []
+    if data.get("path"):
+        for item in [data.path] if isinstance(data.path, str) else list(data.path):  # novel takes a list
+            if not Path(str(item)).expanduser().exists():
+                errors.append(f"data file not found: {Path(str(item)).expanduser()}")
+    if data.get("source") == "file" and not data.get("path"):
+        errors.append("data.source=file needs data.path=<file>")
+    return errors
+
+
+def run_folder_errors(cfg, what: str = "run folder") -> list[str]:
+    """Modes that read a saved run (eval, predict, apply, generate) need ckpt=<its folder>."""
+    if not cfg.get("ckpt"):
+        return [f"mode={cfg.mode} needs ckpt=<{what}>"]
+    if not (Path(str(cfg.ckpt)).expanduser() / ".hydra" / "config.yaml").exists():
+        return [f"ckpt={cfg.ckpt} is not a run folder (no .hydra/config.yaml inside)"]
+    return []
+
+
+def input_errors(cfg) -> list[str]:
+    if cfg.get("input") and not Path(str(cfg.input)).expanduser().exists():
+        return [f"input file not found: {cfg.input}"]
+    return []
+
+
+# -- shared schemas -----------------------------------------------------------------------------------------
+@dataclass
+class Small:
+    """`model.small`: the architecture built from config when model.pretrained=null (offline)."""
+    hidden_size: int = setting(MISSING, gt=0)
+    num_hidden_layers: int = setting(MISSING, gt=0)
+    num_attention_heads: int = setting(MISSING, gt=0)
+    intermediate_size: Optional[int] = setting(None, gt=0)
+    vocab_size: Optional[int] = setting(None, gt=0)
+
+
+def _freeze(value) -> str | None:
+    ok = value in (None, True, False, "none", "all", "all_but_pooler") or (
+        isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+    return None if ok else f"must be none, all, all_but_pooler or a number of layers >= 0 (got {value!r})"
+
+
+@dataclass
+class Trainer:
+    """trainer.*: which keys a training loop reads is declared with the loop (see the wings' checks.py)."""
+    epochs: int = setting(MISSING, ge=0)
+    batch_size: int = setting(MISSING, gt=0)
+    eval_batch_size: int = setting(MISSING, gt=0)
+    lr: float = setting(MISSING, gt=0)
+    weight_decay: float = setting(MISSING, ge=0)
+    warmup_ratio: float = setting(MISSING, ge=0, lt=1)
+    grad_accum: int = setting(MISSING, gt=0)
+    label_smoothing: float = setting(MISSING, ge=0, lt=1)
+    max_length: int = setting(MISSING, gt=0)
+    max_steps: int = setting(MISSING, check=lambda v: None if v == -1 or v > 0 else
+                             f"must be -1 (no cap) or an integer > 0 (got {v!r})")
+    best_metric: str = MISSING
+    keep_checkpoints: bool = MISSING
+    average_last: int = setting(MISSING, ge=0)
+    soup: int = setting(MISSING, gt=0)
+    nproc: int = setting(MISSING, gt=0)
+    save_steps: int = setting(MISSING, ge=0)
+
+
+@dataclass
+class Device:
+    name: str = setting(MISSING, choices=("auto", "cpu", "cuda", "mps"))
+
+
+@dataclass
+class CsvLogger:
+    name: str = "csv"
+
+
+@dataclass
+class TensorboardLogger:
+    name: str = "tensorboard"
+    dir: str = "tensorboard"
+
+
+@dataclass
+class MlflowLogger:
+    name: str = "mlflow"
+    tracking_uri: Optional[str] = None
+    experiment: Optional[str] = None
+
+
+# the model files (nlpexp/conf/model/): one schema each
+@dataclass
+class HFEncoder:
+    """minilm, bert, finbert, bert_chinese: an HF encoder with a classification head (or mean-pooled embedder)."""
+    name: str = MISSING
+    pretrained: Optional[str] = MISSING
+    small: Small = MISSING
+    head_init: str = setting("random", choices=("random", "probe"))
+
+
+@dataclass
+class BertMLMPrompt:
+    name: str = MISSING
+    pretrained: Optional[str] = MISSING
+    prompt: str = setting(MISSING, check=lambda v: None if "{text}" in v and "[MASK]" in v else
+                          "must contain {text} and [MASK]")
+    mlm_probability: float = setting(0.0, ge=0, lt=1)
+    small: Small = MISSING
+
+
+@dataclass
+class BertFC:
+    name: str = MISSING
+    pretrained: Optional[str] = MISSING
+    pool: str = setting("last", choices=("last", "cls"))
+    fc_hidden: int = setting(MISSING, gt=0)
+    classifier_hidden: int = setting(MISSING, gt=0)
+    dropout: float = setting(MISSING, ge=0, lt=1)
+    freeze: Any = setting("none", check=_freeze)
+    causal: bool = False
+    small: Small = MISSING
+
+
+@dataclass
+class BertLSTM:
+    name: str = MISSING
+    pretrained: Optional[str] = MISSING
+    hidden_size: int = setting(MISSING, gt=0)
+    num_layers: int = setting(MISSING, gt=0)
+    dropout: float = setting(MISSING, ge=0, lt=1)
+    freeze: Any = setting("none", check=_freeze)
+    causal: bool = False
+    small: Small = MISSING
+
+
+@dataclass
+class GPT2:
+    name: str = MISSING
+    pretrained: Optional[str] = MISSING
+    small: Small = MISSING
+    freeze_layers: int = setting(0, ge=0)
+
+
+@dataclass
+class GPT2Prompt:
+    name: str = MISSING
+    pretrained: Optional[str] = MISSING
+    small: Small = MISSING
+    question: str = setting(MISSING, check=lambda v: None if "{labels}" in v else
+                            "must contain {labels} (the label words are listed in the prompt)")
+    answer_cue: str = setting(MISSING, check=lambda v: None if v.strip() else "must not be empty")
+    loss_on: str = setting("all", choices=("all", "answer"))
+
+
+@dataclass
+class Transformer:
+    name: str = MISSING
+    d_model: int = setting(MISSING, gt=0)
+    num_layers: int = setting(MISSING, gt=0)
+    num_heads: int = setting(MISSING, gt=0)
+    d_ff: int = setting(MISSING, gt=0)
+    dropout: float = setting(MISSING, ge=0, lt=1)
+    objective: str = setting("next_token", choices=("next_token", "causal_lm"))
+    vocab_size: int = setting(MISSING, gt=0)
+
+
+@dataclass
+class TransformerEncDec:
+    name: str = MISSING
+    d_model: int = setting(MISSING, gt=0)
+    num_layers: int = setting(MISSING, gt=0)
+    num_heads: int = setting(MISSING, gt=0)
+    d_ff: int = setting(MISSING, gt=0)
+    dropout: float = setting(MISSING, ge=0, lt=1)
+
+
+@dataclass
+class Doc2Vec:
+    name: str = MISSING
+    vector_size: int = setting(MISSING, gt=0)
+    window: int = setting(MISSING, gt=0)
+    min_count: int = setting(MISSING, gt=0)
+    epochs: int = setting(MISSING, gt=0)
+    dm: int = setting(0, choices=(0, 1))
+    dbow_words: int = setting(1, choices=(0, 1))
+    infer_epochs: Optional[int] = setting(None, gt=0)
+    lowercase: bool = True
+    C: float = setting(MISSING, gt=0)
+    class_weight: Optional[str] = setting(None, choices=("balanced",))
+
+
+@dataclass
+class SentenceTransformers:
+    name: str = MISSING
+    pretrained: str = MISSING
+    batch_size: int = setting(MISSING, gt=0)
+    normalize: bool = False
+
+
+@dataclass
+class OpenAI:
+    name: str = MISSING
+    engine: str = MISSING
+    batch_size: int = setting(MISSING, gt=0)
+    timeout: float = setting(MISSING, gt=0)
+
+
+MODEL_SCHEMAS = {"minilm": HFEncoder, "bert": HFEncoder, "finbert": HFEncoder, "bert_chinese": HFEncoder,
+                 "bert_chinese_mlm": BertMLMPrompt, "bert_fc": BertFC, "bert_lstm": BertLSTM, "gpt2": GPT2,
+                 "gpt2_prompt": GPT2Prompt, "transformer": Transformer, "transformer_encdec": TransformerEncDec,
+                 "doc2vec": Doc2Vec, "sentence_transformers": SentenceTransformers, "openai": OpenAI}
+
+
+def store() -> None:
+    """Put every schema into Hydra's ConfigStore (schema/<group>/<name>), the wings' too. Cheap: no torch."""
+    from hydra.core.config_store import ConfigStore
+
+    from nlpexp.tasks.classify import checks as classify
+    from nlpexp.tasks.embedding import checks as embedding
+    from nlpexp.tasks.novel import checks as novel
+    from nlpexp.tasks.posenc import checks as posenc
+    from nlpexp.tasks.story import checks as story
+
+    cs = ConfigStore.instance()
+    for name, node in MODEL_SCHEMAS.items():
+        cs.store(group="schema/model", name=name, node=node)
+    cs.store(group="schema", name="trainer", node=Trainer)
+    cs.store(group="schema", name="device", node=Device)
+    for name, node in (("csv", CsvLogger), ("tensorboard", TensorboardLogger), ("mlflow", MlflowLogger)):
+        cs.store(group="schema/logger", name=name, node=node)
+    for wing in (classify, embedding, novel, posenc, story):
+        for group, name, node in wing.SCHEMAS:
+            cs.store(group=f"schema/{group}", name=name, node=node)
+

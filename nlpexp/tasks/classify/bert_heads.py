@@ -1,0 +1,106 @@
+"""BERT encoder with a classification head: `bert_fc` (pooled [CLS] -> MLP) and `bert_lstm` (LSTM over the hidden
+states), trained by the Trainer loop of trainer.py; saved as model.safetensors + classifier.json (the BERT config
+and the head's settings) + the tokenizer files.
+
+`model.pretrained` is a hub id, folder or packaged name; null builds a small BERT from `model.small` with a
+WordPiece vocabulary trained on the training texts.
+"""
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nlpexp.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
+from nlpexp.models.bert import freeze_encoder
+from nlpexp.tasks.classify import trainer
+
+
+
+
+class BertClassifier(nn.Module):
+    """bert_fc: pooled [CLS] -> Linear(hidden, fc_hidden) -> ReLU -> Dropout -> Linear(labels).
+    bert_lstm: the encoder's hidden states -> LSTM -> Linear(labels), read at each text's last non-pad position
+    (batches are right-padded, so the LSTM has seen exactly the text's tokens there)."""
+
+    def __init__(self, bert_config, head: str, num_labels: int, fc_hidden: int = 200, lstm_hidden: int = 256,
+                 lstm_layers: int = 1, dropout: float = 0.1, bert=None):
+        from transformers import BertModel, PretrainedConfig
+
+        super().__init__()
+        self.head = head
+        self.settings = {"head": head, "num_labels": num_labels, "fc_hidden": fc_hidden, "lstm_hidden": lstm_hidden,
+                         "lstm_layers": lstm_layers, "dropout": dropout}
+        self.bert = bert if bert is not None else BertModel(bert_config, add_pooling_layer=head == "fc")
+        self.config = PretrainedConfig(num_labels=num_labels)  # what TorchClassifier reads
+        hidden = self.bert.config.hidden_size
+        if head == "fc":
+            self.fc = nn.Sequential(nn.Linear(hidden, fc_hidden), nn.ReLU(), nn.Dropout(dropout),
+                                    nn.Linear(fc_hidden, num_labels))
+        else:
+            self.lstm = nn.LSTM(hidden, lstm_hidden, num_layers=lstm_layers, batch_first=True,
+                                dropout=dropout if lstm_layers > 1 else 0.0)
+            self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(lstm_hidden, num_labels))
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        out = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        if self.head == "fc":
+            logits = self.fc(out.pooler_output)
+        else:
+            states, _ = self.lstm(out.last_hidden_state)
+            last = attention_mask.sum(dim=1) - 1
+            logits = self.out(states[torch.arange(states.size(0), device=states.device), last])
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def save_pretrained(self, folder) -> None:
+        import json
+
+        from safetensors.torch import save_model
+
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        save_model(self, str(Path(folder) / "model.safetensors"))
+        spec = {"bert_config": self.bert.config.to_dict(), **self.settings}
+        (Path(folder) / "classifier.json").write_text(json.dumps(spec, indent=1))
+
+
+def build_classifier(model_cfg, labels: list[str], train_texts, max_length: int, smoke: bool = False):
+    """(tokenizer, BertClassifier): a hub/local/packaged BERT, or (pretrained=null, or a hub id in smoke runs)
+    a small BERT from `model.small` with a WordPiece vocabulary trained on the training texts."""
+    from transformers import BertModel
+
+    head = "fc" if model_cfg.name == "bert_fc" else "lstm"
+    bert = None
+    if builds_small(model_cfg, smoke):
+        small = model_cfg.small
+        tokenizer = train_wordpiece(train_texts, small.get("vocab_size", 8000))
+        config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2)
+    else:
+        tokenizer, bert = load_pretrained(model_cfg.pretrained, BertModel, add_pooling_layer=head == "fc")
+        config = bert.config
+    model = BertClassifier(config, head, len(labels), fc_hidden=model_cfg.get("classifier_hidden", 200),
+                           lstm_hidden=model_cfg.get("hidden_size", 256), lstm_layers=model_cfg.get("num_layers", 1),
+                           dropout=model_cfg.get("dropout", 0.1), bert=bert)
+    freeze_encoder(model.bert, model_cfg.get("freeze"))
+    return tokenizer, model
+
+
+def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
+    return trainer.fit(cfg, labels, splits, run_dir, device, build_model=build_classifier)
+
+
+def load(folder: Path, device: str) -> trainer.TorchClassifier:
+    """A saved classifier (checkpoints/best of a classification run), on `device`."""
+    import json
+
+    from safetensors.torch import load_model
+    from transformers import AutoTokenizer, BertConfig
+
+    spec = json.loads((Path(folder) / "classifier.json").read_text())
+    model = BertClassifier(BertConfig.from_dict(spec.pop("bert_config")), **spec)
+    load_model(model, str(Path(folder) / "model.safetensors"), device="cpu")
+    return trainer.TorchClassifier(AutoTokenizer.from_pretrained(folder), model, device,
+                                   trainer.saved_max_length(folder))

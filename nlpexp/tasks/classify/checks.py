@@ -1,0 +1,175 @@
+"""The classification wing's config: schemas of task/data/tokenizer/augment, the keys each adapter and training
+loop reads, and the checks that span several keys. Imported before any run: no torch here."""
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+from omegaconf import MISSING, OmegaConf
+
+from nlpexp import registry
+from nlpexp.schema import SOURCES, Small, data_errors, input_errors, run_folder_errors, setting, split_error
+
+FORMATS = ("auto", "phrasebank", "csv", "tsv", "jsonl", "clue")
+
+
+@dataclass
+class ClassifyTask:
+    name: str = MISSING
+    labels: Optional[List[str]] = None          # null: label_sets[label_set], or (clue) taken from the data
+    label_set: Optional[str] = None
+    label_sets: Optional[Dict[str, List[str]]] = None
+
+
+@dataclass
+class ClassifyData:
+    source: str = setting(MISSING, choices=SOURCES)
+    embedded: Optional[str] = None
+    embedded_format: Optional[str] = setting(None, choices=FORMATS)
+    hub_id: Optional[str] = None
+    path: Optional[str] = None
+    format: str = setting("auto", choices=FORMATS)
+    text_column: Optional[str] = None
+    label_column: Optional[str] = None
+    label_map: Optional[Dict[str, str]] = None
+    other_labels: str = setting("error", choices=("drop", "error"))
+    per_label: Optional[int] = setting(None, gt=0)
+    split: List[float] = setting(MISSING, check=split_error)
+    split_seed: Optional[int] = setting(None, ge=0, lt=2 ** 32)
+    eval_split: str = setting("test", choices=("train", "validation", "test"))
+    max_train_samples: Optional[int] = setting(None, gt=0)
+    max_eval_samples: Optional[int] = setting(None, gt=0)
+
+
+@dataclass
+class Tokenizer:
+    keep_whole: Optional[List[str]] = setting(None, check=lambda words: None if all(w.strip() for w in words) else
+                                              "must be a list of words, e.g. [joy,sadness]")
+
+
+@dataclass
+class Augment:
+    generated_per_label: int = setting(0, ge=0)
+    generator: Optional[str] = None
+    generator_small: Small = MISSING
+    generator_epochs: int = setting(MISSING, gt=0)
+    generator_lr: float = setting(MISSING, gt=0)
+    min_tokens: int = setting(MISSING, gt=0)
+    max_tokens: int = setting(MISSING, gt=0)
+    top_k: int = setting(MISSING, gt=0)
+
+
+SCHEMAS = [("classify", "task", ClassifyTask), ("classify", "data", ClassifyData),
+           ("classify", "tokenizer", Tokenizer), ("classify", "augment", Augment)]
+
+# the model.* keys each adapter module reads
+MODEL_KEYS = {
+    "hf": ("pretrained", "small", "head_init"),
+    "bert_heads": ("pretrained", "small", "classifier_hidden", "hidden_size", "num_layers", "dropout", "freeze"),
+    "transformer": ("d_model", "num_layers", "num_heads", "d_ff", "dropout", "vocab_size"),
+    "gpt2": ("pretrained", "small"),
+    "gpt2_prompt": ("pretrained", "small", "question", "answer_cue", "loss_on"),
+    "mlm_prompt": ("pretrained", "small", "prompt", "mlm_probability"),
+    "doc2vec": ("vector_size", "window", "min_count", "epochs", "dm", "dbow_words", "infer_epochs", "lowercase", "C",
+                "class_weight"),
+}
+# the trainer.* keys each training loop reads: trainer.py's Trainer loop, gpt2_prompt's language-model loop
+# (one batch per optimiser step, the best epoch by validation accuracy), gensim (none: model.* has its settings)
+LOOP_READS = {
+    "trainer": ("epochs", "batch_size", "eval_batch_size", "lr", "weight_decay", "warmup_ratio", "grad_accum",
+                "label_smoothing", "max_length", "max_steps", "best_metric", "keep_checkpoints", "average_last",
+                "soup", "nproc", "save_steps"),
+    "lm": ("epochs", "batch_size", "lr", "weight_decay", "warmup_ratio", "max_steps", "max_length"),
+    "gensim": (),
+}
+LOOP_HINTS = {
+    "gensim": {"epochs": "Doc2Vec trains for model.epochs", "": "model=doc2vec trains with gensim: its settings "
+               "are model.vector_size, model.window, model.min_count, model.epochs and model.C"},
+    "lm": {"grad_accum": "gpt2_prompt takes one batch per optimiser step: raise trainer.batch_size instead",
+           "best_metric": "gpt2_prompt keeps the epoch with the best validation accuracy",
+           "": "gpt2_prompt's loop reads trainer." + ", trainer.".join(LOOP_READS["lm"])},
+}
+
+
+def reads(cfg) -> dict:
+    """What this task x model x mode reads, by group ('' = top-level keys), and hints for what it does not."""
+    if cfg.mode != "train":
+        saved = "the saved run's settings (its .hydra/config.yaml) are used"
+        root = {"eval": {"ckpt"}, "predict": {"ckpt", "text", "input", "output"}, "soup": {"ckpt"}}[cfg.mode]
+        return {"reads": {"trainer": set(), "model": set(), "tokenizer": set(), "augment": set(), "": root},
+                "hints": {"trainer": saved, "model": saved, "tokenizer": saved, "augment": saved}}
+    module, loop = registry.MODELS[cfg.model.name].adapter("classify"), registry.loop(cfg.model.name, "classify")
+    hints = {f"trainer.{k}": v for k, v in LOOP_HINTS.get(loop, {}).items() if k}
+    hints["trainer"] = LOOP_HINTS.get(loop, {}).get("")
+    hints["tokenizer.keep_whole"] = "only the WordPiece encoders (minilm, bert, finbert, bert_chinese) keep whole words"
+    return {"reads": {"trainer": set(LOOP_READS[loop]), "model": {"name", *MODEL_KEYS[module]},
+                      "tokenizer": {"keep_whole"} if module == "hf" else set(), "augment": None, "": set()},
+            "hints": hints}
+
+
+def check(cfg) -> list[str]:
+    errors = []
+    data, mode = cfg.data, cfg.mode
+    errors += data_errors(data)
+    if mode == "train":
+        errors += _train_errors(cfg)
+    if mode == "soup":
+        runs = cfg.get("ckpt")
+        if not OmegaConf.is_list(runs) or len(runs) < 2:
+            errors.append("mode=soup needs ckpt=[<run folder>,<run folder>,...] (two or more)")
+        else:
+            from pathlib import Path
+
+            errors += [f"ckpt: {r} is not a finished run folder (no checkpoints/best inside)" for r in runs
+                       if not (Path(str(r)).expanduser() / "checkpoints" / "best").exists()]
+        if registry.loop(cfg.model.name, "classify") != "trainer":
+            errors.append(f"mode=soup averages torch weights: model={cfg.model.name} has none")
+    if mode in ("eval", "predict"):
+        errors += run_folder_errors(cfg)
+        if mode == "predict" and not (cfg.get("text") or cfg.get("input")):
+            errors.append('mode=predict needs text="..." or input=<file>')
+        errors += input_errors(cfg)
+    task = cfg.task
+    if not task.labels and task.label_sets and str(task.label_set) not in task.label_sets:
+        errors.append(f"task.label_set must be one of {', '.join(map(str, task.label_sets))} (got {task.label_set!r})")
+    if mode == "train" and not task.labels and not task.label_sets and not data.get("path") \
+            and data.source != "embedded":
+        errors.append("task.labels=null takes the labels from a file: give data.path=<file> or task.labels")
+    if cfg.model.name == "bert_chinese_mlm":
+        long = [str(name) for name in (task.labels or []) if len(str(name)) != 1]
+        if long:
+            errors.append(f"model=bert_chinese_mlm needs one-character labels (task {task.name} has {', '.join(long)})")
+    return errors
+
+
+def _train_errors(cfg) -> list[str]:
+    errors, tr, model = [], cfg.trainer, cfg.model
+    loop = registry.loop(model.name, "classify")
+    if tr.epochs == 0:
+        errors.append("trainer.epochs must be >= 1 for classification")
+    if tr.nproc > 1 and not registry.MODELS[model.name].data_parallel:
+        errors.append(f"trainer.nproc={tr.nproc}: model {model.name} trains in one process (data parallel: "
+                      + ", ".join(m.name for m in registry.MODELS.values() if m.data_parallel) + ")")
+    if tr.soup > 1:
+        if loop != "trainer":
+            errors.append(f"trainer.soup={tr.soup}: only classifiers trained by the transformers Trainer make soups "
+                          f"(not task={cfg.task.name} model={model.name})")
+        clashes = [(tr.nproc != 1, "trainer.nproc=1"), (bool(tr.average_last), "trainer.average_last=0"),
+                   (cfg.get("resume_from") is not None, "no resume_from")]
+        errors += [f"trainer.soup={tr.soup} trains its ingredients one after another: use {fix}"
+                   for clash, fix in clashes if clash]
+    if model.name == "transformer" and model.d_model % model.num_heads:
+        errors.append(f"model.d_model={model.d_model} must be divisible by model.num_heads={model.num_heads}")
+    aug = cfg.get("augment")
+    if aug is not None and aug.generated_per_label and aug.min_tokens > aug.max_tokens:
+        errors.append(f"augment.min_tokens ({aug.min_tokens}) must not exceed augment.max_tokens ({aug.max_tokens})")
+    eval_on = cfg.get("eval_on")
+    if eval_on:
+        from pathlib import Path
+
+        from nlpexp.readers import resource_path
+
+        if isinstance(eval_on, str):
+            errors.append(f"eval_on must be a list, e.g. eval_on=[emotion_alt.csv] (got {eval_on!r})")
+        else:
+            errors += [f"eval_on: {spec} is neither a file nor an embedded sample" for spec in eval_on
+                       if not (resource_path(str(spec)).is_file() or Path(str(spec)).expanduser().is_file())]
+    return errors

@@ -1,0 +1,83 @@
+"""Doc2Vec document vectors + scikit-learn LogisticRegression (model=doc2vec on the classification tasks).
+
+Saved as gensim's own format (doc2vec.model) plus the regression as NPY/JSON.
+"""
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nlpexp.models.doc2vec import infer_epochs, tokenize, train_doc2vec
+
+
+
+class Doc2VecClassifier:
+    def __init__(self, model_cfg, labels: list[str], seed: int):
+        self.cfg, self.labels, self.seed = model_cfg, labels, seed
+        self.d2v = None
+        self.coef = self.intercept = None
+
+    def _vectors(self, texts) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        epochs = infer_epochs(self.cfg)
+        self.d2v.random.seed(self.seed)  # inference draws random initial vectors: make them repeatable
+        return np.stack([self.d2v.infer_vector(tokenize(t, self.cfg.lowercase), epochs=epochs)
+                         for t in tqdm(list(texts), desc="infer vectors", leave=False, mininterval=1)])
+
+    def fit(self, texts, gold) -> "Doc2VecClassifier":
+        from sklearn.linear_model import LogisticRegression
+
+        c = self.cfg
+        self.d2v = train_doc2vec(texts, c, self.seed, progress=True)
+        features = self._vectors(texts)  # inferred like the test texts, so train and test vectors match
+        lr = LogisticRegression(C=c.C, class_weight=c.get("class_weight"), max_iter=2000)
+        lr.fit(features, np.asarray(gold))
+        coef = np.zeros((len(self.labels), features.shape[1]))
+        intercept = np.full(len(self.labels), -1e9)  # a class absent from training is never predicted
+        rows = lr.coef_ if len(lr.classes_) > 2 else np.vstack([-lr.coef_[0] / 2, lr.coef_[0] / 2])
+        inter = lr.intercept_ if len(lr.classes_) > 2 else np.array([-lr.intercept_[0] / 2, lr.intercept_[0] / 2])
+        coef[lr.classes_], intercept[lr.classes_] = rows, inter
+        self.coef, self.intercept = coef, intercept
+        return self
+
+    def predict_proba(self, texts) -> np.ndarray:
+        logits = self._vectors(texts) @ self.coef.T + self.intercept
+        logits -= logits.max(axis=1, keepdims=True)
+        expo = np.exp(logits)
+        return expo / expo.sum(axis=1, keepdims=True)
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.d2v.save(str(folder / "doc2vec.model"))
+        np.save(folder / "logreg_coef.npy", self.coef)
+        np.save(folder / "logreg_intercept.npy", self.intercept)
+        settings = {k: self.cfg.get(k) for k in ("epochs", "infer_epochs", "lowercase")}
+        (folder / "classifier.json").write_text(json.dumps({"labels": self.labels, "seed": self.seed,
+                                                            "model": settings}, indent=2))
+
+    def extra_metrics(self, frame, labels, prefix: str) -> dict:
+        return {}
+
+
+def load(folder: Path, device: str) -> Doc2VecClassifier:
+    """A saved run's classifier (gensim has no device: `device` is part of the one load signature only)."""
+    from gensim.models.doc2vec import Doc2Vec
+    from omegaconf import OmegaConf
+
+    meta = json.loads((folder / "classifier.json").read_text())
+    clf = Doc2VecClassifier(OmegaConf.create(meta["model"]), meta["labels"], meta["seed"])
+    clf.d2v = Doc2Vec.load(str(folder / "doc2vec.model"))
+    clf.coef, clf.intercept = np.load(folder / "logreg_coef.npy"), np.load(folder / "logreg_intercept.npy")
+    return clf
+
+
+def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
+    started = time.time()
+    train = splits["train"]
+    clf = Doc2VecClassifier(cfg.model, labels, cfg.seed).fit(list(train["text"]), list(train["label"]))
+    seconds = time.time() - started
+    clf.save(run_dir / "checkpoints" / "best")
+    info = {"train_samples_per_s": round(len(train) * cfg.model.epochs / max(seconds, 1e-9), 2)}
+    return clf, [], info

@@ -1,0 +1,35 @@
+"""GPT2ForSequenceClassification (model=gpt2 on the classification tasks), trained by the Trainer loop of
+trainer.py: hub `gpt2` with its byte-level BPE, or (model.pretrained=null) a small GPT-2 from `model.small` with a
+byte-level BPE trained on the training texts."""
+from pathlib import Path
+
+from nlpexp.hub import builds_small, load_pretrained, small_gpt2_config, train_byte_bpe
+from nlpexp.tasks.classify import hf, trainer
+
+
+
+def build_classifier(model_cfg, labels: list[str], train_texts, max_length: int, smoke: bool = False):
+    """(tokenizer, GPT2ForSequenceClassification). GPT-2 has no pad token: padding is end-of-text, and the
+    config's pad_token_id tells the head to read the last token before the padding."""
+    from transformers import GPT2ForSequenceClassification
+
+    names = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+             "label2id": {name: i for i, name in enumerate(labels)}}
+    if builds_small(model_cfg, smoke):
+        tokenizer = train_byte_bpe(train_texts, int(model_cfg.small.get("vocab_size") or 2000))
+        config = small_gpt2_config(model_cfg.small, len(tokenizer), max(int(max_length), 64), tokenizer.eos_token_id,
+                                   tokenizer.pad_token_id, **names)
+        return tokenizer, GPT2ForSequenceClassification(config)
+    tokenizer, model = load_pretrained(model_cfg.pretrained, GPT2ForSequenceClassification, **names)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer, model
+
+
+def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
+    return trainer.fit(cfg, labels, splits, run_dir, device, build_model=build_classifier)
+
+
+def load(folder: Path, device: str) -> trainer.TorchClassifier:
+    return hf.load(folder, device)  # a plain GPT2ForSequenceClassification folder

@@ -1,0 +1,39 @@
+"""HF encoders (BERT, FinBERT, MiniLM, Chinese BERT) with a sequence-classification head, trained by the Trainer
+loop of trainer.py.
+
+`model.pretrained` is a hub id, a local folder, or a packaged model name; null builds the same BERT
+architecture small from `model.small` with a WordPiece tokenizer trained on the training texts.
+"""
+from pathlib import Path
+
+from nlpexp.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
+from nlpexp.tasks.classify import trainer
+
+
+
+def build(model_cfg, labels: list[str], train_texts, max_length: int, smoke: bool = False):
+    """(tokenizer, model) for sequence classification with len(labels) outputs."""
+    from transformers import AutoModelForSequenceClassification
+
+    id2label = dict(enumerate(labels))
+    label2id = {name: i for i, name in enumerate(labels)}
+    if builds_small(model_cfg, smoke):
+        small = model_cfg.small
+        tokenizer = train_wordpiece(train_texts, small.vocab_size)
+        config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2,
+                                   num_labels=len(labels), id2label=id2label, label2id=label2id)
+        return tokenizer, AutoModelForSequenceClassification.from_config(config)
+    return load_pretrained(model_cfg.pretrained, AutoModelForSequenceClassification, num_labels=len(labels),
+                           id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True)
+
+
+def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
+    return trainer.fit(cfg, labels, splits, run_dir, device, build_model=build, keep_whole=True)
+
+
+def load(folder: Path, device: str) -> trainer.TorchClassifier:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    return trainer.TorchClassifier(AutoTokenizer.from_pretrained(folder),
+                                   AutoModelForSequenceClassification.from_pretrained(folder), device,
+                                   trainer.saved_max_length(folder))

@@ -1,0 +1,56 @@
+"""Doc2Vec as an embedder (model=doc2vec on task=embedding): trained on the pair texts of the training split,
+vectors inferred for all, each seeded by its text (cacheable)."""
+from pathlib import Path
+
+import numpy as np
+
+from nlpexp.models.doc2vec import infer_epochs, stable_hash, tokenize, train_doc2vec
+from nlpexp.tasks.embedding.checks import MODEL_KEYS
+from nlpexp.tasks.embedding.contract import read_settings, write_settings
+
+
+
+class Doc2VecEmbedder:
+    def __init__(self, model_cfg, seed: int, d2v=None):
+        self.cfg, self.seed, self.d2v = model_cfg, seed, d2v
+
+    def train(self, texts) -> "Doc2VecEmbedder":
+        self.d2v = train_doc2vec(texts, self.cfg, self.seed)
+        return self
+
+    @property
+    def id(self) -> str:
+        """The trained weights and the inference settings: the same training twice shares cache rows."""
+        import hashlib
+
+        digest = hashlib.sha1(self.d2v.wv.vectors.tobytes())
+        digest.update(self.d2v.syn1neg.tobytes() if self.d2v.negative else self.d2v.syn1.tobytes())
+        digest.update(f"{infer_epochs(self.cfg)}:{self.seed}:{self.cfg.lowercase}".encode())
+        return f"doc2vec:{digest.hexdigest()[:16]}"
+
+    def encode(self, texts) -> np.ndarray:
+        epochs = infer_epochs(self.cfg)
+        out = []
+        for text in texts:
+            # seeded by the text itself: a text's vector does not depend on what else is embedded (cacheable)
+            self.d2v.random.seed((self.seed * 1_000_003 + stable_hash(text)) % 2**32)
+            out.append(self.d2v.infer_vector(tokenize(text, self.cfg.lowercase), epochs=epochs))
+        return np.stack(out).astype(np.float32)
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.d2v.save(str(folder / "doc2vec.model"))
+        write_settings(folder, {"seed": self.seed, "model": {k: self.cfg.get(k) for k in MODEL_KEYS["doc2vec"]}})
+
+
+def embedder(cfg, train_texts, device: str) -> Doc2VecEmbedder:
+    return Doc2VecEmbedder(cfg.model, cfg.seed).train(list(train_texts))
+
+
+def load(folder: Path, device: str) -> Doc2VecEmbedder:
+    from gensim.models.doc2vec import Doc2Vec
+    from omegaconf import OmegaConf
+
+    saved = read_settings(folder)
+    return Doc2VecEmbedder(OmegaConf.create(saved["model"]), saved["seed"],
+                           Doc2Vec.load(str(folder / "doc2vec.model")))

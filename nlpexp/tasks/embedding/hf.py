@@ -1,0 +1,94 @@
+"""Any HF encoder (BERT, FinBERT, MiniLM) as a sentence embedder for task=embedding: the mean of its last hidden
+states over the real tokens. A named model is rebuilt from its name; one built here (pretrained=null) is saved."""
+from pathlib import Path
+
+import numpy as np
+
+from nlpexp.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
+from nlpexp.tasks.embedding.contract import read_settings, write_settings
+
+
+
+def weights_fingerprint(model) -> str:
+    """Short hash of a model's weights: the cache id of a model built here (random init, fine-tuned)."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def mean_pool(hidden, attention_mask):
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
+class MeanPooledEncoder:
+    """Any HF encoder as an embedder; `id` names it in the embedding cache."""
+
+    def __init__(self, tokenizer, model, device: str, max_length: int, model_id: str, batch_size: int = 64):
+        self.tokenizer, self.model, self.device = tokenizer, model.to(device).eval(), device
+        self.max_length, self.batch_size, self.name = max_length, batch_size, model_id
+        self.built_here = model_id is None
+        self.id = f"hf-mean:{model_id}" if model_id else f"hf-mean:built:{weights_fingerprint(model)}"
+
+    def encode(self, texts) -> np.ndarray:
+        import torch
+        from tqdm.auto import tqdm
+
+        texts = list(texts)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        with torch.no_grad():
+            for start in tqdm(range(0, len(texts), self.batch_size), desc="embed", leave=False, mininterval=2,
+                              disable=len(texts) < 2000):
+                idx = order[start:start + self.batch_size]
+                enc = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.max_length,
+                                     padding=True, return_tensors="pt").to(self.device)
+                hidden = self.model(**enc).last_hidden_state
+                out[idx] = mean_pool(hidden, enc["attention_mask"]).float().cpu().numpy()
+        return out
+
+    def save(self, folder: Path) -> None:
+        """settings.json, and the weights of a model built here (a named one is rebuilt from its name)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.built_here:
+            self.model.save_pretrained(folder)
+            self.tokenizer.save_pretrained(folder)
+        write_settings(folder, {"pretrained": self.name, "max_length": self.max_length, "batch_size": self.batch_size})
+
+    def sentence_transformer(self, folder: Path):
+        """The same encoder + mean pooling as a SentenceTransformer (for method=finetune)."""
+        from sentence_transformers import SentenceTransformer
+
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        return SentenceTransformer(str(folder), device=self.device)
+
+
+def embedder(cfg, train_texts, device: str) -> MeanPooledEncoder:
+    """Pretrained encoder by name; null (or a hub id in smoke runs) builds it small on the training texts."""
+    from transformers import AutoModel
+
+    max_length = cfg.trainer.max_length
+    if builds_small(cfg.model, bool(cfg.get("smoke"))):
+        small = cfg.model.small
+        tokenizer = train_wordpiece(train_texts, small.vocab_size)
+        config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2)
+        return MeanPooledEncoder(tokenizer, AutoModel.from_config(config), device, max_length, None)
+    tokenizer, model = load_pretrained(cfg.model.pretrained, AutoModel)
+    return MeanPooledEncoder(tokenizer, model, device, max_length, str(cfg.model.pretrained))
+
+
+def load(folder: Path, device: str) -> MeanPooledEncoder:
+    from transformers import AutoModel, AutoTokenizer
+
+    saved = read_settings(folder)
+    name = saved["pretrained"]
+    if name is None:
+        tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder)
+    else:
+        tokenizer, model = load_pretrained(name, AutoModel)
+    return MeanPooledEncoder(tokenizer, model, device, saved["max_length"], name, saved["batch_size"])

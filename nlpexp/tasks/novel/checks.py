@@ -1,0 +1,91 @@
+"""The novel wing's config: schemas of task/data/generate, the keys each adapter and the training loop read,
+and the checks that span several keys. Imported before any run: no torch here."""
+from dataclasses import dataclass
+from typing import Any, List, Optional
+
+from omegaconf import MISSING
+
+from nlpexp import registry
+from nlpexp.schema import data_errors, run_folder_errors, setting, split_error
+
+
+@dataclass
+class NovelTask:
+    name: str = MISSING
+    seq_len: int = setting(MISSING, gt=0)
+    eval_every: Optional[int] = setting(None, gt=0)
+    max_train_minutes: Optional[float] = setting(None, gt=0)
+    mixed_precision: str = setting("auto", choices=("auto", "bf16", "no"))
+    bigram_k: List[float] = setting(MISSING, each={"gt": 0})
+
+
+@dataclass
+class NovelData:
+    source: str = setting(MISSING, choices=("embedded", "file"))
+    embedded: Optional[str] = None
+    path: Any = None  # a file, a folder of .txt files, or a list of them
+    drop_headings: bool = False
+    punctuation: str = setting("full", choices=("full", "half", "none"))
+    line_sep: str = "\n"
+    split: List[float] = setting(MISSING, check=split_error)
+    stride: int = setting(MISSING, gt=0)
+    eval_stride: int = setting(MISSING, gt=0)
+    min_freq: int = setting(MISSING, gt=0)
+    max_vocab: Optional[int] = setting(None, gt=0)
+    max_chars: Optional[int] = setting(None, gt=0)
+    max_train_samples: Optional[int] = setting(None, gt=0)
+    max_eval_samples: Optional[int] = setting(None, gt=0)
+
+
+@dataclass
+class NovelGenerate:
+    strategy: str = setting(MISSING, choices=("sample", "beam"))
+    temperature: float = setting(MISSING, gt=0)
+    top_k: int = setting(MISSING, ge=0)
+    top_p: float = setting(MISSING, gt=0, le=1)
+    repeat_window: int = setting(MISSING, ge=0)
+    beam_size: int = setting(MISSING, gt=0)
+    num_samples: int = setting(MISSING, gt=0)
+    stateful: bool = True
+    eval_prompts: int = setting(MISSING, gt=0)
+    eval_length: int = setting(MISSING, gt=0)
+    eval_beam: bool = True
+
+
+SCHEMAS = [("novel", "task", NovelTask), ("novel", "data", NovelData), ("novel", "generate", NovelGenerate)]
+
+# the model.* keys each adapter module reads
+MODEL_KEYS = {
+    "bert": ("pretrained", "small", "pool", "fc_hidden", "hidden_size", "num_layers", "dropout", "freeze", "causal"),
+    "gpt2": ("pretrained", "small"),
+    "transformer": ("d_model", "num_layers", "num_heads", "d_ff", "dropout"),
+}
+# the trainer.* keys the novel loop (recipe.fit) reads
+LOOP_READS = ("epochs", "batch_size", "eval_batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio",
+              "max_steps")
+HINTS = {"trainer.max_length": "task=novel windows hold task.seq_len characters",
+         "model.classifier_hidden": "bert_fc's next-character MLP is model.fc_hidden"}
+
+
+def reads(cfg) -> dict:
+    module = registry.MODELS[cfg.model.name].adapter("novel")
+    if cfg.mode == "generate":
+        saved = "the saved run's model is used as trained"
+        return {"reads": {"trainer": set(), "model": {"name"}, "": {"ckpt", "prompt", "length"}},
+                "hints": {"trainer": saved, "model": saved}}
+    return {"reads": {"trainer": set(LOOP_READS), "model": {"name", *MODEL_KEYS[module]}, "": set()},
+            "hints": dict(HINTS)}
+
+
+def check(cfg) -> list[str]:
+    errors = data_errors(cfg.data)
+    model = cfg.model
+    if model.name in ("bert_fc", "bert_lstm") and model.get("causal") and model.get("pool") == "cls":
+        errors.append("model.pool=cls needs model.causal=false ([CLS] sees nothing after it in causal mode)")
+    if cfg.mode == "generate":
+        if not isinstance(cfg.get("length"), int) or cfg.length <= 0:
+            errors.append(f"length must be an integer > 0 (got {cfg.get('length')!r})")
+        if not cfg.get("prompt"):
+            errors.append('mode=generate needs prompt="..."')
+        errors += run_folder_errors(cfg)
+    return errors

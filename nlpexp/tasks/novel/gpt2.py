@@ -1,0 +1,83 @@
+"""GPT-2 as a next-token model (task=novel): hub `gpt2` with its byte-level BPE, or (model.pretrained=null) a
+small GPT2Config built from `model.small` over a character vocabulary from the training text.
+
+Saved as safetensors + JSON (the GPT2 config) + the vocabulary (vocab.json) or the BPE tokenizer files.
+"""
+from pathlib import Path
+
+from torch import nn
+
+from nlpexp.decoding import WindowStepper
+from nlpexp.hub import builds_small, pretrained_model, pretrained_tokenizer, small_gpt2_config
+from nlpexp.tasks.novel.data import CharVocab
+
+
+
+class BPECodec:
+    """A hub tokenizer behind the same calls as CharVocab (encode, decode, len, special ids, save)."""
+
+    kind = "bpe"
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.unk_id = tokenizer.unk_token_id
+        self.special_ids = sorted(set(tokenizer.all_special_ids))
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids, skip_special: bool = True) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special)
+
+    def save(self, folder: Path) -> None:
+        self.tokenizer.save_pretrained(folder)
+
+    @classmethod
+    def load(cls, folder: Path) -> "BPECodec":
+        from transformers import AutoTokenizer
+
+        return cls(AutoTokenizer.from_pretrained(folder))
+
+
+class GPT2NextToken(WindowStepper, nn.Module):
+    causal = True
+
+    def __init__(self, config, window: int, lm=None):
+        from transformers import GPT2LMHeadModel
+
+        super().__init__()
+        self.window = window
+        self.lm = lm if lm is not None else GPT2LMHeadModel(config)
+
+    def forward(self, ids):
+        """(B, T) ids -> (B, T, vocab) logits."""
+        return self.lm(input_ids=ids, use_cache=False).logits
+
+    def spec(self) -> dict:
+        return {"gpt2_config": self.lm.config.to_dict(), "window": self.window}
+
+
+def codec(model_cfg, train_text: str, data_cfg, smoke: bool = False):
+    if builds_small(model_cfg, smoke):
+        return CharVocab.from_text(train_text, int(data_cfg.min_freq), data_cfg.get("max_vocab"))
+    return BPECodec(pretrained_tokenizer(model_cfg.pretrained))
+
+
+def build(model_cfg, vocab, seq_len: int, smoke: bool = False) -> GPT2NextToken:
+    from transformers import GPT2LMHeadModel
+
+    if builds_small(model_cfg, smoke):
+        return GPT2NextToken(small_gpt2_config(model_cfg.small, len(vocab), seq_len, vocab.cls_id, vocab.pad_id),
+                             seq_len)
+    lm = pretrained_model(model_cfg.pretrained, GPT2LMHeadModel)
+    return GPT2NextToken(lm.config, seq_len, lm=lm)
+
+
+def from_spec(spec: dict) -> GPT2NextToken:
+    from transformers import GPT2Config
+
+    return GPT2NextToken(GPT2Config.from_dict(spec["gpt2_config"]), spec["window"])

@@ -1,0 +1,26 @@
+"""task=posenc's config: the encoding's width and the positions drawn. Imported before any run: no torch here."""
+from dataclasses import dataclass
+from typing import List
+
+from omegaconf import MISSING
+
+from nlpexp.schema import setting
+
+
+@dataclass
+class PosencTask:
+    name: str = MISSING
+    d_model: int = setting(MISSING, gt=0)
+    positions: List[int] = setting(MISSING, check=lambda v: None if v else "must not be empty", each={"ge": 0})
+
+
+SCHEMAS = [("posenc", "task", PosencTask)]
+
+
+def reads(cfg) -> dict:
+    hint = "task=posenc draws the encoding: it trains nothing (task.d_model, task.positions)"
+    return {"reads": {"trainer": set(), "model": {"name"}, "": set()}, "hints": {"trainer": hint, "model": hint}}
+
+
+def check(cfg) -> list[str]:
+    return []

@@ -1,0 +1,96 @@
+"""The story wing's config: schemas of task/data/generate, the keys each adapter and the training loop read,
+and the checks that span several keys. Imported before any run: no torch here."""
+from dataclasses import dataclass
+from typing import List, Optional
+
+from omegaconf import MISSING
+
+from nlpexp import registry
+from nlpexp.schema import SOURCES, data_errors, run_folder_errors, setting
+
+
+def _count_or_fraction(value) -> str | None:
+    ok = value >= 0 and (value < 1 or float(value).is_integer())
+    return None if ok else f"must be a count (integer >= 1) or a fraction in [0, 1) (got {value!r})"
+
+
+@dataclass
+class StoryTask:
+    name: str = MISSING
+    bpe_vocab_size: int = setting(MISSING, gt=0)
+    window: int = setting(MISSING, gt=0)
+    max_len: int = setting(MISSING, gt=0)
+    max_train_minutes: Optional[float] = setting(None, gt=0)
+
+
+@dataclass
+class StoryData:
+    source: str = setting(MISSING, choices=SOURCES)
+    embedded: Optional[str] = None
+    path: Optional[str] = None
+    hub_id: Optional[str] = None
+    hub_split: str = "train"
+    test_size: float = setting(MISSING, check=_count_or_fraction)
+    val_size: float = setting(0, check=_count_or_fraction)
+    max_stories: Optional[int] = setting(None, gt=0)
+    max_train_samples: Optional[int] = setting(None, gt=0)
+    max_eval_samples: Optional[int] = setting(None, gt=0)
+
+
+@dataclass
+class StoryGenerate:
+    strategy: str = setting(MISSING, choices=("greedy", "sample", "beam"))
+    temperature: float = setting(MISSING, gt=0)
+    top_k: int = setting(MISSING, ge=0)
+    top_p: float = setting(MISSING, gt=0, le=1)
+    num_beams: int = setting(MISSING, gt=0)
+    repetition_penalty: float = setting(MISSING, gt=0)
+    no_repeat_ngram_size: int = setting(MISSING, ge=0)
+    max_new_tokens: int = setting(MISSING, gt=0)
+    max_sentences: int = setting(MISSING, ge=0)
+    no_empty_sentences: bool = True
+    cut_repeated_kgram: int = setting(MISSING, ge=0)
+    num_samples: int = setting(MISSING, gt=0)
+    batch_size: int = setting(MISSING, gt=0)
+    eval_temperatures: List[float] = setting(MISSING, check=lambda v: None if v else "must not be empty",
+                                             each={"gt": 0})
+
+
+SCHEMAS = [("story", "task", StoryTask), ("story", "data", StoryData), ("story", "generate", StoryGenerate)]
+
+# the model.* keys each adapter module reads
+MODEL_KEYS = {
+    "transformer": ("d_model", "num_layers", "num_heads", "d_ff", "dropout", "objective"),
+    "transformer_encdec": ("d_model", "num_layers", "num_heads", "d_ff", "dropout"),
+    "gpt2": ("pretrained", "small", "freeze_layers"),
+}
+# the trainer.* keys the story loop (recipe.fit) reads; mode=eval reads only eval_batch_size
+LOOP_READS = ("epochs", "batch_size", "eval_batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio",
+              "max_steps")
+HINTS = {"trainer.max_length": "task=story sequences hold task.max_len positions",
+         "length": "task=story writes up to generate.max_new_tokens tokens (and generate.max_sentences sentences)"}
+
+
+def reads(cfg) -> dict:
+    module = registry.MODELS[cfg.model.name].adapter("story")
+    trainer = {"train": set(LOOP_READS), "eval": {"eval_batch_size"}}.get(cfg.mode, set())
+    model = {"name", *MODEL_KEYS[module]} if cfg.mode == "train" else {"name"}
+    if cfg.mode == "generate" and not cfg.get("ckpt"):
+        model |= {"pretrained"}  # the configured pretrained model generates as it is
+    root = {"train": set(), "eval": {"ckpt"}, "generate": {"ckpt", "prompt"}}[cfg.mode]
+    hints = dict(HINTS)
+    if cfg.mode != "train":
+        hints.update(trainer="the saved run's model is used as trained", model="the saved run's model is used")
+    return {"reads": {"trainer": trainer, "model": model, "": root}, "hints": hints}
+
+
+def check(cfg) -> list[str]:
+    errors = data_errors(cfg.data)
+    if cfg.mode == "eval":
+        errors += run_folder_errors(cfg)
+    if cfg.mode == "generate":
+        if not cfg.get("prompt"):
+            errors.append('mode=generate needs prompt="..."')
+        if cfg.get("ckpt"):
+            errors += run_folder_errors(cfg)
+    return errors
