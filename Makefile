@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP   := $(VENV)/.installed
 
-.PHONY: install run test smoke lint bench clean
+.PHONY: install run test test-fast smoke lint bench clean
 
 install: $(STAMP)
 
@@ -21,7 +21,11 @@ run: install
 	$(BIN)/nlpexp
 
 test: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest --durations=15
+
+# the edit loop: unit tests only (no smoke runs, sweeps, subprocesses), under a minute
+test-fast: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"
 
 # every registered task x its models in smoke form, through the joblib launcher, then nlpexp-report over it
 smoke: install

@@ -76,7 +76,7 @@ def build(ckpt: str | None):
     if ckpt:
         return load_checkpoint(Path(ckpt) / "checkpoints" / "best", "cpu")
     with initialize_config_module("nlpexp.conf", version_base="1.3"):
-        cfg = compose("config", overrides=["+experiment=novel_continuation"])
+        cfg = compose("config", overrides=["experiment=novel_continuation"])
     chars = sorted(set(PROMPT)) + [chr(0x4E00 + i) for i in range(4400)]
     vocab = CharVocab.from_text("".join(dict.fromkeys(chars)))
     torch.manual_seed(0)

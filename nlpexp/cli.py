@@ -1,37 +1,25 @@
-"""The single entrypoint: validate, seed, pick the device, dispatch to the task runner, write the run summary."""
+"""The `nlpexp` command: argv -> Hydra. The config is composed and checked before Hydra makes a run folder (bad
+input: one line, exit 2, nothing written); `resume=`, free-text quoting, `--help` and the user config layer
+(./conf, --config-dir, hydra.searchpath) are handled here. The run itself: nlpexp/run.py.
+"""
 import json
-import shutil
 import sys
-import time
-import traceback
 import warnings
-from datetime import datetime
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
-
 from nlpexp.errors import UserError
+from nlpexp.run import fail
 
 CONF_MODULE = "nlpexp.conf"
+CONF_DIR = Path(__file__).parent / "conf"
+# Hydra's own flags; with any of these but --config-dir the pre-run check is Hydra's (sweeps check each job)
+HYDRA_FLAGS = {"-m", "--multirun", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
+               "--version", "--config-name", "-cn", "--config-path", "-cp", "--package", "-p", "--resolve", "--run",
+               "-r"}
 
 # our thin hydra/launcher configs extend the plugins' configs of the same name (Hydra 1.3 warns, and supports
 # it); at import, so that launcher worker processes, which import this module, are quiet too
 warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema")
-
-
-def _run_dir(task: str, model: str, mode: str, ckpt) -> str:
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    if mode in ("eval", "predict", "generate") and ckpt:
-        return str(Path(str(ckpt)).expanduser() / mode / stamp)
-    path, n = f"outputs/{task}/{model}/{stamp}", 1
-    while Path(path).exists():  # another run started in the same second: never share a folder
-        path, n = f"outputs/{task}/{model}/{stamp}_{n}", n + 1
-    return path
-
-
-if not OmegaConf.has_resolver("nlpexp_run_dir"):
-    OmegaConf.register_new_resolver("nlpexp_run_dir", _run_dir, use_cache=True)
 
 
 # config choices served by optional Hydra plugins -> (module, extra that installs it)
@@ -54,181 +42,89 @@ def check_plugins(args: list[str]) -> None:
                                 f"pip install 'nlpexp[{extra}]'")
 
 
-def fail(message: str) -> None:
-    print(f"nlpexp: error: {message}", file=sys.stderr)
-    sys.exit(2)
+def config_dir_args(args: list[str]) -> tuple[list[str], str | None]:
+    """(args without --config-dir/-cd DIR, DIR)."""
+    rest, found, i = [], None, 0
+    while i < len(args):
+        flag, eq, value = args[i].partition("=")
+        if flag in ("--config-dir", "-cd"):
+            found = value if eq else (args[i + 1] if i + 1 < len(args) else "")
+            i += 1 if eq else 2
+            continue
+        rest.append(args[i])
+        i += 1
+    return rest, found
 
 
-def _needs_hub(cfg: DictConfig) -> bool:
-    from nlpexp.hub import is_hub_id
-
-    hub_model = is_hub_id(cfg.model.get("pretrained")) and not cfg.get("smoke")
-    hub_data = cfg.get("data") is not None and cfg.data.source == "hub" and not cfg.data.get("path")
-    return hub_model or hub_data
-
-
-def run_job(cfg: DictConfig):
-    """Bookkeeping around one run: the task runner only computes and writes its own outputs."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from nlpexp import distributed, hub, registry, runtime
-    from nlpexp.validate import check_config
-
-    hc = HydraConfig.get()
-    run_dir = Path(hc.runtime.output_dir)
-    multirun = hc.mode == RunMode.MULTIRUN
-    fresh = _is_fresh(run_dir)
-    main_rank = distributed.is_main_process()  # only rank 0 of a data-parallel run writes the run folder
-    started = time.time()
-    try:
-        if cfg.get("smoke"):
-            cfg = runtime.apply_smoke(cfg, list(hc.overrides.task))
-            if (run_dir / ".hydra").is_dir() and main_rank:  # the saved config is the one that ran
-                OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-        check_config(cfg)
-        nproc = int(cfg.get("trainer", {}).get("nproc", 1) or 1)
-        if nproc > 1 and not distributed.is_worker():
-            distributed.check_devices(cfg.device.name, nproc)
-            return _launch_data_parallel(cfg, list(hc.overrides.task), run_dir, nproc, multirun)
-        if _needs_hub(cfg):
-            hub.settle_hub_mode()
-        device = runtime.resolve_device(cfg.device.name)
-        runtime.limit_threads(hc)
-        runtime.seed_everything(cfg.seed)
-        if cfg.get("resume"):
-            cfg = runtime.resume_point(cfg, run_dir)
-        result = registry.runner(cfg.task.name).run(cfg, run_dir, device)
-    except UserError as err:
-        if not main_rank:
-            raise
-        if multirun:  # the sweep goes on; the job is recorded as failed
-            _write_json(run_dir / "metrics.json", {"status": "failed", "error": str(err)})
-            print(f"nlpexp: error: {err}", file=sys.stderr)
-            return None
-        if fresh:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        fail(str(err))
-    except Exception as err:
-        if main_rank:
-            _write_json(run_dir / "metrics.json", {"status": "failed", "error": repr(err)})
-        if multirun:  # a crash in one job is recorded; the rest of the sweep still runs
-            traceback.print_exc()
-            print(f"nlpexp: job {run_dir} failed: {err!r}", file=sys.stderr)
-            return None
-        raise
-    except BaseException as err:  # KeyboardInterrupt, SystemExit: recorded, then stop
-        if main_rank:
-            _write_json(run_dir / "metrics.json", {"status": "failed", "error": repr(err)})
-        raise
-
-    if result is None or not main_rank:  # predict mode prints its own answer; ranks > 0 write nothing
-        return None
-    summary = {
-        "status": "complete",
-        "task": cfg.task.name,
-        "model": cfg.model.name,
-        "mode": cfg.mode,
-        "metrics": result["metrics"],
-        **{k: v for k, v in result.items() if k != "metrics"},
-        "wall_time_s": round(time.time() - started, 3),
-        "device": device,
-        "seed": cfg.seed,
-        "versions": runtime.library_versions(),
-        "git_commit": runtime.git_commit(),
-        "run_dir": str(run_dir),
-    }
-    if cfg.get("resume"):
-        summary["resumed_from"] = cfg.get("resume_from")
-    if distributed.world_size() > 1:
-        summary["processes"] = distributed.world_size()
-    _write_json(run_dir / "metrics.json", summary)
-    from nlpexp import loggers
-
-    try:
-        loggers.log_run(cfg, run_dir, summary)
-    except Exception as err:  # noqa: BLE001 -- the run is complete and recorded: a logger failure does not undo it
-        print(f"nlpexp: warning: logger={loggers.name(cfg)} failed: {err!r}", file=sys.stderr)
-    print_summary(summary)
-    objective = result["metrics"].get(result.get("objective", ""))
-    return objective
+def searchpath_override(overrides: list[str], config_dir: str | None) -> list[str]:
+    """The overrides with --config-dir folded into hydra.searchpath, as Hydra's run will search."""
+    items = [o for o in overrides if not o.startswith("hydra.searchpath=")]
+    given = next((o.split("=", 1)[1] for o in overrides if o.startswith("hydra.searchpath=")), None)
+    paths = [p.strip().strip("'\"") for p in given.strip("[]").split(",") if p.strip()] if given else []
+    if config_dir is not None:
+        folder = Path(config_dir).expanduser().resolve()
+        if not folder.is_dir():
+            raise UserError(f"--config-dir {config_dir}: no such folder")
+        paths.append(f"file://{folder}")
+    return items + ([f"hydra.searchpath=[{','.join(paths)}]"] if paths else [])
 
 
-def _is_fresh(run_dir: Path) -> bool:
-    """True when the folder holds nothing but what Hydra just made (safe to remove on bad input)."""
-    return all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()) if run_dir.is_dir() else True
-
-
-def _launch_data_parallel(cfg: DictConfig, overrides: list[str], run_dir: Path, nproc: int, multirun: bool):
-    """This process only starts the workers; rank 0 of them writes metrics.json as any run does."""
-    from nlpexp import distributed
-
-    code = distributed.launch(overrides, run_dir, nproc)
-    path = run_dir / "metrics.json"
-    summary = json.loads(path.read_text()) if path.exists() else {}
-    if code != 0 or summary.get("status") != "complete":
-        if summary.get("status") != "failed" and run_dir.exists():
-            _write_json(path, {"status": "failed", "error": f"data-parallel workers exited with code {code}"})
-        if multirun:
-            return None
-        sys.exit(code or 1)
-    return summary["metrics"].get(summary.get("objective", ""))
-
-
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    tmp.replace(path)
-
-
-def print_summary(summary: dict) -> None:
-    metrics = summary["metrics"]
-    splits = list(dict.fromkeys(k.split("_", 1)[0] for k in metrics if "_" in k))
-    names = list(dict.fromkeys(k.split("_", 1)[1] for k in metrics if "_" in k))
-    lines = [f"\n{summary['task']} / {summary['model']} ({summary['mode']}) on {summary['device']}, "
-             f"{summary['wall_time_s']:.1f}s"]
-    lines.append(f"{'metric':<22}" + "".join(f"{s:>12}" for s in splits))
-    for name in names:
-        row = [metrics.get(f"{s}_{name}") for s in splits]
-        lines.append(f"{name:<22}" + "".join(f"{v:>12.4f}" if isinstance(v, (int, float)) else f"{'':>12}"
-                                             for v in row))
-    lines.append(f"run folder: {summary['run_dir']}")
-    print("\n".join(lines))
-
-
-def preflight(overrides: list[str]) -> None:
-    """Compose and check the config before Hydra creates a run folder: bad input fails in one line."""
-    from hydra import compose, initialize_config_module
+def compose(overrides: list[str]):
+    """The config these overrides compose to (no run folder, nothing built); composition errors in one line."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    from nlpexp import registry
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(CONF_MODULE, version_base="1.3"):
+            return hydra_compose("config", overrides=overrides)
+    except Exception as err:  # Hydra/OmegaConf composition errors: the message and its cause, one line
+        raise UserError(composition_error(err)) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def composition_error(err: Exception) -> str:
+    import re
+
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    cause = str(err.__cause__).strip().splitlines()[0] if str(err.__cause__ or "").strip() else ""
+    unknown = re.match(r"Could not override '([^']+)'", lines[0] if lines else "")
+    if unknown:  # Hydra's advice to append it with + does not apply: the schema has no such key
+        return f"{unknown.group(1)}: no such key" + (f" ({cause})" if cause else "")
+    return (" ".join(lines) + (f": {cause}" if cause else ""))[:400]
+
+
+def preflight(args: list[str]) -> None:
+    """Compose and check the config before Hydra creates a run folder: every error found, in one line."""
+    from nlpexp import registry, run
     from nlpexp.validate import check_config
 
+    args, config_dir = config_dir_args(args)
+    overrides = [a for a in args if not a.startswith("-")]
     for group, known in (("task", registry.TASKS), ("model", registry.MODELS)):
         for item in overrides:
             key, _, value = item.lstrip("+~").partition("=")
             if key == group and value not in known:
                 raise UserError(f"unknown {group} '{value}'; available {group}s: {', '.join(sorted(known))}")
-    user = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module(CONF_MODULE, version_base="1.3"):
-            cfg = compose("config", overrides=user)
-    except Exception as err:  # composition errors from Hydra/OmegaConf: first line is the message
-        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-        raise UserError(" ".join(lines)[:400]) from None
-    finally:
-        GlobalHydra.instance().clear()
+    user = [o for o in overrides if not o.lstrip("+~").startswith("hydra") or o.startswith("hydra.searchpath=")]
+    cfg = compose(searchpath_override(user, config_dir))
     if cfg.get("smoke"):
         from nlpexp.runtime import apply_smoke
 
         cfg = apply_smoke(cfg, user)
-    check_config(cfg)
+    keys = [o for o in user if not o.startswith("hydra.")]
+    check_config(cfg, keys)
     if cfg.device.name in ("cuda", "mps"):
         from nlpexp.runtime import resolve_device
 
         resolve_device(cfg.device.name)
+    if cfg.get("dry_run"):
+        print(f"nlpexp: config OK: task={cfg.task.name} model={cfg.model.name} mode={cfg.mode}, every key checked; "
+              "nothing built, no run folder (drop dry_run=true to run it)")
+        sys.exit(0)
+    run.mark_checked(keys)
 
 
 def resume_args(args: list[str]) -> list[str]:
@@ -262,9 +158,12 @@ def resume_args(args: list[str]) -> list[str]:
     return [*before, *extra, f"resume={folder}", f"hydra.run.dir={folder}"]
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def hydra_main(cfg: DictConfig):
-    return run_job(cfg)
+def hydra_main():
+    import hydra
+
+    from nlpexp.run import run_job
+
+    return hydra.main(version_base="1.3", config_path="conf", config_name="config")(run_job)()
 
 
 def _saved_run_choices(args: list[str]) -> list[str]:
@@ -276,6 +175,8 @@ def _saved_run_choices(args: list[str]) -> list[str]:
     saved = Path(ckpt).expanduser() / ".hydra" / "config.yaml"
     if not saved.exists():
         return []
+    from omegaconf import OmegaConf
+
     cfg = OmegaConf.load(saved)
     return [f"{key}={cfg[key].name}" for key in ("task", "model") if key not in given and key in cfg]
 
@@ -288,10 +189,53 @@ def _quote_free_text(arg: str) -> str:
     return f"{key}='" + value.replace("'", "\\'") + "'"  # Hydra: only a quote needs escaping inside quotes
 
 
+def _quote_free_text(arg: str) -> str:
+    """prompt=/text= values are free text (Chinese, punctuation): quote them so Hydra's grammar takes them as is."""
+    key, eq, value = arg.partition("=")
+    if not eq or key.lstrip("+~") not in ("prompt", "text") or value[:1] in ("'", '"'):
+        return arg
+    return f"{key}='" + value.replace("'", "\\'") + "'"  # Hydra: only a quote needs escaping inside quotes
+
+
+def _experiment_choice(arg: str) -> str:
+    """`+experiment=x` (the form before experiment joined the defaults list) means `experiment=x`."""
+    return arg[1:] if arg.startswith("+experiment=") else arg
+
+
+def print_help() -> None:
+    """`nlpexp --help`: the tasks with their models and modes, the config groups, the common keys. No Hydra."""
+    from nlpexp import registry
+
+    def options(group: str) -> str:
+        return "|".join(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
+
+    lines = ["usage: nlpexp [key=value ...] [-m] [--config-dir DIR]   (Hydra's own flags: nlpexp --hydra-help)",
+             "", "tasks: task=<task> model=<model> mode=<mode>"]
+    for task in registry.TASKS.values():
+        lines.append(f"  {task.name:<11} {task.summary}")
+        lines.append(f"  {'':<11}   models: {' '.join(task.models)}")
+        lines.append(f"  {'':<11}   modes:  {' '.join(task.modes)}")
+    lines += ["", "config groups:",
+              f"  device={options('device')}  trainer={options('trainer')}  logger={options('logger')}",
+              f"  experiment={options('experiment')}  (yours: ./conf/experiment/<name>.yaml)",
+              f"  hparams_search={options('hparams_search')}  hydra/launcher={options('hydra/launcher')}",
+              "", "common keys:",
+              "  seed=42  ckpt=<run folder>  resume=<run folder>|true  +smoke=true (seconds, offline)",
+              "  dry_run=true (compose and check every key, build nothing)  verbose config: --cfg job",
+              "", "examples:",
+              "  nlpexp                                      # finsent x minilm on the embedded sample, offline",
+              "  nlpexp task=finsent model=doc2vec data.path=Sentences_50Agree.txt",
+              "  nlpexp task=story model=gpt2 mode=generate prompt='Once upon a time' ckpt=outputs/...",
+              "  nlpexp -m model=minilm,doc2vec seed=1,2,3   # a sweep; nlpexp-report <its folder>"]
+    print("\n".join(lines))
+
+
 def main() -> None:
-    sys.argv[1:] = [_quote_free_text(a) for a in sys.argv[1:]]
-    sys.argv[1:] = sys.argv[1:] + _saved_run_choices(sys.argv[1:])
-    args = sys.argv[1:]
+    args = [_experiment_choice(_quote_free_text(a)) for a in sys.argv[1:]]
+    if any(a in ("--help", "-h") for a in args):
+        print_help()
+        return
+    args += _saved_run_choices(args)
     from nlpexp import distributed
 
     if distributed.is_worker():
@@ -304,17 +248,11 @@ def main() -> None:
         check_plugins(args)
         if any(a.startswith("resume=") for a in args) and not distributed.is_worker():  # workers: parent did it
             args = resume_args(args)
+        if not any(a.split("=")[0] in HYDRA_FLAGS for a in args):
+            preflight(args)
     except UserError as err:
         fail(str(err))
     sys.argv = sys.argv[:1] + args
-    hydra_flags = {"-m", "--multirun", "--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c",
-                   "--shell-completion", "-sc", "--version", "--config-dir", "-cd", "--config-name", "-cn",
-                   "--config-path", "-cp", "--package", "-p", "--resolve", "--run", "-r"}
-    if not any(a.split("=")[0] in hydra_flags for a in args):
-        try:
-            preflight([a for a in args if not a.startswith("-")])
-        except UserError as err:
-            fail(str(err))
     hydra_main()
 
 

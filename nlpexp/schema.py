@@ -4,12 +4,15 @@ Every shipped YAML names its schema in its defaults list (`- /schema/model/bert_
 node at composition: a wrong type fails there, in one line. The schemas of what several tasks share (trainer,
 models, device, loggers) are here; each task wing keeps its own (task, data, generate) in its checks.py.
 `setting(...)` puts the range check into the field's metadata; `node_errors` runs them all and names unknown
-keys (a `+key=` on a typed node), so a config is checked completely, every error listed at once.
+keys (a `+key=` on a typed node), so a config is checked completely, every error listed at once. The ConfigStore
+entries are made in nlpexp/conf/__init__.py, next to the YAML that names them.
 """
 import math
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
+
+from omegaconf import MISSING
 
 
 def setting(default=MISSING, *, gt=None, ge=None, lt=None, le=None, choices=None, check: Callable | None = None,
@@ -23,21 +26,28 @@ def setting(default=MISSING, *, gt=None, ge=None, lt=None, le=None, choices=None
     return field(default=default, metadata=meta)
 
 
-def value_error(value, meta: dict) -> str | None:
-    """What is wrong with one value under a field's checks (None: nothing)."""
+def value_error(value, meta: dict, kind: str = "a number") -> str | None:
+    """What is wrong with one value under a field's checks (None: nothing). kind: 'an integer' or 'a number'."""
     if value is None:
         return None
     if "choices" in meta and value not in meta["choices"]:
-        return f"must be one of {', '.join(map(str, meta['choices']))} (got {value!r})"
+        names = [str(c) for c in meta["choices"]]
+        allowed = " or ".join(names) if len(names) == 2 else "one of " + ", ".join(names)
+        return f"must be {allowed} (got {value!r})"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
             return f"must be a finite number (got {value!r})"
-        for key, ok, words in (("gt", lambda b: value > b, "> {}"), ("ge", lambda b: value >= b, ">= {}"),
-                               ("lt", lambda b: value < b, "< {}"), ("le", lambda b: value <= b, "<= {}")):
-            if key in meta and not ok(meta[key]):
-                need = " and ".join(w.format(meta[k]) for k, w in (("gt", "> {}"), ("ge", ">= {}"), ("lt", "< {}"),
-                                                                    ("le", "<= {}")) if k in meta)
-                return f"must be {need} (got {value!r})"
+        lo = ("gt", "(") if "gt" in meta else ("ge", "[") if "ge" in meta else None
+        hi = ("lt", ")") if "lt" in meta else ("le", "]") if "le" in meta else None
+        fails = (lo and not (value > meta["gt"] if lo[0] == "gt" else value >= meta["ge"])) or \
+            (hi and not (value < meta["lt"] if hi[0] == "lt" else value <= meta["le"]))
+        if fails:
+            if lo and hi:
+                need = f"in {lo[1]}{meta[lo[0]]}, {meta[hi[0]]}{hi[1]}"
+            else:
+                key, sign = (lo[0], ">" if lo[0] == "gt" else ">=") if lo else (hi[0], "<" if hi[0] == "lt" else "<=")
+                need = f"{kind} {sign} {meta[key]}"
+            return f"must be {need} (got {value!r})"
     if "each" in meta and isinstance(value, (list, tuple)):
         for item in value:
             problem = value_error(item, meta["each"])
@@ -65,7 +75,7 @@ def node_errors(node, schema, prefix: str) -> list[str]:
             continue
         if isinstance(value, DictConfig) or OmegaConf.is_list(value):
             value = OmegaConf.to_container(value)
-        problem = value_error(value, spec.metadata)
+        problem = value_error(value, spec.metadata, "an integer" if "int" in str(spec.type) else "a number")
         if problem:
             errors.append(f"{prefix}.{name} {problem}")
     return errors
@@ -303,26 +313,3 @@ MODEL_SCHEMAS = {"minilm": HFEncoder, "bert": HFEncoder, "finbert": HFEncoder, "
                  "bert_chinese_mlm": BertMLMPrompt, "bert_fc": BertFC, "bert_lstm": BertLSTM, "gpt2": GPT2,
                  "gpt2_prompt": GPT2Prompt, "transformer": Transformer, "transformer_encdec": TransformerEncDec,
                  "doc2vec": Doc2Vec, "sentence_transformers": SentenceTransformers, "openai": OpenAI}
-
-
-def store() -> None:
-    """Put every schema into Hydra's ConfigStore (schema/<group>/<name>), the wings' too. Cheap: no torch."""
-    from hydra.core.config_store import ConfigStore
-
-    from nlpexp.tasks.classify import checks as classify
-    from nlpexp.tasks.embedding import checks as embedding
-    from nlpexp.tasks.novel import checks as novel
-    from nlpexp.tasks.posenc import checks as posenc
-    from nlpexp.tasks.story import checks as story
-
-    cs = ConfigStore.instance()
-    for name, node in MODEL_SCHEMAS.items():
-        cs.store(group="schema/model", name=name, node=node)
-    cs.store(group="schema", name="trainer", node=Trainer)
-    cs.store(group="schema", name="device", node=Device)
-    for name, node in (("csv", CsvLogger), ("tensorboard", TensorboardLogger), ("mlflow", MlflowLogger)):
-        cs.store(group="schema/logger", name=name, node=node)
-    for wing in (classify, embedding, novel, posenc, story):
-        for group, name, node in wing.SCHEMAS:
-            cs.store(group=f"schema/{group}", name=name, node=node)
-

@@ -8,6 +8,17 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # tests never touch the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+SLOW_MODULES = {"test_resume_ddp", "test_sweeps"}  # processes, launchers, kill -9
+
+
+def pytest_collection_modifyitems(items):
+    """`slow`: every test that runs the command end to end (the nlpexp fixture), trains, or starts processes;
+    `make test-fast` runs the others (the unit tests)."""
+    for item in items:
+        if "nlpexp" in getattr(item, "fixturenames", ()) or item.module.__name__ in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 class Result:
     def __init__(self, code: int, out: str, err: str, cwd: Path):
         self.code, self.out, self.err, self.cwd = code, out, err, cwd

@@ -30,8 +30,7 @@ def test_every_group_option_composes(group):
     assert options
     for option in options:
         with initialize_config_module("nlpexp.conf", version_base="1.3"):
-            prefix = "+" if group == "experiment" else ""
-            compose("config", overrides=[f"{prefix}{group}={option}"])
+            compose("config", overrides=[f"{group}={option}"])
 
 
 def test_default_is_finsent_minilm_offline():

@@ -1,0 +1,28 @@
+"""The shipped configs (package data). Importing this package puts their schemas into Hydra's ConfigStore as
+schema/<group>/<name>, which every YAML here names in its defaults list: wherever these configs are composed (the
+CLI, the compose API in tests, launcher workers), the schemas are there. Cheap: no torch."""
+from hydra.core.config_store import ConfigStore
+
+from nlpexp import schema
+from nlpexp.tasks.classify import checks as classify
+from nlpexp.tasks.embedding import checks as embedding
+from nlpexp.tasks.novel import checks as novel
+from nlpexp.tasks.posenc import checks as posenc
+from nlpexp.tasks.story import checks as story
+
+
+def store() -> None:
+    cs = ConfigStore.instance()
+    for name, node in schema.MODEL_SCHEMAS.items():
+        cs.store(group="schema/model", name=name, node=node)
+    cs.store(group="schema", name="trainer", node=schema.Trainer)
+    cs.store(group="schema", name="device", node=schema.Device)
+    for name, node in (("csv", schema.CsvLogger), ("tensorboard", schema.TensorboardLogger),
+                       ("mlflow", schema.MlflowLogger)):
+        cs.store(group="schema/logger", name=name, node=node)
+    for wing in (classify, embedding, novel, posenc, story):
+        for group, name, node in wing.SCHEMAS:
+            cs.store(group=f"schema/{group}", name=name, node=node)
+
+
+store()

@@ -144,7 +144,7 @@ def _train_errors(cfg) -> list[str]:
     errors, tr, model = [], cfg.trainer, cfg.model
     loop = registry.loop(model.name, "classify")
     if tr.epochs == 0:
-        errors.append("trainer.epochs must be >= 1 for classification")
+        errors.append("trainer.epochs must be an integer > 0 for classification (0, zero-shot, is task=story's)")
     if tr.nproc > 1 and not registry.MODELS[model.name].data_parallel:
         errors.append(f"trainer.nproc={tr.nproc}: model {model.name} trains in one process (data parallel: "
                       + ", ".join(m.name for m in registry.MODELS.values() if m.data_parallel) + ")")

@@ -29,10 +29,10 @@ class MeanPooledEncoder:
     """Any HF encoder as an embedder; `id` names it in the embedding cache."""
 
     def __init__(self, tokenizer, model, device: str, max_length: int, model_id: str, batch_size: int = 64):
+        self.id = f"hf-mean:{model_id}" if model_id else f"hf-mean:built:{weights_fingerprint(model)}"
         self.tokenizer, self.model, self.device = tokenizer, model.to(device).eval(), device
         self.max_length, self.batch_size, self.name = max_length, batch_size, model_id
         self.built_here = model_id is None
-        self.id = f"hf-mean:{model_id}" if model_id else f"hf-mean:built:{weights_fingerprint(model)}"
 
     def encode(self, texts) -> np.ndarray:
         import torch

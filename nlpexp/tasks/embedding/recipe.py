@@ -32,6 +32,73 @@ def adapter(model: str) -> EmbedderAdapter:
     return registry.adapter(model, "embedding")
 
 
+def train(cfg, run_dir: Path, device: str):
+    task = cfg.task
+    splits = load_pairs(cfg.data, task, cfg.seed)
+    for name, frame in splits.items():
+        print(f"{name}: {int((frame['label'] > 0).sum())} similar + {int((frame['label'] < 0).sum())} dissimilar pairs")
+    train_texts = pd.unique(pd.concat([splits[s][c] for s in ("train", "validation") for c in ("text_1", "text_2")]))
+    embedder = adapter(cfg.model.name).embedder(cfg, list(train_texts), device)
+    cache = open_cache(task.cache)
+    try:
+        emb = embed_splits(cache, embedder, splits)
+    finally:
+        cache.close()
+    labels = {name: parts[2] for name, parts in emb.items()}
+    before = {name: cosine(a, b) for name, (a, b, _) in emb.items()}
+    metrics = score(before, labels, task.threshold_steps, "_before")
+
+    ckpt = run_dir / "checkpoints"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    info, history = {"embedder": embedder.id, "method": task.method}, []
+    if task.method == "matrix":
+        matrix, history, best_epoch = train_matrix(emb, task, cfg.trainer, cfg.seed, device)
+        np.save(ckpt / "matrix.npy", matrix.astype(np.float32))
+        after = {name: cosine(a @ matrix, b @ matrix) for name, (a, b, _) in emb.items()}
+        info["best_epoch"] = best_epoch
+        last = history[best_epoch] if best_epoch < len(history) else history[-1]
+        metrics.update({f"{p}_loss": round(last[f"{p}_loss"], 6) for p in ("train", "val", "test")})
+    elif task.method == "finetune":
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:  # an HF encoder passes through a folder to become one
+            st_model = embedder.sentence_transformer(Path(tmp))
+        # no early stopping here, so the whole train half (train + validation) trains the encoder
+        train_half = pd.concat([splits["train"], splits["validation"]], ignore_index=True)
+        from nlpexp.tasks.embedding import sentence_transformers
+
+        tuned, history = sentence_transformers.finetune(st_model, train_half, task.finetune, cfg.seed, ckpt, device)
+        tuned_emb = embed_splits(open_cache(None), tuned, splits)
+        after = {name: cosine(a, b) for name, (a, b, _) in tuned_emb.items()}
+    else:
+        after = before
+    metrics.update(score(after, labels, task.threshold_steps, ""))
+    metrics["test_gain"] = round(metrics["test_accuracy"] - metrics["test_accuracy_before"], 6)
+    metrics["cache_hits"], metrics["cache_misses"] = cache.hits, cache.misses
+    if task.method == "finetune":  # it trained on the validation pairs: no honest validation number
+        metrics = {k: v for k, v in metrics.items() if not k.startswith("val_")}
+
+    embedder.save(ckpt / "embedder")
+    (ckpt / "embedder.json").write_text(json.dumps({"id": embedder.id, "model": cfg.model.name,
+                                                    "method": task.method}, indent=2))
+    if not history:
+        history = [{"epoch": 0, **{f"{SPLIT_PREFIX[n]}_accuracy": metrics.get(f"{SPLIT_PREFIX[n]}_accuracy_before")
+                                   for n in splits}}]
+    if task.method == "finetune":
+        history.append({"epoch": history[-1]["epoch"], **{f"{SPLIT_PREFIX[n]}_accuracy": metrics.get(
+            f"{SPLIT_PREFIX[n]}_accuracy") for n in ("train", "test")}})
+    pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
+    plot_curves(history, run_dir / "history.png")
+    plot_histograms(before, after, labels, run_dir / "similarity_histograms.png",
+                    "after" if task.method != "none" else "(no customization)")
+    table = pd.concat([f.assign(split=name, cosine_before=before[name].round(6), cosine_after=after[name].round(6))
+                       for name, f in splits.items()], ignore_index=True)
+    table.drop(columns=["line"]).to_csv(run_dir / "pairs.csv", index=False)
+    objective = "test_accuracy" if task.method == "finetune" else "val_accuracy"
+    return {"metrics": metrics, "objective": objective, **info,
+            "samples": {name: len(frame) for name, frame in splits.items()}}
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
@@ -186,73 +253,6 @@ def plot_curves(history: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def train(cfg, run_dir: Path, device: str):
-    task = cfg.task
-    splits = load_pairs(cfg.data, task, cfg.seed)
-    for name, frame in splits.items():
-        print(f"{name}: {int((frame['label'] > 0).sum())} similar + {int((frame['label'] < 0).sum())} dissimilar pairs")
-    train_texts = pd.unique(pd.concat([splits[s][c] for s in ("train", "validation") for c in ("text_1", "text_2")]))
-    embedder = adapter(cfg.model.name).embedder(cfg, list(train_texts), device)
-    cache = open_cache(task.cache)
-    try:
-        emb = embed_splits(cache, embedder, splits)
-    finally:
-        cache.close()
-    labels = {name: parts[2] for name, parts in emb.items()}
-    before = {name: cosine(a, b) for name, (a, b, _) in emb.items()}
-    metrics = score(before, labels, task.threshold_steps, "_before")
-
-    ckpt = run_dir / "checkpoints"
-    ckpt.mkdir(parents=True, exist_ok=True)
-    info, history = {"embedder": embedder.id, "method": task.method}, []
-    if task.method == "matrix":
-        matrix, history, best_epoch = train_matrix(emb, task, cfg.trainer, cfg.seed, device)
-        np.save(ckpt / "matrix.npy", matrix.astype(np.float32))
-        after = {name: cosine(a @ matrix, b @ matrix) for name, (a, b, _) in emb.items()}
-        info["best_epoch"] = best_epoch
-        last = history[best_epoch] if best_epoch < len(history) else history[-1]
-        metrics.update({f"{p}_loss": round(last[f"{p}_loss"], 6) for p in ("train", "val", "test")})
-    elif task.method == "finetune":
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:  # an HF encoder passes through a folder to become one
-            st_model = embedder.sentence_transformer(Path(tmp))
-        # no early stopping here, so the whole train half (train + validation) trains the encoder
-        train_half = pd.concat([splits["train"], splits["validation"]], ignore_index=True)
-        from nlpexp.tasks.embedding import sentence_transformers
-
-        tuned, history = sentence_transformers.finetune(st_model, train_half, task.finetune, cfg.seed, ckpt, device)
-        tuned_emb = embed_splits(open_cache(None), tuned, splits)
-        after = {name: cosine(a, b) for name, (a, b, _) in tuned_emb.items()}
-    else:
-        after = before
-    metrics.update(score(after, labels, task.threshold_steps, ""))
-    metrics["test_gain"] = round(metrics["test_accuracy"] - metrics["test_accuracy_before"], 6)
-    metrics["cache_hits"], metrics["cache_misses"] = cache.hits, cache.misses
-    if task.method == "finetune":  # it trained on the validation pairs: no honest validation number
-        metrics = {k: v for k, v in metrics.items() if not k.startswith("val_")}
-
-    embedder.save(ckpt / "embedder")
-    (ckpt / "embedder.json").write_text(json.dumps({"id": embedder.id, "model": cfg.model.name,
-                                                    "method": task.method}, indent=2))
-    if not history:
-        history = [{"epoch": 0, **{f"{SPLIT_PREFIX[n]}_accuracy": metrics.get(f"{SPLIT_PREFIX[n]}_accuracy_before")
-                                   for n in splits}}]
-    if task.method == "finetune":
-        history.append({"epoch": history[-1]["epoch"], **{f"{SPLIT_PREFIX[n]}_accuracy": metrics.get(
-            f"{SPLIT_PREFIX[n]}_accuracy") for n in ("train", "test")}})
-    pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
-    plot_curves(history, run_dir / "history.png")
-    plot_histograms(before, after, labels, run_dir / "similarity_histograms.png",
-                    "after" if task.method != "none" else "(no customization)")
-    table = pd.concat([f.assign(split=name, cosine_before=before[name].round(6), cosine_after=after[name].round(6))
-                       for name, f in splits.items()], ignore_index=True)
-    table.drop(columns=["line"]).to_csv(run_dir / "pairs.csv", index=False)
-    objective = "test_accuracy" if task.method == "finetune" else "val_accuracy"
-    return {"metrics": metrics, "objective": objective, **info,
-            "samples": {name: len(frame) for name, frame in splits.items()}}
 
 
 def _read_texts(source: Path) -> list[str]:

@@ -20,11 +20,55 @@ def run(cfg, run_dir: Path, device: str):
     return {"train": train, "generate": generate}[cfg.mode](cfg, run_dir, device)
 
 
-# -- checkpoints: safetensors + JSON, nothing pickled -----------------------------------------------------
 def adapter(model: str) -> NovelAdapter:
     return registry.adapter(model, "novel")
 
 
+def train(cfg, run_dir: Path, device: str):
+    import pandas as pd
+
+    from nlpexp.metrics import bigram_nll, perplexity, plot_history
+    from nlpexp.tasks.novel.data import load_novel
+
+    seq_len, smoke = int(cfg.task.seq_len), bool(cfg.get("smoke"))
+    builder = adapter(cfg.model.name)
+    data = load_novel(cfg.data, seq_len, lambda text: builder.codec(cfg.model, text, cfg.data, smoke))
+    codec = data["codec"]
+    print(f"data: {data['origin']}: {len(data['text'])} characters, vocabulary {len(codec)}, windows "
+          + ", ".join(f"{k} {len(v)}" for k, v in data["starts"].items()))
+    model = builder.build(cfg.model, codec, seq_len, smoke)
+    history, info = fit(cfg, model, data, run_dir, device)
+    model, codec, _ = load_checkpoint(run_dir / "checkpoints" / "best", device)
+
+    ids, starts, eb = data["ids"], data["starts"], cfg.trainer.eval_batch_size
+    metrics = {}
+    for split, prefix in (("validation", "val"), ("test", "test")):
+        nll, acc = evaluate(model, ids, starts[split], seq_len, device, eb)
+        metrics.update({f"{prefix}_loss": round(nll, 5), f"{prefix}_accuracy": round(acc, 5),
+                        f"{prefix}_perplexity": round(perplexity(nll), 4)})
+    # the baseline: add-k bigram on the training part, k picked on validation, scored on the same test targets
+    lo, hi = data["bounds"][0]
+    train_ids = ids[lo:hi].numpy()
+
+    def targets(split):
+        s = starts[split] + seq_len
+        return ids[s - 1].numpy(), ids[s].numpy()
+
+    ks = [float(k) for k in cfg.task.bigram_k]
+    best_k = min(ks, key=lambda k: bigram_nll(train_ids, *targets("validation"), len(codec), k))
+    metrics["test_bigram_perplexity"] = round(perplexity(bigram_nll(train_ids, *targets("test"), len(codec), best_k)),
+                                              4)
+    metrics.update(heldout_generation(model, codec, data, seq_len, cfg.generate, cfg.seed, run_dir))
+
+    pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
+    plot_history(history, run_dir / "history.png")
+    return {"metrics": metrics, "objective": "val_loss", "bigram_k": best_k, "vocab_size": len(codec),
+            "windows": {k: len(v) for k, v in starts.items()},
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "decoding": decode_settings(cfg.generate), **info}
+
+
+# -- checkpoints: safetensors + JSON, nothing pickled -----------------------------------------------------
 def save_checkpoint(model: NovelModel, codec: Codec, folder: Path, seq_len: int, model_name: str) -> None:
     from safetensors.torch import save_model
 
@@ -234,51 +278,6 @@ def heldout_generation(model, codec, data, seq_len: int, g, seed: int, run_dir: 
     with open(run_dir / "samples.jsonl", "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     return metrics
-
-
-# -- the two modes ----------------------------------------------------------------------------------------
-def train(cfg, run_dir: Path, device: str):
-    import pandas as pd
-
-    from nlpexp.tasks.novel.data import load_novel
-    from nlpexp.metrics import bigram_nll, perplexity, plot_history
-
-    seq_len, smoke = int(cfg.task.seq_len), bool(cfg.get("smoke"))
-    builder = adapter(cfg.model.name)
-    data = load_novel(cfg.data, seq_len, lambda text: builder.codec(cfg.model, text, cfg.data, smoke))
-    codec = data["codec"]
-    print(f"data: {data['origin']}: {len(data['text'])} characters, vocabulary {len(codec)}, windows "
-          + ", ".join(f"{k} {len(v)}" for k, v in data["starts"].items()))
-    model = builder.build(cfg.model, codec, seq_len, smoke)
-    history, info = fit(cfg, model, data, run_dir, device)
-    model, codec, _ = load_checkpoint(run_dir / "checkpoints" / "best", device)
-
-    ids, starts, eb = data["ids"], data["starts"], cfg.trainer.eval_batch_size
-    metrics = {}
-    for split, prefix in (("validation", "val"), ("test", "test")):
-        nll, acc = evaluate(model, ids, starts[split], seq_len, device, eb)
-        metrics.update({f"{prefix}_loss": round(nll, 5), f"{prefix}_accuracy": round(acc, 5),
-                        f"{prefix}_perplexity": round(perplexity(nll), 4)})
-    # the baseline: add-k bigram on the training part, k picked on validation, scored on the same test targets
-    lo, hi = data["bounds"][0]
-    train_ids = ids[lo:hi].numpy()
-
-    def targets(split):
-        s = starts[split] + seq_len
-        return ids[s - 1].numpy(), ids[s].numpy()
-
-    ks = [float(k) for k in cfg.task.bigram_k]
-    best_k = min(ks, key=lambda k: bigram_nll(train_ids, *targets("validation"), len(codec), k))
-    metrics["test_bigram_perplexity"] = round(perplexity(bigram_nll(train_ids, *targets("test"), len(codec), best_k)),
-                                              4)
-    metrics.update(heldout_generation(model, codec, data, seq_len, cfg.generate, cfg.seed, run_dir))
-
-    pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
-    plot_history(history, run_dir / "history.png")
-    return {"metrics": metrics, "objective": "val_loss", "bigram_k": best_k, "vocab_size": len(codec),
-            "windows": {k: len(v) for k, v in starts.items()},
-            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "decoding": decode_settings(cfg.generate), **info}
 
 
 def generate(cfg, run_dir: Path, device: str):

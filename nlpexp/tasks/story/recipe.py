@@ -26,6 +26,33 @@ def adapter(model: str) -> StoryAdapter:
     return registry.adapter(model, "story")
 
 
+def train(cfg, run_dir: Path, device: str):
+    import pandas as pd
+
+    from nlpexp.tasks.story.data import load_stories
+
+    smoke = bool(cfg.get("smoke"))
+    data = load_stories(cfg.data)
+    print(f"data: {data['origin']}: stories " + ", ".join(f"{k} {len(data[k])}" for k in ("train", "validation",
+                                                                                           "test")))
+    train_texts = (data["train"]["prompt"] + " " + data["train"]["reference"]).tolist()
+    tok, model = adapter(cfg.model.name).build(cfg, train_texts, smoke)
+    model.to(device)
+    pairs = {k: encode_pairs(tok, data[k]) for k in ("train", "validation", "test") if len(data[k])}
+    history, info = fit(cfg, model, pairs["train"], pairs.get("validation"), device)
+    model.save(run_dir / "checkpoints" / "final", tok)
+
+    metrics = evaluate(cfg, model, tok, data, pairs["test"], run_dir, device)
+    pd.DataFrame(history or [{"epoch": 0}]).to_csv(run_dir / "history.csv", index=False)
+    first = f"t{float(cfg.generate.eval_temperatures[0])}_bleu"
+    return {"metrics": metrics, "objective": first, "origin": data["origin"],
+            "stories": {k: len(data[k]) for k in ("train", "validation", "test")}, "vocab_size": len(tok),
+            "objective_kind": model.objective,
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "total_params": sum(p.numel() for p in model.parameters()),
+            "decoding": decode_settings(cfg.generate), **info}
+
+
 def load_checkpoint(folder: Path, device: str):
     """(model, tokenizer) of a checkpoints/final folder, through the adapter named in its story_model.json."""
     return adapter(read_spec(folder)["model"]).load(folder, device)
@@ -194,34 +221,6 @@ def evaluate(cfg, model, tok, data, test_pairs, run_dir: Path, device: str) -> d
     with open(run_dir / "samples.jsonl", "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     return metrics
-
-
-# -- the modes ----------------------------------------------------------------------------------------
-def train(cfg, run_dir: Path, device: str):
-    import pandas as pd
-
-    from nlpexp.tasks.story.data import load_stories
-
-    smoke = bool(cfg.get("smoke"))
-    data = load_stories(cfg.data)
-    print(f"data: {data['origin']}: stories " + ", ".join(f"{k} {len(data[k])}" for k in ("train", "validation",
-                                                                                           "test")))
-    train_texts = (data["train"]["prompt"] + " " + data["train"]["reference"]).tolist()
-    tok, model = adapter(cfg.model.name).build(cfg, train_texts, smoke)
-    model.to(device)
-    pairs = {k: encode_pairs(tok, data[k]) for k in ("train", "validation", "test") if len(data[k])}
-    history, info = fit(cfg, model, pairs["train"], pairs.get("validation"), device)
-    model.save(run_dir / "checkpoints" / "final", tok)
-
-    metrics = evaluate(cfg, model, tok, data, pairs["test"], run_dir, device)
-    pd.DataFrame(history or [{"epoch": 0}]).to_csv(run_dir / "history.csv", index=False)
-    first = f"t{float(cfg.generate.eval_temperatures[0])}_bleu"
-    return {"metrics": metrics, "objective": first, "origin": data["origin"],
-            "stories": {k: len(data[k]) for k in ("train", "validation", "test")}, "vocab_size": len(tok),
-            "objective_kind": model.objective,
-            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "total_params": sum(p.numel() for p in model.parameters()),
-            "decoding": decode_settings(cfg.generate), **info}
 
 
 def evaluate_saved(cfg, run_dir: Path, device: str):

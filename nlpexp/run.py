@@ -1,0 +1,190 @@
+"""One run's bookkeeping around a task recipe: seed, device, dispatch, metrics.json last, loggers, the summary.
+
+cli.py turns argv into a Hydra run and checks the config first; `run_job` is what Hydra calls for each run (one,
+or every job of a sweep). The recipe only computes and writes its own outputs; this module records the run.
+"""
+import json
+import shutil
+import sys
+import time
+import traceback
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from nlpexp.errors import UserError
+
+# the overrides the pre-run check validated in this process (cli.preflight): their run is not checked twice
+_CHECKED: list = []
+
+
+def mark_checked(overrides: list[str]) -> None:
+    _CHECKED[:] = [sorted(overrides)]
+
+
+def checked(overrides: list[str]) -> bool:
+    return bool(_CHECKED) and _CHECKED[0] == sorted(overrides)
+
+
+def _run_dir(task: str, model: str, mode: str, ckpt) -> str:
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    if mode in ("eval", "predict", "generate") and ckpt:
+        return str(Path(str(ckpt)).expanduser() / mode / stamp)
+    path, n = f"outputs/{task}/{model}/{stamp}", 1
+    while Path(path).exists():  # another run started in the same second: never share a folder
+        path, n = f"outputs/{task}/{model}/{stamp}_{n}", n + 1
+    return path
+
+
+if not OmegaConf.has_resolver("nlpexp_run_dir"):
+    OmegaConf.register_new_resolver("nlpexp_run_dir", _run_dir, use_cache=True)
+
+
+def fail(message: str) -> None:
+    print(f"nlpexp: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _needs_hub(cfg: DictConfig) -> bool:
+    from nlpexp.hub import is_hub_id
+
+    hub_model = is_hub_id(cfg.model.get("pretrained")) and not cfg.get("smoke")
+    hub_data = cfg.get("data") is not None and cfg.data.source == "hub" and not cfg.data.get("path")
+    return hub_model or hub_data
+
+
+def run_job(cfg: DictConfig):
+    """Bookkeeping around one run: the task runner only computes and writes its own outputs."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from nlpexp import distributed, hub, registry, runtime
+    from nlpexp.validate import check_config
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    fresh = _is_fresh(run_dir)
+    main_rank = distributed.is_main_process()  # only rank 0 of a data-parallel run writes the run folder
+    started = time.time()
+    try:
+        if cfg.get("smoke"):
+            cfg = runtime.apply_smoke(cfg, list(hc.overrides.task))
+            if (run_dir / ".hydra").is_dir() and main_rank:  # the saved config is the one that ran
+                OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+        if not checked(list(hc.overrides.task)):  # sweep jobs, torchrun workers: the pre-run check did not see them
+            check_config(cfg, list(hc.overrides.task))
+        if cfg.get("dry_run"):  # a sweep's job (single runs stop in the pre-run check): checked, nothing built
+            print(f"nlpexp: config OK: {' '.join(hc.overrides.task)}; nothing built")
+            if fresh and main_rank:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            return None
+        nproc = int(cfg.get("trainer", {}).get("nproc", 1) or 1)
+        if nproc > 1 and not distributed.is_worker():
+            distributed.check_devices(cfg.device.name, nproc)
+            return _launch_data_parallel(cfg, list(hc.overrides.task), run_dir, nproc, multirun)
+        if _needs_hub(cfg):
+            hub.settle_hub_mode()
+        device = runtime.resolve_device(cfg.device.name)
+        runtime.limit_threads(hc)
+        runtime.seed_everything(cfg.seed)
+        if cfg.get("resume"):
+            cfg = runtime.resume_point(cfg, run_dir)
+        result = registry.runner(cfg.task.name).run(cfg, run_dir, device)
+    except UserError as err:
+        if not main_rank:
+            raise
+        if multirun:  # the sweep goes on; the job is recorded as failed
+            _write_json(run_dir / "metrics.json", {"status": "failed", "error": str(err)})
+            print(f"nlpexp: error: {err}", file=sys.stderr)
+            return None
+        if fresh:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        fail(str(err))
+    except Exception as err:
+        if main_rank:
+            _write_json(run_dir / "metrics.json", {"status": "failed", "error": repr(err)})
+        if multirun:  # a crash in one job is recorded; the rest of the sweep still runs
+            traceback.print_exc()
+            print(f"nlpexp: job {run_dir} failed: {err!r}", file=sys.stderr)
+            return None
+        raise
+    except BaseException as err:  # KeyboardInterrupt, SystemExit: recorded, then stop
+        if main_rank:
+            _write_json(run_dir / "metrics.json", {"status": "failed", "error": repr(err)})
+        raise
+
+    if result is None or not main_rank:  # predict mode prints its own answer; ranks > 0 write nothing
+        return None
+    summary = {
+        "status": "complete",
+        "task": cfg.task.name,
+        "model": cfg.model.name,
+        "mode": cfg.mode,
+        "metrics": result["metrics"],
+        **{k: v for k, v in result.items() if k != "metrics"},
+        "wall_time_s": round(time.time() - started, 3),
+        "device": device,
+        "seed": cfg.seed,
+        "versions": runtime.library_versions(),
+        "git_commit": runtime.git_commit(),
+        "run_dir": str(run_dir),
+    }
+    if cfg.get("resume"):
+        summary["resumed_from"] = cfg.get("resume_from")
+    if distributed.world_size() > 1:
+        summary["processes"] = distributed.world_size()
+    _write_json(run_dir / "metrics.json", summary)
+    from nlpexp import loggers
+
+    try:
+        loggers.log_run(cfg, run_dir, summary)
+    except Exception as err:  # noqa: BLE001 -- the run is complete and recorded: a logger failure does not undo it
+        print(f"nlpexp: warning: logger={loggers.name(cfg)} failed: {err!r}", file=sys.stderr)
+    print_summary(summary)
+    objective = result["metrics"].get(result.get("objective", ""))
+    return objective
+
+
+def _is_fresh(run_dir: Path) -> bool:
+    """True when the folder holds nothing but what Hydra just made (safe to remove on bad input)."""
+    return all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()) if run_dir.is_dir() else True
+
+
+def _launch_data_parallel(cfg: DictConfig, overrides: list[str], run_dir: Path, nproc: int, multirun: bool):
+    """This process only starts the workers; rank 0 of them writes metrics.json as any run does."""
+    from nlpexp import distributed
+
+    code = distributed.launch(overrides, run_dir, nproc)
+    path = run_dir / "metrics.json"
+    summary = json.loads(path.read_text()) if path.exists() else {}
+    if code != 0 or summary.get("status") != "complete":
+        if summary.get("status") != "failed" and run_dir.exists():
+            _write_json(path, {"status": "failed", "error": f"data-parallel workers exited with code {code}"})
+        if multirun:
+            return None
+        sys.exit(code or 1)
+    return summary["metrics"].get(summary.get("objective", ""))
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.replace(path)
+
+
+def print_summary(summary: dict) -> None:
+    metrics = summary["metrics"]
+    splits = list(dict.fromkeys(k.split("_", 1)[0] for k in metrics if "_" in k))
+    names = list(dict.fromkeys(k.split("_", 1)[1] for k in metrics if "_" in k))
+    lines = [f"\n{summary['task']} / {summary['model']} ({summary['mode']}) on {summary['device']}, "
+             f"{summary['wall_time_s']:.1f}s"]
+    lines.append(f"{'metric':<22}" + "".join(f"{s:>12}" for s in splits))
+    for name in names:
+        row = [metrics.get(f"{s}_{name}") for s in splits]
+        lines.append(f"{name:<22}" + "".join(f"{v:>12.4f}" if isinstance(v, (int, float)) else f"{'':>12}"
+                                             for v in row))
+    lines.append(f"run folder: {summary['run_dir']}")
+    print("\n".join(lines))
