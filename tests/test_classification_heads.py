@@ -1,6 +1,7 @@
 """Classification heads (bert_fc, bert_lstm, transformer, bert_chinese_mlm) and the Chinese / CLUE tasks."""
 import json
 
+import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -19,7 +20,8 @@ def test_smoke_cell_runs_and_scores_every_split(nlpexp, task, model):
     (run,) = res.run_dirs()
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["status"] == "complete"
-    assert 0.0 <= summary["metrics"]["test_accuracy"] <= 1.0
+    preds = pd.read_csv(run / "predictions.csv", dtype=str, keep_default_na=False)
+    assert summary["metrics"]["test_accuracy"] == pytest.approx((preds["predicted"] == preds["gold"]).mean(), abs=1e-6)
     assert summary["trainable_params"] == summary["total_params"] > 0  # nothing frozen by default
     labels = {"chnsenti": {"负", "正"}, "zh_emotion": set("乐哀怒爱惊惧恶")}.get(task)
     if labels:

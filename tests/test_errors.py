@@ -67,8 +67,8 @@ def test_data_errors_name_file_and_line_and_leave_no_run(nlpexp, tmp_path, conte
     data.write_text(content)
     res = nlpexp("+smoke=true", "model=doc2vec", f"data.path={data}")
     assert res.code == 2 and needle in res.err and "fpb.txt" in res.err
-    assert no_complete_run(tmp_path) and not (tmp_path / "outputs" / "finsent" / "doc2vec").exists() or \
-        not any((tmp_path / "outputs" / "finsent" / "doc2vec").iterdir())
+    cell = tmp_path / "outputs" / "finsent" / "doc2vec"
+    assert no_complete_run(tmp_path) and (not cell.exists() or not any(cell.iterdir()))
 
 
 def test_empty_split_is_one_line(nlpexp, tmp_path):

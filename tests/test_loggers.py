@@ -1,4 +1,5 @@
 """logger=tensorboard writes event files into the run folder; logger=mlflow a run into a local file store."""
+import pandas as pd
 import pytest
 
 
@@ -30,7 +31,9 @@ def test_mlflow_local_file_store(nlpexp, tmp_path):
     (run_dir,) = res.run_dirs()
     assert run.data.tags["run_dir"] == str(run_dir.resolve())
     assert run.data.params["model.name"] == "doc2vec" and run.data.params["seed"] == "42"
-    assert 0 <= run.data.metrics["test_accuracy"] <= 1 and "wall_time_s" in run.data.metrics
+    preds = pd.read_csv(run_dir / "predictions.csv")
+    assert run.data.metrics["test_accuracy"] == pytest.approx((preds["predicted"] == preds["gold"]).mean(), abs=1e-6)
+    assert "wall_time_s" in run.data.metrics
 
 
 def test_default_logger_is_csv():

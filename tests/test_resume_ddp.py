@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -71,8 +72,9 @@ def test_two_process_gloo_run_writes_one_run_folder(nlpexp):
     (run,) = res.run_dirs()
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["status"] == "complete" and summary["processes"] == 2
-    assert 0 <= summary["metrics"]["test_accuracy"] <= 1
-    assert len(pd.read_csv(run / "predictions.csv")) == 32
+    preds = pd.read_csv(run / "predictions.csv")
+    assert summary["metrics"]["test_accuracy"] == pytest.approx((preds["predicted"] == preds["gold"]).mean(), abs=1e-6)
+    assert len(preds) == 32
     assert (run / "checkpoints" / "best" / "config.json").exists()
     assert list(res.cwd.rglob("metrics.json")) == [run / "metrics.json"]
 

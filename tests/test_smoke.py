@@ -20,8 +20,18 @@ def test_smoke_run_writes_the_output_contract(nlpexp, model):
         assert (run / name).exists(), name
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["status"] == "complete" and summary["seed"] == 42 and summary["device"] == "cpu"
-    for key in ("test_accuracy", "test_macro_f1", "test_weighted_precision", "test_weighted_recall", "val_accuracy"):
-        assert 0.0 <= summary["metrics"][key] <= 1.0
+    # the headline metrics are those of the predictions it wrote
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    test, val = pd.read_csv(run / "predictions.csv"), pd.read_csv(run / "predictions_val.csv")
+    gold, pred, names = test["gold"], test["predicted"], ["negative", "neutral", "positive"]
+    expected = {"test_accuracy": (gold == pred).mean(), "val_accuracy": (val["gold"] == val["predicted"]).mean(),
+                "test_macro_f1": f1_score(gold, pred, labels=names, average="macro", zero_division=0),
+                "test_weighted_precision": precision_score(gold, pred, labels=names, average="weighted",
+                                                           zero_division=0),
+                "test_weighted_recall": recall_score(gold, pred, labels=names, average="weighted", zero_division=0)}
+    for key, value in expected.items():
+        assert summary["metrics"][key] == pytest.approx(value, abs=1e-6), key
     assert summary["wall_time_s"] > 0 and summary["train_samples_per_s"] > 0
     assert {"torch", "transformers", "python"} <= set(summary["versions"])
     assert set(summary["per_class"]) >= {"negative", "neutral", "positive"}
@@ -181,7 +191,9 @@ def test_mode_soup_averages_finished_runs_of_one_split(nlpexp, tmp_path):
     res = nlpexp(*common, "mode=soup", runs, f"hydra.run.dir={tmp_path}/soup")
     assert res.code == 0, res.err[-2000:]
     summary = json.loads((tmp_path / "soup" / "metrics.json").read_text())
-    assert len(summary["soup"]["ingredients"]) == 2 and 0 <= summary["metrics"]["test_accuracy"] <= 1
+    preds = pd.read_csv(tmp_path / "soup" / "predictions.csv")
+    assert len(summary["soup"]["ingredients"]) == 2
+    assert summary["metrics"]["test_accuracy"] == pytest.approx((preds["predicted"] == preds["gold"]).mean(), abs=1e-6)
     parts = [load_file(str(tmp_path / r / "checkpoints" / "best" / "model.safetensors")) for r in ("r1", "r2")]
     soup = AutoModelForSequenceClassification.from_pretrained(tmp_path / "soup" / "checkpoints" / "best")
     key = "classifier.weight"

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from nlpexp import decoding, registry
+from nlpexp.metrics import bleu_scores, distinct_n, repetition_rate
 from nlpexp.models.transformer import (
     causal_mask,
     pad_rows,
@@ -333,13 +334,18 @@ def test_every_story_cell_runs_in_smoke_form(nlpexp, cell):
     summary = json.loads((run / "metrics.json").read_text())
     m = summary["metrics"]
     assert summary["status"] == "complete" and m["test_perplexity"] > 1
-    for t in ("t0.1", "t1.0"):
-        for key in ("bleu", "sentence_bleu", "distinct_1", "distinct_2", "repeated_4gram_rate"):
-            assert 0 <= m[f"{t}_{key}"] <= 1, (t, key)
     rows = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert len(rows) == 2 * 32 and {r["temperature"] for r in rows} == {0.1, 1.0}
     assert all(set(r) >= {"prompt", "reference", "generation"} and "<|endoftext|>" not in r["generation"]
                for r in rows)
+    for t in (0.1, 1.0):  # the scores are those of the generations it wrote
+        hyps = [r["generation"] for r in rows if r["temperature"] == t]
+        words = [h.split() for h in hyps]
+        bleu, sentence_bleu = bleu_scores(hyps, [r["reference"] for r in rows if r["temperature"] == t])
+        expected = {"bleu": bleu, "sentence_bleu": sentence_bleu, "distinct_1": distinct_n(words, 1),
+                    "distinct_2": distinct_n(words, 2), "repeated_4gram_rate": repetition_rate(words, 4)}
+        for key, value in expected.items():
+            assert m[f"t{t}_{key}"] == pytest.approx(value, abs=1e-5), (t, key)
     assert 0 < summary["trainable_params"] <= summary["total_params"]
     if model == "gpt2":
         assert summary["trainable_params"] < summary["total_params"]  # embeddings and block 0 frozen
