@@ -194,62 +194,54 @@ class MlflowLogger:
 
 # the model files (nlpexp/conf/model/): one schema each
 @dataclass
-class HFEncoder:
-    """minilm, bert, finbert, bert_chinese: an HF encoder with a classification head (or mean-pooled embedder)."""
+class Pretrained:
+    """A hub id, a local folder or a packaged name in `pretrained`; null builds the architecture from `small`."""
     name: str = MISSING
     pretrained: Optional[str] = MISSING
     small: Small = MISSING
+
+
+@dataclass
+class HFEncoder(Pretrained):
+    """minilm, bert, finbert, bert_chinese: an HF encoder with a classification head (or mean-pooled embedder)."""
     head_init: str = setting("random", choices=("random", "probe"))
 
 
 @dataclass
-class BertMLMPrompt:
-    name: str = MISSING
-    pretrained: Optional[str] = MISSING
+class BertMLMPrompt(Pretrained):
     prompt: str = setting(MISSING, check=lambda v: None if "{text}" in v and "[MASK]" in v else
                           "must contain {text} and [MASK]")
     mlm_probability: float = setting(0.0, ge=0, lt=1)
-    small: Small = MISSING
 
 
 @dataclass
-class BertFC:
-    name: str = MISSING
-    pretrained: Optional[str] = MISSING
+class BertHead(Pretrained):
+    """bert_fc and bert_lstm: a BERT encoder and a head of ours (next character or classification)."""
+    dropout: float = setting(MISSING, ge=0, lt=1)
+    freeze: Any = setting("none", check=_freeze)
+    causal: bool = False
+
+
+@dataclass
+class BertFC(BertHead):
     pool: str = setting("last", choices=("last", "cls"))
     fc_hidden: int = setting(MISSING, gt=0)
     classifier_hidden: int = setting(MISSING, gt=0)
-    dropout: float = setting(MISSING, ge=0, lt=1)
-    freeze: Any = setting("none", check=_freeze)
-    causal: bool = False
-    small: Small = MISSING
 
 
 @dataclass
-class BertLSTM:
-    name: str = MISSING
-    pretrained: Optional[str] = MISSING
+class BertLSTM(BertHead):
     hidden_size: int = setting(MISSING, gt=0)
     num_layers: int = setting(MISSING, gt=0)
-    dropout: float = setting(MISSING, ge=0, lt=1)
-    freeze: Any = setting("none", check=_freeze)
-    causal: bool = False
-    small: Small = MISSING
 
 
 @dataclass
-class GPT2:
-    name: str = MISSING
-    pretrained: Optional[str] = MISSING
-    small: Small = MISSING
+class GPT2(Pretrained):
     freeze_layers: int = setting(0, ge=0)
 
 
 @dataclass
-class GPT2Prompt:
-    name: str = MISSING
-    pretrained: Optional[str] = MISSING
-    small: Small = MISSING
+class GPT2Prompt(Pretrained):
     question: str = setting(MISSING, check=lambda v: None if "{labels}" in v else
                             "must contain {labels} (the label words are listed in the prompt)")
     answer_cue: str = setting(MISSING, check=lambda v: None if v.strip() else "must not be empty")
@@ -257,25 +249,20 @@ class GPT2Prompt:
 
 
 @dataclass
-class Transformer:
+class TransformerEncDec:
+    """Our own Transformer's sizes (transformer_encdec; transformer adds its own keys)."""
     name: str = MISSING
     d_model: int = setting(MISSING, gt=0)
     num_layers: int = setting(MISSING, gt=0)
     num_heads: int = setting(MISSING, gt=0)
     d_ff: int = setting(MISSING, gt=0)
     dropout: float = setting(MISSING, ge=0, lt=1)
-    objective: str = setting("next_token", choices=("next_token", "causal_lm"))
-    vocab_size: int = setting(MISSING, gt=0)
 
 
 @dataclass
-class TransformerEncDec:
-    name: str = MISSING
-    d_model: int = setting(MISSING, gt=0)
-    num_layers: int = setting(MISSING, gt=0)
-    num_heads: int = setting(MISSING, gt=0)
-    d_ff: int = setting(MISSING, gt=0)
-    dropout: float = setting(MISSING, ge=0, lt=1)
+class Transformer(TransformerEncDec):
+    objective: str = setting("next_token", choices=("next_token", "causal_lm"))
+    vocab_size: int = setting(MISSING, gt=0)
 
 
 @dataclass
