@@ -15,8 +15,12 @@ from nlpexp import registry
 from nlpexp.errors import UserError
 from nlpexp.schema import typed_errors
 
-# top-level keys that only some modes read (the rest: seed, mode, resume, dry_run ... are read by every run)
-MODE_KEYS = ("ckpt", "text", "input", "output", "prompt", "length")
+# top-level keys that only some modes read (the rest: seed, mode, resume, dry_run ... are read by every run),
+# and who reads them
+MODE_KEYS = {"ckpt": "the saved-run modes read it: mode=eval|predict|soup|generate|apply",
+             "text": "mode=predict ckpt=<run> reads it", "input": "mode=predict|apply ckpt=<run> reads it",
+             "output": "mode=predict|apply ckpt=<run> reads it", "prompt": "mode=generate reads it",
+             "length": "task=novel mode=generate reads it"}
 
 
 def wing_checks(task: str):
@@ -72,7 +76,8 @@ def unread_errors(cfg: DictConfig, overrides, declared: dict) -> list[str]:
                 continue
         if group not in reads or reads[group] is None or leaf in reads[group]:
             continue
-        hint = hints.get(key) or hints.get(f"{group}.{leaf}") or hints.get(group) or other_readers(cfg, group, leaf)
+        hint = hints.get(key) or hints.get(f"{group}.{leaf}") or hints.get(group) or other_readers(cfg, group, leaf) \
+            or MODE_KEYS.get(key)
         errors.append(f"{key} is not read by {path}" + (f" ({hint})" if hint else ""))
     return errors
 

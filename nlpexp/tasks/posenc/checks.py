@@ -18,7 +18,7 @@ SCHEMAS = [("posenc", "task", PosencTask)]
 
 
 def reads(cfg) -> dict:
-    hint = "task=posenc draws the encoding: it trains nothing (task.d_model, task.positions)"
+    hint = "task=posenc draws the encoding of task.d_model and task.positions: it trains nothing"
     return {"reads": {"trainer": set(), "model": {"name"}, "": set()}, "hints": {"trainer": hint, "model": hint}}
 
 

@@ -68,7 +68,7 @@ MODEL_KEYS = {
 LOOP_READS = ("epochs", "batch_size", "eval_batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio",
               "max_steps")
 HINTS = {"trainer.max_length": "task=story sequences hold task.max_len positions",
-         "length": "task=story writes up to generate.max_new_tokens tokens (and generate.max_sentences sentences)"}
+         "length": "task=story writes up to generate.max_new_tokens tokens and generate.max_sentences sentences"}
 
 
 def reads(cfg) -> dict:
