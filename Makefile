@@ -39,6 +39,8 @@ bench: install
 	$(BIN)/python bench/embedding.py
 	$(BIN)/python bench/novel_generation.py
 	$(BIN)/python bench/generation.py
+	$(BIN)/python bench/predict.py
+	$(BIN)/python bench/peak.py
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -122,6 +122,7 @@ def main() -> None:
         rate = batch * args.length / statistics.median(times)
         base = base or rate
         print(f"{name:<62}{rate:>10.1f}{rate / base:>7.1f}x")
+    print(f"ratio {rate / base:.2f}")  # the last way of generating against the first
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ class PromptClassifier:
         logp = np.zeros((len(texts), len(self.labels)))
         greedy = np.full(len(texts), -1)
         pairs = [(i, j) for i in range(len(texts)) for j in range(len(self.labels))]
-        with torch.no_grad():
+        with torch.inference_mode():
             for start in range(0, len(pairs), batch_size):
                 chunk = pairs[start:start + batch_size]
                 prompts = [self.prompt_ids(texts[i]) for i, _ in chunk]

@@ -27,7 +27,7 @@ class TorchClassifier:
         texts = list(texts)
         order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths batch together: less padding
         out = np.zeros((len(texts), self.model.config.num_labels), dtype=np.float64)
-        with torch.no_grad():
+        with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
                 idx = order[start:start + batch_size]
                 enc = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.max_length,

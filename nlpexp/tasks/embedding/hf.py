@@ -41,7 +41,7 @@ class MeanPooledEncoder:
         texts = list(texts)
         order = np.argsort([len(t) for t in texts], kind="stable")
         out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
-        with torch.no_grad():
+        with torch.inference_mode():
             for start in tqdm(range(0, len(texts), self.batch_size), desc="embed", leave=False, mininterval=2,
                               disable=len(texts) < 2000):
                 idx = order[start:start + self.batch_size]

@@ -126,7 +126,7 @@ def evaluate(model, ids, starts, seq_len: int, device: str, batch_size: int, aut
     autocast = autocast or contextlib.nullcontext
     model.eval()
     nll, correct = 0.0, 0
-    with torch.no_grad():
+    with torch.inference_mode():
         for i in range(0, len(starts), batch_size):
             x, y = gather_windows(ids, starts[i:i + batch_size], seq_len)
             x, y = x.to(device), y[:, -1].to(device)
@@ -230,7 +230,7 @@ def continue_prompts(model, codec, prompt_ids, length: int, g, seed: int, strate
     device = next(model.parameters()).device
     prompt_ids = prompt_ids.to(device)
     banned = list(codec.special_ids)
-    with torch.no_grad():
+    with torch.inference_mode():
         if (strategy or g.strategy) == "beam":
             return decoding.beam_search(model, prompt_ids, length, beam_size=int(g.beam_size), banned_ids=banned,
                                         repeat_window=int(g.repeat_window), stateful=bool(g.stateful)).cpu()

@@ -89,7 +89,7 @@ def mean_nll(model, items, batch_size: int, device: str) -> float:
 
     model.eval()
     nll, count = 0.0, 0
-    with torch.no_grad():
+    with torch.inference_mode():
         for i in range(0, len(items), batch_size):
             batch = {k: v.to(device) for k, v in model.collate(items[i:i + batch_size]).items()}
             nll += model.nll_sum(batch).item()
@@ -176,7 +176,7 @@ def continue_prompts(model: StoryModel, tok, prompts: list[list[int]], settings:
     words = decoding.word_ids(tok) if settings["no_empty_sentences"] else None
     out: list = [None] * len(prompts)
     gen = torch.Generator().manual_seed(int(seed))
-    with torch.no_grad():
+    with torch.inference_mode():
         for k, group in enumerate(model.prompt_groups(prompts, batch_size)):
             rows, max_new = model.fit_positions([prompts[i] for i in group], settings["max_new_tokens"])
             ids = model.continue_ids(rows, max_new, settings, sentence_ids=sentence_ids, words=words,
