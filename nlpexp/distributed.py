@@ -3,7 +3,7 @@
 The process Hydra started owns the run folder (it wrote `.hydra/`); the N workers get the same folder as an
 explicit `hydra.run.dir` (so every rank agrees on it) and do not write `.hydra/` again. Rank 0 does the
 bookkeeping of a normal run (metrics.json, predictions, plots, checkpoints); other ranks only train.
-Backend: gloo on CPU, nccl on CUDA (set in models/hf.py from the device).
+Backend: gloo on CPU, nccl on CUDA (set in tasks/classify/trainer.py from the device).
 """
 import os
 import subprocess

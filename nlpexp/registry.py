@@ -79,7 +79,6 @@ _MODELS = (
 )
 TASKS = MappingProxyType({t.name: t for t in _TASKS})
 MODELS = MappingProxyType({m.name: m for m in _MODELS})
-SUPPORTED = MappingProxyType({t.name: t.models for t in _TASKS})  # task -> its models, in smoke/test order
 
 
 def check(task: str, model: str, mode: str = "train") -> None:

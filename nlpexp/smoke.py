@@ -28,13 +28,13 @@ def main(argv=None) -> None:
     parser.add_argument("--tasks", default=None, help="comma-separated subset of the registry's tasks")
     args = parser.parse_args(argv)
     out = args.out or Path("outputs/smoke") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    tasks = args.tasks.split(",") if args.tasks else list(registry.SUPPORTED)
+    tasks = args.tasks.split(",") if args.tasks else list(registry.TASKS)
     started = time.time()
     cells = {}
     for task in tasks:
-        cells[task] = [m for m in registry.SUPPORTED[task]
+        cells[task] = [m for m in registry.TASKS[task].models
                        if not registry.MODELS[m].needs_key or os.environ.get(registry.MODELS[m].needs_key)]
-        for model in sorted(set(registry.SUPPORTED[task]) - set(cells[task])):
+        for model in sorted(set(registry.TASKS[task].models) - set(cells[task])):
             print(f"smoke: skipping {task} x {model} (needs {registry.MODELS[model].needs_key} and a network)")
     for task, models in cells.items():
         print(f"smoke: {task} x {', '.join(models)} ({args.n_jobs} jobs at a time)", flush=True)

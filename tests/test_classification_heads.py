@@ -10,7 +10,7 @@ from nlpexp import registry
 
 pytestmark = pytest.mark.filterwarnings("ignore:Glyph .* missing from font")  # no CJK font for plot labels
 
-NEW_CELLS = [(task, model) for task in ("chnsenti", "zh_emotion", "clue") for model in registry.SUPPORTED[task]]
+NEW_CELLS = [(task, model) for task in ("chnsenti", "zh_emotion", "clue") for model in registry.TASKS[task].models]
 
 
 @pytest.mark.parametrize("task,model", NEW_CELLS)

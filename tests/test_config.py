@@ -7,7 +7,7 @@ from nlpexp import registry
 from nlpexp.validate import check_config
 
 CONF = Path(__file__).parents[1] / "nlpexp" / "conf"
-PAIRS = [(task, model) for task, models in registry.SUPPORTED.items() for model in models]
+PAIRS = [(task.name, model) for task in registry.TASKS.values() for model in task.models]
 
 
 def test_config_groups_mirror_the_registry():

@@ -101,7 +101,7 @@ def test_labelled_texts_become_same_label_pairs(tmp_path):
     assert len(pairs) == 6 and all(lab[a] == lab[b] for a, b in zip(pairs.text_1, pairs.text_2))
 
 
-@pytest.mark.parametrize("model", registry.SUPPORTED["embedding"])
+@pytest.mark.parametrize("model", registry.TASKS["embedding"].models)
 def test_every_embedding_cell_runs_in_smoke_form(nlpexp, model, monkeypatch):
     if model == "openai":
         pytest.skip("covered with a fake client in test_openai_key_never_reaches_a_file")

@@ -60,7 +60,7 @@ def test_eval_set_with_other_spellings_is_unified():
     assert len(frame) == 150 and set(frame["label"]) == set(range(6))  # happiness->joy, worry->fear
 
 
-@pytest.mark.parametrize("model", registry.SUPPORTED["emotion"])
+@pytest.mark.parametrize("model", registry.TASKS["emotion"].models)
 def test_every_emotion_cell_runs_in_smoke_form(nlpexp, model):
     res = nlpexp("+smoke=true", "task=emotion", f"model={model}")
     assert res.code == 0, res.err[-3000:]

@@ -183,7 +183,7 @@ def test_attention_matches_torch_and_positional_encoding_formula():
 
 
 # -- runs through the CLI ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("model", registry.SUPPORTED["novel"])
+@pytest.mark.parametrize("model", registry.TASKS["novel"].models)
 def test_every_novel_cell_runs_in_smoke_form(nlpexp, model):
     res = nlpexp("+smoke=true", "task=novel", f"model={model}")
     assert res.code == 0, res.err[-3000:]

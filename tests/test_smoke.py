@@ -10,7 +10,7 @@ CONTRACT = ["metrics.json", "history.csv", "predictions.csv", "confusion_matrix.
             ".hydra/config.yaml", "checkpoints/best"]
 
 
-@pytest.mark.parametrize("model", registry.SUPPORTED["finsent"])
+@pytest.mark.parametrize("model", registry.TASKS["finsent"].models)
 def test_smoke_run_writes_the_output_contract(nlpexp, model):
     res = nlpexp("+smoke=true", f"model={model}")
     assert res.code == 0, res.err[-3000:]

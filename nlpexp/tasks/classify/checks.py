@@ -99,7 +99,7 @@ def reads(cfg) -> dict:
     module, loop = registry.MODELS[cfg.model.name].adapter("classify"), registry.loop(cfg.model.name, "classify")
     hints = {f"trainer.{k}": v for k, v in LOOP_HINTS.get(loop, {}).items() if k}
     hints["trainer"] = LOOP_HINTS.get(loop, {}).get("")
-    hints["tokenizer.keep_whole"] = "only the WordPiece encoders minilm, bert, finbert and bert_chinese keep whole words"
+    hints["tokenizer.keep_whole"] = "only the WordPiece encoders minilm, bert, finbert, bert_chinese keep whole words"
     return {"reads": {"trainer": set(LOOP_READS[loop]), "model": {"name", *MODEL_KEYS[module]},
                       "tokenizer": {"keep_whole"} if module == "hf" else set(), "augment": None, "": set()},
             "hints": hints}
