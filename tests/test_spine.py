@@ -123,7 +123,15 @@ def test_a_small_hf_embedder_reloads_on_the_device_it_is_given(tmp_path, cuda_vi
                                           "(task=posenc draws the encoding"),
     (["task=emotion", "model=doc2vec", "tokenizer.keep_whole=[joy]"],
      "tokenizer.keep_whole is not read by task=emotion model=doc2vec (only the WordPiece encoders"),
-    (["model=minilm", "text=Profit rose."], "text is not read by task=finsent model=minilm"),
+    (["model=minilm", "text=Profit rose."], "text is not read by task=finsent model=minilm (mode=predict ckpt=<run> "
+                                            "reads it)"),
+    (["model=doc2vec", "data.eval_split=validation"], "data.eval_split is not read by task=finsent model=doc2vec "
+                                                      "(mode=eval ckpt=<run> reads it"),
+    (["task=story", "generate.temperature=0.5"], "generate.temperature is not read by task=story "
+                                                 "model=transformer_encdec (the evaluation after training decodes at "
+                                                 "each of generate.eval_temperatures)"),
+    (["task=novel", "model=bert_fc", "generate.strategy=beam"], "generate.strategy is not read by task=novel "
+                                                                "model=bert_fc (the held-out continuations"),
 ])
 def test_a_key_the_path_does_not_read_is_refused_in_one_line(nlpexp, tmp_path, args, needle):
     res = nlpexp(*args)

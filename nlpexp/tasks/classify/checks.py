@@ -1,6 +1,6 @@
 """The classification wing's config: schemas of task/data/tokenizer/augment, the keys each adapter and training
 loop reads, and the checks that span several keys. Imported before any run: no torch here."""
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Dict, List, Optional
 
 from omegaconf import MISSING, OmegaConf
@@ -94,14 +94,20 @@ def reads(cfg) -> dict:
     if cfg.mode != "train":
         saved = "the saved run's settings (its .hydra/config.yaml) are used"
         root = {"eval": {"ckpt"}, "predict": {"ckpt", "text", "input", "output"}, "soup": {"ckpt"}}[cfg.mode]
-        return {"reads": {"trainer": set(), "model": set(), "tokenizer": set(), "augment": set(), "": root},
-                "hints": {"trainer": saved, "model": saved, "tokenizer": saved, "augment": saved}}
+        data = {"predict": set()}.get(cfg.mode)  # eval and soup read data.* (the split to score)
+        return {"reads": {"trainer": set(), "model": set(), "tokenizer": set(), "augment": set(), "": root,
+                          "data": data},
+                "hints": {"trainer": saved, "model": saved, "tokenizer": saved, "augment": saved,
+                          "data": "mode=predict scores text= or input= with the saved run's label settings"}}
     module, loop = registry.MODELS[cfg.model.name].adapter("classify"), registry.loop(cfg.model.name, "classify")
     hints = {f"trainer.{k}": v for k, v in LOOP_HINTS.get(loop, {}).items() if k}
     hints["trainer"] = LOOP_HINTS.get(loop, {}).get("")
     hints["tokenizer.keep_whole"] = "only the WordPiece encoders minilm, bert, finbert, bert_chinese keep whole words"
+    hints["data.eval_split"] = "mode=eval ckpt=<run> reads it; training scores validation and test"
+    data = {f.name for f in fields(ClassifyData)} - {"eval_split"}
     return {"reads": {"trainer": set(LOOP_READS[loop]), "model": {"name", *MODEL_KEYS[module]},
-                      "tokenizer": {"keep_whole"} if module == "hf" else set(), "augment": None, "": set()},
+                      "tokenizer": {"keep_whole"} if module == "hf" else set(), "augment": None, "": set(),
+                      "data": data},
             "hints": hints}
 
 

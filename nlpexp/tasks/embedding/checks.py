@@ -69,8 +69,8 @@ FINETUNABLE = ("hf", "sentence_transformers")
 def reads(cfg) -> dict:
     if cfg.mode == "apply":
         saved = "the saved run's embedder is used"
-        return {"reads": {"trainer": set(), "model": {"name"}, "": {"ckpt", "input", "output"}},
-                "hints": {"trainer": saved, "model": saved}}
+        return {"reads": {"trainer": set(), "model": {"name"}, "": {"ckpt", "input", "output"}, "data": set()},
+                "hints": {"trainer": saved, "model": saved, "data": "mode=apply embeds input= with the saved run"}}
     module = registry.MODELS[cfg.model.name].adapter("embedding")
     trainer = set(MATRIX_READS) if cfg.task.method == "matrix" else set()
     if module == "hf":

@@ -1,6 +1,6 @@
 """The novel wing's config: schemas of task/data/generate, the keys each adapter and the training loop read,
 and the checks that span several keys. Imported before any run: no torch here."""
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, List, Optional
 
 from omegaconf import MISSING
@@ -64,17 +64,23 @@ MODEL_KEYS = {
 LOOP_READS = ("epochs", "batch_size", "eval_batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio",
               "max_steps")
 HINTS = {"trainer.max_length": "task=novel windows hold task.seq_len characters",
-         "model.classifier_hidden": "bert_fc's next-character MLP is model.fc_hidden"}
+         "model.classifier_hidden": "bert_fc's next-character MLP is model.fc_hidden",
+         "generate.strategy": "the held-out continuations after training are sampled, and beam-searched too with "
+                              "generate.eval_beam", "generate.num_samples": "mode=generate reads it"}
+EVAL_ONLY = ("eval_prompts", "eval_length", "eval_beam")  # the held-out continuations after training
 
 
 def reads(cfg) -> dict:
     module = registry.MODELS[cfg.model.name].adapter("novel")
+    every = {f.name for f in fields(NovelGenerate)}
     if cfg.mode == "generate":
         saved = "the saved run's model is used as trained"
-        return {"reads": {"trainer": set(), "model": {"name"}, "": {"ckpt", "prompt", "length"}},
-                "hints": {"trainer": saved, "model": saved}}
-    return {"reads": {"trainer": set(LOOP_READS), "model": {"name", *MODEL_KEYS[module]}, "": set()},
-            "hints": dict(HINTS)}
+        return {"reads": {"trainer": set(), "model": {"name"}, "": {"ckpt", "prompt", "length"}, "data": set(),
+                          "generate": every - set(EVAL_ONLY)},
+                "hints": {"trainer": saved, "model": saved, "data": "mode=generate reads no data",
+                          "generate": "only the evaluation after training reads it"}}
+    return {"reads": {"trainer": set(LOOP_READS), "model": {"name", *MODEL_KEYS[module]}, "": set(),
+                      "generate": every - {"strategy", "num_samples"}}, "hints": dict(HINTS)}
 
 
 def check(cfg) -> list[str]:

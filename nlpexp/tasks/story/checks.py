@@ -1,6 +1,6 @@
 """The story wing's config: schemas of task/data/generate, the keys each adapter and the training loop read,
 and the checks that span several keys. Imported before any run: no torch here."""
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import List, Optional
 
 from omegaconf import MISSING
@@ -67,8 +67,15 @@ MODEL_KEYS = {
 # the trainer.* keys the story loop (recipe.fit) reads; mode=eval reads only eval_batch_size
 LOOP_READS = ("epochs", "batch_size", "eval_batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio",
               "max_steps")
+# the generate.* keys mode=generate reads; training and mode=eval read the others (and not these two)
+GENERATE_READS = ("strategy", "temperature", "top_k", "top_p", "num_beams", "repetition_penalty",
+                  "no_repeat_ngram_size", "max_new_tokens", "max_sentences", "no_empty_sentences", "cut_repeated_kgram",
+                  "num_samples")
 HINTS = {"trainer.max_length": "task=story sequences hold task.max_len positions",
-         "length": "task=story writes up to generate.max_new_tokens tokens and generate.max_sentences sentences"}
+         "length": "task=story writes up to generate.max_new_tokens tokens and generate.max_sentences sentences",
+         "generate.temperature": "the evaluation after training decodes at each of generate.eval_temperatures",
+         "generate.num_samples": "mode=generate reads it", "generate.eval_temperatures": "training and mode=eval "
+         "read it", "generate.batch_size": "training and mode=eval read it", "data": "mode=generate reads no data"}
 
 
 def reads(cfg) -> dict:
@@ -78,10 +85,13 @@ def reads(cfg) -> dict:
     if cfg.mode == "generate" and not cfg.get("ckpt"):
         model |= {"pretrained"}  # the configured pretrained model generates as it is
     root = {"train": set(), "eval": {"ckpt"}, "generate": {"ckpt", "prompt"}}[cfg.mode]
+    every = {f.name for f in fields(StoryGenerate)}
+    generate = set(GENERATE_READS) if cfg.mode == "generate" else every - {"temperature", "num_samples"}
     hints = dict(HINTS)
     if cfg.mode != "train":
         hints.update(trainer="the saved run's model is used as trained", model="the saved run's model is used")
-    return {"reads": {"trainer": trainer, "model": model, "": root}, "hints": hints}
+    return {"reads": {"trainer": trainer, "model": model, "generate": generate, "": root,
+                      **({"data": set()} if cfg.mode == "generate" else {})}, "hints": hints}
 
 
 def check(cfg) -> list[str]:
