@@ -23,13 +23,9 @@ MODE_KEYS = {"ckpt": "the saved-run modes read it: mode=eval|predict|soup|genera
              "length": "task=novel mode=generate reads it"}
 
 
-def wing_checks(task: str):
-    return wing_checks_of(registry.wing(task))
-
-
 def config_errors(cfg: DictConfig, overrides=()) -> list[str]:
     registry.check(cfg.task.name, cfg.model.name, cfg.mode)
-    checks = wing_checks(cfg.task.name)
+    checks = wing_checks(registry.wing(cfg.task.name))
     errors = typed_errors(cfg)
     seed = cfg.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 32:
@@ -88,10 +84,11 @@ def other_readers(cfg: DictConfig, group: str, leaf: str) -> str | None:
         return None
     record = registry.MODELS[cfg.model.name]
     wings = [w for w in record.adapters if w != registry.wing(cfg.task.name)
-             and leaf in wing_checks_of(w).MODEL_KEYS.get(record.adapter(w), ())]
+             and leaf in wing_checks(w).MODEL_KEYS.get(record.adapter(w), ())]
     tasks = [t.name for t in registry.TASKS.values() if t.wing in wings and cfg.model.name in t.models]
     return f"read by task={'|'.join(tasks)}" if tasks else None
 
 
-def wing_checks_of(wing: str):
+def wing_checks(wing: str):
+    """nlpexp/tasks/<wing>/checks.py: the wing's schemas, what its adapters and loops read, its own checks."""
     return importlib.import_module(f"nlpexp.tasks.{wing}.checks")
