@@ -161,7 +161,7 @@ class Trainer:
     max_length: int = setting(MISSING, gt=0)
     max_steps: int = setting(MISSING, check=lambda v: None if v == -1 or v > 0 else
                              f"must be -1 (no cap) or an integer > 0 (got {v!r})")
-    best_metric: str = MISSING
+    best_metric: str = setting(MISSING, choices=("accuracy", "macro_f1", "weighted_precision", "weighted_recall"))
     keep_checkpoints: bool = MISSING
     average_last: int = setting(MISSING, ge=0)
     soup: int = setting(MISSING, gt=0)

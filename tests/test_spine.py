@@ -157,6 +157,8 @@ def test_a_key_given_in_eval_mode_is_refused_it_is_the_saved_runs(nlpexp, tmp_pa
     (["model=bert_fc", "model.freeze=some"], "model.freeze must be none, all, all_but_pooler or a number of layers"),
     (["trainer.warmup_ratio=1.5"], "trainer.warmup_ratio must be in [0, 1) (got 1.5)"),
     (["data.eval_split=dev"], "data.eval_split must be one of train, validation, test (got 'dev')"),
+    (["trainer.best_metric=f1"], "trainer.best_metric must be one of accuracy, macro_f1, weighted_precision, "
+                                 "weighted_recall (got 'f1')"),
 ])
 def test_types_unknown_keys_and_ranges_fail_at_composition(nlpexp, tmp_path, args, needle):
     res = nlpexp(*args)
