@@ -77,14 +77,18 @@ def test_eval_and_predict_from_a_saved_run(nlpexp, tmp_path):
     assert model.config.id2label == {0: "negative", 1: "neutral", 2: "positive"}
 
 
-def test_doc2vec_saves_gensim_native_model(nlpexp, tmp_path):
-    from gensim.models.doc2vec import Doc2Vec
+def test_doc2vec_saves_no_pickle_and_reloads_to_the_same_scores(nlpexp, tmp_path):
+    from nlpexp.tasks.classify import doc2vec
 
     assert nlpexp("+smoke=true", "model=doc2vec", f"hydra.run.dir={tmp_path}/run").code == 0
     best = tmp_path / "run" / "checkpoints" / "best"
-    assert Doc2Vec.load(str(best / "doc2vec.model")).vector_size == 100
+    assert not list(best.glob("*.model")) and (best / "doc2vec_word_vectors.npy").exists()
+    assert doc2vec.load(best, "cpu").d2v.vector_size == 100
     res = nlpexp("mode=eval", f"ckpt={tmp_path}/run")
     assert res.code == 0
+    trained = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]["test_accuracy"]
+    evaluated = json.loads(sorted((tmp_path / "run" / "eval").glob("*/metrics.json"))[-1].read_text())
+    assert evaluated["metrics"]["test_accuracy"] == trained
 
 
 def test_finbert_vs_doc2vec_experiment_writes_one_comparison(nlpexp, tmp_path):

@@ -27,7 +27,7 @@ def test_joblib_sweep_runs_jobs_in_their_own_folders_and_reports_mean_std(nlpexp
     assert sorted(r["seed"] for r in runs.values()) == [1, 2]
     assert len({r["run_dir"] for r in runs.values()}) == 2
     for name in runs:  # each job wrote its own checkpoint, nothing shared
-        assert (sweep / name / "checkpoints" / "best" / "doc2vec.model").exists()
+        assert (sweep / name / "checkpoints" / "best" / "doc2vec_word_vectors.npy").exists()
     report.main([str(sweep)])
     seeds = pd.read_csv(sweep / "report_seeds.csv")
     assert seeds["n_seeds"].tolist() == [2]

@@ -1,7 +1,11 @@
 """gensim Doc2Vec, as the classification (Doc2Vec + logistic regression) and embedding tasks both train it:
 our tokenizer, a per-process-stable word hash and one set of training settings from the model config."""
+import json
 import re
 import zlib
+from pathlib import Path
+
+import numpy as np
 
 TOKEN = re.compile(r"[a-z0-9]+(?:[.,'][a-z0-9]+)*|[^\sa-z0-9]", re.IGNORECASE)
 
@@ -42,3 +46,44 @@ def train_doc2vec(texts, model_cfg, seed: int, progress: bool = False):
 
 def infer_epochs(model_cfg) -> int:
     return int(model_cfg.get("infer_epochs") or model_cfg.epochs)
+
+
+# -- checkpoints without pickle: gensim's own .model format unpickles, so a crafted file would run code on load.
+# What inference needs is saved as NPY + JSON (word vectors, the negative-sampling weights, the vocabulary in index
+# order with its counts and downsampling thresholds) and the model is rebuilt from the same settings.
+def save_doc2vec(d2v, folder: Path) -> None:
+    if not d2v.negative or d2v.hs:
+        raise ValueError("only negative-sampling Doc2Vec models are saved (hs=0, negative>0)")
+    folder.mkdir(parents=True, exist_ok=True)
+    words = list(d2v.wv.index_to_key)
+    np.save(folder / "doc2vec_word_vectors.npy", d2v.wv.vectors)
+    np.save(folder / "doc2vec_syn1neg.npy", d2v.syn1neg)
+    vocab = {"words": words, "counts": [int(d2v.wv.get_vecattr(w, "count")) for w in words],
+             "sample_int": [int(d2v.wv.get_vecattr(w, "sample_int")) for w in words]}
+    (folder / "doc2vec_vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+
+
+def load_doc2vec(folder: Path, model_cfg, seed: int):
+    """The Doc2Vec save_doc2vec wrote, rebuilt with train_doc2vec's settings: it infers the same vectors."""
+    from gensim.models.doc2vec import Doc2Vec
+
+    from nlpexp.errors import UserError
+
+    try:
+        vocab = json.loads((folder / "doc2vec_vocab.json").read_text(encoding="utf-8"))
+        vectors = np.load(folder / "doc2vec_word_vectors.npy", allow_pickle=False)
+        syn1neg = np.load(folder / "doc2vec_syn1neg.npy", allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise UserError(f"{folder}: no readable Doc2Vec checkpoint ({err})") from None
+    c = model_cfg
+    d2v = Doc2Vec(vector_size=c.vector_size, window=c.window, min_count=c.min_count, epochs=c.epochs, dm=c.dm,
+                  dbow_words=c.dbow_words, seed=seed, workers=1, hashfxn=stable_hash)
+    words = vocab["words"]
+    d2v.build_vocab_from_freq(dict(zip(words, vocab["counts"])))
+    wv = d2v.wv  # the saved index order: negative sampling draws indices through the cumulative table
+    wv.index_to_key, wv.key_to_index = list(words), {w: i for i, w in enumerate(words)}
+    wv.expandos["count"] = np.asarray(vocab["counts"], dtype=wv.expandos["count"].dtype)
+    wv.expandos["sample_int"] = np.asarray(vocab["sample_int"], dtype=wv.expandos["sample_int"].dtype)
+    d2v.make_cum_table()
+    wv.vectors, d2v.syn1neg = vectors, syn1neg
+    return d2v

@@ -1,6 +1,6 @@
 """Doc2Vec document vectors + scikit-learn LogisticRegression (model=doc2vec on the classification tasks).
 
-Saved as gensim's own format (doc2vec.model) plus the regression as NPY/JSON.
+Saved without pickle: the Doc2Vec weights and vocabulary and the regression as NPY/JSON (models/doc2vec.py).
 """
 import json
 import time
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nlpexp.models.doc2vec import infer_epochs, tokenize, train_doc2vec
+from nlpexp.models.doc2vec import infer_epochs, load_doc2vec, save_doc2vec, tokenize, train_doc2vec
 
 
 
@@ -50,10 +50,11 @@ class Doc2VecClassifier:
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.d2v.save(str(folder / "doc2vec.model"))
+        save_doc2vec(self.d2v, folder)
         np.save(folder / "logreg_coef.npy", self.coef)
         np.save(folder / "logreg_intercept.npy", self.intercept)
-        settings = {k: self.cfg.get(k) for k in ("epochs", "infer_epochs", "lowercase")}
+        settings = {k: self.cfg.get(k) for k in ("vector_size", "window", "min_count", "epochs", "dm", "dbow_words",
+                                                 "infer_epochs", "lowercase")}
         (folder / "classifier.json").write_text(json.dumps({"labels": self.labels, "seed": self.seed,
                                                             "model": settings}, indent=2))
 
@@ -63,12 +64,11 @@ class Doc2VecClassifier:
 
 def load(folder: Path, device: str) -> Doc2VecClassifier:
     """A saved run's classifier (gensim has no device: `device` is part of the one load signature only)."""
-    from gensim.models.doc2vec import Doc2Vec
     from omegaconf import OmegaConf
 
     meta = json.loads((folder / "classifier.json").read_text())
     clf = Doc2VecClassifier(OmegaConf.create(meta["model"]), meta["labels"], meta["seed"])
-    clf.d2v = Doc2Vec.load(str(folder / "doc2vec.model"))
+    clf.d2v = load_doc2vec(folder, clf.cfg, clf.seed)
     clf.coef, clf.intercept = np.load(folder / "logreg_coef.npy"), np.load(folder / "logreg_intercept.npy")
     return clf
 

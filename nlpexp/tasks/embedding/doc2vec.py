@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nlpexp.models.doc2vec import infer_epochs, stable_hash, tokenize, train_doc2vec
+from nlpexp.models.doc2vec import infer_epochs, load_doc2vec, save_doc2vec, stable_hash, tokenize, train_doc2vec
 from nlpexp.tasks.embedding.checks import MODEL_KEYS
 from nlpexp.tasks.embedding.contract import read_settings, write_settings
 
@@ -39,7 +39,7 @@ class Doc2VecEmbedder:
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.d2v.save(str(folder / "doc2vec.model"))
+        save_doc2vec(self.d2v, folder)
         write_settings(folder, {"seed": self.seed, "model": {k: self.cfg.get(k) for k in MODEL_KEYS["doc2vec"]}})
 
 
@@ -48,9 +48,8 @@ def embedder(cfg, train_texts, device: str) -> Doc2VecEmbedder:
 
 
 def load(folder: Path, device: str) -> Doc2VecEmbedder:
-    from gensim.models.doc2vec import Doc2Vec
     from omegaconf import OmegaConf
 
     saved = read_settings(folder)
-    return Doc2VecEmbedder(OmegaConf.create(saved["model"]), saved["seed"],
-                           Doc2Vec.load(str(folder / "doc2vec.model")))
+    model_cfg = OmegaConf.create(saved["model"])
+    return Doc2VecEmbedder(model_cfg, saved["seed"], load_doc2vec(folder, model_cfg, saved["seed"]))
