@@ -87,3 +87,20 @@ def load_doc2vec(folder: Path, model_cfg, seed: int):
     d2v.make_cum_table()
     wv.vectors, d2v.syn1neg = vectors, syn1neg
     return d2v
+
+
+def infer_vector(d2v, words: list[str], epochs: int) -> np.ndarray:
+    """d2v.infer_vector with a start vector that is the same in every process.
+
+    gensim draws the start from Python's built-in hash() of the text, which changes per process
+    (PYTHONHASHSEED), ignoring the model's hashfxn: a saved run re-scored in a new shell disagreed with itself.
+    Here the start comes from stable_hash instead; the rest of inference (d2v.random) is seeded by the caller."""
+    from gensim.models import doc2vec as gensim_doc2vec
+
+    original = gensim_doc2vec.pseudorandom_weak_vector
+    gensim_doc2vec.pseudorandom_weak_vector = lambda size, seed_string=None, hashfxn=None: original(
+        size, seed_string=seed_string, hashfxn=stable_hash)
+    try:
+        return d2v.infer_vector(words, epochs=epochs)
+    finally:
+        gensim_doc2vec.pseudorandom_weak_vector = original

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nlpexp.models.doc2vec import infer_epochs, load_doc2vec, save_doc2vec, tokenize, train_doc2vec
+from nlpexp.models.doc2vec import infer_epochs, infer_vector, load_doc2vec, save_doc2vec, tokenize, train_doc2vec
 
 
 
@@ -23,7 +23,7 @@ class Doc2VecClassifier:
 
         epochs = infer_epochs(self.cfg)
         self.d2v.random.seed(self.seed)  # inference draws random initial vectors: make them repeatable
-        return np.stack([self.d2v.infer_vector(tokenize(t, self.cfg.lowercase), epochs=epochs)
+        return np.stack([infer_vector(self.d2v, tokenize(t, self.cfg.lowercase), epochs)
                          for t in tqdm(list(texts), desc="infer vectors", leave=False, mininterval=1)])
 
     def fit(self, texts, gold) -> "Doc2VecClassifier":

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nlpexp.models.doc2vec import infer_epochs, load_doc2vec, save_doc2vec, stable_hash, tokenize, train_doc2vec
+from nlpexp.models.doc2vec import (infer_epochs, infer_vector, load_doc2vec, save_doc2vec, stable_hash, tokenize,
+                                   train_doc2vec)
 from nlpexp.tasks.embedding.checks import MODEL_KEYS
 from nlpexp.tasks.embedding.contract import read_settings, write_settings
 
@@ -34,7 +35,7 @@ class Doc2VecEmbedder:
         for text in texts:
             # seeded by the text itself: a text's vector does not depend on what else is embedded (cacheable)
             self.d2v.random.seed((self.seed * 1_000_003 + stable_hash(text)) % 2**32)
-            out.append(self.d2v.infer_vector(tokenize(text, self.cfg.lowercase), epochs=epochs))
+            out.append(infer_vector(self.d2v, tokenize(text, self.cfg.lowercase), epochs))
         return np.stack(out).astype(np.float32)
 
     def save(self, folder: Path) -> None:
