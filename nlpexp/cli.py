@@ -92,7 +92,11 @@ def composition_error(err: Exception) -> str:
     cause = str(err.__cause__).strip().splitlines()[0] if str(err.__cause__ or "").strip() else ""
     unknown = re.match(r"Could not override '([^']+)'", lines[0] if lines else "")
     if unknown:  # Hydra's advice to append it with + does not apply: the schema has no such key
-        return f"{unknown.group(1)}: no such key" + (f" ({cause})" if cause else "")
+        from nlpexp.validate import renamed_hint
+
+        new = renamed_hint(unknown.group(1))
+        why = f"renamed: use {new}" if new else cause
+        return f"{unknown.group(1)}: no such key" + (f" ({why})" if why else "")
     return (" ".join(lines) + (f": {cause}" if cause else ""))[:400]
 
 

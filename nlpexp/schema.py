@@ -132,6 +132,20 @@ def input_errors(cfg) -> list[str]:
 
 # -- shared schemas -----------------------------------------------------------------------------------------
 @dataclass
+class DecodingControls:
+    """generate.*: the decoding controls of nlpexp/decoding.py (its CONTROLS), one meaning for every generation
+    wing and model; each wing's generate schema extends it with its own lengths, stop rules and evaluation."""
+    strategy: str = setting(MISSING, choices=("greedy", "sample", "beam"))
+    temperature: float = setting(MISSING, gt=0)
+    top_k: int = setting(MISSING, ge=0)
+    top_p: float = setting(MISSING, gt=0, le=1)
+    num_beams: int = setting(MISSING, gt=0)
+    repetition_penalty: float = setting(MISSING, gt=0)
+    no_repeat_ngram_size: int = setting(MISSING, ge=0)
+    repeat_window: int = setting(MISSING, ge=0)
+
+
+@dataclass
 class Small:
     """`model.small`: the architecture built from config when model.pretrained=null (offline)."""
     hidden_size: int = setting(MISSING, gt=0)
@@ -167,6 +181,8 @@ class Trainer:
     soup: int = setting(MISSING, gt=0)
     nproc: int = setting(MISSING, gt=0)
     save_steps: int = setting(MISSING, ge=0)
+    max_minutes: Optional[float] = setting(None, gt=0)
+    precision: str = setting("auto", choices=("auto", "fp32", "bf16", "fp16"))
 
 
 @dataclass

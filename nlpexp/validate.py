@@ -9,7 +9,7 @@ No heavy import: torch, transformers and the adapters stay unloaded.
 """
 import importlib
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from nlpexp import registry
 from nlpexp.errors import UserError
@@ -26,7 +26,10 @@ MODE_KEYS = {"ckpt": "the saved-run modes read it: mode=eval|predict|soup|genera
 def config_errors(cfg: DictConfig, overrides=()) -> list[str]:
     registry.check(cfg.task.name, cfg.model.name, cfg.mode)
     checks = wing_checks(registry.wing(cfg.task.name))
-    errors = typed_errors(cfg)
+    renamed = {old: new for old, new in getattr(checks, "RENAMED", {}).items()
+               if OmegaConf.select(cfg, old, default=MISSING_KEY) is not MISSING_KEY}  # e.g. a +generate.beam_size
+    errors = [f"{old}: renamed, use {new}" for old, new in renamed.items()]
+    errors += [e for e in typed_errors(cfg) if e.split(":", 1)[0] not in renamed]
     seed = cfg.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 32:
         errors.append(f"seed must be an integer in [0, 2^32 - 1] (got {seed!r})")
@@ -37,6 +40,9 @@ def config_errors(cfg: DictConfig, overrides=()) -> list[str]:
         return errors
     errors += checks.check(cfg)
     errors += unread_errors(cfg, overrides, checks.reads(cfg))
+    precision = (cfg.get("trainer") or {}).get("precision")
+    if precision == "fp16" and cfg.device.name in ("cpu", "mps"):
+        errors.append(f"trainer.precision=fp16 needs a CUDA GPU (device={cfg.device.name}): use bf16 or fp32")
     if cfg.get("logger") is not None:
         from nlpexp.loggers import missing_dependency
 
@@ -87,6 +93,18 @@ def other_readers(cfg: DictConfig, group: str, leaf: str) -> str | None:
              and leaf in wing_checks(w).MODEL_KEYS.get(record.adapter(w), ())]
     tasks = [t.name for t in registry.TASKS.values() if t.wing in wings and cfg.model.name in t.models]
     return f"read by task={'|'.join(tasks)}" if tasks else None
+
+
+MISSING_KEY = object()
+
+
+def renamed_hint(key: str) -> str | None:
+    """The new name of a renamed key (the wings' RENAMED tables): the composition error of an old key names it."""
+    for wing in sorted({task.wing for task in registry.TASKS.values()}):
+        new = getattr(wing_checks(wing), "RENAMED", {}).get(key)
+        if new:
+            return new
+    return None
 
 
 def wing_checks(wing: str):

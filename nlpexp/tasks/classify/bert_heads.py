@@ -103,4 +103,4 @@ def load(folder: Path, device: str) -> trainer.TorchClassifier:
     model = BertClassifier(BertConfig.from_dict(spec.pop("bert_config")), **spec)
     load_model(model, str(Path(folder) / "model.safetensors"), device="cpu")
     return trainer.TorchClassifier(AutoTokenizer.from_pretrained(folder), model, device,
-                                   trainer.saved_max_length(folder))
+                                   trainer.saved_max_length(folder), trainer.saved_precision(folder, device))

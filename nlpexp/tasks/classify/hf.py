@@ -36,4 +36,4 @@ def load(folder: Path, device: str) -> trainer.TorchClassifier:
 
     return trainer.TorchClassifier(AutoTokenizer.from_pretrained(folder),
                                    AutoModelForSequenceClassification.from_pretrained(folder), device,
-                                   trainer.saved_max_length(folder))
+                                   trainer.saved_max_length(folder), trainer.saved_precision(folder, device))

@@ -140,4 +140,5 @@ def load(folder: Path, device: str) -> trainer.TorchClassifier:
     cfg = model.config
     tokenizer = PromptTokenizer(AutoTokenizer.from_pretrained(folder), cfg.prompt, "、".join(cfg.prompt_labels),
                                 cfg.prompt_max_length)
-    return trainer.TorchClassifier(tokenizer, model, device, cfg.prompt_max_length)
+    return trainer.TorchClassifier(tokenizer, model, device, cfg.prompt_max_length,
+                                   trainer.saved_precision(folder, device))

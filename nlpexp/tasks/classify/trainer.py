@@ -17,17 +17,19 @@ import numpy as np
 class TorchClassifier:
     """A trained or loaded torch classifier with its tokenizer: scores texts in length-sorted batches."""
 
-    def __init__(self, tokenizer, model, device: str, max_length: int):
-        self.tokenizer, self.device, self.max_length = tokenizer, device, max_length
+    def __init__(self, tokenizer, model, device: str, max_length: int, precision: str = "fp32"):
+        self.tokenizer, self.device, self.max_length, self.precision = tokenizer, device, max_length, precision
         self.model = model.to(device).eval()
 
     def predict_proba(self, texts, batch_size: int = 64) -> np.ndarray:
         import torch
 
+        from nlpexp.precision import autocast
+
         texts = list(texts)
         order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths batch together: less padding
         out = np.zeros((len(texts), self.model.config.num_labels), dtype=np.float64)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.precision, self.device):
             for start in range(0, len(texts), batch_size):
                 idx = order[start:start + batch_size]
                 enc = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.max_length,
@@ -47,12 +49,21 @@ class TorchClassifier:
     def save(self, folder: Path) -> None:
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
-        (Path(folder) / "scoring.json").write_text(json.dumps({"max_length": int(self.max_length)}))
+        (Path(folder) / "scoring.json").write_text(json.dumps({"max_length": int(self.max_length),
+                                                               "precision": self.precision}))
 
 
 def saved_max_length(folder: Path) -> int:
     """The truncation length a saved classifier was trained with (scoring.json, written by TorchClassifier.save)."""
     return int(json.loads((Path(folder) / "scoring.json").read_text())["max_length"])
+
+
+def saved_precision(folder: Path, device: str) -> str:
+    """The precision a saved classifier was trained and scored in, as it can run on `device` (fp16 off CUDA: fp32)."""
+    from nlpexp.precision import resolve
+
+    return resolve(json.loads((Path(folder) / "scoring.json").read_text()).get("precision", "fp32"), device,
+                   strict=False)
 
 
 def init_head_from_probe(model, tokenizer, texts, gold, max_length: int, seed: int) -> None:
@@ -95,6 +106,29 @@ def _history(log_history: list[dict]) -> list[dict]:
             if key.startswith("eval_") and not key.endswith(("runtime", "per_second")):
                 row["val_" + key[5:]] = value
     return [rows[k] for k in sorted(rows)]
+
+
+def stop_after(minutes: float):
+    """A callback that ends training once `minutes` have passed (trainer.max_minutes, as in our loop): the epoch's
+    evaluation and the best-checkpoint choice still run."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class StopAfter(TrainerCallback):
+        deadline = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.deadline = time.time() + 60 * minutes
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.time() > self.deadline:
+                print(f"trainer.max_minutes={minutes:g} reached at step {state.global_step}: stopping")
+                control.should_training_stop = True
+                control.should_evaluate = control.should_save = True
+            return control
+
+    return StopAfter()
 
 
 def save_every(steps: int):
@@ -214,7 +248,10 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model,
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
 
+    from nlpexp.precision import of_run
+
     tr = cfg.trainer
+    precision = of_run(cfg, device)
     tokenizer, model = build_model(cfg.model, labels, splits["train"]["text"], tr.max_length, bool(cfg.get("smoke")))
     whole = keep_whole_list(cfg, labels) if keep_whole else []
     added = keep_whole_words(tokenizer, model, whole)
@@ -253,8 +290,8 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model,
             scores.append(float(trainer.state.best_metric))
             history += [{"ingredient": i + 1, **row} for row in _history(trainer.state.log_history)]
             ingredients.append({"seed": seed, f"val_{tr.best_metric}": round(scores[-1], 6),
-                                "test_accuracy": accuracy(TorchClassifier(tokenizer, model, device, tr.max_length),
-                                                           splits["test"])})
+                                "test_accuracy": accuracy(TorchClassifier(tokenizer, model, device, tr.max_length,
+                                                                          precision), splits["test"])})
         # a uniform soup, not a greedy one: validation (776 texts on PhraseBank) cannot tell apart averages whose
         # accuracies differ by less than its own noise, and choosing among them by it cost test accuracy there
         model.load_state_dict(average_weights(states))
@@ -263,12 +300,13 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model,
               f"(ingredients {min(scores):.4f}-{max(scores):.4f})")
         samples_per_s = len(splits["train"]) * float(tr.epochs) * n_soup / (time.time() - started)
         extra = {"soup": {"ingredients": ingredients, f"val_{tr.best_metric}": round(score, 6)}}
-    clf = TorchClassifier(tokenizer, trainer.model, device, tr.max_length)
+    clf = TorchClassifier(tokenizer, trainer.model, device, tr.max_length, precision)
     clf.save(ckpt_dir / "best")
     if not tr.keep_checkpoints:
         for old in [*ckpt_dir.glob("checkpoint-*"), *ckpt_dir.glob("ingredient-*")]:
             shutil.rmtree(old, ignore_errors=True)
-    info = {"train_samples_per_s": round(samples_per_s, 2),
+    info = {"train_samples_per_s": round(samples_per_s, 2), "precision": precision,
+            "grad_accum": int(tr.grad_accum),
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "total_params": sum(p.numel() for p in model.parameters()),
             **{k: v for k, v in extra.items() if v}}
@@ -285,6 +323,8 @@ def _train(cfg, model, tokenizer, data: dict, labels: list[str], run_dir: Path, 
 
     from nlpexp import distributed, loggers
     from nlpexp.metrics import classification_metrics
+
+    from nlpexp.precision import of_run, trainer_flags
 
     tr = cfg.trainer
 
@@ -304,13 +344,14 @@ def _train(cfg, model, tokenizer, data: dict, labels: list[str], run_dir: Path, 
         seed=seed, data_seed=seed,
         use_cpu=device == "cpu", train_sampling_strategy="group_by_length",
         report_to=loggers.hf_report_to(cfg, run_dir),
-        disable_tqdm=False, dataloader_num_workers=0, save_only_model=False,
+        disable_tqdm=False, dataloader_num_workers=0, save_only_model=False, **trainer_flags(of_run(cfg, device)),
         ddp_backend=("nccl" if device == "cuda" else "gloo") if parallel else None)
     trainer_class = resumable_trainer(seed)
     trainer = trainer_class(model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
                             processing_class=tokenizer, data_collator=data["collator"],
                             compute_metrics=compute_metrics,
-                            callbacks=[save_every(int(tr.save_steps))] if tr.get("save_steps") else None)
+                            callbacks=[*([save_every(int(tr.save_steps))] if tr.save_steps else []),
+                                       *([stop_after(float(tr.max_minutes))] if tr.max_minutes else [])])
     out = trainer.train(resume_from_checkpoint=cfg.get("resume_from"))
     trainer.accelerator.wait_for_everyone()  # every rank has loaded the best epoch before rank 0 prunes checkpoints
     return trainer, out

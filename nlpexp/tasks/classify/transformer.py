@@ -77,4 +77,4 @@ def load(folder: Path, device: str) -> trainer.TorchClassifier:
     model = EncoderClassifier(**json.loads((Path(folder) / "classifier.json").read_text()))
     load_model(model, str(Path(folder) / "model.safetensors"), device="cpu")
     return trainer.TorchClassifier(AutoTokenizer.from_pretrained(folder), model, device,
-                                   trainer.saved_max_length(folder))
+                                   trainer.saved_max_length(folder), trainer.saved_precision(folder, device))
