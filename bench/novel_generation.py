@@ -2,7 +2,7 @@
 
 The original loop (batch 1): every step re-tokenises the last 32 characters of the text with a BERT-style
 tokenizer, runs the whole model on them, and samples in Python (softmax, top-10, skip special tokens and
-characters among the last 30). Ours (nlpexp.decoding.sample): ids stay a tensor (no re-tokenising), several
+characters among the last 30). Ours (nlpexp.decoding.generate): ids stay a tensor (no re-tokenising), several
 continuations advance as one batch, and bert_lstm keeps its LSTM state (one LSTM step per character).
 
     python bench/novel_generation.py [--ckpt RUN_FOLDER] [--batch 16] [--length 300] [--repeats 3]
@@ -61,8 +61,8 @@ def ours(model, vocab, prompt: str, length: int, batch: int, stateful: bool, see
 
     prompts = torch.tensor([vocab.encode(prompt)] * batch)
     with torch.no_grad():
-        return decoding.sample(model, prompts, length, top_k=10, banned_ids=vocab.special_ids, repeat_window=30,
-                               generator=torch.Generator().manual_seed(seed), stateful=stateful)
+        return decoding.generate(model, prompts, length, top_k=10, banned_ids=vocab.special_ids, repeat_window=30,
+                                 generator=torch.Generator().manual_seed(seed), stateful=stateful)
 
 
 def build(ckpt: str | None):

@@ -1,8 +1,11 @@
-"""Decoding controls shared by every generation task: temperature, top-k, top-p, banned tokens, a no-repeat
-window, sampling and beam search, batched.
+"""One decoder for every generation task (story, novel): `generate` (greedy, sampling, beam search, batched,
+stop at eos or after max_sentences) under controls that are transformers LogitsProcessors built by `processors`
+from the generate.* settings: banned tokens, repetition penalty, no-repeat n-gram, a no-repeat window, no empty
+sentence, temperature, top-k, top-p. transformers models decode through their own `generate` with the same list
+(`hf_generate`), so a setting means the same for every model.
 
 A model plugs in through two calls (see WindowStepper):
-  start(prompt_ids (B, L)) -> (next-token logits (B, V), state)
+  start(prompt_ids (B, L), stateful=True) -> (next-token logits (B, V), state)
   advance(state, next_ids (B,)) -> (logits, state)
 `state` is a tuple of tensors with the batch on dim 0, so beams are re-ordered by indexing it.
 """
@@ -33,84 +36,262 @@ class WindowStepper:
         return self.last_logits(window), (window,) + tuple(state[1:])
 
 
-def mask_logits(logits, banned_ids=(), history=None, repeat_window: int = 0):
-    """-inf on banned ids and, per row, on every id among the last `repeat_window` ids of `history` (B, L)."""
-    logits = logits.clone()
+# -- the controls: transformers' LogitsProcessor interface, __call__(input_ids (B, T), scores (B, V)) -> scores --
+# ours for what transformers lacks; duck-typed (LogitsProcessorList and generate only call them), so importing
+# this module does not load transformers
+class NoRepeatWindowLogitsProcessor:
+    """-inf on every id among each row's last `window` ids (prompt included): no token comes back within
+    `window` tokens. `ignore_id` (the padding left of short prompts) is not text and bans nothing."""
+
+    def __init__(self, window: int, ignore_id: int | None = None):
+        self.window, self.ignore_id = window, ignore_id
+
+    def __call__(self, input_ids, scores):
+        recent = input_ids[:, -self.window:]
+        if self.ignore_id is not None:  # to a spare column past the vocabulary, dropped below
+            recent = recent.masked_fill(recent == self.ignore_id, scores.size(-1))
+        return torch.nn.functional.pad(scores, (0, 1)).scatter(1, recent, NEG_INF)[:, :-1]
+
+
+class NoEmptySentenceLogitsProcessor:
+    """A sentence may not end before it holds a word, nor the text (eos_id) before its first word: no '. . .',
+    no empty or punctuation-only text. It reads the generated ids only (those after `prompt_len`)."""
+
+    def __init__(self, sentence_ids, word_ids, eos_id=None, prompt_len: int = 0):
+        self.ends, self.words = _ids(sentence_ids), _ids(word_ids)
+        self.eos_id, self.prompt_len = eos_id, prompt_len
+
+    def __call__(self, input_ids, scores):
+        new = input_ids[:, self.prompt_len:]
+        at = torch.arange(1, new.size(1) + 1, device=new.device)
+
+        def last(ids):  # per row, the 1-based position of the last id among `ids` (0: none)
+            return torch.nn.functional.pad(torch.isin(new, ids.to(new.device)) * at, (1, 0)).amax(dim=1)
+
+        def column(ids):
+            mask = torch.zeros(scores.size(-1), dtype=torch.bool, device=scores.device)
+            mask[ids.to(scores.device)] = True
+            return mask
+
+        last_word = last(self.words)
+        empty = last(self.ends) >= last_word  # a token holding a word and a sentence end ends the sentence
+        scores = scores.masked_fill(empty[:, None] & column(self.ends), NEG_INF)
+        if self.eos_id is not None:
+            scores = scores.masked_fill((last_word == 0)[:, None] & column(torch.tensor([self.eos_id])), NEG_INF)
+        return scores
+
+
+def _ids(ids):
+    return torch.tensor(sorted(set(ids)), dtype=torch.long)
+
+
+class SentencesDone:
+    """A transformers StoppingCriteria: a row is done once its generated ids hold `max_sentences` sentence ends."""
+
+    def __init__(self, sentence_ids, max_sentences: int, prompt_len: int):
+        self.ends, self.max_sentences, self.prompt_len = _ids(sentence_ids), max_sentences, prompt_len
+
+    def __call__(self, input_ids, scores, **kwargs):
+        new = input_ids[:, self.prompt_len:]
+        return torch.isin(new, self.ends.to(new.device)).sum(dim=1) >= self.max_sentences
+
+
+# the decoding controls every generate.* node holds (nlpexp.schema.DecodingControls), with their neutral values
+CONTROLS = {"strategy": "sample", "temperature": 1.0, "top_k": 0, "top_p": 1.0, "num_beams": 4,
+            "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "repeat_window": 0}
+
+
+def controls(settings) -> dict:
+    """The decoding controls of a generate.* node or settings dict (CONTROLS' defaults where absent), as the plain
+    Python types transformers' processors insist on."""
+    return {key: type(default)(settings.get(key, default)) for key, default in CONTROLS.items()}
+
+
+def processors(settings, *, banned_ids=(), eos_id=None, sentence_ids=(), words=None, prompt_len: int = 0,
+               pad_id=None):
+    """One LogitsProcessorList from the settings' controls, in the order they apply: banned ids, repetition
+    penalty, no-repeat n-gram, no-repeat window, no empty sentence (given `words`, the word-bearing ids), then,
+    for sampling only, temperature, top-k and top-p. Our `generate` and transformers' `generate(logits_processor=)`
+    run this very list, so a control means the same for every model. `prompt_len`: where the generated ids
+    start in the rows the processors see."""
+    from transformers import (LogitsProcessorList, NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor,
+                              SuppressTokensLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper,
+                              TopPLogitsWarper)
+
+    s = controls(settings)
+    out = LogitsProcessorList()
     if len(banned_ids):
-        logits[:, list(banned_ids)] = NEG_INF
-    if repeat_window and history is not None and history.size(1):
-        logits.scatter_(1, history[:, -repeat_window:], NEG_INF)
-    return logits
+        out.append(SuppressTokensLogitsProcessor(sorted(set(banned_ids))))
+    if s["repetition_penalty"] != 1.0:
+        out.append(RepetitionPenaltyLogitsProcessor(s["repetition_penalty"]))
+    if s["no_repeat_ngram_size"]:
+        out.append(NoRepeatNGramLogitsProcessor(s["no_repeat_ngram_size"]))
+    if s["repeat_window"]:
+        out.append(NoRepeatWindowLogitsProcessor(s["repeat_window"], pad_id))
+    if words is not None:
+        out.append(NoEmptySentenceLogitsProcessor(sentence_ids, words, eos_id, prompt_len))
+    if s["strategy"] == "sample":
+        if s["temperature"] != 1.0:
+            out.append(TemperatureLogitsWarper(s["temperature"]))
+        if s["top_k"]:
+            out.append(TopKLogitsWarper(s["top_k"]))
+        if s["top_p"] < 1.0:
+            out.append(TopPLogitsWarper(s["top_p"]))
+    return out
 
 
-def filter_logits(logits, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
-    """Temperature, then keep the top_k highest (0 = all), then the smallest set with probability >= top_p."""
-    logits = logits / max(float(temperature), 1e-6)
-    if top_k and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, NEG_INF)
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        drop = probs.cumsum(dim=-1) - probs > top_p  # the token that crosses top_p stays
-        logits = logits.scatter(1, order, sorted_logits.masked_fill(drop, NEG_INF))
-    return logits
-
-
-def _check_some_allowed(logits):
-    if torch.isinf(logits).all(dim=-1).any():
+def _apply(procs, ids, scores, live=None):
+    """The processors in order (called one by one: LogitsProcessorList would inspect each one's signature at
+    every step); a row with every token banned is a UserError, not a crash in softmax."""
+    if not procs:
+        return scores
+    for p in procs:
+        scores = p(ids, scores)
+    stuck = torch.isinf(scores).all(dim=-1)
+    if bool((stuck if live is None else stuck & live).any()):
         from nlpexp.errors import UserError
 
-        raise UserError("every token is banned at some step (repeat_window is too large for this vocabulary)")
-
-
-def sample(model, prompt_ids, length: int, *, temperature=1.0, top_k=10, top_p=1.0, banned_ids=(),
-           repeat_window=30, generator=None, stateful=True):
-    """(B, length) sampled continuations of the (B, L) prompts, all rows advanced together."""
-    logits, state = model.start(prompt_ids, stateful=stateful)
-    history, out = prompt_ids, []
-    for step in range(length):
-        masked = mask_logits(logits.float(), banned_ids, history, repeat_window)
-        _check_some_allowed(masked)
-        probs = torch.softmax(filter_logits(masked, temperature, top_k, top_p), dim=-1)
-        nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
-        out.append(nxt)
-        history = torch.cat([history[:, -max(repeat_window, 1):], nxt[:, None]], dim=1)
-        if step + 1 < length:
-            logits, state = model.advance(state, nxt)
-    return torch.stack(out, dim=1) if out else prompt_ids[:, :0]
+        raise UserError("every token is banned at some step (the banned ids, repeat_window and no_repeat_ngram_size "
+                        "leave none: lower repeat_window)")
+    return scores
 
 
 def _select(state, index):
     return tuple(s.index_select(0, index) for s in state)
 
 
-def beam_search(model, prompt_ids, length: int, *, beam_size=4, banned_ids=(), repeat_window=30,
-                length_penalty=1.0, stateful=True):
-    """(B, length) best beam per prompt by summed log-probability, under the same bans as sampling."""
+def _text_ids(prompt_ids, pad_id):
+    """The prompts as the controls read them: padding moved to the left, so a right-padded (encoder) prompt's
+    last token sits next to the first generated one."""
+    if pad_id is None or not bool((prompt_ids == pad_id).any()):
+        return prompt_ids
+    rows = [[t for t in p if t != pad_id] for p in prompt_ids.tolist()]
+    width = prompt_ids.size(1)
+    return torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=prompt_ids.device)
+
+
+def generate(model, prompt_ids, max_new_tokens: int, *, banned_ids=(), eos_id=None, sentence_ids=(),
+             max_sentences: int = 0, words=None, pad_id=None, generator=None, length_penalty: float = 1.0,
+             stateful: bool = True, **settings) -> list[list[int]]:
+    """Continuations of the (B, L) prompts, each a list of new ids without the end-of-text token, under the
+    controls in `settings` (CONTROLS: strategy greedy | sample | beam, temperature, top_k, top_p, num_beams,
+    repetition_penalty, no_repeat_ngram_size, repeat_window; see `processors`). pad_id entries of the prompts
+    are padding, not text. A row stops at eos_id or once it holds `max_sentences` ids of `sentence_ids`
+    (0 = no limit); the loop stops when every row has. Greedy takes the argmax, sampling draws from `generator`.
+    `stateful` goes to model.start (bert_lstm: carry the LSTM state instead of re-reading the window)."""
+    unknown = set(settings) - set(CONTROLS)
+    if unknown:
+        raise TypeError(f"generate() got unknown decoding controls {sorted(unknown)}")
+    s = controls(settings)
+    history = _text_ids(prompt_ids, pad_id)
+    procs = processors(s, banned_ids=banned_ids, eos_id=eos_id, sentence_ids=sentence_ids, words=words,
+                       prompt_len=history.size(1), pad_id=pad_id)
+    if s["strategy"] == "beam":
+        return _beam(model, prompt_ids, history, max_new_tokens, s["num_beams"], procs, eos_id, set(sentence_ids),
+                     max_sentences, length_penalty, stateful)
     b = prompt_ids.size(0)
     logits, state = model.start(prompt_ids, stateful=stateful)
-    vocab = logits.size(-1)
-    # every prompt starts as one live beam; the other beam slots are dead (-inf) until the first expansion
-    rows = torch.arange(b).repeat_interleave(beam_size)
-    state, history, logits = _select(state, rows), prompt_ids[rows], logits[rows]
-    scores = torch.full((b, beam_size), NEG_INF)
-    scores[:, 0] = 0.0
-    seqs = prompt_ids.new_zeros((b * beam_size, 0))
-    for step in range(length):
-        masked = mask_logits(logits.float(), banned_ids, history, repeat_window)
-        _check_some_allowed(masked)
-        logp = torch.log_softmax(masked, dim=-1).view(b, beam_size, vocab)
-        total = (scores[:, :, None] + logp).view(b, -1)
-        scores, flat = torch.topk(total, beam_size, dim=-1)
-        parent = (flat // vocab + torch.arange(b)[:, None] * beam_size).view(-1)
+    out, done, sentences, ends = [[] for _ in range(b)], [False] * b, [0] * b, set(sentence_ids)
+    for step in range(max_new_tokens):
+        scores = _apply(procs, history, logits.float())
+        if s["strategy"] == "greedy":
+            nxt = scores.argmax(dim=-1)
+        else:
+            nxt = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator)[:, 0]
+        for r, t in enumerate(nxt.tolist()):
+            if done[r]:
+                continue
+            if t == eos_id:
+                done[r] = True
+                continue
+            out[r].append(t)
+            sentences[r] += t in ends
+            done[r] = bool(max_sentences) and sentences[r] >= max_sentences
+        if all(done) or step + 1 == max_new_tokens:
+            break
+        if eos_id is not None and any(done):  # finished rows keep feeding eos (their output is frozen)
+            nxt = nxt.masked_fill(torch.tensor(done, device=nxt.device), eos_id)
+        history = torch.cat([history, nxt[:, None]], dim=1)
+        logits, state = model.advance(state, nxt)
+    return out
+
+
+def _beam(model, prompt_ids, history, max_new_tokens, k, procs, eos_id, ends, max_sentences, length_penalty,
+          stateful):
+    """Beam search as transformers does it (each beam's log-probabilities through the processors, the best k of
+    the k x V continuations by summed score), with finished beams frozen: a beam that ended (eos_id,
+    max_sentences) extends only by `filler` at no cost, so it stays in the running against the live ones."""
+    b = prompt_ids.size(0)
+    logits, state = model.start(prompt_ids, stateful=stateful)
+    dev, vocab = logits.device, logits.size(-1)
+    index = torch.arange(b, device=dev).repeat_interleave(k)
+    state, logits, history = _select(state, index), logits[index], history[index]
+    seqs, done = [[] for _ in range(b * k)], torch.zeros(b * k, dtype=torch.bool, device=dev)
+    scores = torch.full((b, k), NEG_INF, device=dev)
+    scores[:, 0] = 0.0  # one live beam per prompt until the first expansion
+    filler = eos_id if eos_id is not None else 0
+    for step in range(max_new_tokens):
+        logp = _apply(procs, history, torch.log_softmax(logits.float(), dim=-1), live=~done)
+        if bool(done.any()):
+            logp[done] = NEG_INF
+            logp[done, filler] = 0.0
+        total = (scores[:, :, None] + logp.view(b, k, vocab)).view(b, -1)
+        scores, flat = torch.topk(total, k, dim=-1)
+        parent = (flat // vocab + torch.arange(b, device=dev)[:, None] * k).view(-1)
         token = (flat % vocab).view(-1)
-        seqs = torch.cat([seqs[parent], token[:, None]], dim=1)
-        history = torch.cat([history[parent][:, -max(repeat_window, 1):], token[:, None]], dim=1)
-        if step + 1 < length:
-            logits, state = model.advance(_select(state, parent), token)
-    best = (scores / max(length, 1) ** length_penalty).argmax(dim=-1)
-    return seqs.view(b, beam_size, -1)[torch.arange(b), best]
+        new_seqs, new_done = [], []
+        for p, t, finished in zip(parent.tolist(), token.tolist(), done[parent].tolist()):
+            seq = seqs[p]
+            if not finished and t != eos_id:
+                seq = seq + [t]
+                finished = bool(max_sentences) and sum(x in ends for x in seq) >= max_sentences
+            new_seqs.append(seq)
+            new_done.append(finished or t == eos_id)
+        seqs, done = new_seqs, torch.tensor(new_done, device=dev)
+        if bool(done.all()) or step + 1 == max_new_tokens:
+            break
+        feed = token.masked_fill(done, filler)
+        history = torch.cat([history[parent], feed[:, None]], dim=1)
+        logits, state = model.advance(_select(state, parent), feed)
+    lengths = torch.tensor([len(s) + 1 for s in seqs], dtype=torch.float32, device=dev).view(b, k)
+    best = (scores / lengths ** length_penalty).argmax(dim=-1).tolist()
+    return [seqs[i * k + best[i]] for i in range(b)]
+
+
+def hf_generate(lm, prompts: list[list[int]], max_new_tokens: int, *, pad_id: int, eos_id=None, banned_ids=(),
+                sentence_ids=(), max_sentences: int = 0, words=None, seed: int = 0, **settings) -> list[list[int]]:
+    """A transformers model's own `generate` (its key/value cache, its greedy, sampling and beam loops) under the
+    processors our `generate` runs, passed as `logits_processor=` (no control also passed as a generate kwarg),
+    max_sentences as a StoppingCriteria; prompts left-padded with pad_id under an attention mask. New ids per
+    prompt, ended as our generate ends them (before eos_id, after the max_sentences-th sentence end: transformers
+    pads a stopped row). Sampling draws from torch's global generator, seeded with `seed`."""
+    from transformers import StoppingCriteriaList
+
+    s = controls(settings)
+    width, device = max(map(len, prompts)), next(lm.parameters()).device
+    ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], device=device)
+    attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    procs = processors(s, banned_ids=banned_ids, eos_id=eos_id, sentence_ids=sentence_ids, words=words,
+                       prompt_len=width, pad_id=pad_id)
+    stops = StoppingCriteriaList([SentencesDone(sentence_ids, max_sentences, width)] if max_sentences else [])
+    # top_k=0: transformers would add its default top-50 warper to ours when sampling
+    strategy = {"sample": {"do_sample": True, "top_k": 0}, "beam": {"do_sample": False, "num_beams": s["num_beams"]},
+                "greedy": {"do_sample": False, "num_beams": 1}}[s["strategy"]]
+    torch.manual_seed(int(seed))
+    with torch.no_grad():
+        out = lm.generate(input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens, logits_processor=procs,
+                          stopping_criteria=stops, eos_token_id=eos_id, pad_token_id=pad_id, **strategy)
+    return [_ended(row, eos_id, set(sentence_ids), max_sentences) for row in out[:, width:].tolist()]
+
+
+def _ended(row: list[int], eos_id, ends: set, max_sentences: int) -> list[int]:
+    row = row[:row.index(eos_id)] if eos_id in row else row
+    count = 0
+    for i, t in enumerate(row):
+        count += t in ends
+        if max_sentences and count >= max_sentences:
+            return row[:i + 1]
+    return row
 
 
 def repeat_violations(ids: list[int], window: int, start: int = 0) -> int:
@@ -118,7 +299,7 @@ def repeat_violations(ids: list[int], window: int, start: int = 0) -> int:
     return sum(ids[i] in ids[max(0, i - window):i] for i in range(start, len(ids)))
 
 
-# -- story generation: one loop for our models (their own cache via start/advance), with stopping rules ---
+# -- what the story wing derives from its tokenizer, and its text cuts -------------------------------------
 def sentence_end_ids(tokenizer) -> list[int]:
     """Ids of the tokens that end a sentence (their text holds . ! or ?)."""
     vocab = tokenizer.get_vocab()
@@ -135,154 +316,6 @@ def word_ids(tokenizer) -> list[int]:
     vocab = tokenizer.get_vocab()
     return sorted(i for token, i in vocab.items()
                   if any(c.isalnum() for c in tokenizer.convert_tokens_to_string([token])))
-
-
-def sentence_is_empty(seq, sentence_ids: set, words: set) -> bool:
-    """True when no word-bearing token came since the last sentence end (or since the start)."""
-    for t in reversed(seq):
-        if t in sentence_ids:
-            return True
-        if t in words:
-            return False
-    return True
-
-
-def ban_empty_sentences(logits, seqs, sentence_ids: set, words, eos_id=None) -> None:
-    """In place: a sentence may not end before it holds a word, nor the text (eos_id) before its first word:
-    no '. . .', no empty or punctuation-only text."""
-    if words is None:
-        return
-    if sentence_ids:
-        rows = [r for r, seq in enumerate(seqs) if sentence_is_empty(seq, sentence_ids, words)]
-        if rows:
-            ids = torch.tensor(sorted(sentence_ids), device=logits.device)
-            logits[torch.tensor(rows, device=logits.device)[:, None], ids[None, :]] = NEG_INF
-    if eos_id is not None:
-        for r, seq in enumerate(seqs):
-            if not any(t in words for t in seq):
-                logits[r, eos_id] = NEG_INF
-
-
-def apply_repetition_penalty(logits, rows: list[list[int]], penalty: float):
-    """CTRL's penalty (as transformers): a seen token's logit is divided by `penalty` if > 0, else multiplied."""
-    if penalty == 1.0:
-        return logits
-    logits = logits.clone()
-    for r, seen in enumerate(rows):
-        if seen:
-            idx = torch.tensor(sorted(set(seen)), device=logits.device)
-            vals = logits[r, idx]
-            logits[r, idx] = torch.where(vals > 0, vals / penalty, vals * penalty)
-    return logits
-
-
-def no_repeat_ngram_bans(row: list[int], n: int) -> list[int]:
-    """Tokens that would complete an n-gram already present in `row`."""
-    if n <= 0 or len(row) < n:
-        return []
-    prefix = tuple(row[len(row) - n + 1:]) if n > 1 else ()
-    return [row[i + n - 1] for i in range(len(row) - n + 1) if tuple(row[i:i + n - 1]) == prefix]
-
-
-def _controls(logits, rows, *, banned_ids, repetition_penalty, no_repeat_ngram_size):
-    logits = mask_logits(logits.float(), banned_ids)
-    logits = apply_repetition_penalty(logits, rows, repetition_penalty)
-    if no_repeat_ngram_size:
-        for r, row in enumerate(rows):
-            bans = no_repeat_ngram_bans(row, no_repeat_ngram_size)
-            if bans:
-                logits[r, bans] = NEG_INF
-    return logits
-
-
-def generate(model, prompt_ids, max_new_tokens: int, *, strategy: str = "sample", temperature: float = 1.0,
-             top_k: int = 0, top_p: float = 1.0, num_beams: int = 4, repetition_penalty: float = 1.0,
-             no_repeat_ngram_size: int = 0, eos_id=None, banned_ids=(), sentence_ids=(), max_sentences: int = 0,
-             pad_id=None, generator=None, length_penalty: float = 1.0, words=None) -> list[list[int]]:
-    """Continuations of the (B, L) prompts (pad_id entries are not part of the text), each a list of ids without
-    the end-of-text token. strategy: greedy | sample | beam. A row stops at eos_id or once it holds
-    `max_sentences` sentence-ending tokens (0 = no limit); the loop stops when every row has. With `words` (the
-    ids of word-bearing tokens), a sentence cannot end before it holds a word."""
-    rows = [[t for t in p if t != pad_id] for p in prompt_ids.tolist()]
-    words = set(words) if words is not None else None
-    if strategy == "beam":
-        return _beam(model, prompt_ids, rows, max_new_tokens, num_beams, repetition_penalty, no_repeat_ngram_size,
-                     eos_id, banned_ids, set(sentence_ids), max_sentences, length_penalty, words)
-    b = prompt_ids.size(0)
-    logits, state = model.start(prompt_ids)
-    out = [[] for _ in range(b)]
-    done = [False] * b
-    sentences = [0] * b
-    sentence_ids = set(sentence_ids)
-    for step in range(max_new_tokens):
-        masked = _controls(logits, [r + o for r, o in zip(rows, out)], banned_ids=banned_ids,
-                           repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
-        ban_empty_sentences(masked, out, sentence_ids, words, eos_id)
-        if strategy == "greedy":
-            nxt = masked.argmax(dim=-1)
-        else:
-            probs = torch.softmax(filter_logits(masked, temperature, top_k, top_p), dim=-1)
-            nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
-        for r, t in enumerate(nxt.tolist()):
-            if done[r]:
-                continue
-            if t == eos_id:
-                done[r] = True
-                continue
-            out[r].append(t)
-            sentences[r] += t in sentence_ids
-            done[r] = bool(max_sentences) and sentences[r] >= max_sentences
-        if all(done) or step + 1 == max_new_tokens:
-            break
-        if eos_id is not None:  # finished rows keep feeding eos (their output is frozen)
-            nxt = torch.where(torch.tensor(done, device=nxt.device), torch.full_like(nxt, eos_id), nxt)
-        logits, state = model.advance(state, nxt)
-    return out
-
-
-def _beam(model, prompt_ids, rows, max_new_tokens, num_beams, repetition_penalty, no_repeat_ngram_size, eos_id,
-          banned_ids, sentence_ids, max_sentences, length_penalty, words=None):
-    """Beam search with finished beams frozen: a finished beam can only extend by eos at no cost."""
-    b, k = prompt_ids.size(0), num_beams
-    logits, state = model.start(prompt_ids)
-    vocab = logits.size(-1)
-    index = torch.arange(b).repeat_interleave(k)
-    state, logits = _select(state, index.to(logits.device)), logits[index]
-    hist = [list(rows[i]) for i in index.tolist()]
-    seqs = [[] for _ in range(b * k)]
-    done = torch.zeros(b * k, dtype=torch.bool)
-    scores = torch.full((b, k), NEG_INF)
-    scores[:, 0] = 0.0
-    for step in range(max_new_tokens):
-        masked = _controls(logits, [h + s for h, s in zip(hist, seqs)], banned_ids=banned_ids,
-                           repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
-        ban_empty_sentences(masked, seqs, sentence_ids, words, eos_id)
-        logp = torch.log_softmax(masked, dim=-1).cpu()
-        if eos_id is not None and done.any():
-            logp[done] = NEG_INF
-            logp[done, eos_id] = 0.0
-        total = (scores[:, :, None] + logp.view(b, k, vocab)).view(b, -1)
-        scores, flat = torch.topk(total, k, dim=-1)
-        parent = (flat // vocab + torch.arange(b)[:, None] * k).view(-1)
-        token = (flat % vocab).view(-1)
-        new_seqs, new_done = [], done[parent].clone()
-        for j, (p, t) in enumerate(zip(parent.tolist(), token.tolist())):
-            seq = seqs[p]
-            if not done[p] and t != eos_id:
-                seq = seq + [t]
-                if max_sentences and sum(x in sentence_ids for x in seq) >= max_sentences:
-                    new_done[j] = True
-            elif t == eos_id:
-                new_done[j] = True
-            new_seqs.append(seq)
-        hist, seqs, done = [hist[p] for p in parent.tolist()], new_seqs, new_done
-        if bool(done.all()) or step + 1 == max_new_tokens:
-            break
-        feed = torch.where(done, torch.full_like(token, eos_id if eos_id is not None else 0), token)
-        logits, state = model.advance(_select(state, parent.to(logits.device)), feed.to(logits.device))
-    lengths = torch.tensor([len(s) + 1 for s in seqs], dtype=torch.float32).view(b, k)
-    best = (scores / lengths ** length_penalty).argmax(dim=-1)
-    return [seqs[i * k + int(best[i])] for i in range(b)]
 
 
 def cut_at_repeated_kgram(text: str, k: int = 10) -> str:

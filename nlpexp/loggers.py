@@ -108,3 +108,21 @@ def to_mlflow(cfg, run_dir: Path, summary: dict) -> None:
         client.log_batch(run_id, metrics=metrics[start:start + 1000])
     client.set_terminated(run_id)
     print(f"mlflow: run {run_id} in experiment '{experiment}' at {uri}")
+
+
+def step_logger(cfg, run_dir: Path | None):
+    """For nlpexp.loop: a callable(step, scalars) streaming training steps to TensorBoard (as the Trainer's
+    report_to does on the HF path); None for the loggers that receive everything when the run ends."""
+    if name(cfg) != "tensorboard" or run_dir is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(Path(run_dir) / cfg.logger.dir))
+
+    def log(step: int, scalars: dict) -> None:
+        for key, value in scalars.items():
+            writer.add_scalar(key, value, global_step=step)
+        if step % 50 == 0:
+            writer.flush()
+
+    return log

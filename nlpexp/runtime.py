@@ -99,9 +99,10 @@ def limit_threads(hydra_cfg) -> None:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete Trainer checkpoint (trainer_state.json is written last) in run_dir/checkpoints."""
-    found = [p for p in (Path(run_dir) / "checkpoints").glob("checkpoint-*")
-             if (p / "trainer_state.json").exists() and p.name.split("-")[-1].isdigit()]
+    """The newest complete checkpoint in run_dir/checkpoints: the Trainer's (trainer_state.json is written last)
+    or nlpexp.loop's (loop_state.json, in a folder renamed into place when complete)."""
+    found = [p for p in (Path(run_dir) / "checkpoints").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
+             and ((p / "trainer_state.json").exists() or (p / "loop_state.json").exists())]
     return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 

@@ -107,11 +107,12 @@ def test_restricted_scoring_and_greedy_answer_agree_with_generate():
                                               tok.eos_token_id, tok.pad_token_id))
     clf = PromptClassifier(tok, model, ["joy", "fear", "surprise"], "Q: joy, fear, surprise?\n", "\nA:", "cpu", 48)
     # a few steps of training on "... fear": the greedy answer then spells a label, so the check has teeth
-    from nlpexp.tasks.classify.gpt2_prompt import train_lm
+    from nlpexp import loop
+    from nlpexp.tasks.classify.gpt2_prompt import LMJob
 
-    tr = OmegaConf.create({"epochs": 150, "batch_size": 3, "lr": 1e-2, "weight_decay": 0.0, "warmup_ratio": 0.0,
-                           "max_steps": -1})
-    train_lm(model, [clf.sequence(t, 1) for t in texts], tok.eos_token_id, tr, 0, "cpu", "tiny")
+    loop.fit(LMJob(model, [clf.sequence(t, 1) for t in texts], tok.eos_token_id, 3, 0),
+             loop.Settings(epochs=150, batch_size=3, lr=1e-2), "cpu")
+    model.eval()
     proba = clf.predict_proba(texts)
     assert proba.shape == (3, 3) and abs(proba.sum() - 3) < 1e-6
     greedy = clf.greedy_answers(texts)
@@ -213,7 +214,7 @@ def test_generation_augmented_training(nlpexp, tmp_path):
     res = nlpexp("+smoke=true", "task=emotion", "model=doc2vec", "augment.generated_per_label=4",
                  f"hydra.run.dir={tmp_path}/run")
     assert res.code == 0, res.err[-3000:]
-    generated = pd.read_csv(tmp_path / "run" / "generated.csv")
+    generated = pd.read_csv(tmp_path / "run" / "generated.csv", keep_default_na=False)  # a generated "NA" is text
     assert generated["label"].value_counts().to_dict() == {name: 4 for name in SIX}
     metrics = res.metrics()["metrics"]
     test = pd.read_csv(tmp_path / "run" / "predictions.csv")

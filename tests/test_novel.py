@@ -97,37 +97,41 @@ def test_sampling_never_emits_banned_tokens_nor_repeats_inside_the_window(kwargs
     model = Favourite()
     prompts = torch.randint(5, 40, (6, 8), generator=torch.Generator().manual_seed(0))
     gen = torch.Generator().manual_seed(1)
-    out = decoding.sample(model, prompts, 60, banned_ids=BANNED, repeat_window=12, generator=gen, **kwargs)
+    out = torch.tensor(decoding.generate(model, prompts, 60, banned_ids=BANNED, repeat_window=12, generator=gen,
+                                         **kwargs))
     assert out.shape == (6, 60)
     assert not set(out.flatten().tolist()) & set(BANNED)
     for p, o in zip(prompts.tolist(), out.tolist()):
         assert decoding.repeat_violations(p + o, 12, start=len(p)) == 0
     # without the controls the same model does emit them: the test can fail
-    free = decoding.sample(model, prompts, 60, top_k=1, banned_ids=(), repeat_window=0)
-    assert set(free.flatten().tolist()) & set(BANNED)
+    free = decoding.generate(model, prompts, 60, strategy="greedy")
+    assert set(t for row in free for t in row) & set(BANNED)
 
 
 def test_top_k_and_top_p_limit_the_candidates():
-    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]])
-    assert torch.isfinite(decoding.filter_logits(logits, top_k=2)).sum() == 2
+    logits, history = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]]), torch.tensor([[1, 2]])
+    assert torch.isfinite(decoding.processors({"top_k": 2})(history, logits)).sum() == 2
     probs = torch.softmax(logits, -1)[0]
-    kept = torch.isfinite(decoding.filter_logits(logits, top_p=float(probs[0]) + 0.01)).sum()
+    kept = torch.isfinite(decoding.processors({"top_p": float(probs[0]) + 0.01})(history, logits)).sum()
     assert kept == 2  # the first token alone falls just short of top_p
-    masked = decoding.mask_logits(logits, banned_ids=[0], history=torch.tensor([[1, 2]]), repeat_window=1)
+    masked = decoding.processors({"repeat_window": 1}, banned_ids=[0])(history, logits)
     assert torch.isinf(masked[0, [0, 2]]).all() and torch.isfinite(masked[0, [1, 3, 4]]).all()
+    greedy = decoding.processors({"strategy": "greedy", "top_k": 2, "temperature": 0.5})
+    assert torch.equal(greedy(history, logits), logits)  # temperature, top-k and top-p shape sampling only
 
 
 def test_beam_search_respects_the_same_controls_and_is_batched():
     model = Favourite()
     prompts = torch.randint(5, 40, (3, 8), generator=torch.Generator().manual_seed(2))
-    out = decoding.beam_search(model, prompts, 30, beam_size=3, banned_ids=BANNED, repeat_window=10)
+    out = torch.tensor(decoding.generate(model, prompts, 30, strategy="beam", num_beams=3, banned_ids=BANNED,
+                                         repeat_window=10))
     assert out.shape == (3, 30) and not set(out.flatten().tolist()) & set(BANNED)
     for p, o in zip(prompts.tolist(), out.tolist()):
         assert decoding.repeat_violations(p + o, 10, start=len(p)) == 0
     # beam 1 under the same bans is greedy decoding
-    greedy = decoding.sample(model, prompts, 30, top_k=1, banned_ids=BANNED, repeat_window=10)
-    assert torch.equal(decoding.beam_search(model, prompts, 30, beam_size=1, banned_ids=BANNED,
-                                            repeat_window=10), greedy)
+    greedy = decoding.generate(model, prompts, 30, strategy="greedy", banned_ids=BANNED, repeat_window=10)
+    assert decoding.generate(model, prompts, 30, strategy="beam", num_beams=1, banned_ids=BANNED,
+                             repeat_window=10) == greedy
 
 
 def test_bert_lstm_keeps_its_state_and_matches_rereading_on_the_first_step():
@@ -224,7 +228,10 @@ def test_novel_bad_input_is_one_line(nlpexp, tmp_path):
     assert res.code == 2 and "supported models for novel" in res.err
     res = nlpexp("task=novel", "model=bert_lstm", "mode=generate", f"ckpt={tmp_path}")
     assert res.code == 2 and "prompt" in res.err and "Traceback" not in res.err
-    res = nlpexp("task=novel", "model=bert_fc", "generate.top_p=1.5", "generate.strategy=greedy")
+    res = nlpexp("task=novel", "model=bert_fc", "generate.top_p=1.5", "generate.strategy=nucleus")
     assert res.code == 2 and "top_p" in res.err and "strategy" in res.err
+    for old in ("generate.beam_size=3", "+generate.beam_size=3"):  # renamed: the refusal names the new key
+        res = nlpexp("task=novel", "model=bert_fc", old)
+        assert res.code == 2 and res.err.count("\n") == 1 and "use generate.num_beams" in res.err, res.err
     res = nlpexp("task=novel", "model=gpt2", f"data.path={tmp_path}/missing.txt")
     assert res.code == 2 and "not found" in res.err

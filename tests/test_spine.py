@@ -96,8 +96,11 @@ def test_a_small_hf_embedder_reloads_on_the_device_it_is_given(tmp_path, cuda_vi
     (["model=doc2vec", "trainer.epochs=10"], "trainer.epochs is not read by task=finsent model=doc2vec (Doc2Vec "
                                              "trains for model.epochs)"),
     (["model=doc2vec", "trainer.lr=1e-3"], "trainer.lr is not read by task=finsent model=doc2vec"),
-    (["model=gpt2_prompt", "trainer.grad_accum=2"], "trainer.grad_accum is not read by task=finsent "
-                                                    "model=gpt2_prompt (gpt2_prompt takes one batch per optimiser"),
+    (["model=gpt2_prompt", "trainer.best_metric=macro_f1"], "trainer.best_metric is not read by task=finsent "
+                                                           "model=gpt2_prompt (gpt2_prompt keeps the epoch with"),
+    (["model=doc2vec", "trainer.precision=bf16"], "trainer.precision is not read by task=finsent model=doc2vec"),
+    (["task=novel", "task.mixed_precision=bf16"], "task.mixed_precision: no such key (renamed: use trainer.precision)"),
+    (["model=minilm", "device=cpu", "trainer.precision=fp16"], "trainer.precision=fp16 needs a CUDA GPU"),
     (["model=gpt2_prompt", "trainer.average_last=2"], "trainer.average_last is not read by task=finsent "
                                                       "model=gpt2_prompt"),
     (["model=bert_fc", "model.fc_hidden=8"], "model.fc_hidden is not read by task=finsent model=bert_fc (read by "

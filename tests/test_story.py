@@ -133,7 +133,7 @@ class Bigram(nn.Module):
         super().__init__()
         self.table = table
 
-    def start(self, prompt_ids):
+    def start(self, prompt_ids, stateful=True):
         return self.table[prompt_ids[:, -1]], (prompt_ids[:, -1:],)
 
     def advance(self, state, next_ids):
@@ -181,10 +181,15 @@ def test_top_k_top_p_and_temperature_limit_the_candidates():
 
 def test_repetition_penalty_and_no_repeat_ngram():
     logits = torch.tensor([[2.0, -2.0, 1.0]])
-    out = decoding.apply_repetition_penalty(logits, [[0, 1]], 2.0)
+    out = decoding.processors({"repetition_penalty": 2.0})(torch.tensor([[0, 1]]), logits)
     assert out.tolist() == [[1.0, -4.0, 1.0]]
-    assert decoding.no_repeat_ngram_bans([5, 6, 7, 5, 6], 3) == [7]
-    assert decoding.no_repeat_ngram_bans([5, 5], 1) == [5, 5]
+
+    def ngram_bans(row, n):
+        scores = decoding.processors({"no_repeat_ngram_size": n})(torch.tensor([row]), torch.zeros(1, 12))
+        return torch.isinf(scores[0]).nonzero().flatten().tolist()
+
+    assert ngram_bans([5, 6, 7, 5, 6], 3) == [7]
+    assert ngram_bans([5, 5], 1) == [5]
     table = torch.zeros(12, 12)
     table[:, 3] = 5.0  # always wants token 3
     table[:, 4] = 4.0
@@ -224,7 +229,10 @@ def test_no_sentence_or_text_ends_before_a_word(strategy):
     assert free == [1, 1, 1]  # punctuation only: '. . .'
     (guarded,) = decoding.generate(model, torch.tensor([[3]]), 10, words=[5], **kwargs)
     assert guarded == [5, 1]  # a word first; then the text may end (eos), a new sentence may not be empty
-    assert decoding.sentence_is_empty([5, 1], {1}, {5}) and not decoding.sentence_is_empty([1, 5], {1}, {5})
+    guard = decoding.NoEmptySentenceLogitsProcessor([1], [5], eos_id=0)
+    banned = torch.isinf(guard(torch.tensor([[5, 1], [1, 5], [1, 1]]), torch.zeros(3, 12)))
+    assert banned[:, 1].tolist() == [True, False, True]  # after '5 .' a new sentence is empty, after '. 5' not
+    assert banned[:, 0].tolist() == [False, False, True]  # the text may end once it holds a word
 
 
 def test_beam_search_finds_the_better_sequence_greedy_misses():
@@ -280,9 +288,18 @@ def _small_gpt2(freeze: int):
     return tok, model
 
 
-def test_freezing_keeps_frozen_parameters_unchanged_after_a_step():
-    from nlpexp.tasks.story.recipe import train_step
+def train_step(model, opt, micro_batches, params):
+    """One optimiser step of nlpexp.loop over the story model's micro-batches (clipping at 1.0, constant rate)."""
+    from nlpexp import loop
+    from nlpexp.precision import autocast
+    from nlpexp.tasks.story.recipe import StoryJob
 
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    loop._step(StoryJob(model, [], 1, 0), micro_batches, opt, sched, None, params,
+               loop.Settings(epochs=1, batch_size=1, lr=1.0), "cpu", autocast)
+
+
+def test_freezing_keeps_frozen_parameters_unchanged_after_a_step():
     tok, model = _small_gpt2(freeze=1)
     lm = model.lm
     frozen = {n for n, p in lm.named_parameters() if not p.requires_grad}
@@ -298,8 +315,6 @@ def test_freezing_keeps_frozen_parameters_unchanged_after_a_step():
 
 
 def test_gradient_accumulation_gives_the_large_batch_update():
-    from nlpexp.tasks.story.recipe import train_step
-
     def run(groups):
         torch.manual_seed(0)
         model = StoryEncDec(40, d_model=16, num_layers=1, num_heads=2, d_ff=32, dropout=0.0, pad_id=39)

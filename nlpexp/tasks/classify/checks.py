@@ -6,6 +6,7 @@ from typing import Dict, List, Optional
 from omegaconf import MISSING, OmegaConf
 
 from nlpexp import registry
+from nlpexp.loop import READS
 from nlpexp.schema import SOURCES, Small, data_errors, input_errors, run_folder_errors, setting, split_error
 
 FORMATS = ("auto", "phrasebank", "csv", "tsv", "jsonl", "clue")
@@ -76,15 +77,14 @@ MODEL_KEYS = {
 LOOP_READS = {
     "trainer": ("epochs", "batch_size", "eval_batch_size", "lr", "weight_decay", "warmup_ratio", "grad_accum",
                 "label_smoothing", "max_length", "max_steps", "best_metric", "keep_checkpoints", "average_last",
-                "soup", "nproc", "save_steps"),
-    "lm": ("epochs", "batch_size", "lr", "weight_decay", "warmup_ratio", "max_steps", "max_length"),
+                "soup", "nproc", "save_steps", "max_minutes", "precision"),
+    "lm": (*READS, "max_length"),
     "gensim": (),
 }
 LOOP_HINTS = {
     "gensim": {"epochs": "Doc2Vec trains for model.epochs", "": "model=doc2vec trains with gensim: its settings "
                "are model.vector_size, model.window, model.min_count, model.epochs and model.C"},
-    "lm": {"grad_accum": "gpt2_prompt takes one batch per optimiser step: raise trainer.batch_size instead",
-           "best_metric": "gpt2_prompt keeps the epoch with the best validation accuracy",
+    "lm": {"best_metric": "gpt2_prompt keeps the epoch with the best validation accuracy",
            "": "gpt2_prompt's loop reads trainer." + ", trainer.".join(LOOP_READS["lm"])},
 }
 

@@ -15,6 +15,7 @@ Hub `gpt2` with its byte-level BPE; model.pretrained=null (and smoke runs) build
 with a byte-level BPE trained on the training texts. Saved with save_pretrained (safetensors) + prompt.json.
 """
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -41,70 +42,73 @@ def _ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def train_lm(model, sequences: list[list[int]], pad_id: int, tr, seed: int, device: str, desc: str,
-             epochs: int | None = None, lr: float | None = None, after_epoch=None, loss_from=None):
-    """Causal-LM training on token sequences (padding ignored by the loss), AdamW with linear decay.
-    `loss_from[i]`: the loss on sequence i counts only the tokens from that position on (e.g. the answer).
-    `after_epoch(epoch)` may return a validation score; the best epoch's weights are kept."""
-    import copy
+class LMJob:
+    """Causal-LM training on token sequences for nlpexp.loop (padding ignored by the loss). `loss_from[i]`: the
+    loss on sequence i counts only the tokens from that position on (e.g. the answer)."""
 
-    import torch
-    from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
+    unit = "tokens"
 
-    epochs = int(epochs or tr.epochs)
-    batch = int(tr.batch_size)
-    steps_per_epoch = (len(sequences) + batch - 1) // batch
-    total = epochs * steps_per_epoch
-    if tr.get("max_steps") and tr.max_steps > 0:
-        total = min(total, int(tr.max_steps))
-    model.to(device).train()
-    optim = torch.optim.AdamW(model.parameters(), lr=float(lr or tr.lr), weight_decay=float(tr.weight_decay))
-    sched = get_linear_schedule_with_warmup(optim, int(float(tr.warmup_ratio) * total), max(total, 1))
-    rng = np.random.default_rng(seed)
-    history, best, best_state, step = [], None, None, 0
-    for epoch in range(1, epochs + 1):
-        order = rng.permutation(len(sequences))
-        losses = []
-        for start in tqdm(range(0, len(order), batch), desc=f"{desc} epoch {epoch}", leave=False, mininterval=2):
-            if step >= total:
-                break
-            picked = order[start:start + batch]
-            rows = [sequences[i] for i in picked]
+    def __init__(self, model, sequences: list[list[int]], pad_id: int, batch_size: int, seed: int, loss_from=None):
+        self.model, self.sequences, self.pad_id = model, sequences, pad_id
+        self.batch_size, self.seed, self.loss_from = batch_size, seed, loss_from
+
+    def batches(self, epoch: int):
+        import torch
+
+        from nlpexp.loop import seeded_order
+
+        order = seeded_order(len(self.sequences), self.seed, epoch)
+        out = []
+        for start in range(0, len(order), self.batch_size):
+            picked = order[start:start + self.batch_size]
+            rows = [self.sequences[i] for i in picked]
             width = max(len(r) for r in rows)
-            ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+            ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
             mask = torch.zeros((len(rows), width), dtype=torch.long)
             for i, r in enumerate(rows):
                 ids[i, :len(r)] = torch.as_tensor(r)
                 mask[i, :len(r)] = 1
             labels = ids.masked_fill(mask == 0, -100)
-            if loss_from is not None:
+            if self.loss_from is not None:
                 for i, k in enumerate(picked):
-                    labels[i, :loss_from[k]] = -100
-            loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optim.step()
-            sched.step()
-            optim.zero_grad()
-            losses.append(loss.item())
-            step += 1
-        row = {"epoch": epoch, "train_loss": round(float(np.mean(losses)), 6) if losses else None}
-        if after_epoch is not None:
-            model.eval()  # no dropout while scoring the validation split
-            result = after_epoch(epoch)
-            score = result["val_accuracy"] if isinstance(result, dict) else result
-            row.update(result if isinstance(result, dict) else {"val_accuracy": score})
-            if best is None or score > best:
-                best, best_state = score, copy.deepcopy(model.state_dict())
-            model.train()
-        history.append(row)
-        print(f"{desc} epoch {epoch}: " + ", ".join(f"{k} {v}" for k, v in row.items() if k != "epoch"))
-        if step >= total:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return model.eval(), history
+                    labels[i, :self.loss_from[k]] = -100
+            out.append({"input_ids": ids, "attention_mask": mask, "labels": labels})
+        return out
+
+    def units(self, batch) -> int:
+        return int((batch["labels"][:, 1:] != -100).sum())
+
+    def loss_sum(self, batch):
+        import torch.nn.functional as F
+
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), batch["labels"][:, 1:].reshape(-1),
+                               ignore_index=-100, reduction="sum")
+
+
+class BestEpoch:
+    """After each epoch: validation accuracy (restricted and unrestricted) of the prompt classifier; the best
+    epoch's classifier is saved to `folder` (and loaded back when training ends)."""
+
+    def __init__(self, clf, val, labels, folder: Path):
+        self.clf, self.val, self.labels, self.folder, self.best = clf, val, labels, folder, None
+
+    def __call__(self, epoch: float, step: int) -> dict:
+        self.clf.model.eval()  # no dropout while scoring the validation split
+        restricted = float((self.clf.predict_proba(self.val["text"]).argmax(axis=1)
+                            == self.val["label"].to_numpy()).mean())
+        row = {"val_accuracy": round(restricted, 6), **self.clf.extra_metrics(self.val, self.labels, "val")}
+        if self.best is None or restricted > self.best:
+            self.best = restricted
+            self.clf.save(self.folder)
+        print(f"gpt2_prompt epoch {epoch:g}: " + ", ".join(f"{k} {v}" for k, v in row.items()))
+        return row
+
+    def state(self) -> dict:
+        return {"best": self.best}
+
+    def load_state(self, state: dict) -> None:
+        self.best = state["best"]
 
 
 def answer_ids(tokenizer, labels) -> list[list[int]]:
@@ -120,8 +124,10 @@ def answer_ids(tokenizer, labels) -> list[list[int]]:
 class PromptClassifier:
     """Scores each label's answer after the prompt; remembers the greedy (unrestricted) answers of its last call."""
 
-    def __init__(self, tokenizer, model, labels, question: str, cue: str, device: str, max_length: int):
+    def __init__(self, tokenizer, model, labels, question: str, cue: str, device: str, max_length: int,
+                 precision: str = "fp32"):
         self.tokenizer, self.model, self.labels = tokenizer, model.to(device).eval(), list(labels)
+        self.precision = precision
         self.question, self.cue, self.device, self.max_length = question, cue, device, max_length
         self.eos = tokenizer.eos_token_id
         self.answers = answer_ids(tokenizer, self.labels)
@@ -142,11 +148,15 @@ class PromptClassifier:
         """(label log-probabilities (N, L), greedy answer: label id or -1 when it spells no label)."""
         import torch
 
+        from nlpexp.precision import autocast
+
         texts = list(texts)
         logp = np.zeros((len(texts), len(self.labels)))
         greedy = np.full(len(texts), -1)
-        pairs = [(i, j) for i in range(len(texts)) for j in range(len(self.labels))]
-        with torch.inference_mode():
+        prompt_len = [len(self.prompt_ids(t)) for t in texts]  # similar lengths batch together: less padding
+        pairs = sorted(((i, j) for i in range(len(texts)) for j in range(len(self.labels))),
+                       key=lambda p: prompt_len[p[0]] + len(self.answers[p[1]]))
+        with torch.inference_mode(), autocast(self.precision, self.device):
             for start in range(0, len(pairs), batch_size):
                 chunk = pairs[start:start + batch_size]
                 prompts = [self.prompt_ids(texts[i]) for i, _ in chunk]
@@ -192,8 +202,8 @@ class PromptClassifier:
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
         (folder / "prompt.json").write_text(json.dumps(
-            {"labels": self.labels, "question": self.question, "cue": self.cue, "max_length": self.max_length},
-            indent=2))
+            {"labels": self.labels, "question": self.question, "cue": self.cue, "max_length": self.max_length,
+             "precision": self.precision}, indent=2))
 
 
 def question_for(model_cfg, labels) -> str:
@@ -212,33 +222,32 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
     sequences = [clf.sequence(t, int(y)) for t, y in zip(train["text"], train["label"])]
     # loss_on=all: the study's language model on the whole string; answer: only the label tokens after the cue
     loss_from = [len(clf.prompt_ids(t)) for t in train["text"]] if mc.get("loss_on") == "answer" else None
-    val = splits["validation"]
+    from nlpexp import loggers, loop
 
-    def val_accuracy(epoch):
-        """Restricted and unrestricted validation accuracy after each epoch (history.csv shows both)."""
-        restricted = float((clf.predict_proba(val["text"]).argmax(axis=1) == val["label"].to_numpy()).mean())
-        return {"val_accuracy": round(restricted, 6),
-                **{k: v for k, v in clf.extra_metrics(val, labels, "val").items()}}
-
-    import time
-
+    best_dir = run_dir / "checkpoints" / "best"
+    settings = loop.Settings.of(trainer, device)
+    clf.precision = settings.precision
+    job = LMJob(model, sequences, tokenizer.eos_token_id, int(trainer.batch_size), int(cfg.seed), loss_from)
     started = time.time()
-    model, history = train_lm(model, sequences, tokenizer.eos_token_id, trainer, cfg.seed, device, "gpt2_prompt",
-                              after_epoch=val_accuracy, loss_from=loss_from)
-    clf.model = model
-    clf.save(run_dir / "checkpoints" / "best")
-    seen = len(sequences) * len(history)
-    return clf, history, {"train_samples_per_s": round(seen / max(time.time() - started, 1e-9), 2),
-                          "trainable_params": sum(p.numel() for p in model.parameters()),
+    history, info = loop.fit(job, settings, device, run_dir=run_dir, desc="gpt2_prompt",
+                             evaluate=BestEpoch(clf, splits["validation"], labels, best_dir),
+                             resume_from=cfg.get("resume_from"), on_log=loggers.step_logger(cfg, run_dir))
+    seen = len(sequences) * sum(1 for row in history if float(row["epoch"]).is_integer())
+    info["train_samples_per_s"] = round(seen / max(time.time() - started, 1e-9), 2)
+    clf = load(best_dir, device)
+    return clf, history, {**info, "trainable_params": sum(p.numel() for p in model.parameters()),
                           "prompt_example": tokenizer.decode(sequences[0])}
 
 
 def load(folder: Path, device: str) -> PromptClassifier:
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
+    from nlpexp.precision import resolve
+
     spec = json.loads((Path(folder) / "prompt.json").read_text())
     return PromptClassifier(AutoTokenizer.from_pretrained(folder), GPT2LMHeadModel.from_pretrained(folder),
-                            spec["labels"], spec["question"], spec["cue"], device, spec["max_length"])
+                            spec["labels"], spec["question"], spec["cue"], device, spec["max_length"],
+                            resolve(spec.get("precision", "fp32"), device, strict=False))
 
 
 # --- generation-augmented training: a label-conditioned generator (recipe.augment) ---
@@ -257,8 +266,12 @@ def generate_per_label(cfg, labels: list[str], train, run_dir: Path, device: str
     tokenizer, model = build_lm(gen_cfg, lines, int(cfg.trainer.max_length) + 8, bool(cfg.get("smoke")))
     limit = int(cfg.trainer.max_length)
     sequences = [_ids(tokenizer, line)[:limit] + [tokenizer.eos_token_id] for line in lines]
-    model, _ = train_lm(model, sequences, tokenizer.eos_token_id, cfg.trainer, cfg.seed, device, "generator",
-                        epochs=int(aug.generator_epochs), lr=float(aug.generator_lr))
+    from nlpexp import loop
+
+    # a step before the classifier's training: no step checkpoints of its own (a resumed run trains it again)
+    settings = loop.Settings.of(cfg.trainer, device, epochs=int(aug.generator_epochs), lr=float(aug.generator_lr))
+    loop.fit(LMJob(model, sequences, tokenizer.eos_token_id, int(cfg.trainer.batch_size), int(cfg.seed)),
+             settings, device, desc="generator")
     model.save_pretrained(run_dir / "checkpoints" / "generator")
     tokenizer.save_pretrained(run_dir / "checkpoints" / "generator")
     n = int(aug.generated_per_label)
@@ -272,7 +285,7 @@ def generate_per_label(cfg, labels: list[str], train, run_dir: Path, device: str
                                  max_new_tokens=int(aug.max_tokens), pad_token_id=tokenizer.eos_token_id,
                                  eos_token_id=tokenizer.eos_token_id)
         for seq in out[:, prompt.shape[1]:]:
-            text = tokenizer.decode(seq, skip_special_tokens=True).strip()
+            text = " ".join(tokenizer.decode(seq, skip_special_tokens=True).split())  # one line: no \r or \n
             if text:
                 rows.append((text, y))
     frame = pd.DataFrame(rows, columns=["text", "label"])

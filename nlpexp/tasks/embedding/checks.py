@@ -6,6 +6,7 @@ from typing import List, Optional
 from omegaconf import MISSING
 
 from nlpexp import registry
+from nlpexp.loop import READS
 from nlpexp.schema import SOURCES, data_errors, input_errors, run_folder_errors, setting, split_error
 
 LOSSES = ("cosine", "cosent", "angle", "contrastive", "online_contrastive")
@@ -20,6 +21,7 @@ class Finetune:
     lr: float = setting(MISSING, gt=0)
     warmup_ratio: float = setting(MISSING, ge=0, lt=1)
     max_steps: int = -1
+    weight_decay: float = setting(0.01, ge=0)
     freeze_embeddings: bool = True
 
 
@@ -61,8 +63,11 @@ MODEL_KEYS = {
     "doc2vec": ("vector_size", "window", "min_count", "epochs", "dm", "dbow_words", "infer_epochs", "lowercase"),
     "openai": ("engine", "batch_size", "timeout"),
 }
-# the trainer.* keys the projection matrix (task.method=matrix) reads; hf encoders also read max_length
-MATRIX_READS = ("epochs", "batch_size", "lr", "max_steps")
+# the trainer.* keys the projection matrix (task.method=matrix: nlpexp.loop with plain SGD at a constant rate)
+# reads; the fine-tune (task.method=finetune) takes its epochs, batch size, rate, warm-up, weight decay and step
+# cap from task.finetune and the rest of the loop's keys from trainer.*; hf encoders also read max_length
+MATRIX_READS = tuple(k for k in READS if k not in ("weight_decay", "warmup_ratio"))
+FINETUNE_READS = ("grad_accum", "max_minutes", "save_steps", "precision")
 FINETUNABLE = ("hf", "sentence_transformers")
 
 
@@ -72,14 +77,17 @@ def reads(cfg) -> dict:
         return {"reads": {"trainer": set(), "model": {"name"}, "": {"ckpt", "input", "output"}, "data": set()},
                 "hints": {"trainer": saved, "model": saved, "data": "mode=apply embeds input= with the saved run"}}
     module = registry.MODELS[cfg.model.name].adapter("embedding")
-    trainer = set(MATRIX_READS) if cfg.task.method == "matrix" else set()
+    trainer = set({"matrix": MATRIX_READS, "finetune": FINETUNE_READS}.get(cfg.task.method, ()))
     if module == "hf":
         trainer.add("max_length")  # the encoder's truncation
+    if module in FINETUNABLE:
+        trainer.add("precision")  # the encoder embeds the texts in it
     finetune = {f.name for f in fields(Finetune)}
     hints = {f"trainer.{k}": f"task.method={cfg.task.method} trains with task.finetune.{k}"
-             for k in finetune if cfg.task.method == "finetune"}
+             for k in finetune if cfg.task.method == "finetune" and k not in FINETUNE_READS}
     hints["trainer"] = {"matrix": "the projection matrix reads trainer." + ", trainer.".join(MATRIX_READS),
-                        "finetune": "task.method=finetune reads task.finetune.*",
+                        "finetune": "task.method=finetune reads task.finetune.* and trainer."
+                                    + ", trainer.".join(FINETUNE_READS),
                         "none": "task.method=none trains nothing"}[cfg.task.method]
     if module == "doc2vec":
         hints["trainer.epochs"] = "Doc2Vec trains for model.epochs; the matrix's epochs are read only with " \

@@ -28,8 +28,11 @@ def mean_pool(hidden, attention_mask):
 class MeanPooledEncoder:
     """Any HF encoder as an embedder; `id` names it in the embedding cache."""
 
-    def __init__(self, tokenizer, model, device: str, max_length: int, model_id: str, batch_size: int = 64):
+    def __init__(self, tokenizer, model, device: str, max_length: int, model_id: str, batch_size: int = 64,
+                 precision: str = "fp32"):
         self.id = f"hf-mean:{model_id}" if model_id else f"hf-mean:built:{weights_fingerprint(model)}"
+        self.id += "" if precision == "fp32" else f":{precision}"  # other numbers: another cache entry
+        self.precision = precision
         self.tokenizer, self.model, self.device = tokenizer, model.to(device).eval(), device
         self.max_length, self.batch_size, self.name = max_length, batch_size, model_id
         self.built_here = model_id is None
@@ -38,10 +41,12 @@ class MeanPooledEncoder:
         import torch
         from tqdm.auto import tqdm
 
+        from nlpexp.precision import autocast
+
         texts = list(texts)
         order = np.argsort([len(t) for t in texts], kind="stable")
         out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.precision, self.device):
             for start in tqdm(range(0, len(texts), self.batch_size), desc="embed", leave=False, mininterval=2,
                               disable=len(texts) < 2000):
                 idx = order[start:start + self.batch_size]
@@ -57,7 +62,8 @@ class MeanPooledEncoder:
         if self.built_here:
             self.model.save_pretrained(folder)
             self.tokenizer.save_pretrained(folder)
-        write_settings(folder, {"pretrained": self.name, "max_length": self.max_length, "batch_size": self.batch_size})
+        write_settings(folder, {"pretrained": self.name, "max_length": self.max_length, "batch_size": self.batch_size,
+                                "precision": self.precision})
 
     def sentence_transformer(self, folder: Path):
         """The same encoder + mean pooling as a SentenceTransformer (for method=finetune)."""
@@ -72,14 +78,17 @@ def embedder(cfg, train_texts, device: str) -> MeanPooledEncoder:
     """Pretrained encoder by name; null (or a hub id in smoke runs) builds it small on the training texts."""
     from transformers import AutoModel
 
-    max_length = cfg.trainer.max_length
+    from nlpexp.precision import of_run
+
+    max_length, precision = cfg.trainer.max_length, of_run(cfg, device)
     if builds_small(cfg.model, bool(cfg.get("smoke"))):
         small = cfg.model.small
         tokenizer = train_wordpiece(train_texts, small.vocab_size)
         config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2)
-        return MeanPooledEncoder(tokenizer, AutoModel.from_config(config), device, max_length, None)
+        return MeanPooledEncoder(tokenizer, AutoModel.from_config(config), device, max_length, None,
+                                 precision=precision)
     tokenizer, model = load_pretrained(cfg.model.pretrained, AutoModel)
-    return MeanPooledEncoder(tokenizer, model, device, max_length, str(cfg.model.pretrained))
+    return MeanPooledEncoder(tokenizer, model, device, max_length, str(cfg.model.pretrained), precision=precision)
 
 
 def load(folder: Path, device: str) -> MeanPooledEncoder:
@@ -91,4 +100,7 @@ def load(folder: Path, device: str) -> MeanPooledEncoder:
         tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder)
     else:
         tokenizer, model = load_pretrained(name, AutoModel)
-    return MeanPooledEncoder(tokenizer, model, device, saved["max_length"], name, saved["batch_size"])
+    from nlpexp.precision import resolve
+
+    return MeanPooledEncoder(tokenizer, model, device, saved["max_length"], name, saved["batch_size"],
+                             resolve(saved.get("precision", "fp32"), device, strict=False))

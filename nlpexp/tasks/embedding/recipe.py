@@ -52,7 +52,9 @@ def train(cfg, run_dir: Path, device: str):
     ckpt.mkdir(parents=True, exist_ok=True)
     info, history = {"embedder": embedder.id, "method": task.method}, []
     if task.method == "matrix":
-        matrix, history, best_epoch = train_matrix(emb, task, cfg.trainer, cfg.seed, device)
+        matrix, history, best_epoch, trained = train_matrix(emb, task, cfg.trainer, cfg.seed, device, run_dir,
+                                                            cfg.get("resume_from"))
+        info.update(trained)
         np.save(ckpt / "matrix.npy", matrix.astype(np.float32))
         after = {name: cosine(a @ matrix, b @ matrix) for name, (a, b, _) in emb.items()}
         info["best_epoch"] = best_epoch
@@ -67,7 +69,9 @@ def train(cfg, run_dir: Path, device: str):
         train_half = pd.concat([splits["train"], splits["validation"]], ignore_index=True)
         from nlpexp.tasks.embedding import sentence_transformers
 
-        tuned, history = sentence_transformers.finetune(st_model, train_half, task.finetune, cfg.seed, ckpt, device)
+        tuned, history, trained = sentence_transformers.finetune(st_model, train_half, task.finetune, cfg.trainer,
+                                                                 cfg.seed, ckpt, device, cfg.get("resume_from"))
+        info.update(trained)
         tuned_emb = embed_splits(open_cache(None), tuned, splits)
         after = {name: cosine(a, b) for name, (a, b, _) in tuned_emb.items()}
     else:
@@ -145,72 +149,116 @@ def init_matrix(dim: int, modified_dim: int, how: str, generator):
     return matrix * modified_dim ** 0.5
 
 
-def train_matrix(emb: dict, task, trainer, seed: int, device: str):
-    """SGD on MSE between cos(e1 M, e2 M) and the ±1 label. The epoch with the best validation accuracy wins
-    if it beats the start (epoch 0) by task.min_gain (default: one standard error of the start's validation
-    accuracy); otherwise the start is kept, so an identity/orthogonal start never ends below the baseline."""
+class Projection:
+    """The projection matrix M for nlpexp.loop: a batch is a tensor of training-pair indices, its loss the summed
+    squared error between cos(e1 M, e2 M) and the ±1 label."""
+
+    unit = "pairs"
+
+    def __init__(self, matrix, train, batch_size: int, dropout: float, seed: int):
+        import torch
+
+        self.model = torch.nn.Module()
+        self.model.matrix = torch.nn.Parameter(matrix)
+        self.train, self.batch_size, self.dropout, self.seed = train, batch_size, dropout, seed
+
+    def batches(self, epoch: int):
+        import torch
+
+        from nlpexp.loop import seeded_order
+
+        return list(torch.as_tensor(seeded_order(len(self.train[2]), self.seed, epoch)).split(self.batch_size))
+
+    def units(self, batch) -> int:
+        return len(batch)
+
+    def loss_sum(self, idx):
+        import torch.nn.functional as F
+
+        a_all, b_all, y_all = self.train
+        idx = idx.to(a_all.device)
+        a = F.dropout(a_all[idx], p=self.dropout, training=True)
+        b = F.dropout(b_all[idx], p=self.dropout, training=True)
+        m = self.model.matrix
+        return ((F.cosine_similarity(a @ m, b @ m) - y_all[idx]) ** 2).sum()
+
+
+class MatrixChoice:
+    """Every split's loss and best-threshold accuracy after each epoch; the best epoch by (validation accuracy,
+    -validation loss) is remembered; `patience` epochs without a gain stop training, a non-finite loss at once."""
+
+    def __init__(self, matrix, data: dict, steps: int, patience):
+        self.matrix, self.data, self.steps, self.patience = matrix, data, steps, patience
+        self.key, self.best, self.best_epoch, self.stale = None, None, 0, 0
+
+    def row(self) -> dict:
+        import torch
+        import torch.nn.functional as F
+
+        row = {}
+        with torch.no_grad():
+            m = self.matrix.float()
+            gram = m @ m.T  # cos(aM, bM) from a (M Mᵀ) bᵀ: dim x dim work per pair, not dim x modified_dim
+            for name, (a, b, y) in self.data.items():
+                ag, bg = a @ gram, b @ gram
+                sim = (ag * b).sum(1) / ((ag * a).sum(1).clamp_min(1e-12) * (bg * b).sum(1).clamp_min(1e-12)).sqrt()
+                row[f"{SPLIT_PREFIX[name]}_loss"] = float(F.mse_loss(sim, y))
+                row[f"{SPLIT_PREFIX[name]}_accuracy"] = threshold_accuracy(sim.cpu().numpy(), y.cpu().numpy(),
+                                                                           self.steps)["accuracy"]
+        return row
+
+    def __call__(self, epoch: float, step: int) -> dict:
+        row = self.row()
+        if not np.isfinite(row["train_loss"]):
+            print(f"matrix: loss is {row['train_loss']} at epoch {epoch:g} (learning rate too high?); stopping")
+            return {**row, "stop": True}
+        if self.key is None or (row["val_accuracy"], -row["val_loss"]) > tuple(self.key):
+            self.key, self.best, self.best_epoch, self.stale = \
+                (row["val_accuracy"], -row["val_loss"]), self.matrix.detach().clone(), int(round(epoch)), 0
+        else:
+            self.stale += 1
+            if self.patience and self.stale >= self.patience:
+                return {**row, "stop": True}
+        return row
+
+    def state(self) -> dict:
+        out = {"key": self.key, "best_epoch": self.best_epoch, "stale": self.stale}
+        return {**out, "best": self.best} if self.best is not None else out
+
+    def load_state(self, state: dict) -> None:
+        self.key, self.best_epoch, self.stale = state["key"], state["best_epoch"], state["stale"]
+        self.best = state.get("best")
+
+
+def train_matrix(emb: dict, task, trainer, seed: int, device: str, run_dir: Path | None = None, resume_from=None):
+    """Plain SGD (constant rate, no clipping: the original study's) in nlpexp.loop on MSE between cos(e1 M, e2 M)
+    and the ±1 label. The epoch with the best validation accuracy wins if it beats the start (epoch 0) by
+    task.min_gain (default: one standard error of the start's validation accuracy); otherwise the start is kept,
+    so an identity/orthogonal start never ends below the baseline."""
     import torch
-    import torch.nn.functional as F
-    from tqdm.auto import tqdm
+
+    from nlpexp import loop
 
     gen = torch.Generator().manual_seed(seed)
     data = {name: tuple(torch.from_numpy(x).to(device) for x in parts) for name, parts in emb.items()}
     dim = data["train"][0].shape[1]
     initial = init_matrix(dim, int(task.modified_dim), task.init, gen).to(device)
-    matrix = initial.clone().requires_grad_()
-    optimizer = torch.optim.SGD([matrix], lr=float(trainer.lr))
-
-    def similarity(a, b, m):
-        return F.cosine_similarity(a @ m, b @ m)
-
-    def evaluate(epoch: int) -> dict:
-        row = {"epoch": epoch}
-        with torch.no_grad():
-            gram = matrix @ matrix.T  # cos(aM, bM) from a (M Mᵀ) bᵀ: dim x dim work per pair, not dim x modified_dim
-            for name, (a, b, y) in data.items():
-                ag, bg = a @ gram, b @ gram
-                sim = (ag * b).sum(1) / ((ag * a).sum(1).clamp_min(1e-12) * (bg * b).sum(1).clamp_min(1e-12)).sqrt()
-                row[f"{SPLIT_PREFIX[name]}_loss"] = float(F.mse_loss(sim, y))
-                row[f"{SPLIT_PREFIX[name]}_accuracy"] = threshold_accuracy(sim.cpu().numpy(), y.cpu().numpy(),
-                                                                           task.threshold_steps)["accuracy"]
-        return row
-
-    history = [evaluate(0)]
-    start, n_val = history[0], len(data["validation"][2])
+    job = Projection(initial.clone(), data["train"], int(trainer.batch_size), float(task.dropout), seed)
+    choice = MatrixChoice(job.model.matrix, data, task.threshold_steps, task.patience)
+    start = {"epoch": 0, **choice.row()}
+    n_val = len(data["validation"][2])
     # the trained matrix replaces the start only when it beats it on validation by more than the noise
     min_gain = task.min_gain if task.min_gain is not None else \
         (start["val_accuracy"] * (1 - start["val_accuracy"]) / n_val) ** 0.5
-    key, best, best_epoch, stale, steps = None, None, 0, 0, 0
-    a_all, b_all, y_all = data["train"]
-    for epoch in tqdm(range(1, int(trainer.epochs) + 1), desc="matrix epochs", disable=trainer.epochs < 20):
-        order = torch.randperm(len(y_all), generator=gen).to(device)
-        for idx in order.split(int(trainer.batch_size)):
-            a = F.dropout(a_all[idx], p=float(task.dropout), training=True)
-            b = F.dropout(b_all[idx], p=float(task.dropout), training=True)
-            loss = F.mse_loss(similarity(a, b, matrix), y_all[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            steps += 1
-            if 0 < trainer.max_steps <= steps:
-                break
-        row = evaluate(epoch)
-        history.append(row)
-        if not np.isfinite(row["train_loss"]):
-            print(f"matrix: loss is {row['train_loss']} at epoch {epoch} (learning rate too high?); stopping")
-            break
-        if key is None or (row["val_accuracy"], -row["val_loss"]) > key:
-            key, best, best_epoch, stale = (row["val_accuracy"], -row["val_loss"]), matrix.detach().clone(), epoch, 0
-        else:
-            stale += 1
-            if task.patience and stale >= task.patience:
-                break
-        if 0 < trainer.max_steps <= steps:
-            break
-    if best is None or key[0] - start["val_accuracy"] < max(min_gain, 1e-12):
+    settings = loop.Settings.of(trainer, device, weight_decay=0.0, warmup_ratio=0.0, clip=0.0, schedule="constant")
+    history, info = loop.fit(job, settings, device, run_dir=run_dir, evaluate=choice, resume_from=resume_from,
+                             optimizer=lambda params, s: torch.optim.SGD(params, lr=s.lr), desc="matrix")
+    history = [start] + [{k: v for k, v in r.items() if k not in ("step", "stop")} for r in history]
+    best, best_epoch = choice.best, choice.best_epoch
+    if best is None or choice.key[0] - start["val_accuracy"] < max(min_gain, 1e-12):
         print(f"matrix: no validation gain over the start beyond {min_gain:.4f}; keeping the start (epoch 0)")
         best, best_epoch = initial, 0
-    return best.cpu().numpy(), history, best_epoch
+    return best.float().cpu().numpy(), history, best_epoch, info
 
 
 def plot_histograms(sims_before: dict, sims_after: dict, labels: dict, path: Path, title_after: str) -> None:

@@ -10,19 +10,25 @@ from nlpexp.tasks.embedding.contract import read_settings, write_settings
 
 
 class SentenceEmbedder:
-    def __init__(self, model, model_id: str, batch_size: int = 64, normalize: bool = False):
+    def __init__(self, model, model_id: str, batch_size: int = 64, normalize: bool = False, precision: str = "fp32"):
         self.model, self.model_id, self.batch_size, self.normalize = model, model_id, batch_size, normalize
-        self.id = f"st:{model_id}:{'norm' if normalize else 'raw'}"
+        self.id = f"st:{model_id}:{'norm' if normalize else 'raw'}" + ("" if precision == "fp32" else f":{precision}")
+        self.precision = precision
 
     def encode(self, texts) -> np.ndarray:
+        """The library's encode (it batches by sorted length, under inference mode) in the run's precision."""
+        from nlpexp.precision import autocast
+
         texts = list(texts)
-        return self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
-                                 normalize_embeddings=self.normalize, show_progress_bar=len(texts) >= 2000)
+        with autocast(self.precision, str(self.model.device)):
+            vectors = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
+                                         normalize_embeddings=self.normalize, show_progress_bar=len(texts) >= 2000)
+        return vectors.astype(np.float32)
 
     def save(self, folder: Path) -> None:
         """Named models are reloaded by name: only the settings."""
         write_settings(folder, {"pretrained": self.model_id, "batch_size": self.batch_size,
-                                "normalize": self.normalize})
+                                "normalize": self.normalize, "precision": self.precision})
 
     def sentence_transformer(self, folder: Path):
         return self.model
@@ -41,28 +47,62 @@ def load_model(name: str, device: str):
 
 
 def embedder(cfg, train_texts, device: str) -> SentenceEmbedder:
+    from nlpexp.precision import of_run
+
     m = cfg.model
-    return SentenceEmbedder(load_model(m.pretrained, device), str(m.pretrained), m.batch_size, m.normalize)
+    return SentenceEmbedder(load_model(m.pretrained, device), str(m.pretrained), m.batch_size, m.normalize,
+                            of_run(cfg, device))
 
 
 def load(folder: Path, device: str) -> SentenceEmbedder:
+    from nlpexp.precision import resolve
+
     saved = read_settings(folder)
     return SentenceEmbedder(load_model(saved["pretrained"], device), saved["pretrained"], saved["batch_size"],
-                            saved["normalize"])
+                            saved["normalize"], resolve(saved.get("precision", "fp32"), device, strict=False))
 
 
-def finetune(st_model, pairs, ft, seed: int, out_dir: Path, device: str):
-    """Train the encoder itself on (text_1, text_2, label) pairs with a sentence-transformers pair loss;
-    returns (embedder, per-epoch history).
+class PairJob:
+    """Labelled text pairs for nlpexp.loop with a sentence-transformers pair loss: a batch is a list of pair
+    indices, tokenised when scored."""
 
-    A plain loop (AdamW, linear warm-up and decay, gradient clipping, optional frozen word embeddings) around
-    the library's loss modules. It replaced SentenceTransformerTrainer after that trainer ran at 40-130 s per
-    16-pair step on the shared CPU, where a hand-timed step of the same model took 3-5 s. That comparison is
-    not clean: the machine's load changed between the two timings.
-    """
-    import torch
+    unit = "pairs"
+
+    def __init__(self, st_model, loss_fn, text_1, text_2, score, batch_size: int, seed: int):
+        self.model, self.loss_fn, self.text_1, self.text_2 = st_model, loss_fn, text_1, text_2
+        self.score, self.batch_size, self.seed = score, batch_size, seed
+
+    def batches(self, epoch: int):
+        from nlpexp.loop import seeded_order
+
+        order = seeded_order(len(self.text_1), self.seed, epoch)
+        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+    def units(self, batch) -> int:
+        return len(batch)
+
+    def loss_sum(self, idx):
+        import torch
+
+        from nlpexp.loop import to_device
+
+        device = next(self.model.parameters()).device
+        features = [to_device(dict(self.model.preprocess([texts[i] for i in idx])), device)
+                    for texts in (self.text_1, self.text_2)]
+        return self.loss_fn(features, torch.from_numpy(self.score[idx]).to(device)) * len(idx)
+
+
+def finetune(st_model, pairs, ft, trainer, seed: int, out_dir: Path, device: str, resume_from=None):
+    """Train the encoder itself on (text_1, text_2, label) pairs with a sentence-transformers pair loss in
+    nlpexp.loop (task.finetune.* holds its epochs, batch size, rate, warm-up, weight decay and step cap;
+    trainer.* its accumulation, precision, deadline and step checkpoints); returns (embedder, per-epoch history).
+
+    The library's loss modules in our loop rather than SentenceTransformerTrainer: that trainer ran at 40-130 s
+    per 16-pair step on the shared CPU, where a hand-timed step of the same model took 3-5 s (not a clean
+    comparison: the machine's load changed between the two timings)."""
     from sentence_transformers.sentence_transformer import losses
-    from tqdm.auto import tqdm
+
+    from nlpexp import loop
 
     positive = np.asarray(pairs["label"]) > 0
     if ft.loss in ("contrastive", "online_contrastive"):
@@ -76,40 +116,14 @@ def finetune(st_model, pairs, ft, seed: int, out_dir: Path, device: str):
         for name, param in st_model.named_parameters():
             if ".embeddings." in f".{name}":
                 param.requires_grad = False
-    params = [p for p in st_model.parameters() if p.requires_grad]
-    text_1, text_2 = list(pairs["text_1"]), list(pairs["text_2"])
-    per_epoch = -(-len(text_1) // int(ft.batch_size))
-    total = per_epoch * int(ft.epochs) if ft.max_steps <= 0 else min(int(ft.max_steps), per_epoch * int(ft.epochs))
-    optimizer = torch.optim.AdamW(params, lr=float(ft.lr), weight_decay=0.01)
-    warmup = int(float(ft.warmup_ratio) * total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / max(warmup, 1) if s < warmup else max(0.0, (total - s) / max(total - warmup, 1)))
-    gen = torch.Generator().manual_seed(seed)
-    st_model.to(device).train()
-    history, step = [], 0
-    with tqdm(total=total, desc="finetune steps") as bar:
-        for epoch in range(1, int(ft.epochs) + 1):
-            running, batches = 0.0, 0
-            for idx in torch.randperm(len(text_1), generator=gen).split(int(ft.batch_size)):
-                features = [{k: v.to(device) if hasattr(v, "to") else v
-                             for k, v in st_model.preprocess([texts[i] for i in idx]).items()}
-                            for texts in (text_1, text_2)]
-                loss = loss_fn(features, torch.from_numpy(score[idx.numpy()]).to(device))
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                scheduler.step()
-                running, batches, step = running + float(loss.detach()), batches + 1, step + 1
-                bar.update(1)
-                if step >= total:
-                    break
-            history.append({"epoch": epoch, "train_loss": running / max(batches, 1)})
-            if step >= total:
-                break
+    settings = loop.Settings.of(trainer, device, epochs=int(ft.epochs), batch_size=int(ft.batch_size),
+                                lr=float(ft.lr), warmup_ratio=float(ft.warmup_ratio), max_steps=int(ft.max_steps),
+                                weight_decay=float(ft.weight_decay))
+    job = PairJob(st_model, loss_fn, list(pairs["text_1"]), list(pairs["text_2"]), score, settings.batch_size, seed)
+    history, info = loop.fit(job, settings, device, run_dir=out_dir.parent, resume_from=resume_from, desc="finetune")
     st_model.eval()
     st_model.save(str(out_dir / "encoder"))
-    return SentenceEmbedder(st_model, "finetuned"), history
+    return SentenceEmbedder(st_model, "finetuned", precision=settings.precision), history, info
 
 
 def load_finetuned(folder: Path, device: str) -> SentenceEmbedder:

@@ -6,7 +6,8 @@ from typing import Any, List, Optional
 from omegaconf import MISSING
 
 from nlpexp import registry
-from nlpexp.schema import data_errors, run_folder_errors, setting, split_error
+from nlpexp.loop import READS
+from nlpexp.schema import DecodingControls, data_errors, run_folder_errors, setting, split_error
 
 
 @dataclass
@@ -14,8 +15,6 @@ class NovelTask:
     name: str = MISSING
     seq_len: int = setting(MISSING, gt=0)
     eval_every: Optional[int] = setting(None, gt=0)
-    max_train_minutes: Optional[float] = setting(None, gt=0)
-    mixed_precision: str = setting("auto", choices=("auto", "bf16", "no"))
     bigram_k: List[float] = setting(MISSING, each={"gt": 0})
 
 
@@ -38,13 +37,8 @@ class NovelData:
 
 
 @dataclass
-class NovelGenerate:
-    strategy: str = setting(MISSING, choices=("sample", "beam"))
-    temperature: float = setting(MISSING, gt=0)
-    top_k: int = setting(MISSING, ge=0)
-    top_p: float = setting(MISSING, gt=0, le=1)
-    repeat_window: int = setting(MISSING, ge=0)
-    beam_size: int = setting(MISSING, gt=0)
+class NovelGenerate(DecodingControls):
+    """The shared decoding controls, then mode=generate's batch, bert_lstm's stepping and the evaluation."""
     num_samples: int = setting(MISSING, gt=0)
     stateful: bool = True
     eval_prompts: int = setting(MISSING, gt=0)
@@ -60,14 +54,16 @@ MODEL_KEYS = {
     "gpt2": ("pretrained", "small"),
     "transformer": ("d_model", "num_layers", "num_heads", "d_ff", "dropout"),
 }
-# the trainer.* keys the novel loop (recipe.fit) reads
-LOOP_READS = ("epochs", "batch_size", "eval_batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio",
-              "max_steps")
+# the trainer.* keys the novel loop (nlpexp.loop, and the window scoring) reads
+LOOP_READS = (*READS, "eval_batch_size")
 HINTS = {"trainer.max_length": "task=novel windows hold task.seq_len characters",
          "model.classifier_hidden": "bert_fc's next-character MLP is model.fc_hidden",
          "generate.strategy": "the held-out continuations after training are sampled, and beam-searched too with "
                               "generate.eval_beam", "generate.num_samples": "mode=generate reads it"}
 EVAL_ONLY = ("eval_prompts", "eval_length", "eval_beam")  # the held-out continuations after training
+# keys that were renamed: refused at composition with the new name (nlpexp.validate.renamed_hint)
+RENAMED = {"generate.beam_size": "generate.num_beams", "task.max_train_minutes": "trainer.max_minutes",
+           "task.mixed_precision": "trainer.precision"}
 
 
 def reads(cfg) -> dict:

@@ -41,9 +41,9 @@ def train(cfg, run_dir: Path, device: str):
     model, codec, _ = load_checkpoint(run_dir / "checkpoints" / "best", device)
 
     ids, starts, eb = data["ids"], data["starts"], cfg.trainer.eval_batch_size
-    metrics = {}
+    metrics, precision = {}, info["precision"]
     for split, prefix in (("validation", "val"), ("test", "test")):
-        nll, acc = evaluate(model, ids, starts[split], seq_len, device, eb)
+        nll, acc = evaluate(model, ids, starts[split], seq_len, device, eb, precision)
         metrics.update({f"{prefix}_loss": round(nll, 5), f"{prefix}_accuracy": round(acc, 5),
                         f"{prefix}_perplexity": round(perplexity(nll), 4)})
     # the baseline: add-k bigram on the training part, k picked on validation, scored on the same test targets
@@ -91,153 +91,126 @@ def load_checkpoint(folder: Path, device: str):
     return model.to(device).eval(), load_codec(folder, saved["codec"]), saved["seq_len"]
 
 
-# -- training ---------------------------------------------------------------------------------------------
-def _autocast(device: str, mode: str = "auto"):
-    """Mixed precision: auto = bf16 on CUDA (fp16 + GradScaler on GPUs without bf16), full precision on CPU;
-    bf16 = bf16 autocast on any device; no = full precision."""
-    import contextlib
-
-    import torch
-
-    if mode == "no" or (mode == "auto" and device != "cuda"):
-        return contextlib.nullcontext, None
-    if device == "cuda" and not torch.cuda.is_bf16_supported():
-        return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
-    return (lambda: torch.autocast(device, dtype=torch.bfloat16)), None
-
-
-def loss_fn(model, logits, y):
+# -- training: nlpexp.loop ----------------------------------------------------------------------------------
+def loss_fn(model, logits, y, reduction: str = "mean"):
+    """Cross-entropy of every next character (causal models) or of the one after the window."""
     import torch.nn.functional as F
 
     if model.causal:  # every position has a next token to learn from
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
-    return F.cross_entropy(logits.float(), y[:, -1])
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), reduction=reduction)
+    return F.cross_entropy(logits.float(), y[:, -1], reduction=reduction)
 
 
-def evaluate(model, ids, starts, seq_len: int, device: str, batch_size: int, autocast=None):
-    """Mean NLL, accuracy and count of the next token after each window (the last position)."""
-    import contextlib
+class WindowJob:
+    """The training windows for nlpexp.loop: a micro-batch is a list of window starts, gathered when scored."""
 
+    def __init__(self, model: NovelModel, ids, starts, seq_len: int, batch_size: int, seed: int):
+        self.model, self.ids, self.starts, self.seq_len = model, ids, starts, seq_len
+        self.batch_size, self.seed = batch_size, seed
+        self.unit = "characters" if model.causal else "windows"
+
+    def batches(self, epoch: int):
+        from nlpexp.loop import seeded_order
+
+        order = self.starts[seeded_order(len(self.starts), self.seed, epoch)].tolist()
+        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+    def units(self, batch) -> int:
+        return len(batch) * (self.seq_len if self.model.causal else 1)
+
+    def loss_sum(self, batch):
+        import torch
+
+        from nlpexp.tasks.novel.data import gather_windows
+
+        x, y = gather_windows(self.ids, torch.as_tensor(batch), self.seq_len)
+        device = next(self.model.parameters()).device
+        return loss_fn(self.model, self.model(x.to(device)), y.to(device), reduction="sum")
+
+
+class BestByValidation:
+    """Validation loss and accuracy of the next character; the best weights so far go to checkpoints/best."""
+
+    def __init__(self, model, data, folder: Path, seq_len: int, model_name: str, batch_size: int, device: str,
+                 precision: str):
+        self.model, self.data, self.folder, self.seq_len, self.model_name = model, data, folder, seq_len, model_name
+        self.batch_size, self.device, self.precision, self.best = batch_size, device, precision, math.inf
+
+    def __call__(self, epoch: float, step: int) -> dict:
+        nll, acc = evaluate(self.model, self.data["ids"], self.data["starts"]["validation"], self.seq_len,
+                            self.device, self.batch_size, self.precision)
+        if nll < self.best:
+            self.best = nll
+            save_checkpoint(self.model, self.data["codec"], self.folder, self.seq_len, self.model_name)
+        return {"val_loss": round(nll, 5), "val_accuracy": round(acc, 5), "val_perplexity": round(math.exp(nll), 3)}
+
+    def state(self) -> dict:
+        return {"best": self.best}
+
+    def load_state(self, state: dict) -> None:
+        self.best = float(state["best"])
+
+
+def evaluate(model, ids, starts, seq_len: int, device: str, batch_size: int, precision: str = "fp32"):
+    """Mean NLL and accuracy of the next token after each window (the last position)."""
     import torch
     import torch.nn.functional as F
 
+    from nlpexp.precision import autocast
     from nlpexp.tasks.novel.data import gather_windows
 
-    autocast = autocast or contextlib.nullcontext
     model.eval()
     nll, correct = 0.0, 0
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(precision, device):
         for i in range(0, len(starts), batch_size):
             x, y = gather_windows(ids, starts[i:i + batch_size], seq_len)
             x, y = x.to(device), y[:, -1].to(device)
-            with autocast():
-                logits = model.last_logits(x)
-            nll += F.cross_entropy(logits.float(), y, reduction="sum").item()
+            logits = model.last_logits(x).float()
+            nll += F.cross_entropy(logits, y, reduction="sum").item()
             correct += (logits.argmax(-1) == y).sum().item()
     model.train()
     return nll / len(starts), correct / len(starts)
 
 
 def fit(cfg, model, data, run_dir: Path, device: str):
-    """AdamW with linear warm-up/decay; evaluates every `task.eval_every` steps and at each epoch end, keeps the
-    best checkpoint by validation loss; stops at max_steps or task.max_train_minutes."""
-    import torch
-    from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
-
-    from nlpexp.tasks.novel.data import gather_windows
+    """nlpexp.loop over the training windows; evaluates every `task.eval_every` steps and at each epoch end and
+    keeps the best checkpoint by validation loss."""
+    from nlpexp import loggers, loop
 
     tr, seq_len = cfg.trainer, int(cfg.task.seq_len)
-    ids, starts = data["ids"], data["starts"]
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=tr.lr, weight_decay=tr.weight_decay)
-    per_epoch = math.ceil(len(starts["train"]) / tr.batch_size / tr.grad_accum)
-    total = per_epoch * int(tr.epochs)
-    if tr.max_steps and tr.max_steps > 0:
-        total = min(total, int(tr.max_steps))
-    sched = get_linear_schedule_with_warmup(opt, int(tr.warmup_ratio * total), total)
-    autocast, scaler = _autocast(device, str(cfg.task.get("mixed_precision", "auto")))
-    gen = torch.Generator().manual_seed(int(cfg.seed))
-    deadline = time.time() + 60 * cfg.task.max_train_minutes if cfg.task.get("max_train_minutes") else None
-    eval_every = cfg.task.get("eval_every") or per_epoch
-    best, history, step, seen, started = math.inf, [], 0, 0, time.time()
-    best_dir = run_dir / "checkpoints" / "best"
-    model.to(device).train()
-    bar = tqdm(total=total, desc="train", mininterval=2)
-    stop, running = False, []
-
-    def checkpoint(epoch):
-        nonlocal best
-        val_nll, val_acc = evaluate(model, ids, starts["validation"], seq_len, device, tr.eval_batch_size, autocast)
-        row = {"epoch": round(epoch, 3), "step": step, "train_loss": round(sum(running) / max(len(running), 1), 5),
-               "val_loss": round(val_nll, 5), "val_accuracy": round(val_acc, 5),
-               "val_perplexity": round(math.exp(val_nll), 3)}
-        history.append(row)
-        running.clear()
-        if val_nll < best:
-            best = val_nll
-            save_checkpoint(model, data["codec"], best_dir, seq_len, cfg.model.name)
-        bar.set_postfix(val_loss=row["val_loss"], val_acc=row["val_accuracy"])
-
-    for epoch in range(int(tr.epochs)):
-        order = starts["train"][torch.randperm(len(starts["train"]), generator=gen)]
-        micro = [order[i:i + tr.batch_size] for i in range(0, len(order), tr.batch_size)]
-        for i in range(0, len(micro), tr.grad_accum):
-            group = micro[i:i + tr.grad_accum]
-            for batch in group:
-                x, y = gather_windows(ids, batch, seq_len)
-                x, y = x.to(device), y.to(device)
-                with autocast():
-                    loss = loss_fn(model, model(x), y) / len(group)
-                (scaler.scale(loss) if scaler else loss).backward()
-                running.append(loss.item() * len(group))
-                seen += len(batch)
-            if scaler:
-                scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            scaler.step(opt) if scaler else opt.step()
-            if scaler:
-                scaler.update()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            bar.update(1)
-            if step >= total or (deadline and time.time() > deadline):
-                stop = True
-                break
-            if step % eval_every == 0 and (i + tr.grad_accum) < len(micro):
-                checkpoint(epoch + (i + tr.grad_accum) / len(micro))
-        checkpoint(epoch + (1 if not stop else (i + tr.grad_accum) / len(micro)))
-        if stop:
-            break
-    bar.close()
-    return history, {"train_windows_per_s": round(seen / max(time.time() - started, 1e-9), 2),
-                     "train_steps": step, "train_minutes": round((time.time() - started) / 60, 2)}
+    settings = loop.Settings.of(tr, device)
+    job = WindowJob(model, data["ids"], data["starts"]["train"], seq_len, int(tr.batch_size), int(cfg.seed))
+    best = BestByValidation(model, data, run_dir / "checkpoints" / "best", seq_len, cfg.model.name,
+                            int(tr.eval_batch_size), device, settings.precision)
+    history, info = loop.fit(job, settings, device, run_dir=run_dir, evaluate=best,
+                             eval_steps=int(cfg.task.get("eval_every") or 0), resume_from=cfg.get("resume_from"),
+                             on_log=loggers.step_logger(cfg, run_dir))
+    return history, info
 
 
 # -- generation -------------------------------------------------------------------------------------------
 def decode_settings(g) -> dict:
-    return {"strategy": g.strategy, "temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p,
-            "repeat_window": g.repeat_window, "beam_size": g.beam_size, "stateful": g.stateful}
+    """The decoding controls every wing shares (nlpexp.decoding.CONTROLS), and bert_lstm's stateful stepping."""
+    from nlpexp.decoding import controls
+
+    return {**controls(g), "stateful": bool(g.stateful)}
 
 
 def continue_prompts(model, codec, prompt_ids, length: int, g, seed: int, strategy: str | None = None):
-    """(n, length) continuations of the (n, L) prompt ids under the `generate` settings, all in one batch."""
+    """(n, length) continuations of the (n, L) prompt ids under the `generate` settings, all in one batch, through
+    nlpexp.decoding.generate (gpt2 too: it re-reads its window, which transformers' generate cannot); special
+    tokens never come out. `strategy` overrides generate.strategy (the held-out sample and beam continuations)."""
     import torch
 
     from nlpexp import decoding
 
     device = next(model.parameters()).device
-    prompt_ids = prompt_ids.to(device)
-    banned = list(codec.special_ids)
+    settings = {**decoding.controls(g), **({"strategy": strategy} if strategy else {})}
     with torch.inference_mode():
-        if (strategy or g.strategy) == "beam":
-            return decoding.beam_search(model, prompt_ids, length, beam_size=int(g.beam_size), banned_ids=banned,
-                                        repeat_window=int(g.repeat_window), stateful=bool(g.stateful)).cpu()
-        gen = torch.Generator(device=device).manual_seed(int(seed))
-        return decoding.sample(model, prompt_ids, length, temperature=float(g.temperature), top_k=int(g.top_k),
-                               top_p=float(g.top_p), banned_ids=banned, repeat_window=int(g.repeat_window),
-                               generator=gen, stateful=bool(g.stateful)).cpu()
+        out = decoding.generate(model, prompt_ids.to(device), length, **settings, banned_ids=codec.special_ids,
+                                generator=torch.Generator(device=device).manual_seed(int(seed)),
+                                stateful=bool(g.stateful))
+    return torch.tensor(out, dtype=torch.long).view(len(prompt_ids), length)  # no eos: every row runs `length`
 
 
 def generation_metrics(prompts, outputs, codec, g, prefix: str) -> dict:

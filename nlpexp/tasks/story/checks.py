@@ -6,7 +6,8 @@ from typing import List, Optional
 from omegaconf import MISSING
 
 from nlpexp import registry
-from nlpexp.schema import SOURCES, data_errors, run_folder_errors, setting
+from nlpexp.loop import READS
+from nlpexp.schema import SOURCES, DecodingControls, data_errors, run_folder_errors, setting
 
 
 def _count_or_fraction(value) -> str | None:
@@ -20,7 +21,6 @@ class StoryTask:
     bpe_vocab_size: int = setting(MISSING, gt=0)
     window: int = setting(MISSING, gt=0)
     max_len: int = setting(MISSING, gt=0)
-    max_train_minutes: Optional[float] = setting(None, gt=0)
 
 
 @dataclass
@@ -38,14 +38,8 @@ class StoryData:
 
 
 @dataclass
-class StoryGenerate:
-    strategy: str = setting(MISSING, choices=("greedy", "sample", "beam"))
-    temperature: float = setting(MISSING, gt=0)
-    top_k: int = setting(MISSING, ge=0)
-    top_p: float = setting(MISSING, gt=0, le=1)
-    num_beams: int = setting(MISSING, gt=0)
-    repetition_penalty: float = setting(MISSING, gt=0)
-    no_repeat_ngram_size: int = setting(MISSING, ge=0)
+class StoryGenerate(DecodingControls):
+    """The shared decoding controls, then story's length, stop rules, text cuts and evaluation."""
     max_new_tokens: int = setting(MISSING, gt=0)
     max_sentences: int = setting(MISSING, ge=0)
     no_empty_sentences: bool = True
@@ -64,13 +58,14 @@ MODEL_KEYS = {
     "transformer_encdec": ("d_model", "num_layers", "num_heads", "d_ff", "dropout"),
     "gpt2": ("pretrained", "small", "freeze_layers"),
 }
-# the trainer.* keys the story loop (recipe.fit) reads; mode=eval reads only eval_batch_size
-LOOP_READS = ("epochs", "batch_size", "eval_batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio",
-              "max_steps")
+RENAMED = {"task.max_train_minutes": "trainer.max_minutes"}  # old key -> the key that does its job
+# the trainer.* keys the story loop (nlpexp.loop, and the validation/test scoring) reads; mode=eval reads
+# eval_batch_size and precision
+LOOP_READS = (*READS, "eval_batch_size")
 # the generate.* keys mode=generate reads; training and mode=eval read the others (and not these two)
 GENERATE_READS = ("strategy", "temperature", "top_k", "top_p", "num_beams", "repetition_penalty",
-                  "no_repeat_ngram_size", "max_new_tokens", "max_sentences", "no_empty_sentences", "cut_repeated_kgram",
-                  "num_samples")
+                  "no_repeat_ngram_size", "repeat_window", "max_new_tokens", "max_sentences", "no_empty_sentences",
+                  "cut_repeated_kgram", "num_samples")
 HINTS = {"trainer.max_length": "task=story sequences hold task.max_len positions",
          "length": "task=story writes up to generate.max_new_tokens tokens and generate.max_sentences sentences",
          "generate.temperature": "the evaluation after training decodes at each of generate.eval_temperatures",
@@ -80,7 +75,7 @@ HINTS = {"trainer.max_length": "task=story sequences hold task.max_len positions
 
 def reads(cfg) -> dict:
     module = registry.MODELS[cfg.model.name].adapter("story")
-    trainer = {"train": set(LOOP_READS), "eval": {"eval_batch_size"}}.get(cfg.mode, set())
+    trainer = {"train": set(LOOP_READS), "eval": {"eval_batch_size", "precision"}}.get(cfg.mode, set())
     model = {"name", *MODEL_KEYS[module]} if cfg.mode == "train" else {"name"}
     if cfg.mode == "generate" and not cfg.get("ckpt"):
         model |= {"pretrained"}  # the configured pretrained model generates as it is

@@ -1,6 +1,7 @@
 """GPT-2 on task=story: fine-tuned on `first sentence + rest + <|endoftext|>` (`trainer.epochs=0`: zero-shot),
-generating through transformers' `generate` under the same controls as our models. Hub `gpt2` with its BPE, or
-(model.pretrained=null) a small GPT-2 from `model.small` over a byte-level BPE trained on the stories."""
+generating through transformers' `generate` under nlpexp.decoding's processors, the controls our models use.
+Hub `gpt2` with its BPE, or (model.pretrained=null) a small GPT-2 from `model.small` over a byte-level BPE
+trained on the stories."""
 from pathlib import Path
 
 from torch import nn
@@ -60,52 +61,28 @@ class StoryGPT2(nn.Module):
 
     def continue_ids(self, rows, max_new: int, settings: dict, *, sentence_ids, words, eos_id: int, seed: int,
                      generator):
-        return self.hf_generate(rows, max_new, sentence_ids=sentence_ids, words=words, seed=seed,
-                                **{k: v for k, v in settings.items() if k != "max_new_tokens"})
+        """transformers' generate (its key/value cache) under nlpexp.decoding's processors of the same settings."""
+        from nlpexp import decoding
 
-    def hf_generate(self, prompts: list[list[int]], max_new_tokens: int, *, strategy="sample", temperature=1.0,
-                    top_k=0, top_p=1.0, num_beams=4, repetition_penalty=1.0, no_repeat_ngram_size=0,
-                    sentence_ids=(), max_sentences=0, seed=0, words=None, **_) -> list[list[int]]:
-        """transformers' generate (with its key/value cache) under the same controls as nlpexp.decoding.generate."""
-        import torch
-        from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+        return decoding.hf_generate(self.lm, rows, max_new, **decoding.controls(settings), pad_id=self.eos_id,
+                                    eos_id=self.eos_id, sentence_ids=sentence_ids,
+                                    max_sentences=settings["max_sentences"], words=words, seed=seed)
 
-        from nlpexp.decoding import ban_empty_sentences
+    # nlpexp.decoding's start/advance over transformers' key/value cache, for prompts of one length (no padding):
+    # our generate can drive GPT-2 too, and tests check it writes what transformers' generate writes
+    def start(self, prompt_ids, stateful: bool = True):
+        return self._step(prompt_ids, ())
 
-        width = max(len(p) for p in prompts)
-        device = next(self.lm.parameters()).device
-        ids = torch.tensor([[self.eos_id] * (width - len(p)) + p for p in prompts], device=device)
-        attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        ends = torch.zeros(len(self.tokenizer), dtype=torch.bool, device=device)
-        ends[list(sentence_ids)] = True
+    def advance(self, state, next_ids):
+        return self._step(next_ids[:, None], state)
 
-        class SentencesDone(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):
-                new = input_ids[:, width:]
-                return ends[new].sum(dim=1) >= max_sentences if max_sentences else torch.zeros(
-                    len(input_ids), dtype=torch.bool, device=input_ids.device)
+    def _step(self, ids, state):
+        """Logits after `ids` and the cache as a flat tuple (k0, v0, k1, v1 ...), batch first: beams index it."""
+        from transformers import DynamicCache
 
-        sentence_set, word_set = set(sentence_ids), set(words) if words is not None else None
-        eos = self.eos_id
-
-        class NoEmptySentence(LogitsProcessor):
-            def __call__(self, input_ids, scores):
-                ban_empty_sentences(scores, input_ids[:, width:].tolist(), sentence_set, word_set, eos)
-                return scores
-
-        kwargs = {"max_new_tokens": max_new_tokens, "logits_processor": LogitsProcessorList([NoEmptySentence()]),
-                  "repetition_penalty": float(repetition_penalty),
-                  "no_repeat_ngram_size": int(no_repeat_ngram_size), "eos_token_id": self.eos_id,
-                  "pad_token_id": self.eos_id, "stopping_criteria": StoppingCriteriaList([SentencesDone()])}
-        if strategy == "sample":
-            kwargs.update(do_sample=True, temperature=float(temperature), top_k=int(top_k), top_p=float(top_p))
-        else:
-            kwargs.update(do_sample=False, num_beams=int(num_beams) if strategy == "beam" else 1,
-                          temperature=None, top_k=None, top_p=None)
-        torch.manual_seed(int(seed))
-        with torch.no_grad():
-            out = self.lm.generate(input_ids=ids, attention_mask=attn, **kwargs)[:, width:].tolist()
-        return [row[: row.index(self.eos_id)] if self.eos_id in row else row for row in out]
+        cache = DynamicCache(list(zip(state[::2], state[1::2]))) if state else None
+        out = self.lm(input_ids=ids, cache=cache, use_cache=True)
+        return out.logits[:, -1], tuple(t for layer in out.cache.layers for t in (layer.keys, layer.values))
 
     def save(self, folder: Path, tokenizer=None) -> None:
         self.lm.save_pretrained(folder)

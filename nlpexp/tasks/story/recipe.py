@@ -9,7 +9,6 @@ generate: a saved run (ckpt=) or the configured pretrained model continues promp
 Outputs: checkpoints/final/, history.csv, samples.jsonl (temperature, prompt, reference, generation), metrics.json.
 """
 import json
-import math
 import time
 from pathlib import Path
 
@@ -39,7 +38,7 @@ def train(cfg, run_dir: Path, device: str):
     tok, model = adapter(cfg.model.name).build(cfg, train_texts, smoke)
     model.to(device)
     pairs = {k: encode_pairs(tok, data[k]) for k in ("train", "validation", "test") if len(data[k])}
-    history, info = fit(cfg, model, pairs["train"], pairs.get("validation"), device)
+    history, info = fit(cfg, model, pairs["train"], pairs.get("validation"), device, run_dir)
     model.save(run_dir / "checkpoints" / "final", tok)
 
     metrics = evaluate(cfg, model, tok, data, pairs["test"], run_dir, device)
@@ -65,94 +64,87 @@ def encode_pairs(tok, frame) -> list[tuple[list[int], list[int]]]:
     return list(zip(prompts, targets))
 
 
-# -- training ---------------------------------------------------------------------------------------------
-def train_step(model, opt, micro_batches, params, device: str = "cpu") -> float:
-    """One optimiser step over the micro-batches: the loss is the summed NLL over the group's total number of
-    target tokens, so accumulating k micro-batches gives the large batch's gradient."""
+# -- training: nlpexp.loop ----------------------------------------------------------------------------------
+class StoryJob:
+    """The story model's training examples for nlpexp.loop: a micro-batch's loss is its summed target-token NLL,
+    so accumulated micro-batches give the large batch's per-token gradient."""
+
+    unit = "tokens"
+
+    def __init__(self, model: StoryModel, items, batch_size: int, seed: int):
+        self.model, self.items, self.batch_size, self.seed = model, items, batch_size, seed
+
+    def batches(self, epoch: int):
+        from nlpexp.loop import seeded_order
+
+        order = seeded_order(len(self.items), self.seed, epoch)
+        return [self.model.collate([self.items[j] for j in order[i:i + self.batch_size]])
+                for i in range(0, len(order), self.batch_size)]
+
+    def units(self, batch) -> int:
+        return int((batch["labels"] != -100).sum())
+
+    def loss_sum(self, batch):
+        return self.model.nll_sum(batch)
+
+
+class ValidationLoss:
+    """The epoch's validation loss in history.csv (the final weights are the ones tested: no best-epoch choice)."""
+
+    def __init__(self, model, items, batch_size: int, device: str, precision: str):
+        self.model, self.items, self.batch_size, self.device, self.precision = model, items, batch_size, device, precision
+
+    def __call__(self, epoch: float, step: int) -> dict:
+        if not self.items:
+            return {}
+        return {"val_loss": round(mean_nll(self.model, self.items, self.batch_size, self.device, self.precision), 5)}
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+
+def mean_nll(model, items, batch_size: int, device: str, precision: str = "fp32") -> float:
+    """Mean target-token NLL of the examples, in length-sorted batches."""
     import torch
 
-    total = sum(int((b["labels"] != -100).sum()) for b in micro_batches)
-    loss_sum = 0.0
-    for batch in micro_batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        loss = model.nll_sum(batch) / max(total, 1)
-        loss.backward()
-        loss_sum += loss.item()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return loss_sum
-
-
-def mean_nll(model, items, batch_size: int, device: str) -> float:
-    import torch
+    from nlpexp.precision import autocast
 
     model.eval()
+    order = sorted(range(len(items)), key=lambda i: sum(len(v) for v in items[i].values() if isinstance(v, list)))
     nll, count = 0.0, 0
-    with torch.inference_mode():
-        for i in range(0, len(items), batch_size):
-            batch = {k: v.to(device) for k, v in model.collate(items[i:i + batch_size]).items()}
-            nll += model.nll_sum(batch).item()
+    with torch.inference_mode(), autocast(precision, device):
+        for i in range(0, len(order), batch_size):
+            batch = {k: v.to(device) for k, v in model.collate([items[j] for j in order[i:i + batch_size]]).items()}
+            nll += model.nll_sum(batch).float().item()
             count += int((batch["labels"] != -100).sum())
     return nll / max(count, 1)
 
 
-def fit(cfg, model: StoryModel, train_pairs, val_pairs, device: str):
-    import torch
-    from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
+def fit(cfg, model: StoryModel, train_pairs, val_pairs, device: str, run_dir: Path | None = None):
+    """nlpexp.loop over the training stories (epochs=0: zero-shot, the model as built or downloaded)."""
+    from nlpexp import loggers, loop
 
     tr = cfg.trainer
     items = model.examples(train_pairs, train=True)
     val_items = model.examples(val_pairs, train=False) if val_pairs else []
-    params = [p for p in model.parameters() if p.requires_grad]
-    history, step, started = [], 0, time.time()
-    info = {"train_examples": len(items), "train_steps": 0, "train_minutes": 0.0}
-    if int(tr.epochs) == 0:  # zero-shot: the model as built (or downloaded)
-        return history, info
-    opt = torch.optim.AdamW(params, lr=tr.lr, weight_decay=tr.weight_decay)
-    per_epoch = math.ceil(len(items) / tr.batch_size / tr.grad_accum)
-    total = per_epoch * int(tr.epochs)
-    if tr.max_steps and tr.max_steps > 0:
-        total = min(total, int(tr.max_steps))
-    sched = get_linear_schedule_with_warmup(opt, int(tr.warmup_ratio * total), total)
-    gen = torch.Generator().manual_seed(int(cfg.seed))
-    deadline = time.time() + 60 * cfg.task.max_train_minutes if cfg.task.get("max_train_minutes") else None
-    model.to(device).train()
-    bar = tqdm(total=total, desc="train", mininterval=2)
-    stop = False
-    for epoch in range(int(tr.epochs)):
-        order = torch.randperm(len(items), generator=gen).tolist()
-        micro = [model.collate([items[j] for j in order[i:i + tr.batch_size]])
-                 for i in range(0, len(order), tr.batch_size)]
-        losses = []
-        for i in range(0, len(micro), tr.grad_accum):
-            losses.append(train_step(model, opt, micro[i:i + tr.grad_accum], params, device))
-            sched.step()
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            if step >= total or (deadline and time.time() > deadline):
-                stop = True
-                break
-        row = {"epoch": epoch + 1, "step": step, "train_loss": round(sum(losses) / len(losses), 5)}
-        if val_items:
-            row["val_loss"] = round(mean_nll(model, val_items, tr.eval_batch_size, device), 5)
-            model.train()
-        history.append(row)
-        if stop:
-            break
-    bar.close()
-    model.eval()
-    info.update(train_steps=step, train_minutes=round((time.time() - started) / 60, 2))
-    return history, info
+    settings = loop.Settings.of(tr, device)
+    history, info = loop.fit(StoryJob(model, items, int(tr.batch_size), int(cfg.seed)), settings, device,
+                             run_dir=run_dir, resume_from=cfg.get("resume_from"),
+                             on_log=loggers.step_logger(cfg, run_dir),
+                             evaluate=ValidationLoss(model, val_items, int(tr.eval_batch_size), device,
+                                                     settings.precision))
+    return history, {"train_examples": len(items), **info}
 
 
 # -- generation -------------------------------------------------------------------------------------------
 def decode_settings(g, temperature=None) -> dict:
-    return {"strategy": g.strategy, "temperature": float(g.temperature if temperature is None else temperature),
-            "top_k": int(g.top_k), "top_p": float(g.top_p), "num_beams": int(g.num_beams),
-            "repetition_penalty": float(g.repetition_penalty), "no_repeat_ngram_size": int(g.no_repeat_ngram_size),
+    """The decoding controls every wing shares (nlpexp.decoding.CONTROLS), then story's stop rules and cuts."""
+    from nlpexp.decoding import controls
+
+    return {**controls(g), "temperature": float(g.temperature if temperature is None else temperature),
             "max_sentences": int(g.max_sentences), "cut_repeated_kgram": int(g.cut_repeated_kgram),
             "max_new_tokens": int(g.max_new_tokens), "no_empty_sentences": bool(g.get("no_empty_sentences", False))}
 
@@ -167,7 +159,8 @@ def finish_text(text: str, settings: dict) -> str:
 def continue_prompts(model: StoryModel, tok, prompts: list[list[int]], settings: dict, seed: int,
                      batch_size: int = 64):
     """Generated texts for the prompt ids, in the model's batches (GPT-2 through transformers' `generate`, ours
-    through nlpexp.decoding.generate with their own cache), cut after max_sentences and a repeated k-gram."""
+    through nlpexp.decoding.generate with their own cache, both under nlpexp.decoding.processors), cut after
+    max_sentences and a repeated k-gram."""
     import torch
 
     from nlpexp import decoding
@@ -175,7 +168,7 @@ def continue_prompts(model: StoryModel, tok, prompts: list[list[int]], settings:
     sentence_ids = decoding.sentence_end_ids(tok)
     words = decoding.word_ids(tok) if settings["no_empty_sentences"] else None
     out: list = [None] * len(prompts)
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(int(seed))  # multinomial's device
     with torch.inference_mode():
         for k, group in enumerate(model.prompt_groups(prompts, batch_size)):
             rows, max_new = model.fit_positions([prompts[i] for i in group], settings["max_new_tokens"])
@@ -204,8 +197,10 @@ def evaluate(cfg, model, tok, data, test_pairs, run_dir: Path, device: str) -> d
     samples.jsonl in run_dir."""
     from nlpexp.metrics import perplexity
 
+    from nlpexp.precision import of_run
+
     eb = int(cfg.trainer.eval_batch_size)
-    test_nll = mean_nll(model, model.examples(test_pairs, train=False), eb, device)
+    test_nll = mean_nll(model, model.examples(test_pairs, train=False), eb, device, of_run(cfg, device, strict=False))
     metrics = {"test_loss": round(test_nll, 5), "test_perplexity": round(perplexity(test_nll), 4)}
     prompts, refs = [p for p, _ in test_pairs], data["test"]["reference"].tolist()
     rows = []

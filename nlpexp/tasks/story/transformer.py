@@ -30,12 +30,9 @@ class OurDecoding:
         pad = self.settings["pad_id"]
         device = next(self.parameters()).device
         return decoding.generate(
-            self, pad_rows(rows, pad).to(device), max_new, strategy=settings["strategy"],
-            temperature=settings["temperature"], top_k=settings["top_k"], top_p=settings["top_p"],
-            num_beams=settings["num_beams"], repetition_penalty=settings["repetition_penalty"],
-            no_repeat_ngram_size=settings["no_repeat_ngram_size"], eos_id=eos_id, banned_ids=[pad],
-            sentence_ids=sentence_ids, max_sentences=settings["max_sentences"], pad_id=pad, generator=generator,
-            words=words)
+            self, pad_rows(rows, pad).to(device), max_new, **decoding.controls(settings), eos_id=eos_id,
+            banned_ids=[pad], sentence_ids=sentence_ids, max_sentences=settings["max_sentences"], pad_id=pad,
+            generator=generator, words=words)
 
     def save(self, folder: Path, tokenizer) -> None:
         from safetensors.torch import save_model
