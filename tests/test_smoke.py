@@ -229,3 +229,29 @@ def test_doc2vec_inference_is_the_same_in_every_process(tmp_path):
     outs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
     assert len(outs) == 1 and outs.pop().startswith("[")
+
+
+def test_every_trainable_cell_runs_bf16_with_accumulation_or_refuses_it_in_one_line(tmp_path):
+    """The smoke matrix with trainer.precision=bf16 trainer.grad_accum=2: every cell either trains with both (and
+    metrics.json says so) or refuses them in one line naming the key and what it reads instead."""
+    import subprocess
+    import sys
+
+    from nlpexp.smoke import refused
+
+    out = tmp_path / "smoke"
+    proc = subprocess.run([sys.executable, "-m", "nlpexp.smoke", "--out", str(out), "trainer.precision=bf16",
+                           "trainer.grad_accum=2"], capture_output=True, text=True, timeout=900, check=False,
+                          cwd=tmp_path, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ran, refusals = [], []
+    for path in sorted(out.glob("*/*/metrics.json")):
+        summary = json.loads(path.read_text())
+        if summary["status"] == "complete":
+            assert (summary.get("precision"), summary.get("grad_accum")) == ("bf16", 2), path
+            ran.append(path.parent.name)
+        else:
+            assert refused(summary["error"]) and "\n" not in summary["error"], summary["error"]
+            refusals.append(path.parent.name)
+    # gensim's Doc2Vec classifier reads no trainer.* key; task=posenc trains nothing
+    assert len(ran) >= 40 and sorted(n.split("_", 1)[1] for n in refusals) == ["doc2vec", "doc2vec", "transformer"]
