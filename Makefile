@@ -41,6 +41,7 @@ bench: install
 	$(BIN)/python bench/generation.py
 	$(BIN)/python bench/predict.py
 	$(BIN)/python bench/peak.py
+	$(BIN)/python bench/overhead.py
 
 clean:
 	rm -rf $(VENV) outputs multirun

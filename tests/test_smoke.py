@@ -233,15 +233,17 @@ def test_doc2vec_inference_is_the_same_in_every_process(tmp_path):
 
 def test_every_trainable_cell_runs_bf16_with_accumulation_or_refuses_it_in_one_line(tmp_path):
     """The smoke matrix with trainer.precision=bf16 trainer.grad_accum=2: every cell either trains with both (and
-    metrics.json says so) or refuses them in one line naming the key and what it reads instead."""
+    metrics.json says so) or refuses them in one line naming the key and what it reads instead. One task per wing
+    here (every model and training loop; the other classification tasks run the same adapters): the whole
+    matrix is `python -m nlpexp.smoke trainer.precision=bf16 trainer.grad_accum=2`."""
     import subprocess
     import sys
 
     from nlpexp.smoke import refused
 
     out = tmp_path / "smoke"
-    proc = subprocess.run([sys.executable, "-m", "nlpexp.smoke", "--out", str(out), "trainer.precision=bf16",
-                           "trainer.grad_accum=2"], capture_output=True, text=True, timeout=900, check=False,
+    proc = subprocess.run([sys.executable, "-m", "nlpexp.smoke", "--out", str(out), "--tasks",
+                           "finsent,story,novel,embedding,posenc", "trainer.precision=bf16", "trainer.grad_accum=2"], capture_output=True, text=True, timeout=900, check=False,
                           cwd=tmp_path, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ran, refusals = [], []
@@ -254,4 +256,4 @@ def test_every_trainable_cell_runs_bf16_with_accumulation_or_refuses_it_in_one_l
             assert refused(summary["error"]) and "\n" not in summary["error"], summary["error"]
             refusals.append(path.parent.name)
     # gensim's Doc2Vec classifier reads no trainer.* key; task=posenc trains nothing
-    assert len(ran) >= 40 and sorted(n.split("_", 1)[1] for n in refusals) == ["doc2vec", "doc2vec", "transformer"]
+    assert len(ran) == 20 and sorted(n.split("_", 1)[1] for n in refusals) == ["doc2vec", "transformer"]

@@ -92,7 +92,8 @@ class ValidationLoss:
     """The epoch's validation loss in history.csv (the final weights are the ones tested: no best-epoch choice)."""
 
     def __init__(self, model, items, batch_size: int, device: str, precision: str):
-        self.model, self.items, self.batch_size, self.device, self.precision = model, items, batch_size, device, precision
+        self.model, self.items, self.batch_size = model, items, batch_size
+        self.device, self.precision = device, precision
 
     def __call__(self, epoch: float, step: int) -> dict:
         if not self.items:
