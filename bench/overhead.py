@@ -32,6 +32,7 @@ on both sides, and the collators are timed alone.
 """
 import argparse
 import contextlib
+import gc
 import math
 import os
 import statistics
@@ -44,6 +45,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/datasets/financial_phrasebank/Sentences_50Agree.txt"
 GOAL = 1.05
 WARM_UP = 4  # untimed steps over the runner's first batches before both are timed
+SIDE = ["runner"]  # whose step runs now (the bare loop sets it during its own steps): for the GC attribution
+GC_PAUSES: list[tuple[float, float, int, str]] = []  # (start, seconds, generation, side) of each collection
+
+
+def _gc_timer(phase, info, started=[0.0]):  # noqa: B006 (the start of the collection under way)
+    if phase == "start":
+        started[0] = time.perf_counter()
+    else:
+        GC_PAUSES.append((started[0], time.perf_counter() - started[0], info["generation"], SIDE[0]))
 PHASES = ("data", "fwd+bwd+clip", "optimizer.step", "sched+zero_grad")
 
 
@@ -125,6 +135,7 @@ class BareLoop:
 
         outer = torch.get_rng_state()
         torch.set_rng_state(self.rng)
+        SIDE[0] = "bare"
         now, stamps, cpu = time.perf_counter, self.stamps, time.process_time()
         stamps["start"].append(now())
         batch = next(self.batches)
@@ -141,6 +152,7 @@ class BareLoop:
         self.model.zero_grad(set_to_none=True)
         stamps["step_end"].append(now())
         self.cpu.append(time.process_time() - cpu)
+        SIDE[0] = "runner"
         self.rng = torch.get_rng_state()
         torch.set_rng_state(outer)
         return stamps["step_end"][-1] - stamps["start"][-1]
@@ -308,7 +320,10 @@ def lockstep(cfg, labels, splits, run_dir: Path, make_bare) -> dict:
     cpu = [b - a - sum(c for (x, _), c in zip(s["paused"], s["cpu_paused"]) if e < x < w)
            for a, b, e, w in zip(cpu_ends, s["cpu_end"], ends, s["step_end"])]
     paused = sum(y - x for x, y in s["paused"])
-    return {"train_s": sum(per_step), "per_step": per_step, "cpu_s": sum(cpu), "phases": parts, "bare": seen["bare"],
+    window = (s["begin"], s["step_end"][-1])
+    gc_pauses = [g for g in GC_PAUSES if window[0] <= g[0] <= window[1]]
+    return {"train_s": sum(per_step), "per_step": per_step, "cpu_s": sum(cpu), "gc": gc_pauses, "phases": parts,
+            "bare": seen["bare"],
             "setup_s": s["begin"] - seen["entered"] - seen["bare_setup"],
             "after_s": net(s["step_end"][-1], seen["returned"]), "probe": seen["probe"],
             "train_runtime": seen["train_runtime"] - paused - seen["bare_setup"], "same_start": seen["start"],
@@ -368,6 +383,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="the per-phase split even when the goal is met")
     opts = parser.parse_args()
     wall, load_before = time.perf_counter(), os.getloadavg()[0]
+    gc.callbacks.append(_gc_timer)
     cfg = compose(opts.data, opts.steps, opts.precision, opts.eval_samples)
     labels = label_names(cfg.task)
     splits = load_splits(cfg.data, labels, cfg.seed)
@@ -463,6 +479,10 @@ def main() -> None:
             print(f"  {key:<28}{statistics.median(rv) * 1e3:>9.1f} ({sum(rv):6.2f}){statistics.median(bv) * 1e3:>9.1f}"
                   f" ({sum(bv):6.2f})")
         print("collation alone, ms per batch: " + ", ".join(f"{k} {v:.2f}" for k, v in costs.items()))
+        pauses = [g for r in runs for g in r["gc"]]
+        print("Python garbage collections in the timed steps: " + "; ".join(
+            f"{side} {sum(1 for g in pauses if g[3] == side)} ({sum(g[1] for g in pauses if g[3] == side):.2f}s, "
+            f"generation 2: {sum(1 for g in pauses if g[3] == side and g[2] == 2)})" for side in ("runner", "bare")))
     what = f"each step's best of {opts.repeats} runs" if opts.repeats > 1 else "one run"
     print(f"runner / bare, training-phase wall time ({what}; goal <= {GOAL}; "
           f"{time.perf_counter() - wall:.0f}s in all):")
