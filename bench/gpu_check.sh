@@ -19,8 +19,8 @@
 # Environment overrides (a CPU dry run of the plumbing: DEVICE=cpu FAMILIES="minilm" SMOKE_TASKS=posenc ...):
 #   DEVICE=cuda  PY=.venv/bin/python (else python3)  BUDGET=450  TOL=1e-4  PROB_TOL=1e-4  FAMILY_PRECISION=fp32
 #   FAMILIES="minilm bert_fc bert_lstm transformer gpt2 gpt2_prompt bert_chinese_mlm" (empty: none)  FAMILY_JOBS=4
-#   SMOKE_TASKS=all (or a comma list)  SMOKE_JOBS=6  SERIAL=0 (1: the sweep before the families, not beside them)
-#   PREC_BATCHES="8 64"  PREC_SAMPLES= (all of the train split)  PREC_EPOCHS=1
+#   SMOKE_TASKS=all (or a comma list; empty: none)  SMOKE_JOBS=6  SERIAL=0 (1: the sweep before the families, not beside them)
+#   PREC_BATCHES="8 64" (empty: none)  PREC_SAMPLES= (all of the train split)  PREC_EPOCHS=1
 #   PREC_ARGS= (more overrides for the precision runs, e.g. data.max_eval_samples=32)
 #   DATA=../shared/datasets/financial_phrasebank/Sentences_50Agree.txt when present, else (for 1. only) the
 #        embedded sample repeated 10x into OUT_DIR, PhraseBank-sized (4,800 texts), so that one epoch outweighs the
@@ -45,9 +45,9 @@ PROB_TOL=${PROB_TOL:-1e-4}
 FAMILY_PRECISION=${FAMILY_PRECISION:-fp32}
 FAMILIES=${FAMILIES-minilm bert_fc bert_lstm transformer gpt2 gpt2_prompt bert_chinese_mlm}
 FAMILY_JOBS=${FAMILY_JOBS:-4}
-SMOKE_TASKS=${SMOKE_TASKS:-all}
+SMOKE_TASKS=${SMOKE_TASKS-all}
 SMOKE_JOBS=${SMOKE_JOBS:-6}
-PREC_BATCHES=${PREC_BATCHES:-8 64}
+PREC_BATCHES=${PREC_BATCHES-8 64}
 PREC_SAMPLES=${PREC_SAMPLES:-}
 PREC_ARGS=${PREC_ARGS:-}
 SERIAL=${SERIAL:-0}
@@ -194,7 +194,7 @@ done
 smoke_log=$OUT_DIR/logs/smoke.log
 smoke_rc=$OUT_DIR/logs/smoke.rc
 smoke_pid=
-if ((code_env == 0)); then
+if ((code_env == 0)) && [[ -n $SMOKE_TASKS ]]; then
   (
     step "$smoke_log" "$(limit "$T_SMOKE")" "$PY" - "$OUT_DIR/smoke" "$DEVICE" "$SMOKE_TASKS" "$SMOKE_JOBS" \
       "$RESULTS" <<'EOF'
@@ -218,18 +218,20 @@ for task in tasks:
     expected.update({(task, m): None for m in models})
     code = subprocess.run(smoke.sweep_command(task, models, out, jobs) + [f"device={device}"]).returncode
     print(f"smoke: {task} x {', '.join(models)}: exit {code}", flush=True)
+refused = getattr(smoke, "refused", lambda error: False)  # a one-line refusal of a key: not a failure
 rows = []
 for run in collect_runs(out):
     task, model = run.get("task"), run.get("model")
     if task is None:  # a failed or killed cell: task and model from its folder (<task>/<n>_<model>)
         task, model = Path(run["run"]).parent.name, Path(run["run"]).name.split("_", 1)[-1]
-    ok = run.get("status") == "complete" and run.get("device") == device
-    rows.append((task, model, ok, run.get("status"), run.get("device"), run.get("error", "")))
+    ok = run.get("status") == "complete" and run.get("device") == device or refused(run.get("error"))
+    status = "refused" if refused(run.get("error")) else run.get("status")
+    rows.append((task, model, ok, status, run.get("device"), run.get("error", "")))
     expected[(task, model)] = ok
 bad = [r for r in rows if not r[2]]
 missing = [k for k, v in expected.items() if v is None]
-detail = (f"{sum(r[2] for r in rows)}/{len(expected)} cells complete on {device} in {time.time() - started:.0f}s "
-          f"({len(tasks)} tasks)")
+detail = (f"{sum(r[2] for r in rows)}/{len(expected)} cells complete (or refused in one line) on {device} in "
+          f"{time.time() - started:.0f}s ({len(tasks)} tasks)")
 if bad:
     detail += "; not: " + "; ".join(f"{t}x{m} {s} on {d} {str(e)[:80]}" for t, m, _, s, d, e in bad)
 if missing:
@@ -250,7 +252,7 @@ EOF
     wait "$smoke_pid"
   fi
 else
-  record "smoke matrix" skip "no $DEVICE"
+  record "smoke matrix" skip "no $DEVICE, or SMOKE_TASKS empty"
 fi
 
 # ---- 2. the classifier families: train on the device, reload on the device and on the CPU ---------------------------

@@ -221,7 +221,7 @@ def optimizer_setup(trainer) -> dict:
 def lockstep(cfg, labels, splits, run_dir: Path, make_bare) -> dict:
     """One in-process `fit` (the runner's code path) whose Trainer gets a timing callback and our probe; the
     callback builds the bare loop when training begins (the runner's optimizer and batches are known then) and
-    runs one bare step after each runner step."""
+    runs one bare step next to each runner step (after it on even steps, before it on odd ones)."""
     import torch
     from transformers import TrainerCallback
 
