@@ -48,6 +48,11 @@ def resolve(name, device: str, strict: bool = True) -> str:
     return name
 
 
+def of_saved(settings: dict, device: str) -> str:
+    """The precision a saved model's settings record (older saves: fp32), as it can run on `device`."""
+    return resolve(settings.get("precision", "fp32"), device, strict=False)
+
+
 def autocast(precision: str, device: str):
     """A context in which forward passes run in `precision` (fp32: no autocast)."""
     import torch

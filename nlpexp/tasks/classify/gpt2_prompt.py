@@ -242,12 +242,12 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
 def load(folder: Path, device: str) -> PromptClassifier:
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
-    from nlpexp.precision import resolve
+    from nlpexp.precision import of_saved
 
     spec = json.loads((Path(folder) / "prompt.json").read_text())
     return PromptClassifier(AutoTokenizer.from_pretrained(folder), GPT2LMHeadModel.from_pretrained(folder),
                             spec["labels"], spec["question"], spec["cue"], device, spec["max_length"],
-                            resolve(spec.get("precision", "fp32"), device, strict=False))
+                            of_saved(spec, device))
 
 
 # --- generation-augmented training: a label-conditioned generator (recipe.augment) ---

@@ -60,10 +60,9 @@ def saved_max_length(folder: Path) -> int:
 
 def saved_precision(folder: Path, device: str) -> str:
     """The precision a saved classifier was trained and scored in, as it can run on `device` (fp16 off CUDA: fp32)."""
-    from nlpexp.precision import resolve
+    from nlpexp.precision import of_saved
 
-    return resolve(json.loads((Path(folder) / "scoring.json").read_text()).get("precision", "fp32"), device,
-                   strict=False)
+    return of_saved(json.loads((Path(folder) / "scoring.json").read_text()), device)
 
 
 def init_head_from_probe(model, tokenizer, texts, gold, max_length: int, seed: int) -> None:

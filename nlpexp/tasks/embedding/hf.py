@@ -100,7 +100,7 @@ def load(folder: Path, device: str) -> MeanPooledEncoder:
         tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder)
     else:
         tokenizer, model = load_pretrained(name, AutoModel)
-    from nlpexp.precision import resolve
+    from nlpexp.precision import of_saved
 
     return MeanPooledEncoder(tokenizer, model, device, saved["max_length"], name, saved["batch_size"],
-                             resolve(saved.get("precision", "fp32"), device, strict=False))
+                             of_saved(saved, device))

@@ -55,11 +55,11 @@ def embedder(cfg, train_texts, device: str) -> SentenceEmbedder:
 
 
 def load(folder: Path, device: str) -> SentenceEmbedder:
-    from nlpexp.precision import resolve
+    from nlpexp.precision import of_saved
 
     saved = read_settings(folder)
     return SentenceEmbedder(load_model(saved["pretrained"], device), saved["pretrained"], saved["batch_size"],
-                            saved["normalize"], resolve(saved.get("precision", "fp32"), device, strict=False))
+                            saved["normalize"], of_saved(saved, device))
 
 
 class PairJob:
