@@ -2,7 +2,7 @@
 input: one line, exit 2, nothing written); `resume=`, free-text quoting, `--help` and the user config layer
 (./conf, --config-dir, hydra.searchpath) are handled here. The run itself: nlpexp/run.py.
 """
-import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -21,6 +21,9 @@ HYDRA_FLAGS = {"-m", "--multirun", "--hydra-help", "--info", "-i", "--cfg", "-c"
 # it); at import, so that launcher worker processes, which import this module, are quiet too
 warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema")
 
+
+# flags that print instead of running: no sweep check before them
+NO_CHECK_FLAGS = {"--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc", "--version"}
 
 # config choices served by optional Hydra plugins -> (module, extra that installs it)
 PLUGINS = {
@@ -100,13 +103,64 @@ def composition_error(err: Exception) -> str:
     return (" ".join(lines) + (f": {cause}" if cause else ""))[:400]
 
 
+def argument_errors(args: list[str]) -> None:
+    """Every argument is key=value, a flag Hydra knows (HYDRA_FLAGS, --config-dir) or a flag's value: one line
+    for anything else, instead of Hydra's usage text or its grammar error."""
+    takes_value = {"--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp", "--package", "-p",
+                   "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc"}
+    previous = ""
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if arg.startswith("-"):
+            if flag not in HYDRA_FLAGS | {"--config-dir", "-cd"}:
+                raise UserError(f"unknown flag {flag}: settings are key=value (e.g. trainer.lr=3e-5); nlpexp "
+                                "--help lists them, nlpexp --hydra-help Hydra's flags")
+        elif "=" not in arg and previous not in takes_value:
+            raise UserError(f"'{arg}' is not a setting: write key=value (e.g. task={arg} or model={arg}); "
+                            "see nlpexp --help")
+        previous = arg if "=" not in arg else ""
+
+
 def preflight(args: list[str]) -> None:
     """Compose and check the config before Hydra creates a run folder: every error found, in one line."""
-    from nlpexp import registry, run
-    from nlpexp.validate import check_config
+    from omegaconf import OmegaConf
+
+    from nlpexp import run
 
     args, config_dir = config_dir_args(args)
     overrides = [a for a in args if not a.startswith("-")]
+    cfg, keys = checked_config(overrides, config_dir)
+    if cfg.device.name in ("cuda", "mps"):
+        from nlpexp.runtime import resolve_device
+
+        resolve_device(cfg.device.name)
+    folder = explicit_run_dir(args)
+    if folder is not None:
+        folder_errors(folder, resuming=bool(cfg.get("resume")))
+    else:
+        from nlpexp.runtime import writable_error
+
+        parent = Path(str(cfg.ckpt)) if cfg.mode in ("eval", "predict", "generate") and cfg.get("ckpt") \
+            and not OmegaConf.is_list(cfg.ckpt) else Path("outputs")
+        problem = writable_error(parent)
+        if problem:
+            raise UserError(problem)
+    if cfg.get("dry_run"):
+        print(f"nlpexp: config OK: task={cfg.task.name} model={cfg.model.name} mode={cfg.mode}, every key checked; "
+              "nothing built, no run folder (drop dry_run=true to run it)")
+        sys.exit(0)
+    if folder is not None:  # held from here to the end of the run: Hydra writes .hydra/ into a folder we own
+        from nlpexp.runtime import claim
+
+        claim(folder)
+    run.mark_checked(keys)
+
+
+def checked_config(overrides: list[str], config_dir: str | None):
+    """(config, its task overrides) of one run, composed and checked: every error in one UserError."""
+    from nlpexp import registry
+    from nlpexp.validate import check_config
+
     for group, known in (("task", registry.TASKS), ("model", registry.MODELS)):
         for item in overrides:
             key, _, value = item.lstrip("+~").partition("=")
@@ -120,15 +174,74 @@ def preflight(args: list[str]) -> None:
         cfg = apply_smoke(cfg, user)
     keys = [o for o in user if not o.startswith("hydra.")]
     check_config(cfg, keys)
-    if cfg.device.name in ("cuda", "mps"):
-        from nlpexp.runtime import resolve_device
+    return cfg, keys
 
-        resolve_device(cfg.device.name)
-    if cfg.get("dry_run"):
-        print(f"nlpexp: config OK: task={cfg.task.name} model={cfg.model.name} mode={cfg.mode}, every key checked; "
-              "nothing built, no run folder (drop dry_run=true to run it)")
+
+SWEEP_CHECKS = 64  # a sweep's first jobs checked before it starts (each job is checked again when it runs)
+
+
+def sweep_preflight(args: list[str]) -> None:
+    """`-m`: the jobs of the sweep (its first SWEEP_CHECKS combinations of `key=a,b` lists) composed and checked
+    before the launcher starts any: a bad key or value is one line, exit 2, not a sweep of failed jobs. Ranges
+    (`interval(...)`) and an hparams_search's own space are left to the sweeper: each job is checked when it runs."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args, config_dir = config_dir_args(args)
+    given = [a for a in args if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(given)
+    except Exception as err:  # noqa: BLE001 -- Hydra's grammar error: one line
+        raise UserError(composition_error(err)) from None
+    choices = []
+    for item, override in zip(given, parsed):
+        prefix = item[:len(item) - len(item.lstrip("+~"))]
+        key = f"{prefix}{override.get_key_element()}"
+        if not override.is_sweep_override():
+            choices.append([item])
+        elif override.is_discrete_sweep():
+            choices.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+    searchpath = [a for a in args if a.startswith("hydra.searchpath=")]
+    jobs = list(itertools.islice(itertools.product(*choices), SWEEP_CHECKS))
+    refused, cfg = [], None
+    for combination in jobs:
+        try:
+            cfg, _ = checked_config([*combination, *searchpath], config_dir)
+        except UserError as err:
+            swept = [c for c, options in zip(combination, choices) if len(options) > 1]
+            refused.append(f"{err}" + (f" (sweep job {' '.join(swept)})" if swept else ""))
+    if len(refused) == len(jobs):  # nothing of it would run
+        raise UserError(refused[0])
+    if refused:  # e.g. a model sweep where one model does not read a key: that job is recorded as refused
+        NOTES.append(f"nlpexp: warning: {len(refused)} of {len(jobs)} sweep jobs will be refused, e.g. {refused[0]}")
+    if cfg.get("dry_run"):  # nothing launched: a sweeper (optuna) would wait for objectives that never come
+        for note in NOTES:
+            print(note, file=sys.stderr)
+        print(f"nlpexp: config OK: {len(jobs)} sweep job{'s' * (len(jobs) > 1)} checked; nothing launched (drop "
+              "dry_run=true to run it)")
         sys.exit(0)
-    run.mark_checked(keys)
+
+
+def explicit_run_dir(args: list[str]) -> Path | None:
+    given = [a.split("=", 1)[1].strip("'\"") for a in args if a.startswith("hydra.run.dir=")]
+    return Path(given[-1]).expanduser() if given else None
+
+
+def folder_errors(folder: Path, resuming: bool) -> None:
+    """hydra.run.dir=<folder>: refused when another run is writing it, or when it holds an unfinished run that
+    only resume= may continue."""
+    from nlpexp.runtime import folder_state, writable_error
+
+    problem = writable_error(folder)
+    if problem:
+        raise UserError(problem)
+    state, why = folder_state(folder)
+    if state == "running":
+        raise UserError(f"{folder} is in use: {why}; wait for it or choose another folder")
+    if state == "unfinished" and not resuming:
+        raise UserError(f"{folder} holds an unfinished run ({why}): resume={folder} continues it, or choose "
+                        "another folder")
 
 
 def resume_args(args: list[str]) -> list[str]:
@@ -151,15 +264,32 @@ def resume_args(args: list[str]) -> list[str]:
     saved = folder / ".hydra" / "overrides.yaml"
     if not saved.exists():
         raise UserError(f"resume={target}: {folder} is not a run folder (no .hydra/overrides.yaml inside)")
-    metrics = folder / "metrics.json"
-    if metrics.exists() and json.loads(metrics.read_text()).get("status") == "complete":
+    from nlpexp.runtime import folder_state
+
+    state, why = folder_state(folder)
+    if state == "complete":
         raise UserError(f"resume={target}: {folder} already finished (metrics.json says complete)")
-    before = [o for o in (yaml.safe_load(saved.read_text()) or []) if not o.lstrip("+~").startswith("resume=")]
+    if state == "running":
+        raise UserError(f"resume={target}: {folder} is in use: {why}")
+    try:
+        before = yaml.safe_load(saved.read_text()) or []
+    except yaml.YAMLError as err:
+        raise UserError(f"resume={target}: {saved} is not a list of overrides ({str(err).splitlines()[0]})") from None
+    if not isinstance(before, list) or not all(isinstance(o, str) for o in before):
+        raise UserError(f"resume={target}: {saved} is not a list of overrides")
+    foreign = [o for o in before if o.lstrip("+~").startswith("hydra") or o.startswith("-") or "=" not in o]
+    if foreign:  # Hydra's own settings (callbacks, launchers...) can name code to run: never replayed
+        raise UserError(f"resume={target}: {saved} holds {foreign[0]!r}, which is not a task setting: only the "
+                        "task's own overrides are taken on resume (remove that line to continue)")
+    before = [o for o in before if not o.lstrip("+~").startswith("resume=")]
     extra = [a for a in rest if not a.startswith("hydra.run.dir=")]
-    if any(not a.startswith(("hydra", "-")) for a in extra):
-        print(f"nlpexp: warning: resuming with changed settings {extra}: the result may differ", file=sys.stderr)
-    print(f"nlpexp: resuming {folder}", file=sys.stderr)
+    if any(not a.startswith(("hydra", "-")) for a in extra):  # said once the pre-run check has passed
+        NOTES.append(f"nlpexp: warning: resuming with changed settings {extra}: the result may differ")
+    NOTES.append(f"nlpexp: resuming {folder}")
     return [*before, *extra, f"resume={folder}", f"hydra.run.dir={folder}"]
+
+
+NOTES: list[str] = []  # lines for stderr once the command is known to run (a refusal stays one line)
 
 
 def hydra_main():
@@ -181,16 +311,15 @@ def _saved_run_choices(args: list[str]) -> list[str]:
         return []
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(saved)
+    try:
+        cfg = OmegaConf.load(saved)
+        task = cfg.get("task", {}).get("name")
+    except Exception:  # noqa: BLE001 -- an unreadable saved config: the pre-run check says so in one line
+        return []
+    if given.get("task") and task and given["task"] != task:  # before the registry says the model does not fit
+        raise UserError(f"ckpt={ckpt} is a task={task} run (model={cfg.model.name}), not task={given['task']}: "
+                        f"drop task= (it is taken from the run) or give task={task}")
     return [f"{key}={cfg[key].name}" for key in ("task", "model") if key not in given and key in cfg]
-
-
-def _quote_free_text(arg: str) -> str:
-    """prompt=/text= values are free text (Chinese, punctuation): quote them so Hydra's grammar takes them as is."""
-    key, eq, value = arg.partition("=")
-    if not eq or key.lstrip("+~") not in ("prompt", "text") or value[:1] in ("'", '"'):
-        return arg
-    return f"{key}='" + value.replace("'", "\\'") + "'"  # Hydra: only a quote needs escaping inside quotes
 
 
 def _quote_free_text(arg: str) -> str:
@@ -239,7 +368,10 @@ def main() -> None:
     if any(a in ("--help", "-h") for a in args):
         print_help()
         return
-    args += _saved_run_choices(args)
+    try:
+        args += _saved_run_choices(args)
+    except UserError as err:
+        fail(str(err))
     from nlpexp import distributed
 
     if distributed.is_worker():
@@ -249,15 +381,31 @@ def main() -> None:
         if not distributed.is_main_process():  # only rank 0 writes the run folder
             args += [o for o in distributed.WORKER_OVERRIDES if o not in args]
     try:
+        argument_errors(args)
         check_plugins(args)
         if any(a.startswith("resume=") for a in args) and not distributed.is_worker():  # workers: parent did it
             args = resume_args(args)
         if not any(a.split("=")[0] in HYDRA_FLAGS for a in args):
             preflight(args)
+        elif any(a in ("-m", "--multirun") for a in args) and not any(a in NO_CHECK_FLAGS for a in args):
+            sweep_preflight(args)
     except UserError as err:
         fail(str(err))
+    for note in NOTES:
+        print(note, file=sys.stderr)
+    if any(a in ("-m", "--multirun") for a in args):
+        from nlpexp import watchdog
+
+        if watchdog.ENV not in os.environ:  # the sweep's workers stop when it is gone
+            os.environ[watchdog.ENV] = str(os.getpid())
+            watchdog.start_reaper()
     sys.argv = sys.argv[:1] + args
-    hydra_main()
+    from nlpexp.runtime import release
+
+    try:
+        hydra_main()
+    finally:  # a folder claimed by the pre-run check is let go however the run ends
+        release()
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def pretrained_tokenizer(name: str):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(packaged_model_path(str(name)) or str(name))
+        return AutoTokenizer.from_pretrained(packaged_model_path(str(name)) or str(name), trust_remote_code=False)
     except (OSError, ValueError, ConnectionError) as err:
         raise hub_error(str(name), err) from None
 
@@ -88,7 +88,8 @@ def pretrained_model(name: str, model_class, **kwargs):
     import torch
 
     try:
-        return model_class.from_pretrained(packaged_model_path(str(name)) or str(name), dtype=torch.float32, **kwargs)
+        return model_class.from_pretrained(packaged_model_path(str(name)) or str(name), dtype=torch.float32,
+                                           trust_remote_code=False, **kwargs)
     except (OSError, ValueError, ConnectionError) as err:
         raise hub_error(str(name), err) from None
 

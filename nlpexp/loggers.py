@@ -46,7 +46,9 @@ def _flat_config(cfg) -> dict:
     import pandas as pd
     from omegaconf import OmegaConf
 
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    from nlpexp.secrets import redact
+
+    plain = redact(OmegaConf.to_container(cfg, resolve=True))
     plain.pop("hydra", None)
     return {k: v for k, v in pd.json_normalize(plain, sep=".").iloc[0].to_dict().items()}
 

@@ -1,5 +1,13 @@
-"""Local files into DataFrames, with errors that name the file and line."""
+"""Local files into DataFrames, with errors that name the file and line.
+
+Every data file of every wing is read through `read_text`: one decoding (UTF-8, else latin-1 with a note) and one
+refusal of what is not text (a folder, an empty file, binary bytes), so no reader trains on replacement characters.
+"""
+import codecs
+import re
+import sys
 from importlib import resources
+from io import StringIO
 from pathlib import Path
 
 import pandas as pd
@@ -14,20 +22,80 @@ def resource_path(name: str) -> Path:
     return Path(str(resources.files("nlpexp") / "resources" / name))
 
 
-def decode_bytes(raw: bytes) -> str:
-    """UTF-8 (with or without BOM) when it decodes, else latin-1 (the original PhraseBank encoding)."""
-    if raw.startswith(b"\xef\xbb\xbf"):
-        return raw[3:].decode("utf-8")
+SNIFF_BYTES = 1 << 16  # how much of a file the binary and empty checks read
+CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")  # control characters, tab and line breaks aside
+UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+def decode_bytes(raw: bytes, name=None) -> str:
+    """UTF-8 (a BOM dropped; UTF-16 when it starts with its BOM) when it decodes, else latin-1 (the original
+    PhraseBank encoding), which never fails and never inserts replacement characters; with `name`, the
+    latin-1 fallback is noted on stderr (a cp1252 or GBK file read as latin-1 shows as odd characters)."""
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-16" if raw.startswith(UTF16_BOMS) else "utf-8-sig")
     except UnicodeDecodeError:
+        if name is not None:
+            print(f"nlpexp: note: {name} is not UTF-8; read as latin-1", file=sys.stderr)
         return raw.decode("latin-1")
+
+
+def looks_binary(head: bytes) -> bool:
+    """NUL bytes, or more than 10% control characters, in the start of a file: an archive, a checkpoint, a pickle,
+    not text to train on (UTF-16 with its BOM is text)."""
+    if head.startswith(UTF16_BOMS):
+        return False
+    if b"\x00" in head:
+        return True
+    try:  # incremental: a character cut at the end of the sample is not an error
+        text = codecs.getincrementaldecoder("utf-8-sig")().decode(head)
+    except UnicodeDecodeError:
+        text = head.decode("latin-1")
+    return len(CONTROL.findall(text)) > 0.1 * len(text)
+
+
+def text_file_error(path) -> str | None:
+    """Why `path` cannot be a text data file (a folder, empty, binary), in one line; None when it can. Reads
+    only the first 64 KiB, so the pre-run check calls it too."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a folder, not a file"
+    with path.open("rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    if not head.strip():
+        return f"{path} is empty"
+    if looks_binary(head):
+        return f"{path} looks binary, not text"
+    return None
+
+
+def read_text(path) -> str:
+    """The text of a data file: refused in one line when it is no text file (text_file_error), else decoded
+    by decode_bytes (latin-1 noted on stderr)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"data file not found: {path}")
+    problem = text_file_error(path)
+    if problem:
+        raise UserError(problem)
+    return decode_bytes(path.read_bytes(), path)
+
+
+def read_frame(path, fmt: str) -> tuple[pd.DataFrame, int]:
+    """A csv/tsv/jsonl file (through read_text) as a DataFrame (csv/tsv: every cell a string, empty cells
+    ""), and the file line of its first row."""
+    text = read_text(path)
+    try:
+        if fmt == "jsonl":
+            return pd.read_json(StringIO(text), lines=True, dtype=False), 1
+        return pd.read_csv(StringIO(text), sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False), 2
+    except (ValueError, pd.errors.ParserError) as err:
+        raise UserError(f"{path}: malformed {fmt}: {str(err).strip().splitlines()[0]}") from None
 
 
 def read_phrasebank(path: Path) -> pd.DataFrame:
     """Financial PhraseBank: one `sentence@label` per line; the sentence itself may contain '@'."""
     rows = []
-    for lineno, line in enumerate(decode_bytes(Path(path).read_bytes()).splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         if "@" not in line:
@@ -40,6 +108,8 @@ def read_phrasebank(path: Path) -> pd.DataFrame:
 
 
 def detect_format(path: Path) -> str:
+    if Path(path).is_dir():  # its name cannot tell a format: say what is wrong instead
+        raise UserError(f"{path} is a folder, not a file")
     suffix = Path(path).suffix.lower()
     formats = {".txt": "phrasebank", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
     if suffix not in formats:
@@ -47,35 +117,27 @@ def detect_format(path: Path) -> str:
     return formats[suffix]
 
 
-def _pick(columns, wanted, candidates, what, path):
+def pick_column(columns, wanted, candidates, what, path):
+    """The text or label column: `wanted` (data.text_column / data.label_column), else the first candidate."""
+    found = ", ".join(map(str, columns)) or "none"
     if wanted:
         if wanted not in columns:
-            raise UserError(f"{path}: no {what} column '{wanted}' (columns: {', '.join(map(str, columns))})")
+            raise UserError(f"{path}: no {what} column '{wanted}' (columns: {found})")
         return wanted
     for name in candidates:
         if name in columns:
             return name
-    raise UserError(f"{path}: no {what} column found (columns: {', '.join(map(str, columns))}); "
-                    f"set data.{what}_column=<name>")
+    raise UserError(f"{path}: no {what} column found (columns: {found}); set data.{what}_column=<name>")
 
 
 def read_table(path: Path, fmt: str, text_column=None, label_column=None) -> pd.DataFrame:
     """CSV/TSV/JSONL into columns text, label, line (the file line, for error messages)."""
     path = Path(path)
-    try:
-        if fmt == "jsonl":
-            frame = pd.read_json(path, lines=True, dtype=False)
-            first_line = 1
-        else:
-            frame = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False,
-                                encoding_errors="replace")
-            first_line = 2
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: malformed {fmt}: {str(err).strip().splitlines()[0]}") from None
+    frame, first_line = read_frame(path, fmt)
     if frame.empty:
-        raise UserError(f"{path}: no data rows")
-    text_col = _pick(frame.columns, text_column, TEXT_COLUMNS, "text", path)
-    label_col = _pick(frame.columns, label_column, LABEL_COLUMNS, "label", path)
+        raise UserError(f"{path}: no data rows (columns: {', '.join(map(str, frame.columns)) or 'none'})")
+    text_col = pick_column(frame.columns, text_column, TEXT_COLUMNS, "text", path)
+    label_col = pick_column(frame.columns, label_column, LABEL_COLUMNS, "label", path)
     out = pd.DataFrame({"text": frame[text_col].astype(str), "label": frame[label_col].astype(str).str.strip(),
                         "line": range(first_line, first_line + len(frame))})
     return out
@@ -83,7 +145,7 @@ def read_table(path: Path, fmt: str, text_column=None, label_column=None) -> pd.
 
 def read_labelled_file(path, fmt="auto", text_column=None, label_column=None) -> pd.DataFrame:
     path = Path(str(path)).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"data file not found: {path}")
     fmt = detect_format(path) if fmt in (None, "auto") else fmt
     if fmt == "phrasebank":
@@ -99,7 +161,7 @@ def read_clue(path: Path) -> pd.DataFrame:
     import json
 
     rows = []
-    for lineno, line in enumerate(decode_bytes(Path(path).read_bytes()).splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -119,3 +181,17 @@ def read_clue(path: Path) -> pd.DataFrame:
     if not rows:
         raise UserError(f"{path}: no data lines")
     return pd.DataFrame(rows, columns=["text", "label", "label_id", "line"])
+
+
+def read_texts(path) -> list[str]:
+    """Texts to classify (mode=predict input=...): a .txt file (one per line) or a csv/tsv/jsonl with a text column,
+    read like the training data."""
+    path = Path(str(path)).expanduser()
+    if path.suffix.lower() == ".txt":
+        return [line.strip() for line in read_text(path).splitlines() if line.strip()]
+    frame, _ = read_frame(path, detect_format(path))
+    column = next((c for c in TEXT_COLUMNS if c in frame.columns), None)
+    if column is None:
+        raise UserError(f"{path}: no text column (columns: {', '.join(map(str, frame.columns)) or 'none'}); "
+                        f"name it one of {', '.join(TEXT_COLUMNS)}")
+    return [str(t) for t in frame[column]]

@@ -3,7 +3,9 @@
 cli.py turns argv into a Hydra run and checks the config first; `run_job` is what Hydra calls for each run (one,
 or every job of a sweep). The recipe only computes and writes its own outputs; this module records the run.
 """
+import errno
 import json
+import os
 import shutil
 import sys
 import time
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from nlpexp import secrets, watchdog
 from nlpexp.errors import UserError
 
 # the overrides the pre-run check validated in this process (cli.preflight): their run is not checked twice
@@ -30,11 +33,16 @@ def checked(overrides: list[str]) -> bool:
 def _run_dir(task: str, model: str, mode: str, ckpt) -> str:
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     if mode in ("eval", "predict", "generate") and ckpt:
-        return str(Path(str(ckpt)).expanduser() / mode / stamp)
-    path, n = f"outputs/{task}/{model}/{stamp}", 1
-    while Path(path).exists():  # another run started in the same second: never share a folder
-        path, n = f"outputs/{task}/{model}/{stamp}_{n}", n + 1
-    return path
+        base = str(Path(str(ckpt)).expanduser() / mode / stamp)
+    else:
+        base = f"outputs/{task}/{model}/{stamp}"
+    path, n = base, 1
+    while True:  # made here, atomically: two runs started in the same second never share a folder
+        try:
+            Path(path).mkdir(parents=True)
+            return path
+        except FileExistsError:
+            path, n = f"{base}_{n}", n + 1
 
 
 if not OmegaConf.has_resolver("nlpexp_run_dir"):
@@ -59,15 +67,36 @@ def run_job(cfg: DictConfig):
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from nlpexp import distributed, hub, registry, runtime
-    from nlpexp.validate import check_config
+    from nlpexp import distributed, runtime
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
-    fresh = _is_fresh(run_dir)
+    # what bad input found during the run takes away: the folder Hydra just made, else the status it wrote
+    cleanup = "folder" if _is_fresh(run_dir) else None if (run_dir / "metrics.json").exists() else "status"
     main_rank = distributed.is_main_process()  # only rank 0 of a data-parallel run writes the run folder
     started = time.time()
+    if main_rank:
+        secrets.redact_hydra_files(run_dir)
+    if not distributed.is_worker():  # torchrun workers: the launching process holds the folder
+        try:
+            runtime.claim(run_dir)
+        except UserError as err:  # another live run's folder: report, touch nothing of it
+            if multirun:
+                print(f"nlpexp: error: {err}", file=sys.stderr)
+                return None
+            fail(str(err))
+    try:
+        return _run(cfg, hc, run_dir, multirun, cleanup, main_rank, started)
+    finally:
+        watchdog.job_done()
+        runtime.release(run_dir)
+
+
+def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank: bool, started: float):
+    from nlpexp import distributed, hub, registry, runtime
+    from nlpexp.validate import check_config
+
     try:
         if cfg.get("smoke"):
             cfg = runtime.apply_smoke(cfg, list(hc.overrides.task))
@@ -77,13 +106,17 @@ def run_job(cfg: DictConfig):
             check_config(cfg, list(hc.overrides.task))
         if cfg.get("dry_run"):  # a sweep's job (single runs stop in the pre-run check): checked, nothing built
             print(f"nlpexp: config OK: {' '.join(hc.overrides.task)}; nothing built")
-            if fresh and main_rank:
+            if cleanup == "folder" and main_rank:
                 shutil.rmtree(run_dir, ignore_errors=True)
             return None
         nproc = int(cfg.get("trainer", {}).get("nproc", 1) or 1)
         if nproc > 1 and not distributed.is_worker():
             distributed.check_devices(cfg.device.name, nproc)
             return _launch_data_parallel(cfg, list(hc.overrides.task), run_dir, nproc, multirun)
+        if main_rank and cfg.mode == "train":  # visibly unfinished until metrics.json says complete
+            _write_json(run_dir / "metrics.json", {"status": "running", "pid": os.getpid(),
+                                                   "started": datetime.now().isoformat(timespec="seconds")})
+        watchdog.start_if_sweep_worker(run_dir, str(hc.launcher.get("_target_", "")) if multirun else "")
         if _needs_hub(cfg):
             hub.settle_hub_mode()
         device = runtime.resolve_device(cfg.device.name)
@@ -93,18 +126,12 @@ def run_job(cfg: DictConfig):
             cfg = runtime.resume_point(cfg, run_dir)
         result = registry.runner(cfg.task.name).run(cfg, run_dir, device)
     except UserError as err:
-        if not main_rank:
-            raise
-        if multirun:  # the sweep goes on; the job is recorded as failed
-            _write_json(run_dir / "metrics.json", {"status": "failed", "error": str(err)})
-            print(f"nlpexp: error: {err}", file=sys.stderr)
-            return None
-        if fresh:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        fail(str(err))
+        return _refused(str(err), run_dir, multirun, main_rank, cleanup)
     except Exception as err:
+        if disk_full(err):  # no traceback: the folder is marked failed (what was written stays, visibly failed)
+            return _refused(disk_full_message(err, run_dir), run_dir, multirun, main_rank, None)
         if main_rank:
-            _write_json(run_dir / "metrics.json", {"status": "failed", "error": repr(err)})
+            _try_write_json(run_dir / "metrics.json", {"status": "failed", "error": repr(err)})
         if multirun:  # a crash in one job is recorded; the rest of the sweep still runs
             traceback.print_exc()
             print(f"nlpexp: job {run_dir} failed: {err!r}", file=sys.stderr)
@@ -112,7 +139,7 @@ def run_job(cfg: DictConfig):
         raise
     except BaseException as err:  # KeyboardInterrupt, SystemExit: recorded, then stop
         if main_rank:
-            _write_json(run_dir / "metrics.json", {"status": "failed", "error": repr(err)})
+            _try_write_json(run_dir / "metrics.json", {"status": "failed", "error": repr(err)})
         raise
 
     if result is None or not main_rank:  # predict mode prints its own answer; ranks > 0 write nothing
@@ -135,6 +162,7 @@ def run_job(cfg: DictConfig):
         summary["resumed_from"] = cfg.get("resume_from")
     if distributed.world_size() > 1:
         summary["processes"] = distributed.world_size()
+    summary = secrets.redact(summary)
     _write_json(run_dir / "metrics.json", summary)
     from nlpexp import loggers
 
@@ -147,9 +175,77 @@ def run_job(cfg: DictConfig):
     return objective
 
 
+def _refused(message: str, run_dir: Path, multirun: bool, main_rank: bool, cleanup: str | None):
+    """Bad input found during the run: one line. A single run takes away what it made (cleanup: "folder" the
+    folder Hydra just made, "status" the metrics.json it wrote into a folder the user gave); a sweep job, a resumed
+    run or a full disk (cleanup None) leave the folder marked failed."""
+    from nlpexp import runtime
+
+    if not main_rank:
+        raise UserError(message)
+    if multirun or cleanup is None:
+        _try_write_json(run_dir / "metrics.json", {"status": "failed", "error": message})
+    if multirun:
+        print(f"nlpexp: error: {message}", file=sys.stderr)
+        return None
+    if cleanup == "status":
+        (run_dir / "metrics.json").unlink(missing_ok=True)
+    elif cleanup == "folder":
+        runtime.release(run_dir)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        _remove_empty_parents(run_dir)
+    fail(message)
+
+
+def _remove_empty_parents(run_dir: Path) -> None:
+    """The folders made only to hold the removed run (outputs/<task>/<model>/, <ckpt>/eval/): gone too, if empty."""
+    outputs = (Path.cwd() / "outputs").resolve()
+    for parent in Path(run_dir).resolve().parents:
+        inside = parent == outputs or outputs in parent.parents or parent.name in ("eval", "predict", "generate")
+        if not inside or any(parent.iterdir()):
+            return
+        parent.rmdir()
+
+
+def disk_full(err: BaseException) -> bool:
+    """ENOSPC, raised as OSError or inside the message of a library's own writer (safetensors, torch)."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(err) or "os error 28" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def disk_full_message(err: BaseException, run_dir: Path) -> str:
+    """`no space left on device while writing <file>`: the file the error names, else the newest in the folder
+    (the one being written when the disk filled)."""
+    name = getattr(err, "filename", None)
+    if not name:
+        files = [p for p in run_dir.rglob("*") if p.is_file()] if run_dir.is_dir() else []
+        name = max(files, key=lambda p: p.stat().st_mtime, default=run_dir)
+    return f"no space left on device while writing {name}"
+
+
+def _try_write_json(path: Path, obj) -> None:
+    """_write_json when the disk may be full: a status that cannot be written is reported, not raised."""
+    try:
+        _write_json(path, obj)
+    except OSError as err:
+        print(f"nlpexp: warning: could not write {path}: {err.strerror or err}", file=sys.stderr)
+
+
 def _is_fresh(run_dir: Path) -> bool:
     """True when the folder holds nothing but what Hydra just made (safe to remove on bad input)."""
-    return all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()) if run_dir.is_dir() else True
+    return all(p.name in (".hydra", runtime_lock()) or p.suffix == ".log" for p in run_dir.iterdir()) \
+        if run_dir.is_dir() else True
+
+
+def runtime_lock() -> str:
+    from nlpexp.runtime import LOCK
+
+    return LOCK
 
 
 def _launch_data_parallel(cfg: DictConfig, overrides: list[str], run_dir: Path, nproc: int, multirun: bool):

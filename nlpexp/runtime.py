@@ -147,3 +147,105 @@ def find_unfinished_run(cwd: Path, overrides: list[str]) -> Path:
         raise UserError(f"resume=true: no unfinished run under {cwd / 'outputs'}"
                         + (f" for {wanted}" if wanted else "") + "; pass resume=<run folder>")
     return max(candidates, key=lambda p: (p / ".hydra" / "config.yaml").stat().st_mtime)
+
+
+# -- run folders: one owner at a time (a lock), complete only when metrics.json says so -------------------------
+LOCK = ".lock"
+_HELD: dict[str, int] = {}  # folder -> fd of the lock this process holds (released by closing it)
+
+
+def lock_owner(folder: Path) -> int | None:
+    """pid of the live process holding folder's lock (this one included); None when nobody holds it. The lock is
+    an flock: the kernel drops it when its process dies, so a stale lock file of a killed run is free."""
+    import fcntl
+
+    folder = Path(folder).resolve()
+    if str(folder) in _HELD:
+        return os.getpid()
+    try:
+        fd = os.open(folder / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return _recorded_pid(folder) or -1
+    finally:
+        os.close(fd)
+
+
+def _recorded_pid(folder: Path) -> int | None:
+    try:
+        return int((Path(folder) / LOCK).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def claim(folder: Path) -> None:
+    """Take folder's lock for this process (making the folder): a second run into a live folder is refused."""
+    import fcntl
+
+    folder = Path(folder).resolve()
+    if str(folder) in _HELD:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise UserError(f"cannot write the run folder {folder}: {err.strerror or err}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UserError(f"{folder} is in use by a running nlpexp process (pid {_recorded_pid(folder) or '?'}): "
+                        "wait for it or choose another folder") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _HELD[str(folder)] = fd
+
+
+def release(folder: Path | None = None) -> None:
+    """Let go of folder's lock (None: of every folder this process holds)."""
+    for key in [str(Path(folder).resolve())] if folder is not None else list(_HELD):
+        fd = _HELD.pop(key, None)
+        if fd is not None:
+            os.close(fd)
+
+
+def folder_state(folder: Path) -> tuple[str, str]:
+    """(state, why) of a run folder: complete | running (a live process holds it) | unfinished (its process is
+    gone before metrics.json said complete) | failed | empty (nothing of a run in it)."""
+    import json
+
+    folder = Path(folder)
+    owner = lock_owner(folder)
+    try:
+        status = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else None
+    except (OSError, ValueError):
+        status = {"status": "unreadable"}
+    state = (status or {}).get("status")
+    if state == "complete":
+        return "complete", "metrics.json says complete"
+    if owner is not None:
+        return "running", f"a running process (pid {owner}) is writing it"
+    if state == "failed":
+        return "failed", f"that run failed ({str(status.get('error', '?'))[:160]})"
+    if state is not None or (folder / LOCK).exists():
+        pid = _recorded_pid(folder)
+        return "unfinished", ("its process" + (f" (pid {pid})" if pid else "") +
+                              " stopped before metrics.json said complete")
+    return "empty", "no metrics.json"
+
+
+def writable_error(folder: Path) -> str | None:
+    """Why a run folder could not be made at `folder` (None: it can): the nearest existing ancestor must be a
+    writable folder."""
+    path = Path(folder).expanduser().absolute()
+    while not path.exists():
+        path = path.parent
+    if not path.is_dir():
+        return f"cannot write the run folder {folder}: {path} is a file, not a folder"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"cannot write the run folder {folder}: {path} is not writable"
+    return None

@@ -103,31 +103,94 @@ def split_error(split) -> str | None:
     return None if ok else f"must be three fractions > 0 summing to 1 (got {list(split)})"
 
 
-def data_errors(data) -> list[str]:
-    """data.path files exist; data.source=file has a path."""
+def data_errors(data, folders: bool = False) -> list[str]:
+    """data.path files exist and can be text (not empty, not binary; not a folder unless `folders`: task=novel
+    reads folders of .txt), said before any run folder is made; data.source=file has a path."""
     errors = []
     if data.get("path"):
+        from nlpexp.readers import text_file_error
+
         for item in [data.path] if isinstance(data.path, str) else list(data.path):  # novel takes a list
-            if not Path(str(item)).expanduser().exists():
-                errors.append(f"data file not found: {Path(str(item)).expanduser()}")
+            path = Path(str(item)).expanduser()
+            if not path.exists():
+                errors.append(f"data file not found: {path}")
+            elif not (folders and path.is_dir()):
+                errors += [problem for problem in [text_file_error(path)] if problem]
     if data.get("source") == "file" and not data.get("path"):
         errors.append("data.source=file needs data.path=<file>")
     return errors
 
 
 def run_folder_errors(cfg, what: str = "run folder") -> list[str]:
-    """Modes that read a saved run (eval, predict, apply, generate) need ckpt=<its folder>."""
+    """Modes that read a saved run (eval, predict, apply, generate, soup) need ckpt=<its folder>: a finished run
+    (metrics.json says complete) of this task and model."""
     if not cfg.get("ckpt"):
         return [f"mode={cfg.mode} needs ckpt=<{what}>"]
-    if not (Path(str(cfg.ckpt)).expanduser() / ".hydra" / "config.yaml").exists():
-        return [f"ckpt={cfg.ckpt} is not a run folder (no .hydra/config.yaml inside)"]
-    return []
+    from omegaconf import OmegaConf
+
+    runs = list(cfg.ckpt) if OmegaConf.is_list(cfg.ckpt) else [cfg.ckpt]
+    return [e for run in runs for e in saved_run_errors(cfg, Path(str(run)).expanduser())]
+
+
+def saved_run_errors(cfg, folder: Path) -> list[str]:
+    import yaml
+
+    from nlpexp.runtime import folder_state
+
+    name = f"ckpt={folder}"
+    if not folder.exists():
+        return [f"{name}: no such folder"]
+    if not folder.is_dir():
+        return [f"{name} is a file: give the run folder"]
+    saved = folder / ".hydra" / "config.yaml"
+    if not saved.exists():
+        return [f"{name} is not a run folder (no .hydra/config.yaml inside)"]
+    try:
+        config = yaml.safe_load(saved.read_text()) or {}
+        task, model = config["task"]["name"], config["model"]["name"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return [f"{name}: its .hydra/config.yaml is unreadable or has no task/model"]
+    if (config.get("mode") or "train") != "train":
+        return [f"{name} is a mode={config['mode']} folder, not a training run: give the run folder it came from"]
+    if task != cfg.task.name:
+        return [f"{name} is a task={task} run (model={model}), not task={cfg.task.name}: drop task= (it is taken "
+                f"from the run) or give task={task}"]
+    if model != cfg.model.name:
+        return [f"{name} is a model={model} run, not model={cfg.model.name}: drop model= (it is taken from the run)"]
+    state, why = folder_state(folder)
+    if state == "complete":
+        return []
+    advice = {"running": "wait for it to finish", "failed": "train it again",
+              "unfinished": f"resume={folder} finishes it"}.get(state, "train it to the end first")
+    return [f"{name} is not a finished run: {why}; {advice}"]
 
 
 def input_errors(cfg) -> list[str]:
-    if cfg.get("input") and not Path(str(cfg.input)).expanduser().exists():
-        return [f"input file not found: {cfg.input}"]
-    return []
+    """mode=predict|apply: input= a text file (or, for apply, an .npy of embeddings), not also text=; output= a
+    file in a folder that can be written; all said before any model is loaded."""
+    import os
+
+    from nlpexp.readers import text_file_error
+
+    errors = []
+    if cfg.get("input"):
+        source = Path(str(cfg.input)).expanduser()
+        if not source.exists():
+            errors.append(f"input file not found: {cfg.input}")
+        elif source.suffix.lower() != ".npy" and (problem := text_file_error(source)):
+            errors.append(f"input={problem}")
+        if cfg.get("text") is not None:
+            errors.append("give text= (one text) or input= (a file), not both")
+    if cfg.get("output"):
+        target = Path(str(cfg.output)).expanduser()
+        folder = target.parent if str(target.parent) else Path(".")
+        if target.is_dir():
+            errors.append(f"output={cfg.output} is a folder: give a file name")
+        elif not folder.is_dir():
+            errors.append(f"output={cfg.output}: {folder} is not a folder")
+        elif not os.access(folder, os.W_OK):
+            errors.append(f"output={cfg.output}: {folder} is not writable")
+    return errors
 
 
 # -- shared schemas -----------------------------------------------------------------------------------------
@@ -294,6 +357,7 @@ class Doc2Vec:
     lowercase: bool = True
     C: float = setting(MISSING, gt=0)
     class_weight: Optional[str] = setting(None, choices=("balanced",))
+    export_native: bool = False  # also write gensim's own doc2vec.model (pickle-based, for gensim); never loaded back
 
 
 @dataclass

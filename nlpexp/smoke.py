@@ -7,6 +7,7 @@ read one refuses it in one line and counts as refused, not failed. Exit code 1 w
 lists it).
 """
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -46,9 +47,19 @@ def main(argv=None) -> None:
             print(f"smoke: skipping {task} x {model} (needs {registry.MODELS[model].needs_key} and a network)")
     for task, models in cells.items():
         print(f"smoke: {task} x {', '.join(models)} ({args.n_jobs} jobs at a time)", flush=True)
-        code = subprocess.run(sweep_command(task, models, out, args.n_jobs, args.extra), check=False).returncode
-        if code != 0:
-            print(f"smoke: the {task} sweep exited with code {code}", file=sys.stderr)
+        proc = subprocess.run(sweep_command(task, models, out, args.n_jobs, args.extra), check=False,
+                              stderr=subprocess.PIPE, text=True)
+        sys.stderr.write(proc.stderr)
+        if proc.returncode != 0:
+            print(f"smoke: the {task} sweep exited with code {proc.returncode}", file=sys.stderr)
+        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
+        if proc.returncode == 2 and refused(last) and not (out / task).exists():
+            # every job refused the extra keys before the sweep started: one record per cell, as a job would write
+            for num, model in enumerate(models):
+                cell = out / task / f"{num}_{model}"
+                cell.mkdir(parents=True)
+                (cell / "metrics.json").write_text(json.dumps({"status": "failed", "task": task, "model": model,
+                                                               "error": last.removeprefix("nlpexp: error: ")}))
     from nlpexp.report import write_report
 
     result = write_report(out)

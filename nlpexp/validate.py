@@ -33,6 +33,13 @@ def config_errors(cfg: DictConfig, overrides=()) -> list[str]:
     seed = cfg.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 32:
         errors.append(f"seed must be an integer in [0, 2^32 - 1] (got {seed!r})")
+    for key in ("text", "prompt"):  # free text: whitespace only is no text
+        value = cfg.get(key)
+        if value is not None and not str(value).strip():
+            errors.append(f"{key}= is empty (only whitespace): give the text to " +
+                          ("classify" if key == "text" else "continue"))
+        elif value is not None and any(ord(c) < 32 and c not in "\t\n\r" or ord(c) == 127 for c in str(value)):
+            errors.append(f"{key}= holds control characters: it is not text")
     model = cfg.model
     if "d_model" in model and "num_heads" in model and model.num_heads > 0 and model.d_model % model.num_heads:
         errors.append(f"model.d_model={model.d_model} must be divisible by model.num_heads={model.num_heads}")

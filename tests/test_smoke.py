@@ -243,7 +243,8 @@ def test_every_trainable_cell_runs_bf16_with_accumulation_or_refuses_it_in_one_l
 
     out = tmp_path / "smoke"
     proc = subprocess.run([sys.executable, "-m", "nlpexp.smoke", "--out", str(out), "--tasks",
-                           "finsent,story,novel,embedding,posenc", "trainer.precision=bf16", "trainer.grad_accum=2"], capture_output=True, text=True, timeout=900, check=False,
+                           "finsent,story,novel,embedding,posenc", "trainer.precision=bf16", "trainer.grad_accum=2"],
+                          capture_output=True, text=True, timeout=900, check=False,
                           cwd=tmp_path, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ran, refusals = [], []

@@ -51,10 +51,16 @@ def infer_epochs(model_cfg) -> int:
 # -- checkpoints without pickle: gensim's own .model format unpickles, so a crafted file would run code on load.
 # What inference needs is saved as NPY + JSON (word vectors, the negative-sampling weights, the vocabulary in index
 # order with its counts and downsampling thresholds) and the model is rebuilt from the same settings.
-def save_doc2vec(d2v, folder: Path) -> None:
+# model.export_native=true also writes gensim's own doc2vec.model for use elsewhere; nlpexp never loads it.
+NATIVE_EXPORT = "doc2vec.model"
+
+
+def save_doc2vec(d2v, folder: Path, export_native: bool = False) -> None:
     if not d2v.negative or d2v.hs:
         raise ValueError("only negative-sampling Doc2Vec models are saved (hs=0, negative>0)")
     folder.mkdir(parents=True, exist_ok=True)
+    if export_native:  # gensim's pickle-based format, for gensim users: never read back here
+        d2v.save(str(folder / NATIVE_EXPORT))
     words = list(d2v.wv.index_to_key)
     np.save(folder / "doc2vec_word_vectors.npy", d2v.wv.vectors)
     np.save(folder / "doc2vec_syn1neg.npy", d2v.syn1neg)
@@ -64,43 +70,53 @@ def save_doc2vec(d2v, folder: Path) -> None:
 
 
 def load_doc2vec(folder: Path, model_cfg, seed: int):
-    """The Doc2Vec save_doc2vec wrote, rebuilt with train_doc2vec's settings: it infers the same vectors."""
+    """The Doc2Vec save_doc2vec wrote, rebuilt with train_doc2vec's settings: it infers the same vectors. Reads
+    only the NPY/JSON files (a doc2vec.model beside them is never opened); damaged files are one line."""
     from gensim.models.doc2vec import Doc2Vec
 
-    from nlpexp.errors import UserError
+    from nlpexp.saved import loading
 
-    try:
+    with loading(folder):
         vocab = json.loads((folder / "doc2vec_vocab.json").read_text(encoding="utf-8"))
         vectors = np.load(folder / "doc2vec_word_vectors.npy", allow_pickle=False)
         syn1neg = np.load(folder / "doc2vec_syn1neg.npy", allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise UserError(f"{folder}: no readable Doc2Vec checkpoint ({err})") from None
+        words, counts, sample_int = vocab["words"], vocab["counts"], vocab["sample_int"]
+        if not len(words) == len(counts) == len(sample_int) == len(vectors) == len(syn1neg):
+            raise ValueError("the vocabulary and the weight arrays differ in length")
     c = model_cfg
     d2v = Doc2Vec(vector_size=c.vector_size, window=c.window, min_count=c.min_count, epochs=c.epochs, dm=c.dm,
                   dbow_words=c.dbow_words, seed=seed, workers=1, hashfxn=stable_hash)
-    words = vocab["words"]
-    d2v.build_vocab_from_freq(dict(zip(words, vocab["counts"])))
+    d2v.build_vocab_from_freq(dict(zip(words, counts)))
     wv = d2v.wv  # the saved index order: negative sampling draws indices through the cumulative table
     wv.index_to_key, wv.key_to_index = list(words), {w: i for i, w in enumerate(words)}
-    wv.expandos["count"] = np.asarray(vocab["counts"], dtype=wv.expandos["count"].dtype)
-    wv.expandos["sample_int"] = np.asarray(vocab["sample_int"], dtype=wv.expandos["sample_int"].dtype)
+    wv.expandos["count"] = np.asarray(counts, dtype=wv.expandos["count"].dtype)
+    wv.expandos["sample_int"] = np.asarray(sample_int, dtype=wv.expandos["sample_int"].dtype)
     d2v.make_cum_table()
     wv.vectors, d2v.syn1neg = vectors, syn1neg
     return d2v
 
 
-def infer_vector(d2v, words: list[str], epochs: int) -> np.ndarray:
-    """d2v.infer_vector with a start vector that is the same in every process.
+def text_seed(seed: int, text: str) -> int:
+    """The inference seed of one text: the run's seed and the text itself, so a text's vector does not depend on
+    what else is inferred in the same call (mode=predict text=... agrees with mode=eval; cacheable)."""
+    return (int(seed) * 1_000_003 + stable_hash(str(text))) % 2**32
+
+
+def infer_vector(d2v, words: list[str], epochs: int, seed: int | None = None) -> np.ndarray:
+    """d2v.infer_vector, the same in every call and every process: d2v.random (negative sampling, window and
+    downsampling draws) is seeded with `seed` first (see text_seed; None: as the caller left it), and the start
+    vector comes from stable_hash.
 
     gensim draws the start from Python's built-in hash() of the text, which changes per process
-    (PYTHONHASHSEED), ignoring the model's hashfxn: a saved run re-scored in a new shell disagreed with itself.
-    Here the start comes from stable_hash instead; the rest of inference (d2v.random) is seeded by the caller."""
+    (PYTHONHASHSEED), ignoring the model's hashfxn: a saved run re-scored in a new shell disagreed with itself."""
     from gensim.models import doc2vec as gensim_doc2vec
 
     original = gensim_doc2vec.pseudorandom_weak_vector
     gensim_doc2vec.pseudorandom_weak_vector = lambda size, seed_string=None, hashfxn=None: original(
         size, seed_string=seed_string, hashfxn=stable_hash)
     try:
+        if seed is not None:
+            d2v.random.seed(int(seed) % 2**32)
         return d2v.infer_vector(words, epochs=epochs)
     finally:
         gensim_doc2vec.pseudorandom_weak_vector = original

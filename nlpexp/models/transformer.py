@@ -24,11 +24,12 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p: float = 0.0, tra
     return weights @ v, weights
 
 
-def positional_encoding(max_len: int, d_model: int) -> torch.Tensor:
-    """(max_len, d_model): PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(same)."""
-    position = torch.arange(max_len, dtype=torch.float32)[:, None]
+def positional_encoding(max_len: int, d_model: int, at: list[int] | None = None) -> torch.Tensor:
+    """(max_len, d_model): PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(same); with `at`, the rows of
+    those positions only (len(at), d_model)."""
+    position = torch.tensor(at if at is not None else range(max_len), dtype=torch.float32)[:, None]
     div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
-    pe = torch.zeros(max_len, d_model)
+    pe = torch.zeros(len(position), d_model)
     pe[:, 0::2] = torch.sin(position * div)
     pe[:, 1::2] = torch.cos(position * div)[:, : d_model // 2]
     return pe

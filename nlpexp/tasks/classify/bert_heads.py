@@ -12,6 +12,7 @@ from torch import nn
 
 from nlpexp.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
 from nlpexp.models.bert import freeze_encoder
+from nlpexp.saved import loading
 from nlpexp.tasks.classify import trainer
 
 
@@ -99,8 +100,9 @@ def load(folder: Path, device: str) -> trainer.TorchClassifier:
     from safetensors.torch import load_model
     from transformers import AutoTokenizer, BertConfig
 
-    spec = json.loads((Path(folder) / "classifier.json").read_text())
-    model = BertClassifier(BertConfig.from_dict(spec.pop("bert_config")), **spec)
-    load_model(model, str(Path(folder) / "model.safetensors"), device="cpu")
-    return trainer.TorchClassifier(AutoTokenizer.from_pretrained(folder), model, device,
-                                   trainer.saved_max_length(folder), trainer.saved_precision(folder, device))
+    with loading(folder):
+        spec = json.loads((Path(folder) / "classifier.json").read_text())
+        model = BertClassifier(BertConfig.from_dict(spec.pop("bert_config")), **spec)
+        load_model(model, str(Path(folder) / "model.safetensors"), device="cpu")
+        return trainer.TorchClassifier(AutoTokenizer.from_pretrained(folder), model, device,
+                                       trainer.saved_max_length(folder), trainer.saved_precision(folder, device))

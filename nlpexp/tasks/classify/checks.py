@@ -31,6 +31,9 @@ class ClassifyData:
     text_column: Optional[str] = None
     label_column: Optional[str] = None
     label_map: Optional[Dict[str, str]] = None
+    # integer labels in the data: id i is label_names[i] (then label_map applies); without it they are refused
+    label_names: Optional[List[str]] = setting(None, check=lambda names: None if names else
+                                               "must name the label ids in order, e.g. [negative,neutral,positive]")
     other_labels: str = setting("error", choices=("drop", "error"))
     per_label: Optional[int] = setting(None, gt=0)
     split: List[float] = setting(MISSING, check=split_error)
@@ -70,7 +73,7 @@ MODEL_KEYS = {
     "gpt2_prompt": ("pretrained", "small", "question", "answer_cue", "loss_on"),
     "mlm_prompt": ("pretrained", "small", "prompt", "mlm_probability"),
     "doc2vec": ("vector_size", "window", "min_count", "epochs", "dm", "dbow_words", "infer_epochs", "lowercase", "C",
-                "class_weight"),
+                "class_weight", "export_native"),
 }
 # the trainer.* keys each training loop reads: trainer.py's Trainer loop, gpt2_prompt's language-model loop
 # (one batch per optimiser step, the best epoch by validation accuracy), gensim (none: model.* has its settings)
@@ -122,10 +125,7 @@ def check(cfg) -> list[str]:
         if not OmegaConf.is_list(runs) or len(runs) < 2:
             errors.append("mode=soup needs ckpt=[<run folder>,<run folder>,...] (two or more)")
         else:
-            from pathlib import Path
-
-            errors += [f"ckpt: {r} is not a finished run folder (no checkpoints/best inside)" for r in runs
-                       if not (Path(str(r)).expanduser() / "checkpoints" / "best").exists()]
+            errors += run_folder_errors(cfg)
         if registry.loop(cfg.model.name, "classify") != "trainer":
             errors.append(f"mode=soup averages torch weights: model={cfg.model.name} has none")
     if mode in ("eval", "predict"):
@@ -178,4 +178,14 @@ def _train_errors(cfg) -> list[str]:
         else:
             errors += [f"eval_on: {spec} is neither a file nor an embedded sample" for spec in eval_on
                        if not (resource_path(str(spec)).is_file() or Path(str(spec)).expanduser().is_file())]
+            errors += _not_text(spec for spec in eval_on if Path(str(spec)).expanduser().is_file())
     return errors
+
+
+def _not_text(paths) -> list[str]:
+    """Files that cannot be text data (empty, binary, a folder), said before any model is built or loaded."""
+    from pathlib import Path
+
+    from nlpexp.readers import text_file_error
+
+    return [problem for path in paths if (problem := text_file_error(Path(str(path)).expanduser()))]

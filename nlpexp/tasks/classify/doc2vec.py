@@ -1,6 +1,7 @@
 """Doc2Vec document vectors + scikit-learn LogisticRegression (model=doc2vec on the classification tasks).
 
-Saved without pickle: the Doc2Vec weights and vocabulary and the regression as NPY/JSON (models/doc2vec.py).
+Saved without pickle: the Doc2Vec weights and vocabulary and the regression as NPY/JSON (models/doc2vec.py);
+model.export_native=true adds gensim's own doc2vec.model for use elsewhere, never loaded back here.
 """
 import json
 import time
@@ -8,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nlpexp.models.doc2vec import infer_epochs, infer_vector, load_doc2vec, save_doc2vec, tokenize, train_doc2vec
-
+from nlpexp.models.doc2vec import (infer_epochs, infer_vector, load_doc2vec, save_doc2vec, text_seed, tokenize,
+                                   train_doc2vec)
+from nlpexp.saved import loading, write_dir
 
 
 class Doc2VecClassifier:
@@ -22,8 +24,8 @@ class Doc2VecClassifier:
         from tqdm.auto import tqdm
 
         epochs = infer_epochs(self.cfg)
-        self.d2v.random.seed(self.seed)  # inference draws random initial vectors: make them repeatable
-        return np.stack([infer_vector(self.d2v, tokenize(t, self.cfg.lowercase), epochs)
+        # inference draws random numbers: seeded per text, a text gets the same vector in every call and process
+        return np.stack([infer_vector(self.d2v, tokenize(t, self.cfg.lowercase), epochs, text_seed(self.seed, t))
                          for t in tqdm(list(texts), desc="infer vectors", leave=False, mininterval=1)])
 
     def fit(self, texts, gold) -> "Doc2VecClassifier":
@@ -49,14 +51,14 @@ class Doc2VecClassifier:
         return expo / expo.sum(axis=1, keepdims=True)
 
     def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        save_doc2vec(self.d2v, folder)
-        np.save(folder / "logreg_coef.npy", self.coef)
-        np.save(folder / "logreg_intercept.npy", self.intercept)
-        settings = {k: self.cfg.get(k) for k in ("vector_size", "window", "min_count", "epochs", "dm", "dbow_words",
-                                                 "infer_epochs", "lowercase")}
-        (folder / "classifier.json").write_text(json.dumps({"labels": self.labels, "seed": self.seed,
-                                                            "model": settings}, indent=2))
+        with write_dir(folder) as tmp:  # written whole or not at all
+            save_doc2vec(self.d2v, tmp, bool(self.cfg.get("export_native")))
+            np.save(tmp / "logreg_coef.npy", self.coef)
+            np.save(tmp / "logreg_intercept.npy", self.intercept)
+            settings = {k: self.cfg.get(k) for k in ("vector_size", "window", "min_count", "epochs", "dm",
+                                                     "dbow_words", "infer_epochs", "lowercase")}
+            (tmp / "classifier.json").write_text(json.dumps({"labels": self.labels, "seed": self.seed,
+                                                             "model": settings}, indent=2))
 
     def extra_metrics(self, frame, labels, prefix: str) -> dict:
         return {}
@@ -66,10 +68,12 @@ def load(folder: Path, device: str) -> Doc2VecClassifier:
     """A saved run's classifier (gensim has no device: `device` is part of the one load signature only)."""
     from omegaconf import OmegaConf
 
-    meta = json.loads((folder / "classifier.json").read_text())
-    clf = Doc2VecClassifier(OmegaConf.create(meta["model"]), meta["labels"], meta["seed"])
-    clf.d2v = load_doc2vec(folder, clf.cfg, clf.seed)
-    clf.coef, clf.intercept = np.load(folder / "logreg_coef.npy"), np.load(folder / "logreg_intercept.npy")
+    with loading(folder):  # NPY/JSON only: a doc2vec.model (gensim's pickle) beside them is never opened
+        meta = json.loads((folder / "classifier.json").read_text())
+        clf = Doc2VecClassifier(OmegaConf.create(meta["model"]), meta["labels"], meta["seed"])
+        clf.d2v = load_doc2vec(folder, clf.cfg, clf.seed)
+        clf.coef = np.load(folder / "logreg_coef.npy", allow_pickle=False)
+        clf.intercept = np.load(folder / "logreg_intercept.npy", allow_pickle=False)
     return clf
 
 

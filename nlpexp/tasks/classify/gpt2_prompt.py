@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from nlpexp.hub import builds_small, load_pretrained, small_gpt2_config, train_byte_bpe
+from nlpexp.saved import loading, write_dir
 
 
 
@@ -198,12 +199,12 @@ class PromptClassifier:
                 f"{prefix}_answer_not_a_label": round(float((greedy < 0).mean()), 6)}
 
     def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
-        (folder / "prompt.json").write_text(json.dumps(
-            {"labels": self.labels, "question": self.question, "cue": self.cue, "max_length": self.max_length,
-             "precision": self.precision}, indent=2))
+        with write_dir(folder) as tmp:  # written whole or not at all
+            self.model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            (tmp / "prompt.json").write_text(json.dumps(
+                {"labels": self.labels, "question": self.question, "cue": self.cue, "max_length": self.max_length,
+                 "precision": self.precision}, indent=2))
 
 
 def question_for(model_cfg, labels) -> str:
@@ -244,10 +245,12 @@ def load(folder: Path, device: str) -> PromptClassifier:
 
     from nlpexp.precision import of_saved
 
-    spec = json.loads((Path(folder) / "prompt.json").read_text())
-    return PromptClassifier(AutoTokenizer.from_pretrained(folder), GPT2LMHeadModel.from_pretrained(folder),
-                            spec["labels"], spec["question"], spec["cue"], device, spec["max_length"],
-                            of_saved(spec, device))
+    with loading(folder):
+        spec = json.loads((Path(folder) / "prompt.json").read_text())
+        return PromptClassifier(AutoTokenizer.from_pretrained(folder),
+                                GPT2LMHeadModel.from_pretrained(folder, use_safetensors=True),
+                                spec["labels"], spec["question"], spec["cue"], device, spec["max_length"],
+                                of_saved(spec, device))
 
 
 # --- generation-augmented training: a label-conditioned generator (recipe.augment) ---
@@ -272,8 +275,9 @@ def generate_per_label(cfg, labels: list[str], train, run_dir: Path, device: str
     settings = loop.Settings.of(cfg.trainer, device, epochs=int(aug.generator_epochs), lr=float(aug.generator_lr))
     loop.fit(LMJob(model, sequences, tokenizer.eos_token_id, int(cfg.trainer.batch_size), int(cfg.seed)),
              settings, device, desc="generator")
-    model.save_pretrained(run_dir / "checkpoints" / "generator")
-    tokenizer.save_pretrained(run_dir / "checkpoints" / "generator")
+    with write_dir(run_dir / "checkpoints" / "generator") as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     n = int(aug.generated_per_label)
     rows = []
     torch.manual_seed(cfg.seed)

@@ -7,6 +7,7 @@ architecture small from `model.small` with a WordPiece tokenizer trained on the 
 from pathlib import Path
 
 from nlpexp.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
+from nlpexp.saved import loading
 from nlpexp.tasks.classify import trainer
 
 
@@ -34,6 +35,8 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
 def load(folder: Path, device: str) -> trainer.TorchClassifier:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    return trainer.TorchClassifier(AutoTokenizer.from_pretrained(folder),
-                                   AutoModelForSequenceClassification.from_pretrained(folder), device,
-                                   trainer.saved_max_length(folder), trainer.saved_precision(folder, device))
+    with loading(folder):
+        return trainer.TorchClassifier(
+            AutoTokenizer.from_pretrained(folder),
+            AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True, trust_remote_code=False),
+            device, trainer.saved_max_length(folder), trainer.saved_precision(folder, device))

@@ -15,6 +15,7 @@ import torch
 
 from nlpexp.errors import UserError
 from nlpexp.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
+from nlpexp.saved import loading
 from nlpexp.tasks.classify import trainer
 
 
@@ -136,9 +137,10 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
 def load(folder: Path, device: str) -> trainer.TorchClassifier:
     from transformers import AutoTokenizer
 
-    model = prompt_mlm_class().from_pretrained(folder)
-    cfg = model.config
-    tokenizer = PromptTokenizer(AutoTokenizer.from_pretrained(folder), cfg.prompt, "、".join(cfg.prompt_labels),
-                                cfg.prompt_max_length)
-    return trainer.TorchClassifier(tokenizer, model, device, cfg.prompt_max_length,
-                                   trainer.saved_precision(folder, device))
+    with loading(folder):
+        model = prompt_mlm_class().from_pretrained(folder, use_safetensors=True)
+        cfg = model.config
+        tokenizer = PromptTokenizer(AutoTokenizer.from_pretrained(folder), cfg.prompt, "、".join(cfg.prompt_labels),
+                                    cfg.prompt_max_length)
+        return trainer.TorchClassifier(tokenizer, model, device, cfg.prompt_max_length,
+                                       trainer.saved_precision(folder, device))

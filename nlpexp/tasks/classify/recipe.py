@@ -18,10 +18,9 @@ from omegaconf import OmegaConf
 from nlpexp import registry
 from nlpexp.errors import UserError
 from nlpexp.metrics import accuracy, classification_metrics, plot_confusion, plot_history
-from nlpexp.readers import read_labelled_file
 from nlpexp.tasks.classify.contract import Classifier, ClassifierAdapter, WeightedClassifier
-from nlpexp.tasks.classify.data import (dataset_name, encode_labels, label_names, labels_from_data, load_eval_set,
-                                        load_splits)
+from nlpexp.tasks.classify.data import (dataset_name, label_names, labels_from_data, load_eval_set, load_file,
+                                        load_splits, read_splits)
 
 
 def run(cfg, run_dir: Path, device: str):
@@ -38,7 +37,7 @@ def train(cfg, run_dir: Path, device: str):
     else:  # taken from the data (task=clue): eval/predict read them back from here
         labels = labels_from_data(cfg.data)
         (run_dir / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
-    splits = load_splits(cfg.data, labels, cfg.seed)
+    splits, removed = read_splits(cfg.data, labels, cfg.seed)  # removed: duplicates left out, for metrics.json
     print(f"data: train {len(splits['train'])}, validation {len(splits['validation'])}, test {len(splits['test'])}")
     extra_metrics, extra = {}, {}
     if cfg.get("augment") and cfg.augment.generated_per_label:
@@ -61,7 +60,7 @@ def train(cfg, run_dir: Path, device: str):
     plot_history(history, run_dir / "history.png")
     (run_dir / "report.json").write_text(json.dumps(reports, indent=2))
     return {"metrics": metrics, "per_class": reports["test"], "objective": f"val_{cfg.trainer.best_metric}",
-            "samples": {k: len(v) for k, v in splits.items()}, **info, **extra}
+            "samples": {k: len(v) for k, v in splits.items()}, **removed, **info, **extra}
 
 
 def score(clf, frame: pd.DataFrame, labels, prefix: str, run_dir: Path):
@@ -147,8 +146,7 @@ def evaluate(cfg, run_dir: Path, device: str):
     for key in user_data_keys():  # data.* given on this command line win over the saved run's
         data[key] = cfg.data[key]
     if cfg.data.get("path") and data.get("path") == cfg.data.path:  # a whole file to score, no split
-        frame = read_labelled_file(data.path, data.format, data.text_column, data.label_column)
-        frame, split = encode_labels(frame, labels, str(data.path)), "file"
+        frame, split = load_file(data, labels), "file"  # labels read as in training (label_names, label_map)
     else:
         split = data.eval_split
         frame = load_splits(data, labels, saved.seed)[split]
@@ -212,14 +210,13 @@ def user_data_keys() -> list[str]:
 
 
 def predict(cfg, run_dir: Path, device: str):
+    lines = None if cfg.get("text") else _texts(Path(str(cfg.input)).expanduser())  # bad input: before loading
     saved, clf = load_run(cfg, device)
     labels = label_names(saved.task)
-    if cfg.get("text"):
+    if lines is None:
         proba = clf.predict_proba([str(cfg.text)])[0]
         print(f"{labels[int(np.argmax(proba))]}  " + "  ".join(f"{n}={p:.3f}" for n, p in zip(labels, proba)))
         return None
-    source = Path(str(cfg.input)).expanduser()
-    lines = _texts(source)
     proba = clf.predict_proba(lines)
     table = pd.DataFrame({"text": lines, "predicted": [labels[i] for i in proba.argmax(axis=1)]})
     for j, name in enumerate(labels):
@@ -231,17 +228,11 @@ def predict(cfg, run_dir: Path, device: str):
 
 
 def _texts(source: Path) -> list[str]:
-    """Texts to classify: a .txt file (one per line) or a csv/tsv/jsonl with a text column."""
-    from nlpexp.readers import TEXT_COLUMNS, decode_bytes, detect_format
+    """Texts to classify: a .txt file (one per line) or a csv/tsv/jsonl with a text column, read as training data
+    is (UTF-8, else latin-1 with a note)."""
+    from nlpexp.readers import read_texts
 
-    if source.suffix.lower() == ".txt":
-        return [line.strip() for line in decode_bytes(source.read_bytes()).splitlines() if line.strip()]
-    fmt = detect_format(source)
-    if fmt == "jsonl":
-        frame = pd.read_json(source, lines=True)
-    else:
-        frame = pd.read_csv(source, sep="\t" if fmt == "tsv" else ",")
-    column = next((c for c in TEXT_COLUMNS if c in frame.columns), None)
-    if column is None:
-        raise UserError(f"{source}: no text column (columns: {', '.join(map(str, frame.columns))})")
-    return [str(t) for t in frame[column]]
+    texts = read_texts(source)
+    if not texts:
+        raise UserError(f"{source}: no texts to classify")
+    return texts

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nlpexp.saved import write_dir
 
 
 class TorchClassifier:
@@ -47,10 +48,12 @@ class TorchClassifier:
         self.model.load_state_dict(state)
 
     def save(self, folder: Path) -> None:
-        self.model.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
-        (Path(folder) / "scoring.json").write_text(json.dumps({"max_length": int(self.max_length),
-                                                               "precision": self.precision}))
+        """The model, its tokenizer and scoring.json, written whole or not at all (saved.write_dir)."""
+        with write_dir(folder) as tmp:
+            self.model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            (tmp / "scoring.json").write_text(json.dumps({"max_length": int(self.max_length),
+                                                          "precision": self.precision}))
 
 
 def saved_max_length(folder: Path) -> int:
@@ -275,7 +278,9 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model,
             return None, [], {}
         averaged = average_last_epochs(trainer, ckpt_dir, int(tr.get("average_last") or 0), tr.best_metric)
         history, samples_per_s = _history(trainer.state.log_history), out.metrics["train_samples_per_second"]
-        extra = {"best_checkpoint": trainer.state.best_model_checkpoint, "weight_average": averaged}
+        chosen = Path(trainer.state.best_model_checkpoint or "").name  # checkpoint-<step>: removed below
+        extra = {"best_checkpoint": str(ckpt_dir / "best"), "best_step": int(chosen.split("-")[-1])
+                 if chosen.split("-")[-1].isdigit() else None, "weight_average": averaged}
     else:
         start, started = {k: v.detach().clone() for k, v in model.state_dict().items()}, time.time()
         states, scores, history, ingredients = [], [], [], []

@@ -7,6 +7,7 @@ from torch import nn
 
 from nlpexp.hub import train_wordpiece
 from nlpexp.models.transformer import Embedding, EncoderLayer
+from nlpexp.saved import loading
 from nlpexp.tasks.classify import trainer
 
 
@@ -74,7 +75,8 @@ def load(folder: Path, device: str) -> trainer.TorchClassifier:
     from safetensors.torch import load_model
     from transformers import AutoTokenizer
 
-    model = EncoderClassifier(**json.loads((Path(folder) / "classifier.json").read_text()))
-    load_model(model, str(Path(folder) / "model.safetensors"), device="cpu")
-    return trainer.TorchClassifier(AutoTokenizer.from_pretrained(folder), model, device,
-                                   trainer.saved_max_length(folder), trainer.saved_precision(folder, device))
+    with loading(folder):
+        model = EncoderClassifier(**json.loads((Path(folder) / "classifier.json").read_text()))
+        load_model(model, str(Path(folder) / "model.safetensors"), device="cpu")
+        return trainer.TorchClassifier(AutoTokenizer.from_pretrained(folder), model, device,
+                                       trainer.saved_max_length(folder), trainer.saved_precision(folder, device))

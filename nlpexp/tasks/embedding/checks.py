@@ -60,7 +60,8 @@ SCHEMAS = [("embedding", "task", EmbeddingTask), ("embedding", "data", Embedding
 MODEL_KEYS = {
     "hf": ("pretrained", "small"),
     "sentence_transformers": ("pretrained", "batch_size", "normalize"),
-    "doc2vec": ("vector_size", "window", "min_count", "epochs", "dm", "dbow_words", "infer_epochs", "lowercase"),
+    "doc2vec": ("vector_size", "window", "min_count", "epochs", "dm", "dbow_words", "infer_epochs", "lowercase",
+                "export_native"),
     "openai": ("engine", "batch_size", "timeout"),
 }
 # the trainer.* keys the projection matrix (task.method=matrix: nlpexp.loop with plain SGD at a constant rate)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nlpexp.readers import decode_bytes, detect_format, resource_path
+from nlpexp.readers import detect_format, read_frame, resource_path
 from nlpexp.errors import UserError
 
 SNLI_LABELS = {"entailment": 1, "contradiction": -1, "0": 1, "2": -1}  # hub ids: 0 entail, 1 neutral, 2 contra
@@ -22,15 +22,8 @@ def _read_frame(path: Path, fmt: str) -> tuple[pd.DataFrame, int]:
     if fmt == "phrasebank":
         raise UserError(f"{path}: embedding pairs need a csv/tsv/jsonl file (text_1,text_2,label; "
                         "gold_label,sentence1,sentence2; or text,label)")
-    try:
-        if fmt == "jsonl":
-            return pd.read_json(path, lines=True, dtype=False).astype(str), 1
-        text = decode_bytes(Path(path).read_bytes())
-        from io import StringIO
-
-        return pd.read_csv(StringIO(text), sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False), 2
-    except (ValueError, pd.errors.ParserError) as err:
-        raise UserError(f"{path}: malformed {fmt}: {str(err).strip().splitlines()[0]}") from None
+    frame, first = read_frame(path, fmt)
+    return frame.astype(str), first
 
 
 def pairs_from_labelled(texts, labels, seed: int) -> pd.DataFrame:

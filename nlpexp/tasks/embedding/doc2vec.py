@@ -4,11 +4,11 @@ from pathlib import Path
 
 import numpy as np
 
-from nlpexp.models.doc2vec import (infer_epochs, infer_vector, load_doc2vec, save_doc2vec, stable_hash, tokenize,
+from nlpexp.models.doc2vec import (infer_epochs, infer_vector, load_doc2vec, save_doc2vec, text_seed, tokenize,
                                    train_doc2vec)
+from nlpexp.saved import loading, write_dir
 from nlpexp.tasks.embedding.checks import MODEL_KEYS
 from nlpexp.tasks.embedding.contract import read_settings, write_settings
-
 
 
 class Doc2VecEmbedder:
@@ -34,14 +34,13 @@ class Doc2VecEmbedder:
         out = []
         for text in texts:
             # seeded by the text itself: a text's vector does not depend on what else is embedded (cacheable)
-            self.d2v.random.seed((self.seed * 1_000_003 + stable_hash(text)) % 2**32)
-            out.append(infer_vector(self.d2v, tokenize(text, self.cfg.lowercase), epochs))
+            out.append(infer_vector(self.d2v, tokenize(text, self.cfg.lowercase), epochs, text_seed(self.seed, text)))
         return np.stack(out).astype(np.float32)
 
     def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        save_doc2vec(self.d2v, folder)
-        write_settings(folder, {"seed": self.seed, "model": {k: self.cfg.get(k) for k in MODEL_KEYS["doc2vec"]}})
+        with write_dir(folder) as tmp:  # written whole or not at all
+            save_doc2vec(self.d2v, tmp, bool(self.cfg.get("export_native")))
+            write_settings(tmp, {"seed": self.seed, "model": {k: self.cfg.get(k) for k in MODEL_KEYS["doc2vec"]}})
 
 
 def embedder(cfg, train_texts, device: str) -> Doc2VecEmbedder:
@@ -51,6 +50,7 @@ def embedder(cfg, train_texts, device: str) -> Doc2VecEmbedder:
 def load(folder: Path, device: str) -> Doc2VecEmbedder:
     from omegaconf import OmegaConf
 
-    saved = read_settings(folder)
-    model_cfg = OmegaConf.create(saved["model"])
-    return Doc2VecEmbedder(model_cfg, saved["seed"], load_doc2vec(folder, model_cfg, saved["seed"]))
+    with loading(folder):  # NPY/JSON only: a doc2vec.model (gensim's pickle) beside them is never opened
+        saved = read_settings(folder)
+        model_cfg = OmegaConf.create(saved["model"])
+        return Doc2VecEmbedder(model_cfg, saved["seed"], load_doc2vec(folder, model_cfg, saved["seed"]))

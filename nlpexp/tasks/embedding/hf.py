@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from nlpexp.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
+from nlpexp.saved import loading, write_dir
 from nlpexp.tasks.embedding.contract import read_settings, write_settings
 
 
@@ -58,12 +59,12 @@ class MeanPooledEncoder:
 
     def save(self, folder: Path) -> None:
         """settings.json, and the weights of a model built here (a named one is rebuilt from its name)."""
-        folder.mkdir(parents=True, exist_ok=True)
-        if self.built_here:
-            self.model.save_pretrained(folder)
-            self.tokenizer.save_pretrained(folder)
-        write_settings(folder, {"pretrained": self.name, "max_length": self.max_length, "batch_size": self.batch_size,
-                                "precision": self.precision})
+        with write_dir(folder) as tmp:  # written whole or not at all
+            if self.built_here:
+                self.model.save_pretrained(tmp)
+                self.tokenizer.save_pretrained(tmp)
+            write_settings(tmp, {"pretrained": self.name, "max_length": self.max_length,
+                                 "batch_size": self.batch_size, "precision": self.precision})
 
     def sentence_transformer(self, folder: Path):
         """The same encoder + mean pooling as a SentenceTransformer (for method=finetune)."""
@@ -71,7 +72,7 @@ class MeanPooledEncoder:
 
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
-        return SentenceTransformer(str(folder), device=self.device)
+        return SentenceTransformer(str(folder), device=self.device, trust_remote_code=False)
 
 
 def embedder(cfg, train_texts, device: str) -> MeanPooledEncoder:
@@ -94,13 +95,15 @@ def embedder(cfg, train_texts, device: str) -> MeanPooledEncoder:
 def load(folder: Path, device: str) -> MeanPooledEncoder:
     from transformers import AutoModel, AutoTokenizer
 
-    saved = read_settings(folder)
-    name = saved["pretrained"]
-    if name is None:
-        tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder)
-    else:
-        tokenizer, model = load_pretrained(name, AutoModel)
     from nlpexp.precision import of_saved
 
-    return MeanPooledEncoder(tokenizer, model, device, saved["max_length"], name, saved["batch_size"],
-                             of_saved(saved, device))
+    with loading(folder):
+        saved = read_settings(folder)
+        name = saved["pretrained"]
+        if name is None:  # built here: its weights are in the run's folder
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            model = AutoModel.from_pretrained(folder, use_safetensors=True, trust_remote_code=False)
+        else:
+            tokenizer, model = load_pretrained(name, AutoModel)
+        return MeanPooledEncoder(tokenizer, model, device, saved["max_length"], name, saved["batch_size"],
+                                 of_saved(saved, device))

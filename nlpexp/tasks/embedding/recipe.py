@@ -65,11 +65,10 @@ def train(cfg, run_dir: Path, device: str):
 
         with tempfile.TemporaryDirectory() as tmp:  # an HF encoder passes through a folder to become one
             st_model = embedder.sentence_transformer(Path(tmp))
-        # no early stopping here, so the whole train half (train + validation) trains the encoder
-        train_half = pd.concat([splits["train"], splits["validation"]], ignore_index=True)
+        # the train split only: the validation pairs stay unseen, so val_accuracy is an honest sweep objective
         from nlpexp.tasks.embedding import sentence_transformers
 
-        tuned, history, trained = sentence_transformers.finetune(st_model, train_half, task.finetune, cfg.trainer,
+        tuned, history, trained = sentence_transformers.finetune(st_model, splits["train"], task.finetune, cfg.trainer,
                                                                  cfg.seed, ckpt, device, cfg.get("resume_from"))
         info.update(trained)
         tuned_emb = embed_splits(open_cache(None), tuned, splits)
@@ -79,8 +78,6 @@ def train(cfg, run_dir: Path, device: str):
     metrics.update(score(after, labels, task.threshold_steps, ""))
     metrics["test_gain"] = round(metrics["test_accuracy"] - metrics["test_accuracy_before"], 6)
     metrics["cache_hits"], metrics["cache_misses"] = cache.hits, cache.misses
-    if task.method == "finetune":  # it trained on the validation pairs: no honest validation number
-        metrics = {k: v for k, v in metrics.items() if not k.startswith("val_")}
 
     embedder.save(ckpt / "embedder")
     (ckpt / "embedder.json").write_text(json.dumps({"id": embedder.id, "model": cfg.model.name,
@@ -90,7 +87,7 @@ def train(cfg, run_dir: Path, device: str):
                                    for n in splits}}]
     if task.method == "finetune":
         history.append({"epoch": history[-1]["epoch"], **{f"{SPLIT_PREFIX[n]}_accuracy": metrics.get(
-            f"{SPLIT_PREFIX[n]}_accuracy") for n in ("train", "test")}})
+            f"{SPLIT_PREFIX[n]}_accuracy") for n in ("train", "validation", "test")}})
     pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
     plot_curves(history, run_dir / "history.png")
     plot_histograms(before, after, labels, run_dir / "similarity_histograms.png",
@@ -98,8 +95,7 @@ def train(cfg, run_dir: Path, device: str):
     table = pd.concat([f.assign(split=name, cosine_before=before[name].round(6), cosine_after=after[name].round(6))
                        for name, f in splits.items()], ignore_index=True)
     table.drop(columns=["line"]).to_csv(run_dir / "pairs.csv", index=False)
-    objective = "test_accuracy" if task.method == "finetune" else "val_accuracy"
-    return {"metrics": metrics, "objective": objective, **info,
+    return {"metrics": metrics, "objective": "val_accuracy", **info,
             "samples": {name: len(frame) for name, frame in splits.items()}}
 
 
@@ -304,16 +300,22 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 
 def _read_texts(source: Path) -> list[str]:
-    from nlpexp.readers import decode_bytes
+    """Texts to embed: a .txt file (one per line) or a csv/tsv/jsonl with a text column, read as the data is
+    (UTF-8, else latin-1 with a note)."""
+    from nlpexp.readers import detect_format, read_frame, read_text
 
     if source.suffix.lower() == ".txt":
-        return [line.strip() for line in decode_bytes(source.read_bytes()).splitlines() if line.strip()]
-    frame = pd.read_json(source, lines=True) if source.suffix.lower() in (".jsonl", ".json") else \
-        pd.read_csv(source, sep="\t" if source.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False)
-    column = next((c for c in ("text", "sentence", "text_1", "content") if c in frame.columns), None)
-    if column is None:
-        raise UserError(f"{source}: no text column (columns: {', '.join(map(str, frame.columns))})")
-    return [str(t) for t in frame[column]]
+        texts = [line.strip() for line in read_text(source).splitlines() if line.strip()]
+    else:
+        frame, _ = read_frame(source, detect_format(source))
+        column = next((c for c in ("text", "sentence", "text_1", "content") if c in frame.columns), None)
+        if column is None:
+            raise UserError(f"{source}: no text column (columns: {', '.join(map(str, frame.columns))}); name it "
+                            "text, sentence, text_1 or content")
+        texts = [str(t) for t in frame[column]]
+    if not texts:
+        raise UserError(f"{source}: no texts to embed")
+    return texts
 
 
 def apply(cfg, run_dir: Path, device: str):
@@ -323,16 +325,22 @@ def apply(cfg, run_dir: Path, device: str):
     folder = ckpt / "checkpoints"
     if not (folder / "embedder.json").exists():
         raise UserError(f"{ckpt} has no checkpoints/embedder.json (is it a finished task=embedding run?)")
-    matrix = np.load(folder / "matrix.npy") if (folder / "matrix.npy").exists() else None
+    from nlpexp.saved import loading
+
     source = Path(str(cfg.input)).expanduser()
-    if source.suffix.lower() == ".npy":
-        vectors = np.load(source, allow_pickle=False)
+    texts = None if source.suffix.lower() == ".npy" else _read_texts(source)  # bad input: before loading
+    with loading(folder):
+        matrix = np.load(folder / "matrix.npy", allow_pickle=False) if (folder / "matrix.npy").exists() else None
+    if texts is None:
+        try:
+            vectors = np.load(source, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise UserError(f"{source}: not an NPY array of embeddings ({str(err).splitlines()[0][:120]})") from None
         if matrix is None:
             raise UserError(f"{ckpt} has no matrix.npy (method={saved.task.method}); give texts instead of an NPY")
         if vectors.ndim != 2 or vectors.shape[1] != matrix.shape[0]:
             raise UserError(f"{source}: expected an (n, {matrix.shape[0]}) array, got {vectors.shape}")
     else:
-        texts = _read_texts(source)
         if saved.task.method == "finetune":
             from nlpexp.tasks.embedding import sentence_transformers
 

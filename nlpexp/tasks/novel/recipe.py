@@ -34,6 +34,11 @@ def train(cfg, run_dir: Path, device: str):
     builder = adapter(cfg.model.name)
     data = load_novel(cfg.data, seq_len, lambda text: builder.codec(cfg.model, text, cfg.data, smoke))
     codec = data["codec"]
+    window = int(cfg.generate.repeat_window)
+    if window and len(codec) <= window + 2:  # before training: the samples after it could never be drawn
+        raise UserError(f"the text has {len(codec)} distinct tokens and generate.repeat_window={window} bans the "
+                        f"last {window}: none would be left to generate; lower generate.repeat_window below "
+                        f"{max(len(codec) - 2, 0)} or give a longer text")
     print(f"data: {data['origin']}: {len(data['text'])} characters, vocabulary {len(codec)}, windows "
           + ", ".join(f"{k} {len(v)}" for k, v in data["starts"].items()))
     model = builder.build(cfg.model, codec, seq_len, smoke)
@@ -72,23 +77,28 @@ def train(cfg, run_dir: Path, device: str):
 def save_checkpoint(model: NovelModel, codec: Codec, folder: Path, seq_len: int, model_name: str) -> None:
     from safetensors.torch import save_model
 
-    folder.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(folder / "model.safetensors"))
-    (folder / "model.json").write_text(json.dumps({"model": model_name, "spec": model.spec(), "seq_len": seq_len,
-                                                   "codec": codec.kind}, indent=1))
-    codec.save(folder)
+    from nlpexp.saved import write_dir
+
+    with write_dir(folder) as tmp:  # written whole or not at all
+        save_model(model, str(tmp / "model.safetensors"))
+        (tmp / "model.json").write_text(json.dumps({"model": model_name, "spec": model.spec(), "seq_len": seq_len,
+                                                    "codec": codec.kind}, indent=1))
+        codec.save(tmp)
 
 
 def load_checkpoint(folder: Path, device: str):
     """(model on `device`, codec, seq_len) from a checkpoint folder."""
     from safetensors.torch import load_model
 
+    from nlpexp.saved import loading
+
     if not (folder / "model.json").exists():
         raise UserError(f"{folder} holds no novel checkpoint (model.json missing; did that run finish?)")
-    saved = json.loads((folder / "model.json").read_text())
-    model = adapter(saved["model"]).from_spec(saved["spec"])
-    load_model(model, str(folder / "model.safetensors"), device="cpu")
-    return model.to(device).eval(), load_codec(folder, saved["codec"]), saved["seq_len"]
+    with loading(folder):
+        saved = json.loads((folder / "model.json").read_text())
+        model = adapter(saved["model"]).from_spec(saved["spec"])
+        load_model(model, str(folder / "model.safetensors"), device="cpu")
+        return model.to(device).eval(), load_codec(folder, saved["codec"]), saved["seq_len"]
 
 
 # -- training: nlpexp.loop ----------------------------------------------------------------------------------
@@ -185,6 +195,8 @@ def fit(cfg, model, data, run_dir: Path, device: str):
     history, info = loop.fit(job, settings, device, run_dir=run_dir, evaluate=best,
                              eval_steps=int(cfg.task.get("eval_every") or 0), resume_from=cfg.get("resume_from"),
                              on_log=loggers.step_logger(cfg, run_dir))
+    if not best.folder.exists():  # trainer.epochs=0: the model as built is the one scored (a baseline)
+        history.append({"epoch": 0, **best(0, 0)})
     return history, info
 
 

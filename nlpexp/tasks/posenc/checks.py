@@ -10,8 +10,10 @@ from nlpexp.schema import setting
 @dataclass
 class PosencTask:
     name: str = MISSING
-    d_model: int = setting(MISSING, gt=0)
-    positions: List[int] = setting(MISSING, check=lambda v: None if v else "must not be empty", each={"ge": 0})
+    d_model: int = setting(MISSING, gt=0, le=65536)
+    # float32 holds every integer position exactly up to 2^24
+    positions: List[int] = setting(MISSING, check=lambda v: None if v else "must not be empty",
+                                   each={"ge": 0, "le": 2 ** 24})
 
 
 SCHEMAS = [("posenc", "task", PosencTask)]

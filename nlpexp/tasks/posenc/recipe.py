@@ -13,7 +13,8 @@ def run(cfg, run_dir: Path, device: str):
     from nlpexp.models.transformer import positional_encoding
 
     d, positions = int(cfg.task.d_model), [int(p) for p in cfg.task.positions]
-    pe = positional_encoding(max(positions) + 1, d)
+    rows = positional_encoding(len(positions), d, at=positions)  # only the positions drawn
+    pe = {p: rows[i] for i, p in enumerate(positions)}
     fig, ax = plt.subplots(figsize=(9, 4))
     for pos in positions:
         ax.plot(range(d), pe[pos].numpy(), label=f"position {pos}", lw=1)

@@ -5,7 +5,7 @@ the last `test_size` stories are the test split, the `val_size` before them vali
 """
 from pathlib import Path
 
-from nlpexp.readers import resource_path
+from nlpexp.readers import read_frame, resource_path
 from nlpexp.errors import UserError
 
 SENTENCES = [f"sentence{i}" for i in range(1, 6)]
@@ -19,8 +19,6 @@ def _count(size, n: int) -> int:
 
 def read_stories(data) -> tuple:
     """(DataFrame with prompt, reference; where it came from)."""
-    import pandas as pd
-
     if data.get("path"):
         path, origin = Path(str(data.path)).expanduser(), str(data.path)
     elif data.source == "hub":
@@ -33,11 +31,7 @@ def read_stories(data) -> tuple:
         return _pairs(frame, data.hub_id), f"hub:{data.hub_id}"
     else:
         path, origin = resource_path(str(data.embedded)), f"embedded:{data.embedded}"
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: malformed csv: {str(err).strip().splitlines()[0]}") from None
-    return _pairs(frame, path), origin
+    return _pairs(read_frame(path, "csv")[0], path), origin
 
 
 def _pairs(frame, where):

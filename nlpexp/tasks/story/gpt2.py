@@ -7,6 +7,7 @@ from pathlib import Path
 from torch import nn
 
 from nlpexp.hub import builds_small, pretrained_model, pretrained_tokenizer, small_gpt2_config, train_byte_bpe
+from nlpexp.saved import loading, write_dir
 from nlpexp.tasks.story.contract import batches_in_order, fit_decoder_positions, write_spec
 
 
@@ -85,9 +86,10 @@ class StoryGPT2(nn.Module):
         return out.logits[:, -1], tuple(t for layer in out.cache.layers for t in (layer.keys, layer.values))
 
     def save(self, folder: Path, tokenizer=None) -> None:
-        self.lm.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
-        write_spec(folder, "gpt2", {})
+        with write_dir(folder) as tmp:  # written whole or not at all
+            self.lm.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            write_spec(tmp, "gpt2", {})
 
 
 def build(cfg, train_texts, smoke: bool = False):
@@ -110,9 +112,10 @@ def load(folder: Path, device: str):
     import torch
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
-    lm = GPT2LMHeadModel.from_pretrained(folder, dtype=torch.float32)
-    model = StoryGPT2(lm, AutoTokenizer.from_pretrained(folder))
-    return model.to(device).eval(), model.tokenizer
+    with loading(folder):
+        lm = GPT2LMHeadModel.from_pretrained(folder, dtype=torch.float32, use_safetensors=True)
+        model = StoryGPT2(lm, AutoTokenizer.from_pretrained(folder))
+        return model.to(device).eval(), model.tokenizer
 
 
 def pretrained(cfg, device: str):

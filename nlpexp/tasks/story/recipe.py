@@ -42,9 +42,15 @@ def train(cfg, run_dir: Path, device: str):
     model.save(run_dir / "checkpoints" / "final", tok)
 
     metrics = evaluate(cfg, model, tok, data, pairs["test"], run_dir, device)
+    if "validation" in pairs:  # the sweep objective: a validation number, never a test one
+        from nlpexp.metrics import perplexity
+        from nlpexp.precision import of_run
+
+        val_nll = mean_nll(model, model.examples(pairs["validation"], train=False), int(cfg.trainer.eval_batch_size),
+                           device, of_run(cfg, device, strict=False))
+        metrics.update(val_loss=round(val_nll, 5), val_perplexity=round(perplexity(val_nll), 4))
     pd.DataFrame(history or [{"epoch": 0}]).to_csv(run_dir / "history.csv", index=False)
-    first = f"t{float(cfg.generate.eval_temperatures[0])}_bleu"
-    return {"metrics": metrics, "objective": first, "origin": data["origin"],
+    return {"metrics": metrics, "objective": "val_loss" if "val_loss" in metrics else "", "origin": data["origin"],
             "stories": {k: len(data[k]) for k in ("train", "validation", "test")}, "vocab_size": len(tok),
             "objective_kind": model.objective,
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -54,7 +60,11 @@ def train(cfg, run_dir: Path, device: str):
 
 def load_checkpoint(folder: Path, device: str):
     """(model, tokenizer) of a checkpoints/final folder, through the adapter named in its story_model.json."""
-    return adapter(read_spec(folder)["model"]).load(folder, device)
+    from nlpexp.saved import loading
+
+    with loading(folder):
+        name = read_spec(folder)["model"]
+    return adapter(name).load(folder, device)
 
 
 def encode_pairs(tok, frame) -> list[tuple[list[int], list[int]]]:
@@ -227,8 +237,7 @@ def evaluate_saved(cfg, run_dir: Path, device: str):
     data = load_stories(cfg.data)
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics = evaluate(cfg, model, tok, data, encode_pairs(tok, data["test"]), run_dir, device)
-    first = f"t{float(cfg.generate.eval_temperatures[0])}_bleu"
-    return {"metrics": metrics, "objective": first, "origin": data["origin"], "decoding": decode_settings(cfg.generate)}
+    return {"metrics": metrics, "objective": "", "origin": data["origin"], "decoding": decode_settings(cfg.generate)}
 
 
 def generate(cfg, run_dir: Path, device: str):

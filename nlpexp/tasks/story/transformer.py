@@ -13,6 +13,7 @@ from nlpexp.errors import UserError
 from nlpexp.hub import train_byte_bpe
 from nlpexp.models.transformer import CausalLM, Embedding, EncoderLayer, lm_labels, pad_rows, padding_mask, \
     self_attention_step
+from nlpexp.saved import loading, write_dir
 from nlpexp.tasks.story.contract import batches_by_length, fit_decoder_positions, read_spec, write_spec
 
 
@@ -37,18 +38,19 @@ class OurDecoding:
     def save(self, folder: Path, tokenizer) -> None:
         from safetensors.torch import save_model
 
-        folder.mkdir(parents=True, exist_ok=True)
-        save_model(self, str(folder / "model.safetensors"))
-        tokenizer.save_pretrained(folder)
-        write_spec(folder, self.adapter, {"objective": self.objective, **self.settings})
+        with write_dir(folder) as tmp:  # written whole or not at all
+            save_model(self, str(tmp / "model.safetensors"))
+            tokenizer.save_pretrained(tmp)
+            write_spec(tmp, self.adapter, {"objective": self.objective, **self.settings})
 
 
 def load_ours(model, folder: Path, device: str):
     from safetensors.torch import load_model
     from transformers import AutoTokenizer
 
-    load_model(model, str(folder / "model.safetensors"), device="cpu")
-    return model.to(device).eval(), AutoTokenizer.from_pretrained(folder)
+    with loading(folder):
+        load_model(model, str(folder / "model.safetensors"), device="cpu")
+        return model.to(device).eval(), AutoTokenizer.from_pretrained(folder)
 
 
 class StoryCausalLM(OurDecoding, CausalLM):
@@ -168,8 +170,9 @@ def build(cfg, train_texts, smoke: bool = False):
 
 
 def load(folder: Path, device: str):
-    spec = read_spec(folder)["spec"]
-    model = (StoryCausalLM if spec.pop("objective") == "causal_lm" else StoryNextToken)(**spec)
+    with loading(folder):
+        spec = read_spec(folder)["spec"]
+        model = (StoryCausalLM if spec.pop("objective") == "causal_lm" else StoryNextToken)(**spec)
     return load_ours(model, folder, device)
 
 

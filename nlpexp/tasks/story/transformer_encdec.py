@@ -21,6 +21,7 @@ from nlpexp.models.transformer import (
     padding_mask,
     project_kv,
 )
+from nlpexp.saved import loading
 from nlpexp.tasks.story.contract import batches_in_order, read_spec
 from nlpexp.tasks.story.transformer import OurDecoding, load_ours
 
@@ -122,9 +123,11 @@ def build(cfg, train_texts, smoke: bool = False):
 
 
 def load(folder: Path, device: str):
-    spec = read_spec(folder)["spec"]
-    spec.pop("objective")
-    return load_ours(StoryEncDec(**spec), folder, device)
+    with loading(folder):
+        spec = read_spec(folder)["spec"]
+        spec.pop("objective")
+        model = StoryEncDec(**spec)
+    return load_ours(model, folder, device)
 
 
 def pretrained(cfg, device: str):
