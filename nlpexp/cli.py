@@ -134,7 +134,9 @@ def preflight(args: list[str]) -> None:
         from nlpexp.runtime import resolve_device
 
         resolve_device(cfg.device.name)
-    folder = explicit_run_dir(args)
+    from nlpexp import distributed
+
+    folder = None if distributed.is_worker() else explicit_run_dir(args)  # torchrun: the launcher holds it
     if folder is not None:
         folder_errors(folder, resuming=bool(cfg.get("resume")))
     else:
@@ -396,9 +398,8 @@ def main() -> None:
     if any(a in ("-m", "--multirun") for a in args):
         from nlpexp import watchdog
 
-        if watchdog.ENV not in os.environ:  # the sweep's workers stop when it is gone
-            os.environ[watchdog.ENV] = str(os.getpid())
-            watchdog.start_reaper()
+        os.environ[watchdog.ENV] = str(os.getpid())  # this sweep's workers stop when it is gone
+        watchdog.start_reaper()
     sys.argv = sys.argv[:1] + args
     from nlpexp.runtime import release
 

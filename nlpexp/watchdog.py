@@ -7,6 +7,8 @@ import threading
 from pathlib import Path
 
 ENV = "NLPEXP_SWEEP_PID"
+# the job this worker runs now, its watching thread (workers run job after job), the reaper started here
+_WATCH: dict = {}
 
 
 def start_reaper() -> None:
@@ -16,6 +18,9 @@ def start_reaper() -> None:
     import subprocess
     import sys
 
+    if _WATCH.get("reaper") == os.getpid():  # one per sweep process (in-process sweeps, e.g. tests, run many)
+        return
+    _WATCH["reaper"] = os.getpid()
     env = {k: v for k, v in os.environ.items() if k != ENV}
     subprocess.Popen([sys.executable, "-m", "nlpexp.watchdog", str(os.getpid())], env=env, stdin=subprocess.DEVNULL,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -60,8 +65,6 @@ def parent_gone() -> bool:
     pid = sweep_pid()
     return pid is not None and pid != os.getpid() and os.getppid() != pid
 
-
-_WATCH: dict = {}  # the job this worker runs now, and the one watching thread (workers run job after job)
 
 
 def start_if_sweep_worker(run_dir: Path, launcher_target: str, every_s: float = 1.0) -> None:
