@@ -35,6 +35,10 @@ PLUGINS = {
 }
 
 
+class CompositionError(UserError):
+    """The config does not compose (unknown key, group option, task or model): no job of a sweep can start."""
+
+
 def check_plugins(args: list[str]) -> None:
     import importlib.util
 
@@ -83,7 +87,7 @@ def compose(overrides: list[str]):
         with initialize_config_module(CONF_MODULE, version_base="1.3"):
             return hydra_compose("config", overrides=overrides)
     except Exception as err:  # Hydra/OmegaConf composition errors: the message and its cause, one line
-        raise UserError(composition_error(err)) from None
+        raise CompositionError(composition_error(err)) from None
     finally:
         GlobalHydra.instance().clear()
 
@@ -94,6 +98,9 @@ def composition_error(err: Exception) -> str:
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
     cause = str(err.__cause__).strip().splitlines()[0] if str(err.__cause__ or "").strip() else ""
     unknown = re.match(r"Could not override '([^']+)'", lines[0] if lines else "")
+    if unknown and unknown.group(1).split(".")[:2] == ["data", "label_map"]:  # a mapping: entries are added
+        return (f"{unknown.group(1)}: new entries of data.label_map are added one by one with +, e.g. "
+                "+data.label_map.bullish=positive")
     if unknown:  # Hydra's advice to append it with + does not apply: the schema has no such key
         from nlpexp.validate import renamed_hint
 
@@ -108,6 +115,15 @@ def argument_errors(args: list[str]) -> None:
     for anything else, instead of Hydra's usage text or its grammar error."""
     takes_value = {"--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp", "--package", "-p",
                    "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc"}
+    keys = [a.split("=", 1)[0].lstrip("+~") for a in args if "=" in a and not a.startswith("-")]
+    twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+    if twice:
+        values = [a.split("=", 1)[1] for a in args if "=" in a and a.split("=", 1)[0].lstrip("+~") == twice]
+        raise UserError(f"{twice}= is given twice ({', '.join(values)}): give it once")
+    if any(a.split("=", 1)[0] in ("hydra.run.dir", "hydra.sweep.dir") and not a.split("=", 1)[1].strip("'\" ")
+           for a in args if "=" in a):
+        raise UserError("hydra.run.dir= (or hydra.sweep.dir=) is empty: give a folder, or leave it out for "
+                        "outputs/<task>/<model>/<date>_<time>")
     previous = ""
     for arg in args:
         flag = arg.split("=", 1)[0]
@@ -167,7 +183,7 @@ def checked_config(overrides: list[str], config_dir: str | None):
         for item in overrides:
             key, _, value = item.lstrip("+~").partition("=")
             if key == group and value not in known:
-                raise UserError(f"unknown {group} '{value}'; available {group}s: {', '.join(sorted(known))}")
+                raise CompositionError(f"unknown {group} '{value}'; available {group}s: {', '.join(sorted(known))}")
     user = [o for o in overrides if not o.lstrip("+~").startswith("hydra") or o.startswith("hydra.searchpath=")]
     cfg = compose(searchpath_override(user, config_dir))
     if cfg.get("smoke"):
@@ -210,6 +226,9 @@ def sweep_preflight(args: list[str]) -> None:
     for combination in jobs:
         try:
             cfg, _ = checked_config([*combination, *searchpath], config_dir)
+        except CompositionError as err:  # Hydra composes every job before it launches one: the sweep cannot start
+            swept = [c for c, options in zip(combination, choices) if len(options) > 1]
+            raise UserError(f"{err}" + (f" (sweep job {' '.join(swept)})" if swept else "")) from None
         except UserError as err:
             swept = [c for c, options in zip(combination, choices) if len(options) > 1]
             refused.append(f"{err}" + (f" (sweep job {' '.join(swept)})" if swept else ""))
@@ -283,7 +302,9 @@ def resume_args(args: list[str]) -> list[str]:
     if foreign:  # Hydra's own settings (callbacks, launchers...) can name code to run: never replayed
         raise UserError(f"resume={target}: {saved} holds {foreign[0]!r}, which is not a task setting: only the "
                         "task's own overrides are taken on resume (remove that line to continue)")
-    before = [o for o in before if not o.lstrip("+~").startswith("resume=")]
+    changed = {a.split("=", 1)[0].lstrip("+~") for a in rest if "=" in a}
+    before = [o for o in before if not o.lstrip("+~").startswith("resume=")
+              and o.split("=", 1)[0].lstrip("+~") not in changed]  # a setting given again replaces the saved one
     extra = [a for a in rest if not a.startswith("hydra.run.dir=")]
     if any(not a.startswith(("hydra", "-")) for a in extra):  # said once the pre-run check has passed
         NOTES.append(f"nlpexp: warning: resuming with changed settings {extra}: the result may differ")
@@ -366,6 +387,7 @@ def print_help() -> None:
 
 
 def main() -> None:
+    NOTES.clear()
     args = [_experiment_choice(_quote_free_text(a)) for a in sys.argv[1:]]
     if any(a in ("--help", "-h") for a in args):
         print_help()
@@ -383,7 +405,8 @@ def main() -> None:
         if not distributed.is_main_process():  # only rank 0 writes the run folder
             args += [o for o in distributed.WORKER_OVERRIDES if o not in args]
     try:
-        argument_errors(args)
+        if not distributed.is_worker():  # a worker's arguments are its launcher's, already checked
+            argument_errors(args)
         check_plugins(args)
         if any(a.startswith("resume=") for a in args) and not distributed.is_worker():  # workers: parent did it
             args = resume_args(args)

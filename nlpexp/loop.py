@@ -156,41 +156,43 @@ def fit(job: Job, s: Settings, device: str, *, run_dir: Path | None = None, eval
             save_checkpoint(ckpt_dir, step, model, opt, sched, scaler, evaluate, epoch=epoch, position=position,
                             elapsed=time.time() - started, units=units_done, history=history, losses=losses)
 
-    model.train()
-    stop, epoch = False, at["epoch"]
-    for epoch in range(at["epoch"], s.epochs):
-        micro = first if epoch == 0 else job.batches(epoch)
-        start = at["position"] if epoch == at["epoch"] else 0
-        position = start
-        for position in range(start, len(micro), s.grad_accum):
-            group = micro[position:position + s.grad_accum]
-            loss = _step(job, group, opt, sched, scaler, params, s, device, autocast)
-            step += 1
-            units_done += sum(job.units(b) for b in group)
-            losses.append(loss)
-            bar.update(1)
-            rate = units_done / max(time.time() - started, 1e-9)
-            bar.set_postfix(loss=f"{loss:.4f}", **{f"{job.unit}/s": f"{rate:.0f}"}, refresh=False)
-            if on_log is not None:
-                on_log(step, {"train/loss": loss, "train/lr": sched.get_last_lr()[0]})
-            done = position + s.grad_accum >= len(micro)
-            stop = step >= total or (deadline is not None and time.time() > deadline)
-            if stop or done:
-                break
-            if eval_steps and step % eval_steps == 0:
-                if row(epoch + (position + s.grad_accum) / len(micro)).get("stop"):
-                    stop = True
+    try:  # the bar is closed before any error is reported: the error is the last line
+        model.train()
+        stop, epoch = False, at["epoch"]
+        for epoch in range(at["epoch"], s.epochs):
+            micro = first if epoch == 0 else job.batches(epoch)
+            start = at["position"] if epoch == at["epoch"] else 0
+            position = start
+            for position in range(start, len(micro), s.grad_accum):
+                group = micro[position:position + s.grad_accum]
+                loss = _step(job, group, opt, sched, scaler, params, s, device, autocast)
+                step += 1
+                units_done += sum(job.units(b) for b in group)
+                losses.append(loss)
+                bar.update(1)
+                rate = units_done / max(time.time() - started, 1e-9)
+                bar.set_postfix(loss=f"{loss:.4f}", **{f"{job.unit}/s": f"{rate:.0f}"}, refresh=False)
+                if on_log is not None:
+                    on_log(step, {"train/loss": loss, "train/lr": sched.get_last_lr()[0]})
+                done = position + s.grad_accum >= len(micro)
+                stop = step >= total or (deadline is not None and time.time() > deadline)
+                if stop or done:
                     break
-            if s.save_steps and step % s.save_steps == 0:
-                save(epoch, position + s.grad_accum)
-        finished = stop and position + s.grad_accum < len(micro)
-        last = row(epoch + ((position + s.grad_accum) / len(micro) if finished else 1))
-        stop = stop or bool(last.get("stop"))
-        if s.save_steps and step % s.save_steps == 0 and not stop:  # an epoch's last step: saved after its row
-            save(epoch + 1, 0)
-        if stop:
-            break
-    bar.close()
+                if eval_steps and step % eval_steps == 0:
+                    if row(epoch + (position + s.grad_accum) / len(micro)).get("stop"):
+                        stop = True
+                        break
+                if s.save_steps and step % s.save_steps == 0:
+                    save(epoch, position + s.grad_accum)
+            finished = stop and position + s.grad_accum < len(micro)
+            last = row(epoch + ((position + s.grad_accum) / len(micro) if finished else 1))
+            stop = stop or bool(last.get("stop"))
+            if s.save_steps and step % s.save_steps == 0 and not stop:  # an epoch's last step: saved after its row
+                save(epoch + 1, 0)
+            if stop:
+                break
+    finally:
+        bar.close()
     model.eval()
     if ckpt_dir is not None:
         for old in ckpt_dir.glob("checkpoint-*"):

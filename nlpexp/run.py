@@ -3,7 +3,6 @@
 cli.py turns argv into a Hydra run and checks the config first; `run_job` is what Hydra calls for each run (one,
 or every job of a sweep). The recipe only computes and writes its own outputs; this module records the run.
 """
-import errno
 import json
 import os
 import shutil
@@ -16,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from nlpexp import secrets, watchdog
-from nlpexp.errors import UserError
+from nlpexp.errors import UserError, disk_full
 
 # the overrides the pre-run check validated in this process (cli.preflight): their run is not checked twice
 _CHECKED: list = []
@@ -205,17 +204,6 @@ def _remove_empty_parents(run_dir: Path) -> None:
         if not inside or any(parent.iterdir()):
             return
         parent.rmdir()
-
-
-def disk_full(err: BaseException) -> bool:
-    """ENOSPC, raised as OSError or inside the message of a library's own writer (safetensors, torch)."""
-    while err is not None:
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            return True
-        if "No space left on device" in str(err) or "os error 28" in str(err):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
 
 
 def disk_full_message(err: BaseException, run_dir: Path) -> str:

@@ -124,7 +124,6 @@ def resume_point(cfg, run_dir: Path):
 def find_unfinished_run(cwd: Path, overrides: list[str]) -> Path:
     """`resume=true`: the run folder we are in, else the newest run under outputs/ without a complete
     metrics.json (matching task=/model= when given)."""
-    import json
 
     import yaml
 
@@ -136,8 +135,7 @@ def find_unfinished_run(cwd: Path, overrides: list[str]) -> Path:
         run = hydra_dir.parent
         if run.parent.name in ("eval", "predict") or not (hydra_dir / "config.yaml").exists():
             continue
-        metrics = run / "metrics.json"
-        if metrics.exists() and json.loads(metrics.read_text()).get("status") == "complete":
+        if folder_state(run)[0] in ("complete", "running"):  # finished, or another process is on it
             continue
         saved = yaml.safe_load((hydra_dir / "config.yaml").read_text()) or {}
         if any((saved.get(k) or {}).get("name") != v for k, v in wanted.items()):

@@ -5,13 +5,14 @@ temporary sibling and renames it into place only when everything is in it, with 
 file and its size. loading checks that list first (a deleted tokenizer file can load silently as an empty
 vocabulary) and turns what a truncated or incomplete folder raises into one line naming the folder.
 """
+import errno
 import json
 import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-from nlpexp.errors import UserError
+from nlpexp.errors import UserError, disk_full
 
 MANIFEST = "saved_files.json"
 
@@ -29,8 +30,10 @@ def write_dir(path):
         yield tmp
         sizes = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / MANIFEST).write_text(json.dumps(sizes, indent=1))
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if disk_full(err):  # the libraries' writers do not say which file: this folder is the one
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from err
         raise
     shutil.rmtree(old, ignore_errors=True)
     if path.exists():

@@ -129,7 +129,13 @@ def run_folder_errors(cfg, what: str = "run folder") -> list[str]:
     from omegaconf import OmegaConf
 
     runs = list(cfg.ckpt) if OmegaConf.is_list(cfg.ckpt) else [cfg.ckpt]
-    return [e for run in runs for e in saved_run_errors(cfg, Path(str(run)).expanduser())]
+    if len(runs) > 1 and cfg.mode != "soup":
+        return [f"mode={cfg.mode} reads one run: ckpt=<run folder>, not a list (mode=soup averages several)"]
+    folders = [Path(str(run)).expanduser() for run in runs]
+    repeated = [str(f) for i, f in enumerate(folders) if f.resolve() in {g.resolve() for g in folders[:i]}]
+    if repeated:
+        return [f"ckpt lists {repeated[0]} twice: a soup averages different runs"]
+    return [e for folder in folders for e in saved_run_errors(cfg, folder)]
 
 
 def saved_run_errors(cfg, folder: Path) -> list[str]:

@@ -30,7 +30,7 @@ class ClassifyData:
     format: str = setting("auto", choices=FORMATS)
     text_column: Optional[str] = None
     label_column: Optional[str] = None
-    label_map: Optional[Dict[str, str]] = None
+    label_map: Dict[str, str] = setting({})  # {} not null: a command-line {a: b} or +data.label_map.a=b merges into it
     # integer labels in the data: id i is label_names[i] (then label_map applies); without it they are refused
     label_names: Optional[List[str]] = setting(None, check=lambda names: None if names else
                                                "must name the label ids in order, e.g. [negative,neutral,positive]")

@@ -65,6 +65,9 @@ def stratified_split(frame: pd.DataFrame, fractions, seed: int) -> dict[str, pd.
         train, val = train_test_split(rest, test_size=val_f / (train_f + val_f), stratify=rest["label"],
                                       random_state=seed)
     except ValueError as err:
+        if len(frame) == 0:
+            raise UserError("no rows with a text and a label are left to split: check the file's text and label "
+                            "columns") from None
         raise UserError(f"cannot split {len(frame)} rows {train_f}/{val_f}/{test_f} stratified: {err}") from None
     return {"train": train, "validation": val, "test": test}
 
@@ -166,6 +169,7 @@ def remove_duplicates(frames: dict[str, pd.DataFrame], origin: str) -> tuple[dic
     removed = {"duplicates_removed": 0, "conflicting_removed": 0, "test_overlap_removed": 0}
     frames = dict(frames)
     for name, frame in frames.items():
+        frame = frame[frame["text"].astype(str).str.strip() != ""]  # an empty text is no text (not a duplicate)
         key = frame["text"].astype(str).str.strip()
         conflicting = key.map(frame.groupby(key)["label"].nunique()) > 1
         repeated = key.duplicated() & ~conflicting
@@ -195,7 +199,7 @@ def label_names(task) -> list[str]:
 def unify_labels(frame: pd.DataFrame, data, labels: list[str], origin: str) -> pd.DataFrame:
     """data.label_map (lowercased label -> label in the set, e.g. happy -> joy); then, with
     data.other_labels=drop, rows whose label is outside the label set are left out (counted on stdout)."""
-    if data.get("label_map") is None and data.get("other_labels") is None:
+    if not data.get("label_map") and data.get("other_labels") is None:
         return frame
     mapping = {str(k).lower(): str(v) for k, v in (data.get("label_map") or {}).items()}
     unified = frame["label"].astype(str).str.strip().map(lambda v: mapping.get(v.lower(), v.lower()))
