@@ -135,7 +135,8 @@ def find_unfinished_run(cwd: Path, overrides: list[str]) -> Path:
         run = hydra_dir.parent
         if run.parent.name in ("eval", "predict") or not (hydra_dir / "config.yaml").exists():
             continue
-        if folder_state(run)[0] in ("complete", "running"):  # finished, or another process is on it
+        state, why = folder_state(run)
+        if state in ("complete", "running") or "unreadable" in why:  # finished, in use, or not ours to guess
             continue
         saved = yaml.safe_load((hydra_dir / "config.yaml").read_text()) or {}
         if any((saved.get(k) or {}).get("name") != v for k, v in wanted.items()):
@@ -229,6 +230,8 @@ def folder_state(folder: Path) -> tuple[str, str]:
         return "running", f"a running process (pid {owner}) is writing it"
     if state == "failed":
         return "failed", f"that run failed ({str(status.get('error', '?'))[:160]})"
+    if state == "unreadable":
+        return "unfinished", "its metrics.json is unreadable"
     if state is not None or (folder / LOCK).exists():
         pid = _recorded_pid(folder)
         return "unfinished", ("its process" + (f" (pid {pid})" if pid else "") +

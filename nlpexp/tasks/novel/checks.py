@@ -84,6 +84,8 @@ def check(cfg) -> list[str]:
     model = cfg.model
     if model.name in ("bert_fc", "bert_lstm") and model.get("causal") and model.get("pool") == "cls":
         errors.append("model.pool=cls needs model.causal=false ([CLS] sees nothing after it in causal mode)")
+    if cfg.mode == "train" and cfg.trainer.epochs == 0:
+        errors.append("trainer.epochs must be an integer > 0 for task=novel (0, zero-shot, is task=story's)")
     if cfg.mode == "generate":
         if not isinstance(cfg.get("length"), int) or cfg.length <= 0:
             errors.append(f"length must be an integer > 0 (got {cfg.get('length')!r})")

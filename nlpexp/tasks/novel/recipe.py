@@ -195,8 +195,6 @@ def fit(cfg, model, data, run_dir: Path, device: str):
     history, info = loop.fit(job, settings, device, run_dir=run_dir, evaluate=best,
                              eval_steps=int(cfg.task.get("eval_every") or 0), resume_from=cfg.get("resume_from"),
                              on_log=loggers.step_logger(cfg, run_dir))
-    if not best.folder.exists():  # trainer.epochs=0: the model as built is the one scored (a baseline)
-        history.append({"epoch": 0, **best(0, 0)})
     return history, info
 
 
