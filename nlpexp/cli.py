@@ -226,12 +226,12 @@ def sweep_preflight(args: list[str]) -> None:
     for combination in jobs:
         try:
             cfg, _ = checked_config([*combination, *searchpath], config_dir)
-        except CompositionError as err:  # Hydra composes every job before it launches one: the sweep cannot start
-            swept = [c for c, options in zip(combination, choices) if len(options) > 1]
-            raise UserError(f"{err}" + (f" (sweep job {' '.join(swept)})" if swept else "")) from None
         except UserError as err:
             swept = [c for c, options in zip(combination, choices) if len(options) > 1]
-            refused.append(f"{err}" + (f" (sweep job {' '.join(swept)})" if swept else ""))
+            message = f"{err}" + (f" (sweep job {' '.join(swept)})" if swept else "")
+            if isinstance(err, CompositionError):  # Hydra composes every job before it launches one
+                raise UserError(message) from None
+            refused.append(message)
     if len(refused) == len(jobs):  # nothing of it would run
         raise UserError(refused[0])
     if refused:  # e.g. a model sweep where one model does not read a key: that job is recorded as refused
@@ -260,7 +260,7 @@ def folder_errors(folder: Path, resuming: bool) -> None:
     state, why = folder_state(folder)
     if state == "running":
         raise UserError(f"{folder} is in use: {why}; wait for it or choose another folder")
-    if state == "unfinished" and not resuming:
+    if state in ("unfinished", "unreadable") and not resuming:
         raise UserError(f"{folder} holds an unfinished run ({why}): resume={folder} continues it, or choose "
                         "another folder")
 

@@ -183,15 +183,19 @@ def read_clue(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["text", "label", "label_id", "line"])
 
 
-def read_texts(path) -> list[str]:
-    """Texts to classify (mode=predict input=...): a .txt file (one per line) or a csv/tsv/jsonl with a text column,
-    read like the training data."""
+def read_texts(path, columns=TEXT_COLUMNS) -> list[str]:
+    """Texts to predict on or embed (input=...): a .txt file (one per line) or a csv/tsv/jsonl with one of
+    `columns`, read like the training data; a file without any text is refused."""
     path = Path(str(path)).expanduser()
     if path.suffix.lower() == ".txt":
-        return [line.strip() for line in read_text(path).splitlines() if line.strip()]
-    frame, _ = read_frame(path, detect_format(path))
-    column = next((c for c in TEXT_COLUMNS if c in frame.columns), None)
-    if column is None:
-        raise UserError(f"{path}: no text column (columns: {', '.join(map(str, frame.columns)) or 'none'}); "
-                        f"name it one of {', '.join(TEXT_COLUMNS)}")
-    return [str(t) for t in frame[column]]
+        texts = [line.strip() for line in read_text(path).splitlines() if line.strip()]
+    else:
+        frame, _ = read_frame(path, detect_format(path))
+        column = next((c for c in columns if c in frame.columns), None)
+        if column is None:
+            raise UserError(f"{path}: no text column (columns: {', '.join(map(str, frame.columns)) or 'none'}); "
+                            f"name it one of {', '.join(columns)}")
+        texts = [str(t) for t in frame[column]]
+    if not texts:
+        raise UserError(f"{path}: no texts in it")
+    return texts

@@ -226,14 +226,11 @@ def _try_write_json(path: Path, obj) -> None:
 
 def _is_fresh(run_dir: Path) -> bool:
     """True when the folder holds nothing but what Hydra just made (safe to remove on bad input)."""
-    return all(p.name in (".hydra", runtime_lock()) or p.suffix == ".log" for p in run_dir.iterdir()) \
-        if run_dir.is_dir() else True
-
-
-def runtime_lock() -> str:
     from nlpexp.runtime import LOCK
 
-    return LOCK
+    if not run_dir.is_dir():
+        return True
+    return all(p.name in (".hydra", LOCK) or p.suffix == ".log" for p in run_dir.iterdir())
 
 
 def _launch_data_parallel(cfg: DictConfig, overrides: list[str], run_dir: Path, nproc: int, multirun: bool):

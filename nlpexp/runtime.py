@@ -135,8 +135,7 @@ def find_unfinished_run(cwd: Path, overrides: list[str]) -> Path:
         run = hydra_dir.parent
         if run.parent.name in ("eval", "predict") or not (hydra_dir / "config.yaml").exists():
             continue
-        state, why = folder_state(run)
-        if state in ("complete", "running") or "unreadable" in why:  # finished, in use, or not ours to guess
+        if folder_state(run)[0] in ("complete", "running", "unreadable"):  # done, in use, or not ours to guess
             continue
         saved = yaml.safe_load((hydra_dir / "config.yaml").read_text()) or {}
         if any((saved.get(k) or {}).get("name") != v for k, v in wanted.items()):
@@ -214,7 +213,8 @@ def release(folder: Path | None = None) -> None:
 
 def folder_state(folder: Path) -> tuple[str, str]:
     """(state, why) of a run folder: complete | running (a live process holds it) | unfinished (its process is
-    gone before metrics.json said complete) | failed | empty (nothing of a run in it)."""
+    gone before metrics.json said complete) | failed | unreadable (a torn metrics.json) | empty (nothing of a run
+    in it)."""
     import json
 
     folder = Path(folder)
@@ -231,7 +231,7 @@ def folder_state(folder: Path) -> tuple[str, str]:
     if state == "failed":
         return "failed", f"that run failed ({str(status.get('error', '?'))[:160]})"
     if state == "unreadable":
-        return "unfinished", "its metrics.json is unreadable"
+        return "unreadable", "its metrics.json is unreadable"
     if state is not None or (folder / LOCK).exists():
         pid = _recorded_pid(folder)
         return "unfinished", ("its process" + (f" (pid {pid})" if pid else "") +

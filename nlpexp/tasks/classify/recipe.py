@@ -210,7 +210,9 @@ def user_data_keys() -> list[str]:
 
 
 def predict(cfg, run_dir: Path, device: str):
-    lines = None if cfg.get("text") else _texts(Path(str(cfg.input)).expanduser())  # bad input: before loading
+    from nlpexp.readers import read_texts
+
+    lines = None if cfg.get("text") else read_texts(cfg.input)  # bad input: before the model loads
     saved, clf = load_run(cfg, device)
     labels = label_names(saved.task)
     if lines is None:
@@ -225,14 +227,3 @@ def predict(cfg, run_dir: Path, device: str):
     table.to_csv(out, index=False)
     print(f"{len(table)} predictions written to {out}")
     return None
-
-
-def _texts(source: Path) -> list[str]:
-    """Texts to classify: a .txt file (one per line) or a csv/tsv/jsonl with a text column, read as training data
-    is (UTF-8, else latin-1 with a note)."""
-    from nlpexp.readers import read_texts
-
-    texts = read_texts(source)
-    if not texts:
-        raise UserError(f"{source}: no texts to classify")
-    return texts

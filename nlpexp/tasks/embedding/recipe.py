@@ -299,25 +299,6 @@ def plot_curves(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _read_texts(source: Path) -> list[str]:
-    """Texts to embed: a .txt file (one per line) or a csv/tsv/jsonl with a text column, read as the data is
-    (UTF-8, else latin-1 with a note)."""
-    from nlpexp.readers import detect_format, read_frame, read_text
-
-    if source.suffix.lower() == ".txt":
-        texts = [line.strip() for line in read_text(source).splitlines() if line.strip()]
-    else:
-        frame, _ = read_frame(source, detect_format(source))
-        column = next((c for c in ("text", "sentence", "text_1", "content") if c in frame.columns), None)
-        if column is None:
-            raise UserError(f"{source}: no text column (columns: {', '.join(map(str, frame.columns))}); name it "
-                            "text, sentence, text_1 or content")
-        texts = [str(t) for t in frame[column]]
-    if not texts:
-        raise UserError(f"{source}: no texts to embed")
-    return texts
-
-
 def apply(cfg, run_dir: Path, device: str):
     """Embeddings of new texts (or given embeddings) transformed with a saved run's matrix -> NPY."""
     ckpt = Path(str(cfg.ckpt)).expanduser()
@@ -328,7 +309,9 @@ def apply(cfg, run_dir: Path, device: str):
     from nlpexp.saved import loading
 
     source = Path(str(cfg.input)).expanduser()
-    texts = None if source.suffix.lower() == ".npy" else _read_texts(source)  # bad input: before loading
+    from nlpexp.readers import read_texts
+
+    texts = None if source.suffix.lower() == ".npy" else read_texts(source, ("text", "sentence", "text_1", "content"))
     with loading(folder):
         matrix = np.load(folder / "matrix.npy", allow_pickle=False) if (folder / "matrix.npy").exists() else None
     if texts is None:
