@@ -345,6 +345,40 @@ def _saved_run_choices(args: list[str]) -> list[str]:
     return [f"{key}={cfg[key].name}" for key in ("task", "model") if key not in given and key in cfg]
 
 
+def _model_folders(args: list[str]) -> list[str]:
+    """`model=<a save_pretrained folder>` works as a hub id does: the model config of the folder's architecture for
+    the task (a GPT-2 -> gpt2, an encoder -> bert / bert_chinese / bert_fc, a sentence-transformers folder ->
+    sentence_transformers), the folder as model.pretrained."""
+    import json
+
+    from nlpexp import registry
+
+    task = next((a.split("=", 1)[1] for a in args if a.startswith("task=")), "finsent")
+    models = registry.TASKS[task].models if task in registry.TASKS else ()
+    out = []
+    for arg in args:
+        key, _, value = arg.partition("=")
+        folder = Path(value).expanduser()
+        if key != "model" or value in registry.MODELS or "," in value or not (folder / "config.json").is_file():
+            out.append(arg)
+            continue
+        if (folder / "modules.json").is_file():
+            kind, family = "sentence-transformers", ("sentence_transformers",)
+        else:
+            try:
+                kind = str(json.loads((folder / "config.json").read_text()).get("model_type") or "unknown")
+            except ValueError:
+                raise UserError(f"model={value}: its config.json is not JSON") from None
+            family = ("gpt2", "gpt2_prompt") if kind == "gpt2" else ("bert", "bert_chinese", "bert_fc", "minilm")
+        name = next((m for m in family if m in models), None)
+        if name is None:
+            raise UserError(f"model={value}: a {kind} model folder, and task={task} takes none of "
+                            f"{', '.join(family)} (its models: {', '.join(models)})")
+        out += [f"model={name}", f"model.pretrained={folder.resolve()}"]
+        NOTES.append(f"nlpexp: model={value}: a {kind} folder, run as model={name} model.pretrained={folder.resolve()}")
+    return out
+
+
 def _quote_free_text(arg: str) -> str:
     """prompt=/text= values are free text (Chinese, punctuation): quote them so Hydra's grammar takes them as is."""
     key, eq, value = arg.partition("=")
@@ -393,7 +427,7 @@ def main() -> None:
         print_help()
         return
     try:
-        args += _saved_run_choices(args)
+        args = _model_folders(args + _saved_run_choices(args))
     except UserError as err:
         fail(str(err))
     from nlpexp import distributed

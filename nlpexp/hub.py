@@ -55,14 +55,45 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
 def settle_hub_mode() -> None:
     """Offline machines fail in one step instead of a retry storm; cached models still load."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+    if offline():
         return
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
     if not hub_reachable():
         os.environ["HF_HUB_OFFLINE"] = "1"
+        import sys
+
+        if "huggingface_hub" in sys.modules:  # it reads the variable once, at import
+            sys.modules["huggingface_hub"].constants.HF_HUB_OFFLINE = True
+
+
+# -- revisions: pinned to a commit, recorded ---------------------------------------------------------------
+# what this process loaded from the hub, {"models" | "datasets": {id: {"revision": asked, "commit": sha}}}: run.py
+# empties it when a job starts and writes it into metrics.json ("hub")
+LOADED: dict = {"models": {}, "datasets": {}}
+
+
+def pin(name, revision=None, repo_type: str = "model"):
+    """The commit `revision` (None: the hub's main) of hub repo `name` points to now, recorded in LOADED; every
+    file of the load is then taken from that one commit. A local folder or packaged weights: None. A revision that
+    cannot be resolved is returned as it is: the load itself then says what is wrong."""
+    if not is_hub_id(name):
+        return None
+    from huggingface_hub import HfApi
+
+    try:
+        commit = HfApi().resolve_revision(str(name), repo_type=repo_type, revision=str(revision) if revision else None,
+                                          local_files_only=offline()).resolved
+    except Exception:  # noqa: BLE001 -- not found, offline and not cached, ...: from_pretrained/load_dataset report it
+        return revision
+    LOADED[repo_type + "s"][str(name)] = {"revision": str(revision or "main"), "commit": commit}
+    return commit
 
 
 # -- loading ----------------------------------------------------------------------------------------------
@@ -72,31 +103,75 @@ def hub_error(name: str, err: Exception) -> UserError:
                      "model.pretrained=null to build it small from config, or model.pretrained=<local folder>")
 
 
-def pretrained_tokenizer(name: str):
-    """AutoTokenizer from a hub id, a local folder or a packaged model name; one line if it cannot."""
+def pretrained_tokenizer(name: str, revision=None):
+    """AutoTokenizer from a hub id (at `revision`), a local folder or a packaged model name; one line if it cannot."""
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(packaged_model_path(str(name)) or str(name), trust_remote_code=False)
+        return AutoTokenizer.from_pretrained(packaged_model_path(str(name)) or str(name), revision=pin(name, revision),
+                                             trust_remote_code=False)
     except (OSError, ValueError, ConnectionError) as err:
         raise hub_error(str(name), err) from None
 
 
-def pretrained_model(name: str, model_class, **kwargs):
-    """model_class.from_pretrained (float32) from a hub id, a local folder or a packaged model name; one line if
-    it cannot."""
+def pretrained_model(name: str, model_class, revision=None, **kwargs):
+    """model_class.from_pretrained (float32) from a hub id (at `revision`), a local folder or a packaged model name;
+    one line if it cannot."""
     import torch
 
     try:
-        return model_class.from_pretrained(packaged_model_path(str(name)) or str(name), dtype=torch.float32,
-                                           trust_remote_code=False, **kwargs)
+        return model_class.from_pretrained(packaged_model_path(str(name)) or str(name), revision=pin(name, revision),
+                                           dtype=torch.float32, trust_remote_code=False, **kwargs)
     except (OSError, ValueError, ConnectionError) as err:
         raise hub_error(str(name), err) from None
 
 
-def load_pretrained(name: str, model_class, **kwargs):
-    """(tokenizer, model): pretrained_tokenizer and pretrained_model."""
-    return pretrained_tokenizer(name), pretrained_model(name, model_class, **kwargs)
+def load_pretrained(name: str, model_class, revision=None, **kwargs):
+    """(tokenizer, model): pretrained_tokenizer and pretrained_model, both from the same commit."""
+    return pretrained_tokenizer(name, revision), pretrained_model(name, model_class, revision, **kwargs)
+
+
+# script-based hub datasets (refused by datasets >= 4) and a parquet copy of each
+PARQUET_COPIES = {"takala/financial_phrasebank": "atrost/financial_phrasebank", "financial_phrasebank":
+                  "atrost/financial_phrasebank", "emotion": "dair-ai/emotion", "story_cloze": "mintujupally/ROCStories"}
+
+
+def hub_dataset(hub_id: str, config=None, revision=None, what: str = "data.path=<file>"):
+    """datasets.load_dataset of a hub dataset at `revision` (None: main), its commit recorded in LOADED.
+
+    Offline, datasets reads only its own prepared cache (and there ignores the revision): the repo's snapshot in
+    the hub cache, when it is there, is read instead, at the pinned commit. A script-based dataset, or one that
+    cannot be reached, is one line naming a parquet copy or `what` (the local-file option)."""
+    from datasets import load_dataset
+
+    commit, source = pin(hub_id, revision, "dataset"), str(hub_id)
+    if offline():
+        from huggingface_hub import snapshot_download
+
+        try:
+            source = snapshot_download(str(hub_id), repo_type="dataset", revision=commit or revision,
+                                       local_files_only=True)
+        except Exception:  # noqa: BLE001 -- not in the hub cache: datasets' own prepared cache may have it
+            pass
+    copy = PARQUET_COPIES.get(str(hub_id))
+    instead = f"data.hub_id={copy} (a parquet copy) or " if copy else "a parquet copy on the hub or "
+    script = f"'{hub_id}' is a script-based hub dataset, which datasets >= 4 no longer runs: use {instead}{what}"
+    if (Path(source) / (str(hub_id).split("/")[-1] + ".py")).is_file():  # the snapshot: datasets' own check is by name
+        raise UserError(script)
+    try:
+        ds = load_dataset(source, config or None, revision=commit if source == str(hub_id) else None)
+    except Exception as err:  # noqa: BLE001 -- httpx, OSError, ValueError, FileNotFoundError ...: one line
+        text = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        if "scripts are no longer supported" in text:
+            raise UserError(script) from None
+        raise UserError(f"cannot load dataset '{hub_id}' from the Hugging Face hub ({text}); pass a local file "
+                        f"instead, {what}, or the embedded sample, data.source=embedded") from None
+    if str(hub_id) not in LOADED["datasets"]:  # read from datasets' prepared cache, whose folder is the commit
+        cached = next((f["filename"] for part in ds.values() for f in part.cache_files), None)  # .../<commit>/x.arrow
+        found = Path(cached).parent.name if cached else ""
+        if len(found) == 40 and all(c in "0123456789abcdef" for c in found):
+            LOADED["datasets"][str(hub_id)] = {"revision": str(revision or "main"), "commit": found}
+    return ds
 
 
 # -- offline stand-ins: tokenizers trained on the data, small configs ---------------------------------------

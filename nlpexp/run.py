@@ -118,6 +118,8 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
         watchdog.start_if_sweep_worker(run_dir, str(hc.launcher.get("_target_", "")) if multirun else "")
         if _needs_hub(cfg):
             hub.settle_hub_mode()
+        for loaded in hub.LOADED.values():  # what this job loads from the hub (a sweep worker runs several jobs)
+            loaded.clear()
         device = runtime.resolve_device(cfg.device.name)
         runtime.limit_threads(hc)
         runtime.seed_everything(cfg.seed)
@@ -157,6 +159,10 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
         "git_commit": runtime.git_commit(),
         "run_dir": str(run_dir),
     }
+    from nlpexp.hub import LOADED
+
+    if any(LOADED.values()):  # the commit of every hub model and dataset the run used
+        summary["hub"] = {kind: dict(repos) for kind, repos in LOADED.items() if repos}
     if cfg.get("resume"):
         summary["resumed_from"] = cfg.get("resume_from")
     if distributed.world_size() > 1:

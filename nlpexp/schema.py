@@ -283,6 +283,7 @@ class Pretrained:
     """A hub id, a local folder or a packaged name in `pretrained`; null builds the architecture from `small`."""
     name: str = MISSING
     pretrained: Optional[str] = MISSING
+    revision: Optional[str] = None  # a hub model's branch, tag or commit (null: the hub's main); recorded as a commit
     small: Small = MISSING
 
 
@@ -370,6 +371,7 @@ class Doc2Vec:
 class SentenceTransformers:
     name: str = MISSING
     pretrained: str = MISSING
+    revision: Optional[str] = None
     batch_size: int = setting(MISSING, gt=0)
     normalize: bool = False
 

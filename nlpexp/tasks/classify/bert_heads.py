@@ -80,7 +80,8 @@ def build_classifier(model_cfg, labels: list[str], train_texts, max_length: int,
         tokenizer = train_wordpiece(train_texts, small.get("vocab_size", 8000))
         config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2)
     else:
-        tokenizer, bert = load_pretrained(model_cfg.pretrained, BertModel, add_pooling_layer=head == "fc")
+        tokenizer, bert = load_pretrained(model_cfg.pretrained, BertModel, model_cfg.get("revision"),
+                                          add_pooling_layer=head == "fc")
         config = bert.config
     model = BertClassifier(config, head, len(labels), fc_hidden=model_cfg.get("classifier_hidden", 200),
                            lstm_hidden=model_cfg.get("hidden_size", 256), lstm_layers=model_cfg.get("num_layers", 1),

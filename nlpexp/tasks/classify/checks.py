@@ -26,6 +26,10 @@ class ClassifyData:
     embedded: Optional[str] = None
     embedded_format: Optional[str] = setting(None, choices=FORMATS)
     hub_id: Optional[str] = None
+    hub_config: Optional[str] = None     # the dataset's configuration (dair-ai/emotion: split)
+    # {hub id: its label ids' names in order}, for a copy of that dataset without ClassLabel names
+    hub_label_names: Dict[str, List[str]] = setting({})
+    revision: Optional[str] = None       # the hub dataset's branch, tag or commit (null: main)
     path: Optional[str] = None
     format: str = setting("auto", choices=FORMATS)
     text_column: Optional[str] = None
@@ -66,12 +70,13 @@ SCHEMAS = [("classify", "task", ClassifyTask), ("classify", "data", ClassifyData
 
 # the model.* keys each adapter module reads
 MODEL_KEYS = {
-    "hf": ("pretrained", "small", "head_init"),
-    "bert_heads": ("pretrained", "small", "classifier_hidden", "hidden_size", "num_layers", "dropout", "freeze"),
+    "hf": ("pretrained", "revision", "small", "head_init"),
+    "bert_heads": ("pretrained", "revision", "small", "classifier_hidden", "hidden_size", "num_layers", "dropout",
+                   "freeze"),
     "transformer": ("d_model", "num_layers", "num_heads", "d_ff", "dropout", "vocab_size"),
-    "gpt2": ("pretrained", "small"),
-    "gpt2_prompt": ("pretrained", "small", "question", "answer_cue", "loss_on"),
-    "mlm_prompt": ("pretrained", "small", "prompt", "mlm_probability"),
+    "gpt2": ("pretrained", "revision", "small"),
+    "gpt2_prompt": ("pretrained", "revision", "small", "question", "answer_cue", "loss_on"),
+    "mlm_prompt": ("pretrained", "revision", "small", "prompt", "mlm_probability"),
     "doc2vec": ("vector_size", "window", "min_count", "epochs", "dm", "dbow_words", "infer_epochs", "lowercase", "C",
                 "class_weight", "export_native"),
 }
@@ -150,7 +155,7 @@ def _train_errors(cfg) -> list[str]:
     errors, tr, model = [], cfg.trainer, cfg.model
     loop = registry.loop(model.name, "classify")
     if tr.epochs == 0:
-        errors.append("trainer.epochs must be an integer > 0 for classification (0, zero-shot, is task=story's)")
+        errors += _zero_shot_errors(cfg)
     if tr.nproc > 1 and not registry.MODELS[model.name].data_parallel:
         errors.append(f"trainer.nproc={tr.nproc}: model {model.name} trains in one process (data parallel: "
                       + ", ".join(m.name for m in registry.MODELS.values() if m.data_parallel) + ")")
@@ -180,6 +185,29 @@ def _train_errors(cfg) -> list[str]:
                        if not (resource_path(str(spec)).is_file() or Path(str(spec)).expanduser().is_file())]
             errors += _not_text(spec for spec in eval_on if Path(str(spec)).expanduser().is_file())
     return errors
+
+
+ZERO_SHOT = ("hf", "gpt2", "mlm_prompt", "gpt2_prompt")  # adapters whose pretrained model can answer untrained
+
+
+def _zero_shot_errors(cfg) -> list[str]:
+    """trainer.epochs=0 scores a pretrained model as it is: its own head (hf, gpt2: mapped by label name) or its
+    language-model head prompted (mlm_prompt, gpt2_prompt)."""
+    from nlpexp.hub import builds_small
+
+    model, tr = cfg.model, cfg.trainer
+    module = registry.MODELS[model.name].adapter("classify")
+    if module not in ZERO_SHOT:
+        return [f"trainer.epochs=0 (zero-shot) scores a pretrained model as it is; model={model.name} starts "
+                "untrained (" + ("its head is new" if module == "bert_heads" else "it is trained from scratch")
+                + "): use trainer.epochs >= 1"]
+    if builds_small(model, bool(cfg.get("smoke"))):
+        return ["trainer.epochs=0 (zero-shot) scores a pretrained model as it is, but " + (
+            "+smoke=true builds hub models small and untrained" if model.get("pretrained") else
+            "model.pretrained=null builds an untrained model") + ": give model.pretrained=<hub id or local folder>"]
+    clashes = [(tr.nproc > 1, "trainer.nproc"), (tr.soup > 1, "trainer.soup"), (bool(tr.average_last),
+                                                                                 "trainer.average_last")]
+    return [f"trainer.epochs=0 (zero-shot) trains nothing: {key} has nothing to do" for clash, key in clashes if clash]
 
 
 def _not_text(paths) -> list[str]:

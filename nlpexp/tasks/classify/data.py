@@ -72,18 +72,24 @@ def stratified_split(frame: pd.DataFrame, fractions, seed: int) -> dict[str, pd.
     return {"train": train, "validation": val, "test": test}
 
 
+def carve(frame: pd.DataFrame, fraction: float, seed: int, origin: str):
+    """(the rest, a seeded stratified `fraction` of `frame`)."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return tuple(train_test_split(frame, test_size=fraction, stratify=frame["label"], random_state=seed))
+    except ValueError as err:
+        raise UserError(f"{origin}: cannot hold out {fraction:.0%} of {len(frame)} train rows stratified: "
+                        f"{err}") from None
+
+
 def load_hub(hub_id: str, data) -> dict[str, pd.DataFrame]:
     """The dataset's own splits. A ClassLabel label column gives its ids' names (unless data.label_names does);
     plain integer labels are named in load_splits like a file's."""
-    from datasets import load_dataset
+    from nlpexp.hub import hub_dataset
 
-    try:
-        ds = load_dataset(hub_id)
-    except Exception as err:  # network errors come through httpx / OSError / ConnectionError
-        raise UserError(
-            f"cannot load dataset '{hub_id}' from the Hugging Face hub ({type(err).__name__}); "
-            "pass a local file instead: data.path=/path/to/Sentences_50Agree.txt (or .csv/.tsv/.jsonl), "
-            "or use the embedded sample: data.source=embedded") from None
+    ds = hub_dataset(hub_id, data.get("hub_config"), data.get("revision"),
+                     "data.path=<file> (Sentences_50Agree.txt, or a csv/tsv/jsonl with a text and a label column)")
     out = {}
     for split in SPLITS:
         if split not in ds:
@@ -91,10 +97,11 @@ def load_hub(hub_id: str, data) -> dict[str, pd.DataFrame]:
         part = ds[split]
         text_col = pick_column(part.column_names, data.get("text_column"), TEXT_COLUMNS, "text", hub_id)
         label_col = pick_column(part.column_names, data.get("label_column"), LABEL_COLUMNS, "label", hub_id)
-        names = getattr(part.features[label_col], "names", None)
+        # the ids' names: the dataset's ClassLabel, else what the task config knows of this dataset
+        names = getattr(part.features[label_col], "names", None) or (data.get("hub_label_names") or {}).get(hub_id)
         gold = part[label_col]
         if names and not data.get("label_names"):  # -1 (no label) has no name: left for the unknown-label error
-            gold = [names[i] if 0 <= i < len(names) else i for i in gold]
+            gold = [names[i] if isinstance(i, int) and 0 <= i < len(names) else i for i in gold]
         out[split] = pd.DataFrame({"text": part[text_col], "label": gold, "line": range(1, len(part) + 1)})
     return out
 
@@ -139,8 +146,10 @@ def read_splits(data, labels: list[str], seed: int) -> tuple[dict[str, pd.DataFr
         frames = {"all": read_labelled_file(resource_path(data.embedded), data.get("embedded_format", "auto"),
                                             data.text_column, data.label_column)}
     frames = {name: prepare_labels(frame, data, labels, origin) for name, frame in frames.items()}
-    if "all" not in frames and not all(split in frames for split in SPLITS):
-        raise UserError(f"{origin}: needs train, validation and test splits (has {', '.join(frames)})")
+    if set(frames) == {"train"}:  # a hub dataset with one split: split seeded and stratified, as a file is
+        frames = {"all": frames["train"]}
+    if "all" not in frames and ("train" not in frames or len(frames) < 2):
+        raise UserError(f"{origin}: needs a train split, and validation or test (has {', '.join(frames)})")
     frames, removed = remove_duplicates(frames, origin)
     # data.split_seed null: the run's seed; fixed: runs with other seeds see the same sample, split and caps
     seed = seed if data.get("split_seed") is None else int(data.split_seed)
@@ -148,6 +157,11 @@ def read_splits(data, labels: list[str], seed: int) -> tuple[dict[str, pd.DataFr
         frames = {name: per_label_sample(frame, int(data.per_label), seed) for name, frame in frames.items()}
     if "all" in frames:
         frames = stratified_split(frames["all"], list(data.split), seed)
+    for missing in [split for split in SPLITS if split not in frames]:  # carved from train by data.split's shares
+        train_f, share = data.split[0], data.split[SPLITS.index(missing)]
+        frames["train"], frames[missing] = carve(frames["train"], share / (train_f + share), seed, origin)
+        print(f"{origin}: no {missing} split; {share / (train_f + share):.0%} of train held out as {missing} "
+              "(seeded, stratified)")
     caps = {"train": data.get("max_train_samples"), "validation": data.get("max_eval_samples"),
             "test": data.get("max_eval_samples")}
     for split in SPLITS:
@@ -178,7 +192,7 @@ def remove_duplicates(frames: dict[str, pd.DataFrame], origin: str) -> tuple[dic
         removed["conflicting_removed"] += int(conflicting.sum())
     if "test" in frames:
         in_test = set(frames["test"]["text"].astype(str).str.strip())
-        for name in ("train", "validation"):
+        for name in [split for split in ("train", "validation") if split in frames]:
             seen = frames[name]["text"].astype(str).str.strip().isin(in_test)
             frames[name] = frames[name][~seen]
             removed["test_overlap_removed"] += int(seen.sum())

@@ -20,7 +20,8 @@ def build_classifier(model_cfg, labels: list[str], train_texts, max_length: int,
         config = small_gpt2_config(model_cfg.small, len(tokenizer), max(int(max_length), 64), tokenizer.eos_token_id,
                                    tokenizer.pad_token_id, **names)
         return tokenizer, GPT2ForSequenceClassification(config)
-    tokenizer, model = load_pretrained(model_cfg.pretrained, GPT2ForSequenceClassification, **names)
+    # its own head if the checkpoint has one (trainer.fit maps it to the task's labels by name), else a fresh one
+    tokenizer, model = load_pretrained(model_cfg.pretrained, GPT2ForSequenceClassification, model_cfg.get("revision"))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -28,7 +29,7 @@ def build_classifier(model_cfg, labels: list[str], train_texts, max_length: int,
 
 
 def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
-    return trainer.fit(cfg, labels, splits, run_dir, device, build_model=build_classifier)
+    return trainer.fit(cfg, labels, splits, run_dir, device, build_model=build_classifier, pretrained_head=True)
 
 
 def load(folder: Path, device: str) -> trainer.TorchClassifier:

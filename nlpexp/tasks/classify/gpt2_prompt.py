@@ -33,7 +33,7 @@ def build_lm(model_cfg, texts, n_positions: int, smoke: bool = False):
         tokenizer = train_byte_bpe(texts, int(model_cfg.small.get("vocab_size") or 2000))
         return tokenizer, GPT2LMHeadModel(small_gpt2_config(model_cfg.small, len(tokenizer), n_positions,
                                                             tokenizer.eos_token_id, tokenizer.pad_token_id))
-    tokenizer, model = load_pretrained(model_cfg.pretrained, GPT2LMHeadModel)
+    tokenizer, model = load_pretrained(model_cfg.pretrained, GPT2LMHeadModel, model_cfg.get("revision"))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer, model
@@ -233,6 +233,9 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
     history, info = loop.fit(job, settings, device, run_dir=run_dir, desc="gpt2_prompt",
                              evaluate=BestEpoch(clf, splits["validation"], labels, best_dir),
                              resume_from=cfg.get("resume_from"), on_log=loggers.step_logger(cfg, run_dir))
+    if settings.epochs == 0:  # zero-shot: the pretrained language model prompted as it is
+        clf.save(best_dir)
+        info["zero_shot"] = True
     seen = len(sequences) * sum(1 for row in history if float(row["epoch"]).is_integer())
     info["train_samples_per_s"] = round(seen / max(time.time() - started, 1e-9), 2)
     clf = load(best_dir, device)

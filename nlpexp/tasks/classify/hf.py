@@ -24,12 +24,14 @@ def build(model_cfg, labels: list[str], train_texts, max_length: int, smoke: boo
         config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2,
                                    num_labels=len(labels), id2label=id2label, label2id=label2id)
         return tokenizer, AutoModelForSequenceClassification.from_config(config)
-    return load_pretrained(model_cfg.pretrained, AutoModelForSequenceClassification, num_labels=len(labels),
-                           id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True)
+    # with its own head as saved (its labels, its order: trainer.fit maps it to the task's labels by name), or a
+    # fresh one when the checkpoint has none
+    return load_pretrained(model_cfg.pretrained, AutoModelForSequenceClassification, model_cfg.get("revision"))
 
 
 def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
-    return trainer.fit(cfg, labels, splits, run_dir, device, build_model=build, keep_whole=True)
+    return trainer.fit(cfg, labels, splits, run_dir, device, build_model=build, keep_whole=True,
+                       pretrained_head=True)
 
 
 def load(folder: Path, device: str) -> trainer.TorchClassifier:

@@ -115,7 +115,7 @@ def build(model_cfg, labels: list[str], train_texts, max_length: int, smoke: boo
         config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2)
         model = cls(config)
     else:
-        tokenizer, model = load_pretrained(name, cls)
+        tokenizer, model = load_pretrained(name, cls, model_cfg.get("revision"))
     label_ids = [tokenizer.convert_tokens_to_ids(name) for name in labels]
     if tokenizer.unk_token_id in label_ids:
         raise UserError(f"label characters missing from the {name or 'trained'} vocabulary: "

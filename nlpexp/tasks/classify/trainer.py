@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from nlpexp.hub import builds_small
 from nlpexp.saved import write_dir
+from nlpexp.tasks.classify.head_map import fit_head
 
 
 class TorchClassifier:
@@ -229,12 +231,15 @@ def keep_whole_list(cfg, labels: list[str]) -> list[str]:
     return list(labels) if words is None else [str(w) for w in words]
 
 
-def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model, keep_whole: bool = False):
+def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model, keep_whole: bool = False,
+        pretrained_head: bool = False):
     """Fine-tune with the Trainer (dynamic padding, length-grouped batches), keep the best epoch by validation.
 
     Under torchrun (trainer.nproc > 1) every rank trains; only rank 0 gets a classifier back (None elsewhere).
     `build_model`: the adapter's (tokenizer, model) builder (see the module docstring). `keep_whole`: the
-    adapter's tokenizer is WordPiece, so tokenizer.keep_whole applies (hf encoders).
+    adapter's tokenizer is WordPiece, so tokenizer.keep_whole applies (hf encoders). `pretrained_head`: a loaded
+    model comes with its own classification head (or a fresh one), mapped to the task's labels by name
+    (head_map.fit_head). `trainer.epochs=0` (zero-shot): the model is scored as it is built or loaded.
     `trainer.soup=N` (N > 1): N fine-tunes from the same start (seeds seed..seed+N-1: data order and dropout
     differ), then one model with the mean of their weights (a uniform "model soup").
     """
@@ -255,6 +260,11 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model,
     tr = cfg.trainer
     precision = of_run(cfg, device)
     tokenizer, model = build_model(cfg.model, labels, splits["train"]["text"], tr.max_length, bool(cfg.get("smoke")))
+    head = None
+    if pretrained_head and not builds_small(cfg.model, bool(cfg.get("smoke"))):
+        head = fit_head(model, labels, cfg.data.get("label_map"), str(cfg.model.pretrained))
+    if int(tr.epochs) == 0:
+        return zero_shot(cfg, tokenizer, model, labels, run_dir, device, head)
     whole = keep_whole_list(cfg, labels) if keep_whole else []
     added = keep_whole_words(tokenizer, model, whole)
     if whole:
@@ -316,7 +326,29 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model,
             **{k: v for k, v in extra.items() if v}}
     if whole:
         info["tokenizer_added_words"] = added
+    if head:
+        info["head"] = head
     return clf, history, info
+
+
+def zero_shot(cfg, tokenizer, model, labels: list[str], run_dir: Path, device: str, head: dict | None):
+    """trainer.epochs=0: the pretrained model scored as it is (its head mapped by label name), saved as the run's
+    best checkpoint. A head that knows none of the task's labels would score noise: refused."""
+    from nlpexp.errors import UserError
+    from nlpexp.precision import of_run
+
+    if head is not None and not head["mapped"]:
+        raise UserError(f"trainer.epochs=0 scores the pretrained head as it is, but {head['from']}'s head has no "
+                        f"class named like the task's labels ({', '.join(labels)}): train it (trainer.epochs >= 1), "
+                        "or name its classes with data.label_map")
+    if head is not None and head["new"]:
+        print(f"zero-shot: {head['from']}'s head has no class for {', '.join(head['new'])}: those rows are untrained")
+    precision = of_run(cfg, device)
+    clf = TorchClassifier(tokenizer, model, device, cfg.trainer.max_length, precision)
+    clf.save(run_dir / "checkpoints" / "best")
+    info = {"zero_shot": True, "precision": precision, "trainable_params": 0,
+            "total_params": sum(p.numel() for p in model.parameters())}
+    return clf, [], {**info, **({"head": head} if head else {})}
 
 
 def _train(cfg, model, tokenizer, data: dict, labels: list[str], run_dir: Path, out_dir: Path, device: str,

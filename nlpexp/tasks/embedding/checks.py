@@ -46,6 +46,8 @@ class EmbeddingData:
     source: str = setting(MISSING, choices=SOURCES)
     embedded: Optional[str] = None
     hub_id: Optional[str] = None
+    hub_config: Optional[str] = None     # the dataset's configuration (dair-ai/emotion: split)
+    revision: Optional[str] = None       # the hub dataset's branch, tag or commit (null: main)
     path: Optional[str] = None
     format: str = setting("auto", choices=("auto", "csv", "tsv", "jsonl"))
     text_column: Optional[str] = None
@@ -58,8 +60,8 @@ SCHEMAS = [("embedding", "task", EmbeddingTask), ("embedding", "data", Embedding
 
 # the model.* keys each adapter module reads
 MODEL_KEYS = {
-    "hf": ("pretrained", "small"),
-    "sentence_transformers": ("pretrained", "batch_size", "normalize"),
+    "hf": ("pretrained", "revision", "small"),
+    "sentence_transformers": ("pretrained", "revision", "batch_size", "normalize"),
     "doc2vec": ("vector_size", "window", "min_count", "epochs", "dm", "dbow_words", "infer_epochs", "lowercase",
                 "export_native"),
     "openai": ("engine", "batch_size", "timeout"),

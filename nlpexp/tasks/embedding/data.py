@@ -72,15 +72,11 @@ def frame_to_pairs(frame: pd.DataFrame, origin: str, first_line: int, seed: int,
                     f"text,label (got {', '.join(map(str, frame.columns))})")
 
 
-def load_hub_pairs(hub_id: str) -> pd.DataFrame:
-    from datasets import load_dataset
+def load_hub_pairs(data) -> pd.DataFrame:
+    from nlpexp.hub import hub_dataset
 
-    try:
-        ds = load_dataset(hub_id)
-    except Exception as err:  # noqa: BLE001 -- network errors come through httpx / OSError / ConnectionError
-        raise UserError(f"cannot load dataset '{hub_id}' from the Hugging Face hub ({type(err).__name__}); pass a "
-                        "local file: data.path=snli_1.0_dev_pairs.csv (or text_1,text_2,label csv/jsonl), or use "
-                        "the embedded sample: data.source=embedded") from None
+    ds = hub_dataset(data.hub_id, data.get("hub_config"), data.get("revision"),
+                     "data.path=snli_1.0_dev_pairs.csv (or a text_1,text_2,label csv/jsonl)")
     split = "validation" if "validation" in ds else next(iter(ds))
     return ds[split].to_pandas().astype(str)
 
@@ -91,7 +87,7 @@ def read_pairs(data, seed: int) -> pd.DataFrame:
         frame, first = _read_frame(path, data.format)
         origin = str(path)
     elif data.source == "hub":
-        frame, first, origin = load_hub_pairs(data.hub_id), 0, data.hub_id
+        frame, first, origin = load_hub_pairs(data), 0, data.hub_id
     else:
         path = resource_path(data.embedded)
         frame, first = _read_frame(path, "auto")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nlpexp.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
+from nlpexp.hub import LOADED, builds_small, load_pretrained, small_bert_config, train_wordpiece
 from nlpexp.saved import loading, write_dir
 from nlpexp.tasks.embedding.contract import read_settings, write_settings
 
@@ -30,8 +30,10 @@ class MeanPooledEncoder:
     """Any HF encoder as an embedder; `id` names it in the embedding cache."""
 
     def __init__(self, tokenizer, model, device: str, max_length: int, model_id: str, batch_size: int = 64,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", revision: str | None = None):
         self.id = f"hf-mean:{model_id}" if model_id else f"hf-mean:built:{weights_fingerprint(model)}"
+        self.id += f"@{revision}" if revision else ""  # another commit of a hub model: another cache entry
+        self.revision = revision
         self.id += "" if precision == "fp32" else f":{precision}"  # other numbers: another cache entry
         self.precision = precision
         self.tokenizer, self.model, self.device = tokenizer, model.to(device).eval(), device
@@ -63,7 +65,7 @@ class MeanPooledEncoder:
             if self.built_here:
                 self.model.save_pretrained(tmp)
                 self.tokenizer.save_pretrained(tmp)
-            write_settings(tmp, {"pretrained": self.name, "max_length": self.max_length,
+            write_settings(tmp, {"pretrained": self.name, "revision": self.revision, "max_length": self.max_length,
                                  "batch_size": self.batch_size, "precision": self.precision})
 
     def sentence_transformer(self, folder: Path):
@@ -88,8 +90,10 @@ def embedder(cfg, train_texts, device: str) -> MeanPooledEncoder:
         config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2)
         return MeanPooledEncoder(tokenizer, AutoModel.from_config(config), device, max_length, None,
                                  precision=precision)
-    tokenizer, model = load_pretrained(cfg.model.pretrained, AutoModel)
-    return MeanPooledEncoder(tokenizer, model, device, max_length, str(cfg.model.pretrained), precision=precision)
+    name = str(cfg.model.pretrained)
+    tokenizer, model = load_pretrained(name, AutoModel, cfg.model.get("revision"))
+    return MeanPooledEncoder(tokenizer, model, device, max_length, name, precision=precision,
+                             revision=LOADED["models"].get(name, {}).get("commit"))
 
 
 def load(folder: Path, device: str) -> MeanPooledEncoder:
@@ -104,6 +108,6 @@ def load(folder: Path, device: str) -> MeanPooledEncoder:
             tokenizer = AutoTokenizer.from_pretrained(folder)
             model = AutoModel.from_pretrained(folder, use_safetensors=True, trust_remote_code=False)
         else:
-            tokenizer, model = load_pretrained(name, AutoModel)
+            tokenizer, model = load_pretrained(name, AutoModel, saved.get("revision"))  # the commit it ran with
         return MeanPooledEncoder(tokenizer, model, device, saved["max_length"], name, saved["batch_size"],
-                                 of_saved(saved, device))
+                                 of_saved(saved, device), saved.get("revision"))

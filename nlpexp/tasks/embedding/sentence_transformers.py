@@ -6,15 +6,18 @@ from pathlib import Path
 import numpy as np
 
 from nlpexp.errors import UserError
-from nlpexp.hub import packaged_model_path
+from nlpexp.hub import packaged_model_path, pin
 from nlpexp.saved import load_error, loading, write_dir
 from nlpexp.tasks.embedding.contract import read_settings, write_settings
 
 
 class SentenceEmbedder:
-    def __init__(self, model, model_id: str, batch_size: int = 64, normalize: bool = False, precision: str = "fp32"):
+    def __init__(self, model, model_id: str, batch_size: int = 64, normalize: bool = False, precision: str = "fp32",
+                 revision: str | None = None):
         self.model, self.model_id, self.batch_size, self.normalize = model, model_id, batch_size, normalize
-        self.id = f"st:{model_id}:{'norm' if normalize else 'raw'}" + ("" if precision == "fp32" else f":{precision}")
+        self.revision = revision  # the hub commit it was loaded at (None: packaged or a local folder)
+        self.id = (f"st:{model_id}" + (f"@{revision}" if revision else "") + f":{'norm' if normalize else 'raw'}"
+                   + ("" if precision == "fp32" else f":{precision}"))
         self.precision = precision
 
     def encode(self, texts) -> np.ndarray:
@@ -30,7 +33,7 @@ class SentenceEmbedder:
     def save(self, folder: Path) -> None:
         """Named models are reloaded by name: only the settings."""
         with write_dir(folder) as tmp:
-            write_settings(tmp, {"pretrained": self.model_id, "batch_size": self.batch_size,
+            write_settings(tmp, {"pretrained": self.model_id, "revision": self.revision, "batch_size": self.batch_size,
                                  "normalize": self.normalize, "precision": self.precision})
 
     def sentence_transformer(self, folder: Path):
@@ -77,14 +80,16 @@ def check_modules(folder) -> None:
                         "class: refused, loading it would import foreign code")
 
 
-def load_model(name: str, device: str):
+def load_model(name: str, device: str, revision=None):
+    """(SentenceTransformer, the hub commit it was loaded at or None)."""
     from sentence_transformers import SentenceTransformer
 
     path = packaged_model_path(str(name)) or str(name)
     if Path(path).is_dir():
         check_modules(path)
+    commit = pin(name, revision)
     try:
-        return SentenceTransformer(path, device=device, trust_remote_code=False)
+        return SentenceTransformer(path, device=device, trust_remote_code=False, revision=commit), commit
     except (OSError, ValueError, ConnectionError) as err:
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot load sentence-transformers model '{name}' ({first}); offline, use the packaged "
@@ -95,8 +100,8 @@ def embedder(cfg, train_texts, device: str) -> SentenceEmbedder:
     from nlpexp.precision import of_run
 
     m = cfg.model
-    return SentenceEmbedder(load_model(m.pretrained, device), str(m.pretrained), m.batch_size, m.normalize,
-                            of_run(cfg, device))
+    model, commit = load_model(m.pretrained, device, m.get("revision"))
+    return SentenceEmbedder(model, str(m.pretrained), m.batch_size, m.normalize, of_run(cfg, device), commit)
 
 
 def load(folder: Path, device: str) -> SentenceEmbedder:
@@ -104,8 +109,9 @@ def load(folder: Path, device: str) -> SentenceEmbedder:
 
     with loading(folder):
         saved = read_settings(folder)
-        return SentenceEmbedder(load_model(saved["pretrained"], device), saved["pretrained"], saved["batch_size"],
-                                saved["normalize"], of_saved(saved, device))
+        model, commit = load_model(saved["pretrained"], device, saved.get("revision"))  # the commit it ran with
+        return SentenceEmbedder(model, saved["pretrained"], saved["batch_size"], saved["normalize"],
+                                of_saved(saved, device), commit)
 
 
 class PairJob:

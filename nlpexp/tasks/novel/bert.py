@@ -87,7 +87,7 @@ class BertNextChar(WindowStepper, nn.Module):
 def codec(model_cfg, train_text: str, data_cfg, smoke: bool = False) -> CharVocab:
     if builds_small(model_cfg, smoke):
         return CharVocab.from_text(train_text, int(data_cfg.min_freq), data_cfg.get("max_vocab"))
-    vocab = pretrained_tokenizer(model_cfg.pretrained).get_vocab()
+    vocab = pretrained_tokenizer(model_cfg.pretrained, model_cfg.get("revision")).get_vocab()
     return CharVocab([t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])])
 
 
@@ -100,7 +100,7 @@ def build(model_cfg, vocab: CharVocab, seq_len: int, smoke: bool = False) -> Ber
         small = model_cfg.small
         config = small_bert_config(small, len(vocab), vocab.pad_id, seq_len + 1)
     else:
-        bert = pretrained_model(model_cfg.pretrained, BertModel, add_pooling_layer=False)
+        bert = pretrained_model(model_cfg.pretrained, BertModel, model_cfg.get("revision"), add_pooling_layer=False)
         config = bert.config
     model = BertNextChar(config, head, vocab.cls_id, seq_len, pool=model_cfg.get("pool", "last"),
                          fc_hidden=model_cfg.get("fc_hidden", 512), lstm_hidden=model_cfg.get("hidden_size", 256),

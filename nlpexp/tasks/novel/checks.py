@@ -50,8 +50,9 @@ SCHEMAS = [("novel", "task", NovelTask), ("novel", "data", NovelData), ("novel",
 
 # the model.* keys each adapter module reads
 MODEL_KEYS = {
-    "bert": ("pretrained", "small", "pool", "fc_hidden", "hidden_size", "num_layers", "dropout", "freeze", "causal"),
-    "gpt2": ("pretrained", "small"),
+    "bert": ("pretrained", "revision", "small", "pool", "fc_hidden", "hidden_size", "num_layers", "dropout", "freeze",
+             "causal"),
+    "gpt2": ("pretrained", "revision", "small"),
     "transformer": ("d_model", "num_layers", "num_heads", "d_ff", "dropout"),
 }
 # the trainer.* keys the novel loop (nlpexp.loop, and the window scoring) reads

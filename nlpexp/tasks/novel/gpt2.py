@@ -64,7 +64,7 @@ class GPT2NextToken(WindowStepper, nn.Module):
 def codec(model_cfg, train_text: str, data_cfg, smoke: bool = False):
     if builds_small(model_cfg, smoke):
         return CharVocab.from_text(train_text, int(data_cfg.min_freq), data_cfg.get("max_vocab"))
-    return BPECodec(pretrained_tokenizer(model_cfg.pretrained))
+    return BPECodec(pretrained_tokenizer(model_cfg.pretrained, model_cfg.get("revision")))
 
 
 def build(model_cfg, vocab, seq_len: int, smoke: bool = False) -> GPT2NextToken:
@@ -73,7 +73,7 @@ def build(model_cfg, vocab, seq_len: int, smoke: bool = False) -> GPT2NextToken:
     if builds_small(model_cfg, smoke):
         return GPT2NextToken(small_gpt2_config(model_cfg.small, len(vocab), seq_len, vocab.cls_id, vocab.pad_id),
                              seq_len)
-    lm = pretrained_model(model_cfg.pretrained, GPT2LMHeadModel)
+    lm = pretrained_model(model_cfg.pretrained, GPT2LMHeadModel, model_cfg.get("revision"))
     return GPT2NextToken(lm.config, seq_len, lm=lm)
 
 

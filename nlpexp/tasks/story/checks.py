@@ -29,6 +29,8 @@ class StoryData:
     embedded: Optional[str] = None
     path: Optional[str] = None
     hub_id: Optional[str] = None
+    hub_config: Optional[str] = None     # the dataset's configuration (dair-ai/emotion: split)
+    revision: Optional[str] = None       # the hub dataset's branch, tag or commit (null: main)
     hub_split: str = "train"
     test_size: float = setting(MISSING, check=_count_or_fraction)
     val_size: float = setting(0, check=_count_or_fraction)
@@ -56,7 +58,7 @@ SCHEMAS = [("story", "task", StoryTask), ("story", "data", StoryData), ("story",
 MODEL_KEYS = {
     "transformer": ("d_model", "num_layers", "num_heads", "d_ff", "dropout", "objective"),
     "transformer_encdec": ("d_model", "num_layers", "num_heads", "d_ff", "dropout"),
-    "gpt2": ("pretrained", "small", "freeze_layers"),
+    "gpt2": ("pretrained", "revision", "small", "freeze_layers"),
 }
 RENAMED = {"task.max_train_minutes": "trainer.max_minutes"}  # old key -> the key that does its job
 # the trainer.* keys the story loop (nlpexp.loop, and the validation/test scoring) reads; mode=eval reads
@@ -78,7 +80,7 @@ def reads(cfg) -> dict:
     trainer = {"train": set(LOOP_READS), "eval": {"eval_batch_size", "precision"}}.get(cfg.mode, set())
     model = {"name", *MODEL_KEYS[module]} if cfg.mode == "train" else {"name"}
     if cfg.mode == "generate" and not cfg.get("ckpt"):
-        model |= {"pretrained"}  # the configured pretrained model generates as it is
+        model |= {"pretrained", "revision"}  # the configured pretrained model generates as it is
     root = {"train": set(), "eval": {"ckpt"}, "generate": {"ckpt", "prompt"}}[cfg.mode]
     every = {f.name for f in fields(StoryGenerate)}
     generate = set(GENERATE_READS) if cfg.mode == "generate" else every - {"temperature", "num_samples"}

@@ -22,25 +22,49 @@ def read_stories(data) -> tuple:
     if data.get("path"):
         path, origin = Path(str(data.path)).expanduser(), str(data.path)
     elif data.source == "hub":
-        from datasets import load_dataset
+        from nlpexp.hub import hub_dataset
 
-        try:
-            frame = load_dataset(str(data.hub_id), split=str(data.hub_split)).to_pandas()
-        except Exception as err:  # noqa: BLE001 -- hub errors come in many types; one line for the user
-            raise UserError(f"cannot load stories '{data.hub_id}' from the hub ({str(err).splitlines()[0][:160]})")
-        return _pairs(frame, data.hub_id), f"hub:{data.hub_id}"
+        ds = hub_dataset(str(data.hub_id), data.get("hub_config"), data.get("revision"),
+                         "data.path=<a ROCStories csv>")
+        if str(data.hub_split) not in ds:
+            raise UserError(f"{data.hub_id} has no split '{data.hub_split}' (its splits: {', '.join(ds)}): set "
+                            "data.hub_split")
+        return _pairs(ds[str(data.hub_split)].to_pandas(), data.hub_id), f"hub:{data.hub_id}"
     else:
         path, origin = resource_path(str(data.embedded)), f"embedded:{data.embedded}"
     return _pairs(read_frame(path, "csv")[0], path), origin
 
 
+def split_sentences(text: str) -> list[str]:
+    """A story's sentences: cut after sentence-final punctuation (. ! ? and closing quotes after it) + space."""
+    import re
+
+    parts = re.split(r'(?:(?<=[.!?])|(?<=[.!?]["\u201d\u2019\']))\s+', str(text).strip())
+    return [part.strip() for part in parts if part.strip()]
+
+
+def _from_text(frame, where):
+    """One `text` column, one story per row (hub ROCStories copies): five sentences each; other stories are
+    counted and left out."""
+    import pandas as pd
+
+    stories = [split_sentences(text) for text in frame["text"].astype(str)]
+    five = [s for s in stories if len(s) == 5]
+    if len(five) < len(stories):
+        print(f"{where}: left out {len(stories) - len(five)} of {len(stories)} stories that do not split into five "
+              "sentences")
+    return pd.DataFrame(five, columns=SENTENCES)
+
+
 def _pairs(frame, where):
     import pandas as pd
 
+    if "text" in frame.columns and not any(c in frame.columns for c in SENTENCES):
+        frame = _from_text(frame, where)
     missing = [c for c in SENTENCES if c not in frame.columns]
     if missing:
         raise UserError(f"{where}: not ROCStories format, missing columns {', '.join(missing)} "
-                        f"(columns: {', '.join(map(str, frame.columns))})")
+                        f"(columns: {', '.join(map(str, frame.columns))}; or one `text` column, a story per row)")
     sents = frame[SENTENCES].astype(str).apply(lambda col: col.str.strip())
     keep = (sents != "").all(axis=1)
     if not keep.any():

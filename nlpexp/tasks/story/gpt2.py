@@ -102,8 +102,8 @@ def build(cfg, train_texts, smoke: bool = False):
         lm = GPT2LMHeadModel(small_gpt2_config(m.small, len(tok), int(cfg.task.max_len), tok.eos_token_id,
                                                tok.pad_token_id))
     else:
-        tok = pretrained_tokenizer(m.pretrained)
-        lm = pretrained_model(m.pretrained, GPT2LMHeadModel)
+        tok = pretrained_tokenizer(m.pretrained, m.get("revision"))
+        lm = pretrained_model(m.pretrained, GPT2LMHeadModel, m.get("revision"))
     freeze_layers(lm, int(m.freeze_layers))
     return tok, StoryGPT2(lm, tok)
 
@@ -127,6 +127,6 @@ def pretrained(cfg, device: str):
     if not cfg.model.get("pretrained"):
         raise UserError("model.pretrained=null has no weights to generate with: pass ckpt=<run folder> of a trained "
                         "task=story run, or model.pretrained=<hub id or folder>")
-    tok = pretrained_tokenizer(cfg.model.pretrained)
-    model = StoryGPT2(pretrained_model(cfg.model.pretrained, GPT2LMHeadModel), tok)
+    tok = pretrained_tokenizer(cfg.model.pretrained, cfg.model.get("revision"))
+    model = StoryGPT2(pretrained_model(cfg.model.pretrained, GPT2LMHeadModel, cfg.model.get("revision")), tok)
     return model.to(device).eval(), tok
