@@ -68,7 +68,8 @@ def _pairs(frame, where):
     sents = frame[SENTENCES].astype(str).apply(lambda col: col.str.strip())
     keep = (sents != "").all(axis=1)
     if not keep.any():
-        raise UserError(f"{where}: no complete five-sentence stories")
+        raise UserError(f"{where}: no complete five-sentence stories (ROCStories format: columns sentence1 .. "
+                        "sentence5, or one `text` column holding a five-sentence story per row)")
     sents = sents[keep]
     return pd.DataFrame({"prompt": sents["sentence1"].tolist(),
                          "reference": sents[SENTENCES[1:]].agg(" ".join, axis=1).tolist()})
