@@ -148,6 +148,7 @@ def read_splits(data, labels: list[str], seed: int) -> tuple[dict[str, pd.DataFr
     frames = {name: prepare_labels(frame, data, labels, origin) for name, frame in frames.items()}
     if set(frames) == {"train"}:  # a hub dataset with one split: split seeded and stratified, as a file is
         frames = {"all": frames["train"]}
+        print(f"{origin}: one split (train): split {'/'.join(f'{f:g}' for f in data.split)} seeded and stratified")
     if "all" not in frames and ("train" not in frames or len(frames) < 2):
         raise UserError(f"{origin}: needs a train split, and validation or test (has {', '.join(frames)})")
     frames, removed = remove_duplicates(frames, origin)
