@@ -234,6 +234,7 @@ def sweep_preflight(args: list[str]) -> None:
             refused.append(message)
     if len(refused) == len(jobs):  # nothing of it would run
         raise UserError(refused[0])
+    earlier_jobs(args, jobs)
     if refused:  # e.g. a model sweep where one model does not read a key: that job is recorded as refused
         NOTES.append(f"nlpexp: warning: {len(refused)} of {len(jobs)} sweep jobs will be refused, e.g. {refused[0]}")
     if cfg.get("dry_run"):  # nothing launched: a sweeper (optuna) would wait for objectives that never come
@@ -242,6 +243,29 @@ def sweep_preflight(args: list[str]) -> None:
         print(f"nlpexp: config OK: {len(jobs)} sweep job{'s' * (len(jobs) > 1)} checked; nothing launched (drop "
               "dry_run=true to run it)")
         sys.exit(0)
+
+
+def earlier_jobs(args: list[str], jobs: list) -> None:
+    """A sweep run again into its folder (hydra.sweep.dir=...): its numbered job folders must be this sweep's
+    (the same overrides, job by job), checked before Hydra rewrites any of their .hydra/; says how many are reused
+    and resumed (each job does it)."""
+    from nlpexp.runtime import earlier_job
+
+    given = [a.split("=", 1)[1].strip("'\"") for a in args if a.startswith("hydra.sweep.dir=")]
+    own_jobs = ("hydra.sweep.subdir=", "hparams_search=", "experiment=", "hydra/sweeper=", "hydra.sweeper.")
+    if not given or any(a.lstrip("+~").startswith(own_jobs) for a in args) or not Path(given[-1]).is_dir():
+        return  # (an Optuna sweep numbers new trials after the folders there; experiments sweep their own lists)
+    found = {"complete": [], "resume": []}
+    for number, combination in enumerate(jobs):
+        state, why = earlier_job(Path(given[-1]).expanduser() / str(number), list(combination))
+        if state == "other":
+            raise UserError(f"hydra.sweep.dir={given[-1]} holds another sweep: job {number}: {why.split(': this')[0]}"
+                            "; run a sweep again only into its own folder, or choose another hydra.sweep.dir")
+        if state:
+            found[state].append(str(number))
+    if found["complete"] or found["resume"]:
+        NOTES.append(f"nlpexp: {given[-1]}: jobs {', '.join(found['complete']) or 'none'} complete (reused), "
+                     f"{', '.join(found['resume']) or 'none'} unfinished (resumed in their folders); the rest run")
 
 
 def explicit_run_dir(args: list[str]) -> Path | None:
@@ -442,8 +466,13 @@ def main() -> None:
         if not distributed.is_worker():  # a worker's arguments are its launcher's, already checked
             argument_errors(args)
         check_plugins(args)
-        if any(a.startswith("resume=") for a in args) and not distributed.is_worker():  # workers: parent did it
-            args = resume_args(args)
+        sweep = any(a in ("-m", "--multirun") for a in args)
+        if sweep and any(a.startswith("resume=") and a.split("=", 1)[1].lower() != "true" for a in args):
+            raise UserError("resume=<run folder> continues one run; a sweep run again with the same command and "
+                            "hydra.sweep.dir=<its folder> reuses its finished jobs and resumes the others in their "
+                            "own folders (resume=true says the same)")
+        if any(a.startswith("resume=") for a in args) and not distributed.is_worker() and not sweep:
+            args = resume_args(args)  # (workers: their parent did it; a sweep's jobs each resume their own folder)
         if not any(a.split("=")[0] in HYDRA_FLAGS for a in args):
             preflight(args)
         elif any(a in ("-m", "--multirun") for a in args) and not any(a in NO_CHECK_FLAGS for a in args):
@@ -456,6 +485,9 @@ def main() -> None:
         from nlpexp import watchdog
 
         os.environ[watchdog.ENV] = str(os.getpid())  # this sweep's workers stop when it is gone
+        from nlpexp.runtime import visible_gpus
+
+        os.environ.setdefault("NLPEXP_SWEEP_GPUS", ",".join(visible_gpus()))  # the GPUs its jobs share out
         watchdog.start_reaper()
     sys.argv = sys.argv[:1] + args
     from nlpexp.runtime import release

@@ -10,8 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-# what a worker adds to the job's overrides: the parent's run folder, no second .hydra/, no second log file
-WORKER_OVERRIDES = ("hydra.output_subdir=null", "hydra/job_logging=stdout", "hydra/hydra_logging=none")
+# what a worker adds to the job's overrides: the parent's run folder, no second .hydra/, no second log file, one
+# run (a sweep's job, e.g. an Optuna trial, is one run on every rank: hparams_search and experiments set MULTIRUN)
+WORKER_OVERRIDES = ("hydra.output_subdir=null", "hydra/job_logging=stdout", "hydra/hydra_logging=none",
+                    "hydra.mode=RUN")
 
 
 def rank() -> int:

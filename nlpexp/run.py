@@ -12,7 +12,7 @@ import traceback
 from datetime import datetime
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nlpexp import secrets, watchdog
 from nlpexp.errors import UserError, disk_full
@@ -71,6 +71,19 @@ def run_job(cfg: DictConfig):
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    earlier = None  # a sweep run again into its folder: what this job's folder holds from the earlier run
+    if multirun and not distributed.is_worker():
+        earlier, found = runtime.earlier_job(run_dir, _overrides())
+        if earlier == "complete":  # reused as it is: nothing written, its objective returned to the sweeper
+            print(f"nlpexp: {run_dir}: complete with the same overrides, reused (metrics.json untouched)")
+            return found.get("metrics", {}).get(found.get("objective", ""))
+        if earlier == "other":
+            print(f"nlpexp: error: {found}", file=sys.stderr)
+            return None
+        if earlier == "resume":
+            print(f"nlpexp: {run_dir}: this job stopped before it finished: resuming it in its folder")
+            with open_dict(cfg):
+                cfg.resume = str(run_dir)
     # what bad input found during the run takes away: the folder Hydra just made, else the status it wrote
     cleanup = "folder" if _is_fresh(run_dir) else None if (run_dir / "metrics.json").exists() else "status"
     main_rank = distributed.is_main_process()  # only rank 0 of a data-parallel run writes the run folder
@@ -109,11 +122,17 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
                 shutil.rmtree(run_dir, ignore_errors=True)
             return None
         nproc = int(cfg.get("trainer", {}).get("nproc", 1) or 1)
+        gpus = runtime.share_gpus(hc, cfg.device.name, nproc) if multirun else None  # before torch sees CUDA
+        if gpus is not None:
+            print(f"nlpexp: this job's GPUs: CUDA_VISIBLE_DEVICES={gpus}")
         if nproc > 1 and not distributed.is_worker():
             distributed.check_devices(cfg.device.name, nproc)
-            return _launch_data_parallel(cfg, list(hc.overrides.task), run_dir, nproc, multirun)
+            overrides = list(hc.overrides.task)
+            if cfg.get("resume") and not any(o.startswith("resume=") for o in overrides):  # a sweep job resumed
+                overrides.append(f"resume={run_dir}")
+            return _launch_data_parallel(cfg, overrides, run_dir, nproc, multirun)
         if main_rank and cfg.mode == "train":  # visibly unfinished until metrics.json says complete
-            _write_json(run_dir / "metrics.json", {"status": "running", "pid": os.getpid(),
+            _write_json(run_dir / "metrics.json", {"status": "running", "pid": os.getpid(), "overrides": _overrides(),
                                                    "started": datetime.now().isoformat(timespec="seconds")})
         watchdog.start_if_sweep_worker(run_dir, str(hc.launcher.get("_target_", "")) if multirun else "")
         if _needs_hub(cfg):
@@ -132,7 +151,7 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
         if disk_full(err):  # no traceback: the folder is marked failed (what was written stays, visibly failed)
             return _refused(disk_full_message(err, run_dir), run_dir, multirun, main_rank, None)
         if main_rank:
-            _try_write_json(run_dir / "metrics.json", {"status": "failed", "error": repr(err)})
+            _try_write_json(run_dir / "metrics.json", _failed(repr(err)))
         if multirun:  # a crash in one job is recorded; the rest of the sweep still runs
             traceback.print_exc()
             print(f"nlpexp: job {run_dir} failed: {err!r}", file=sys.stderr)
@@ -140,7 +159,7 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
         raise
     except BaseException as err:  # KeyboardInterrupt, SystemExit: recorded, then stop
         if main_rank:
-            _try_write_json(run_dir / "metrics.json", {"status": "failed", "error": repr(err)})
+            _try_write_json(run_dir / "metrics.json", _failed(repr(err)))
         raise
 
     if result is None or not main_rank:  # predict mode prints its own answer; ranks > 0 write nothing
@@ -155,6 +174,7 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
         "wall_time_s": round(time.time() - started, 3),
         "device": device,
         "seed": cfg.seed,
+        "overrides": _overrides(),
         "versions": runtime.library_versions(),
         "git_commit": runtime.git_commit(),
         "run_dir": str(run_dir),
@@ -167,6 +187,8 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
         summary["resumed_from"] = cfg.get("resume_from")
     if distributed.world_size() > 1:
         summary["processes"] = distributed.world_size()
+    if os.environ.get("NLPEXP_JOB_GPUS"):  # a sweep job given its own GPUs (runtime.share_gpus)
+        summary["cuda_visible_devices"] = os.environ["NLPEXP_JOB_GPUS"]
     summary = secrets.redact(summary)
     _write_json(run_dir / "metrics.json", summary)
     from nlpexp import loggers
@@ -189,7 +211,7 @@ def _refused(message: str, run_dir: Path, multirun: bool, main_rank: bool, clean
     if not main_rank:
         raise UserError(message)
     if multirun or cleanup is None:
-        _try_write_json(run_dir / "metrics.json", {"status": "failed", "error": message})
+        _try_write_json(run_dir / "metrics.json", _failed(message))
     if multirun:
         print(f"nlpexp: error: {message}", file=sys.stderr)
         return None
@@ -248,11 +270,23 @@ def _launch_data_parallel(cfg: DictConfig, overrides: list[str], run_dir: Path, 
     summary = json.loads(path.read_text()) if path.exists() else {}
     if code != 0 or summary.get("status") != "complete":
         if summary.get("status") != "failed" and run_dir.exists():
-            _write_json(path, {"status": "failed", "error": f"data-parallel workers exited with code {code}"})
+            _write_json(path, _failed(f"data-parallel workers exited with code {code}"))
         if multirun:
             return None
         sys.exit(code or 1)
     return summary["metrics"].get(summary.get("objective", ""))
+
+
+def _overrides() -> list[str]:
+    """This job's task overrides: recorded in every metrics.json, so that a sweep run again into its folder knows
+    its own jobs (Hydra rewrites .hydra/ before a job starts)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith("resume=")]
+
+
+def _failed(error: str) -> dict:
+    return {"status": "failed", "error": error, "overrides": _overrides()}
 
 
 def _write_json(path: Path, obj) -> None:

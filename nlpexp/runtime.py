@@ -98,6 +98,63 @@ def limit_threads(hydra_cfg) -> None:
     torch.set_num_threads(max(1, cores // n_jobs))
 
 
+# GPUs for jobs run side by side on one machine (hydra/launcher=joblib, submitit_local): every job would take
+# GPU 0 (hydra#1331, #2757). Each job process claims a numbered slot (a lock file in the sweep folder, held for
+# the process's life: a joblib worker keeps its GPUs from job to job) and takes trainer.nproc GPUs round-robin
+# from the ones visible to the sweep, before torch looks at CUDA.
+SIDE_BY_SIDE = ("joblib", "LocalLauncher")
+_GPU_SLOT: dict = {}  # sweep folder -> (slot, open lock file) of this process
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs the sweep may use: CUDA_VISIBLE_DEVICES as the sweep was started with (NLPEXP_SWEEP_GPUS, set by
+    the sweep's command, keeps it: submitit_local gives every job the same GPUs, and a job narrows its own), else
+    every GPU the NVIDIA driver lists (read without starting CUDA)."""
+    given = os.environ.get("NLPEXP_SWEEP_GPUS", os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if given is not None:
+        return [g.strip() for g in given.split(",") if g.strip() and g.strip() != "-1"]
+    driver = Path("/proc/driver/nvidia/gpus")
+    return [str(i) for i in range(len(list(driver.iterdir())))] if driver.is_dir() else []
+
+
+def gpu_slot(sweep_dir: Path) -> int:
+    """This process's slot among the jobs running side by side in a sweep: the lowest number whose lock it can
+    take (a slot of a job that ended, or of a dead process, is free again)."""
+    import fcntl
+
+    key = str(Path(sweep_dir).resolve())
+    if key not in _GPU_SLOT:
+        folder = Path(sweep_dir) / ".gpu_slots"
+        folder.mkdir(parents=True, exist_ok=True)
+        slot = 0
+        while True:
+            handle = open(folder / f"{slot}.lock", "a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                handle.close()
+                slot += 1
+        _GPU_SLOT[key] = (slot, handle)
+    return _GPU_SLOT[key][0]
+
+
+def share_gpus(hydra_cfg, device: str, nproc: int) -> str | None:
+    """A job of a sweep whose jobs run side by side, with two or more GPUs visible: CUDA_VISIBLE_DEVICES set to
+    its own `nproc` of them (returned); otherwise None and nothing changed."""
+    if device not in ("cuda", "auto") or not any(k in str(hydra_cfg.launcher.get("_target_", ""))
+                                                 for k in SIDE_BY_SIDE):
+        return None
+    gpus = visible_gpus()
+    if len(gpus) < 2:
+        return None
+    os.environ.setdefault("NLPEXP_SWEEP_GPUS", ",".join(gpus))
+    slot = gpu_slot(Path(hydra_cfg.sweep.dir))
+    mine = ",".join(gpus[(slot * nproc + k) % len(gpus)] for k in range(nproc))
+    os.environ["CUDA_VISIBLE_DEVICES"] = os.environ["NLPEXP_JOB_GPUS"] = mine  # torchrun workers inherit both
+    return mine
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete checkpoint in run_dir/checkpoints: the Trainer's (trainer_state.json is written last)
     or nlpexp.loop's (loop_state.json, in a folder renamed into place when complete)."""
@@ -237,6 +294,44 @@ def folder_state(folder: Path) -> tuple[str, str]:
         return "unfinished", ("its process" + (f" (pid {pid})" if pid else "") +
                               " stopped before metrics.json said complete")
     return "empty", "no metrics.json"
+
+
+def same_overrides(a: list[str], b: list[str]) -> bool:
+    """Two lists of overrides set the same keys to the same values (`+smoke=true` and `+smoke=True` alike, in any
+    order)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    def parsed(items):
+        try:
+            return sorted((o.get_key_element(), repr(o.value())) for o in OverridesParser.create().parse_overrides(
+                list(items)))
+        except Exception:  # noqa: BLE001 -- not Hydra's grammar: compare the text
+            return sorted(items)
+
+    return parsed(a) == parsed(b)
+
+
+def earlier_job(folder: Path, overrides: list[str]) -> tuple[str | None, object]:
+    """What a sweep job's folder holds from an earlier run of the same sweep (run again into its folder):
+    (None, None) nothing of a job; ("complete", its metrics) a finished job with these overrides;
+    ("resume", None) one with these overrides that stopped (killed, preempted, failed); ("other", why) another
+    job's folder, or one in use. Overrides are compared as sets, from metrics.json (Hydra rewrites .hydra/)."""
+    import json
+
+    state, why = folder_state(folder)
+    if state == "empty":
+        return None, None
+    if state in ("running", "unreadable"):
+        return "other", f"{folder}: {why}; this job is not run"
+    found = json.loads((Path(folder) / "metrics.json").read_text()) if (Path(folder) / "metrics.json").exists() else {}
+    saved = found.get("overrides")
+    if saved is None:  # a folder of a version that did not record them: run in place as before
+        return None, None
+    if not same_overrides(saved, overrides):
+        return "other", (f"{folder} holds another job ({' '.join(saved) or 'no overrides'}), not "
+                         f"{' '.join(overrides) or 'no overrides'}: this job is not run (a sweep runs again only "
+                         "into its own folder, with the same command)")
+    return ("complete", found) if state == "complete" else ("resume", None)
 
 
 def writable_error(folder: Path) -> str | None:
