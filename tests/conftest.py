@@ -8,7 +8,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # tests never touch the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-SLOW_MODULES = {"test_resume_ddp", "test_sweeps", "test_hub"}  # processes, launchers, kill -9
+SLOW_MODULES = {"test_resume_ddp", "test_sweeps", "test_hub", "test_sweeps_persist"}  # processes, launchers, kill -9
 
 
 def pytest_collection_modifyitems(items):
