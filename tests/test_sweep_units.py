@@ -10,9 +10,20 @@ from nlpexp import runtime
 
 @pytest.fixture
 def fresh_gpus(monkeypatch):
-    monkeypatch.delenv("NLPEXP_SWEEP_GPUS", raising=False)
-    monkeypatch.delenv("NLPEXP_JOB_GPUS", raising=False)
+    """share_gpus writes os.environ itself: every variable it sets is put back afterwards."""
+    import os
+
+    names = ("NLPEXP_SWEEP_GPUS", "NLPEXP_JOB_GPUS", "CUDA_VISIBLE_DEVICES")
+    before = {name: os.environ.get(name) for name in names}
+    for name in names[:2]:
+        os.environ.pop(name, None)
     monkeypatch.setattr(runtime, "_GPU_SLOT", {})
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def hydra_cfg(target: str, sweep_dir):

@@ -16,7 +16,7 @@ pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
 
 def nlpexp(cwd: Path, *args, env=None, wait=True):
     cmd = [sys.executable, "-m", "nlpexp", *args]
-    env = {**os.environ, **(env or {})}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NLPEXP_")}, **(env or {})}
     if not wait:
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
