@@ -259,7 +259,7 @@ def earlier_jobs(args: list[str], jobs: list) -> None:
     for number, combination in enumerate(jobs):
         state, why = earlier_job(Path(given[-1]).expanduser() / str(number), list(combination))
         if state == "other":
-            raise UserError(f"hydra.sweep.dir={given[-1]} holds another sweep: job {number}: {why.split(': this')[0]}"
+            raise UserError(f"hydra.sweep.dir={given[-1]} holds another sweep: job {number}: {why}"
                             "; run a sweep again only into its own folder, or choose another hydra.sweep.dir")
         if state:
             found[state].append(str(number))

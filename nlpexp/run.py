@@ -71,14 +71,14 @@ def run_job(cfg: DictConfig):
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
-    earlier = None  # a sweep run again into its folder: what this job's folder holds from the earlier run
-    if multirun and not distributed.is_worker():
+    if multirun and not distributed.is_worker():  # a sweep run again into its folder: what this job's folder holds
         earlier, found = runtime.earlier_job(run_dir, _overrides())
         if earlier == "complete":  # reused as it is: nothing written, its objective returned to the sweeper
             print(f"nlpexp: {run_dir}: complete with the same overrides, reused (metrics.json untouched)")
             return found.get("metrics", {}).get(found.get("objective", ""))
         if earlier == "other":
-            print(f"nlpexp: error: {found}", file=sys.stderr)
+            print(f"nlpexp: error: {found}: this job is not run (a sweep runs again only into its own folder, with "
+                  "the same command)", file=sys.stderr)
             return None
         if earlier == "resume":
             print(f"nlpexp: {run_dir}: this job stopped before it finished: resuming it in its folder")
@@ -179,10 +179,8 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
         "git_commit": runtime.git_commit(),
         "run_dir": str(run_dir),
     }
-    from nlpexp.hub import LOADED
-
-    if any(LOADED.values()):  # the commit of every hub model and dataset the run used
-        summary["hub"] = {kind: dict(repos) for kind, repos in LOADED.items() if repos}
+    if any(hub.LOADED.values()):  # the commit of every hub model and dataset the run used
+        summary["hub"] = {kind: dict(repos) for kind, repos in hub.LOADED.items() if repos}
     if cfg.get("resume"):
         summary["resumed_from"] = cfg.get("resume_from")
     if distributed.world_size() > 1:

@@ -322,15 +322,14 @@ def earlier_job(folder: Path, overrides: list[str]) -> tuple[str | None, object]
     if state == "empty":
         return None, None
     if state in ("running", "unreadable"):
-        return "other", f"{folder}: {why}; this job is not run"
+        return "other", f"{folder}: {why}"
     found = json.loads((Path(folder) / "metrics.json").read_text()) if (Path(folder) / "metrics.json").exists() else {}
     saved = found.get("overrides")
     if saved is None:  # a folder of a version that did not record them: run in place as before
         return None, None
     if not same_overrides(saved, overrides):
         return "other", (f"{folder} holds another job ({' '.join(saved) or 'no overrides'}), not "
-                         f"{' '.join(overrides) or 'no overrides'}: this job is not run (a sweep runs again only "
-                         "into its own folder, with the same command)")
+                         f"{' '.join(overrides) or 'no overrides'}")
     return ("complete", found) if state == "complete" else ("resume", None)
 
 
