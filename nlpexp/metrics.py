@@ -125,16 +125,58 @@ def repetition_rate(texts, n: int = 2) -> float:
     return float(np.mean(rates)) if rates else 0.0
 
 
-def bigram_nll(train_ids, prev_ids, next_ids, vocab_size: int, k: float) -> float:
-    """Mean -log P(next | prev) of an add-k smoothed bigram model counted on `train_ids` (sparse counts)."""
+def _gram_keys(ids: np.ndarray, k: int, vocab_size: int) -> np.ndarray:
+    """Every k-gram of `ids` as one int64 (base vocab_size)."""
+    n = len(ids) - k + 1
+    key = np.zeros(max(n, 0), dtype=np.int64)
+    for j in range(k):
+        key = key * vocab_size + ids[j:j + n]
+    return key
+
+
+def _lookup(keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """values[key] for each query key, 0 where the key is absent (keys sorted)."""
+    if not len(keys):
+        return np.zeros(len(query))
+    pos = np.clip(np.searchsorted(keys, query), 0, len(keys) - 1)
+    return np.where(keys[pos] == query, values[pos], 0).astype(np.float64)
+
+
+def kneser_ney_nll(train_ids, history, next_ids, vocab_size: int, order: int, discount: float) -> float:
+    """Mean -log P(next | the order-1 tokens before it) under interpolated Kneser-Ney (Chen & Goodman 1998, one
+    absolute discount) counted on `train_ids`: the top order on counts, lower orders on continuation counts
+    (how many distinct tokens precede), the unigram interpolated with uniform over the vocabulary, so every
+    token has probability > 0. `history`: (N, order-1) ids, the last column just before `next_ids`."""
+    V, d = int(vocab_size), float(discount)
     train = np.asarray(train_ids, dtype=np.int64)
-    pairs, pair_counts = np.unique(train[:-1] * vocab_size + train[1:], return_counts=True)
-    unigram = np.bincount(train[:-1], minlength=vocab_size).astype(np.float64)
-    query = np.asarray(prev_ids, dtype=np.int64) * vocab_size + np.asarray(next_ids, dtype=np.int64)
-    pos = np.clip(np.searchsorted(pairs, query), 0, len(pairs) - 1)
-    counts = np.where(pairs[pos] == query, pair_counts[pos], 0).astype(np.float64)
-    prob = (counts + k) / (unigram[np.asarray(prev_ids, dtype=np.int64)] + k * vocab_size)
+    nxt = np.asarray(next_ids, dtype=np.int64)
+    hist = np.asarray(history, dtype=np.int64).reshape(len(nxt), -1)[:, hist_cols(order)] if order > 1 else \
+        np.zeros((len(nxt), 0), dtype=np.int64)
+    prob = np.full(len(nxt), 1.0 / V)
+    for k in range(1, order + 1):
+        grams = np.unique(_gram_keys(train, k + (k < order), V))
+        if k < order:  # continuation counts: distinct tokens before the k-gram
+            keys, counts = np.unique(grams % V ** k, return_counts=True)
+        else:
+            keys, counts = np.unique(_gram_keys(train, k, V), return_counts=True)
+        ctx_keys, inverse = np.unique(keys // V, return_inverse=True)
+        ctx_total = np.bincount(inverse, weights=counts)
+        ctx_types = np.bincount(inverse)
+        query_ctx = np.zeros(len(nxt), dtype=np.int64)
+        for j in range(k - 1):
+            query_ctx = query_ctx * V + hist[:, hist.shape[1] - (k - 1) + j]
+        num = _lookup(keys, counts, query_ctx * V + nxt)
+        den = _lookup(ctx_keys, ctx_total, query_ctx)
+        types = _lookup(ctx_keys, ctx_types, query_ctx)
+        seen = den > 0
+        safe = np.where(seen, den, 1.0)
+        prob = np.where(seen, np.maximum(num - d, 0) / safe + d * types / safe * prob, prob)
     return float(-np.log(prob).mean())
+
+
+def hist_cols(order: int) -> slice:
+    """The history columns an n-gram of `order` reads: the last order-1 (all of them for a unigram: none)."""
+    return slice(-(order - 1), None) if order > 1 else slice(0, 0)
 
 
 def bleu_scores(hypotheses: list[str], references: list[str]) -> tuple[float, float]:

@@ -305,5 +305,7 @@ def print_summary(summary: dict) -> None:
         row = [metrics.get(f"{s}_{name}") for s in splits]
         lines.append(f"{name:<22}" + "".join(f"{v:>12.4f}" if isinstance(v, (int, float)) else f"{'':>12}"
                                              for v in row))
+    if summary.get("verdict"):  # the model against the task's baselines
+        lines.append(summary["verdict"])
     lines.append(f"run folder: {summary['run_dir']}")
     print("\n".join(lines))

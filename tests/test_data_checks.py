@@ -127,7 +127,7 @@ def test_every_wing_reads_latin1_through_the_one_helper(tmp_path, capsys):
     assert read_sources(OmegaConf.create({"path": str(novel)}))[0].strip() == "Il était une fois à Genève."
     head = "storyid,storytitle,sentence1,sentence2,sentence3,sentence4,sentence5\n"
     story = latin1(tmp_path / "stories.csv", head + "s1,Café,Zoë went out.,b,c,d,e\n")
-    frame, _ = read_stories(OmegaConf.create({"path": str(story)}))
+    frame, _, _ = read_stories(OmegaConf.create({"path": str(story)}))
     assert frame["prompt"].tolist() == ["Zoë went out."]
     pairs = latin1(tmp_path / "pairs.csv", "text_1,text_2,label\nA café.,Ein Café.,1\nNo.,Sí.,-1\n")
     read = read_pairs(OmegaConf.create({"path": str(pairs), "format": "auto"}), seed=0)

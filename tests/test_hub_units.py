@@ -79,8 +79,8 @@ def test_story_text_column_splits_into_five_sentences_and_counts_the_rest(capsys
     assert split_sentences('Tom left. He said "hi!" Was it late? Yes. Fine.') == \
         ["Tom left.", 'He said "hi!"', "Was it late?", "Yes.", "Fine."]
     frame = pd.DataFrame({"text": ["A a. B b. C c. D d. E e.", "Too short. Only two."]})
-    pairs = _pairs(frame, "hub")
-    assert pairs.to_dict("records") == [{"prompt": "A a.", "reference": "B b. C c. D d. E e."}]
+    pairs, left_out = _pairs(frame, "hub")
+    assert left_out == 1 and pairs.to_dict("records") == [{"prompt": "A a.", "reference": "B b. C c. D d. E e."}]
     assert "left out 1 of 2 stories" in capsys.readouterr().out
 
 

@@ -3,6 +3,7 @@ blocks, smoke runs of every novel cell and the checkpoint round trip."""
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -17,7 +18,7 @@ from nlpexp.tasks.novel.data import (
     load_novel,
     split_by_position,
 )
-from nlpexp.metrics import bigram_nll, distinct_n, repetition_rate
+from nlpexp.metrics import distinct_n, kneser_ney_nll, repetition_rate
 
 NOVEL_DATA = OmegaConf.load(registry.__file__.replace("registry.py", "conf/task/novel.yaml")).data
 
@@ -153,13 +154,26 @@ def test_bert_lstm_keeps_its_state_and_matches_rereading_on_the_first_step():
 
 
 # -- metrics ----------------------------------------------------------------------------------------------
-def test_distinct_repetition_and_bigram_perplexity():
+def test_distinct_and_repetition():
     assert distinct_n(["abab"], 1) == 0.5 and distinct_n(["abab"], 2) == 2 / 3
     assert repetition_rate(["abcd"], 2) == 0.0 and repetition_rate(["abab"], 2) == pytest.approx(1 / 3)
-    train = [0, 1, 0, 1, 0, 2]
-    # counts: 0->1 twice, 0->2 once, 1->0 twice; add-k with k=1 over V=3
-    nll = bigram_nll(train, [0, 1], [1, 2], 3, 1.0)
-    assert nll == pytest.approx(-(math.log(3 / 6) + math.log(1 / 5)) / 2)
+
+
+def test_kneser_ney_by_hand_and_a_distribution_for_every_context():
+    train, d, V = [0, 1, 0, 1, 0, 2], 0.5, 3
+    # bigrams 0 1 (x2), 1 0 (x2), 0 2: each token follows one distinct token, 3 distinct bigrams
+    unigram = (1 - d) / 3 + d * 3 / 3 / V
+    p = (2 - d) / 3 + d * 2 / 3 * unigram  # after 0: c(0 1) = 2 of 3, two types follow 0
+    assert kneser_ney_nll(train, [[0]], [1], V, 2, d) == pytest.approx(-math.log(p))
+    assert kneser_ney_nll(train, [[2]], [1], V, 2, d) == pytest.approx(-math.log(unigram))  # 2 never a context
+    rng = np.random.default_rng(0)
+    train, V = rng.integers(0, 6, size=300), 7  # token 6 never occurs: still > 0
+    for order in (2, 3):
+        for history in ([2, 3], [5, 5], [6, 6]):
+            total = sum(math.exp(-kneser_ney_nll(train, [history], [w], V, order, 0.75)) for w in range(V))
+            assert total == pytest.approx(1.0)
+    rows = np.stack([train[i:i + 2] for i in range(len(train) - 2)])  # the trigram fits its own text better
+    assert kneser_ney_nll(train, rows, train[2:], V, 3, 0.75) < kneser_ney_nll(train, rows, train[2:], V, 2, 0.75)
 
 
 # -- the shared Transformer building blocks ---------------------------------------------------------------
@@ -200,7 +214,8 @@ def test_every_novel_cell_runs_in_smoke_form(nlpexp, model):
     assert summary["status"] == "complete"
     correct = m["test_accuracy"] * summary["windows"]["test"]  # a share of the test windows' next tokens
     assert correct == pytest.approx(round(correct), abs=1e-3)
-    assert m["test_perplexity"] > 1 and m["test_bigram_perplexity"] > 1
+    assert m["test_perplexity"] > 1 and m["test_bigram_perplexity"] > 1 and m["test_trigram_perplexity"] > 1
+    assert summary["verdict"].startswith("test perplexity") and "Kneser-Ney" in summary["verdict"]
     assert m["gen_banned_tokens"] == m["gen_repeat_violations"] == 0
     assert m["beam_banned_tokens"] == m["beam_repeat_violations"] == 0
     rows = [json.loads(line) for line in (run / "samples.jsonl").read_text(encoding="utf-8").splitlines()]

@@ -383,6 +383,19 @@ def test_zero_shot_generate_from_a_run_and_bad_input(nlpexp, tmp_path):
     metrics = json.loads(saved.read_text())["metrics"]
     trained = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
     assert metrics["test_perplexity"] == trained["test_perplexity"] and "t0.5_bleu" in metrics
+    assert metrics["baseline_copy_bleu"] == trained["baseline_copy_bleu"] > 0
+    # decoding chosen on validation stories: the best setting by validation BLEU is the one tested (chosen_*)
+    grid = "[{strategy:greedy},{strategy:beam,num_beams:2,no_repeat_ngram_size:3},{strategy:sample,top_p:0.5}]"
+    res = nlpexp("mode=eval", f"ckpt={tmp_path}/run", "+smoke=true", "generate.eval_temperatures=[1.0]",
+                 f"generate.search={grid}", "data.val_size=12")
+    assert res.code == 0, res.err[-2000:]
+    found = json.loads(sorted((tmp_path / "run" / "eval").glob("*/metrics.json"))[-1].read_text())
+    table = found["decoding_search"]
+    assert [row["settings"] for row in table] == [{"strategy": "greedy"}, {"strategy": "beam", "num_beams": 2,
+                                                   "no_repeat_ngram_size": 3}, {"strategy": "sample", "top_p": 0.5}]
+    assert found["decoding_chosen"] == max(table, key=lambda row: row["val_bleu"])["settings"]
+    assert {"chosen_bleu", "t1.0_bleu"} <= set(found["metrics"]) and "copying the first sentence" in found["verdict"]
+    assert "copying the first sentence" in res.out
     res = nlpexp("task=story", "model=gpt2", "mode=generate", "prompt=Once upon a time")  # hub gpt2, offline
     assert res.code == 2 and "gpt2" in res.err and "Traceback" not in res.err
     res = nlpexp("task=story", "model=transformer_encdec", "mode=generate", "prompt=Hi")
@@ -414,3 +427,87 @@ def test_story_split_by_position():
 def test_pad_rows():
     assert pad_rows([[1, 2], [3]], 0).tolist() == [[1, 2], [3, 0]]
     assert pad_rows([[1, 2], [3]], 0, left=True).tolist() == [[1, 2], [0, 3]]
+
+
+def _story(i: int) -> str:
+    return f"Pat{i} woke up. Pat{i} ate. Pat{i} ran to town. It rained on Pat{i}. Pat{i} went home."
+
+
+def _data(**over):
+    from omegaconf import OmegaConf
+
+    base = {"source": "file", "path": None, "test_path": None, "test_size": None, "val_size": 0,
+            "max_stories": None, "max_train_samples": None, "max_eval_samples": None, "embedded": "stories.csv"}
+    return OmegaConf.create({**base, **over})
+
+
+def test_plain_story_files_json_array_per_line_and_txt(tmp_path):
+    import json
+
+    from nlpexp.tasks.story.data import load_stories, plain_stories
+
+    js = tmp_path / "roc.json"
+    js.write_text("\n".join(json.dumps([_story(i)]) for i in range(8)) + "\n" + json.dumps(["Too short. Two."]) + "\n")
+    txt = tmp_path / "more.txt"
+    txt.write_text("\n".join(_story(i) for i in range(8, 12)) + "\n\n")
+    assert plain_stories(js)[0] == _story(0) and len(plain_stories(txt)) == 4
+    whole = tmp_path / "whole.json"  # one JSON array of strings for the whole file
+    whole.write_text(json.dumps([_story(1), _story(2)], indent=1))
+    assert plain_stories(whole) == [_story(1), _story(2)]
+    data = load_stories(_data(path=[str(js), str(txt)], test_size=2, val_size=1))
+    assert data["test"]["prompt"].tolist() == ["Pat6 woke up.", "Pat7 woke up."]
+    assert data["validation"]["prompt"].tolist() == ["Pat5 woke up."]
+    assert len(data["train"]) == 5 + 4 and data["train"]["reference"][0] == "Pat0 ate. Pat0 ran to town. " \
+        "It rained on Pat0. Pat0 went home."
+    assert data["counts"] == {"not_five_sentences": 1, "in_later_part": {}}
+
+
+def test_test_path_and_overlap_by_text_is_dropped_from_training_and_counted(tmp_path):
+    from nlpexp.tasks.story.data import load_stories
+
+    train = tmp_path / "train.txt"
+    train.write_text("\n".join(_story(i) for i in range(10)))
+    test = tmp_path / "test.txt"  # two of its stories are training stories too (one with other case and spacing)
+    test.write_text("\n".join([_story(3), _story(9).upper().replace(" ", "  "), _story(20)]))
+    data = load_stories(_data(path=str(train), test_path=str(test), val_size=2))
+    assert len(data["test"]) == 3 and data["validation"]["prompt"].tolist() == ["Pat8 woke up."]
+    keys = {" ".join((p + " " + r).lower().split()) for p, r in zip(data["train"]["prompt"],
+                                                                       data["train"]["reference"])}
+    assert "pat3 woke up." not in {k[:13] for k in keys} and len(data["train"]) == 7
+    assert data["counts"]["in_later_part"] == {"train": 1, "validation": 1}  # Pat3 in train, Pat9 in validation
+
+
+def test_test_path_with_test_size_is_refused(nlpexp, tmp_path):
+    f = tmp_path / "s.txt"
+    f.write_text("\n".join(_story(i) for i in range(10)))
+    res = nlpexp("task=story", f"data.path={f}", f"data.test_path={f}", "data.test_size=3")
+    assert res.code == 2 and "data.test_path holds the test stories" in res.err
+    assert not list((tmp_path / "outputs").rglob("metrics.json"))
+
+
+def test_copy_baseline_is_the_first_sentence_four_times():
+    import pandas as pd
+
+    from nlpexp.metrics import bleu_scores
+    from nlpexp.tasks.story.recipe import copy_bleu
+
+    frame = pd.DataFrame({"prompt": ["Ann sat down.", "Bo ran off."],
+                          "reference": ["Ann sat down. Ann sat down. Then she ate.", "Bo came back. He was tired."]})
+    expected = bleu_scores(["Ann sat down. Ann sat down. Ann sat down. Ann sat down.",
+                            "Bo ran off. Bo ran off. Bo ran off. Bo ran off."], frame["reference"].tolist())[0]
+    assert copy_bleu(frame) == round(expected, 5) and copy_bleu(frame) > 0
+
+
+@pytest.mark.parametrize("grid, expected", [
+    ("[{strategy:nucleus}]", "generate.search[0].strategy must be one of"),
+    ("[{beams:4}]", "generate.search[0].beams: not a decoding setting"),
+    ("[3]", "generate.search[0] must be a map of generate.* settings"),
+])
+def test_search_grid_is_checked_like_generate(nlpexp, grid, expected):
+    res = nlpexp("task=story", f"generate.search={grid}", "data.val_size=10")
+    assert res.code == 2 and expected in res.err, res.err
+
+
+def test_search_needs_validation_stories(nlpexp):
+    res = nlpexp("task=story", "generate.search=[{strategy:greedy}]")
+    assert res.code == 2 and "set data.val_size" in res.err

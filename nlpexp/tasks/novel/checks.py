@@ -15,7 +15,7 @@ class NovelTask:
     name: str = MISSING
     seq_len: int = setting(MISSING, gt=0)
     eval_every: Optional[int] = setting(None, gt=0)
-    bigram_k: List[float] = setting(MISSING, each={"gt": 0})
+    ngram_discounts: List[float] = setting(MISSING, each={"gt": 0, "le": 1})
 
 
 @dataclass
@@ -64,7 +64,8 @@ HINTS = {"trainer.max_length": "task=novel windows hold task.seq_len characters"
 EVAL_ONLY = ("eval_prompts", "eval_length", "eval_beam")  # the held-out continuations after training
 # keys that were renamed: refused at composition with the new name (nlpexp.validate.renamed_hint)
 RENAMED = {"generate.beam_size": "generate.num_beams", "task.max_train_minutes": "trainer.max_minutes",
-           "task.mixed_precision": "trainer.precision"}
+           "task.mixed_precision": "trainer.precision",
+           "task.bigram_k": "task.ngram_discounts (the add-k bigram became Kneser-Ney bigram and trigram baselines)"}
 
 
 def reads(cfg) -> dict:

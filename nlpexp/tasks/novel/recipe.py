@@ -1,7 +1,7 @@
 """Novel continuation recipe: next-character models over sliding windows, and controlled generation.
 
 train:    text -> clean-up -> windows split by position -> fit (best by validation loss) -> held-out accuracy
-          and perplexity, an add-k character-bigram baseline on the same targets, continuations of held-out
+          and perplexity, Kneser-Ney character bigram/trigram baselines on the same targets, continuations of held-out
           prompts (distinct-n, repetition, banned-token and no-repeat checks) -> outputs
 generate: a saved run's best checkpoint continues prompt="..." for `length` tokens
 Outputs: checkpoints/best (model.safetensors, model.json, vocab.json), history.csv, history.png, samples.jsonl.
@@ -27,7 +27,7 @@ def adapter(model: str) -> NovelAdapter:
 def train(cfg, run_dir: Path, device: str):
     import pandas as pd
 
-    from nlpexp.metrics import bigram_nll, perplexity, plot_history
+    from nlpexp.metrics import perplexity, plot_history
     from nlpexp.tasks.novel.data import load_novel
 
     seq_len, smoke = int(cfg.task.seq_len), bool(cfg.get("smoke"))
@@ -51,26 +51,56 @@ def train(cfg, run_dir: Path, device: str):
         nll, acc = evaluate(model, ids, starts[split], seq_len, device, eb, precision)
         metrics.update({f"{prefix}_loss": round(nll, 5), f"{prefix}_accuracy": round(acc, 5),
                         f"{prefix}_perplexity": round(perplexity(nll), 4)})
-    # the baseline: add-k bigram on the training part, k picked on validation, scored on the same test targets
-    lo, hi = data["bounds"][0]
-    train_ids = ids[lo:hi].numpy()
-
-    def targets(split):
-        s = starts[split] + seq_len
-        return ids[s - 1].numpy(), ids[s].numpy()
-
-    ks = [float(k) for k in cfg.task.bigram_k]
-    best_k = min(ks, key=lambda k: bigram_nll(train_ids, *targets("validation"), len(codec), k))
-    metrics["test_bigram_perplexity"] = round(perplexity(bigram_nll(train_ids, *targets("test"), len(codec), best_k)),
-                                              4)
+    baselines, discounts = ngram_baselines(ids, data["bounds"][0], starts, seq_len, len(codec),
+                                           [float(d) for d in cfg.task.ngram_discounts])
+    metrics.update(baselines)
     metrics.update(heldout_generation(model, codec, data, seq_len, cfg.generate, cfg.seed, run_dir))
 
     pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
     plot_history(history, run_dir / "history.png")
-    return {"metrics": metrics, "objective": "val_loss", "bigram_k": best_k, "vocab_size": len(codec),
+    return {"metrics": metrics, "objective": "val_loss", "ngram_discount": discounts,
+            "verdict": verdict(metrics), "vocab_size": len(codec),
             "windows": {k: len(v) for k, v in starts.items()},
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "decoding": decode_settings(cfg.generate), **info}
+
+
+NGRAMS = {2: "bigram", 3: "trigram"}
+
+
+def ngram_baselines(ids, train_bounds, starts, seq_len: int, vocab_size: int, discounts: list[float]) -> tuple:
+    """Interpolated Kneser-Ney character bigram and trigram fit on the training part, each discount chosen on
+    the validation targets, scored on the same next characters the model is: ({val_/test_<n>gram_perplexity},
+    {order name: discount})."""
+    import numpy as np
+
+    from nlpexp.metrics import kneser_ney_nll, perplexity
+
+    all_ids = np.asarray(ids)
+    lo, hi = train_bounds
+    train_ids = all_ids[lo:hi]
+
+    def targets(split):  # (the two characters before each target, the target)
+        s = np.asarray(starts[split]) + seq_len
+        return all_ids[s[:, None] - 2 + np.arange(2)], all_ids[s]
+
+    metrics, chosen = {}, {}
+    for order, name in NGRAMS.items():
+        val = {d: kneser_ney_nll(train_ids, *targets("validation"), vocab_size, order, d) for d in discounts}
+        best = min(val, key=val.get)
+        chosen[name] = best
+        metrics[f"val_{name}_perplexity"] = round(perplexity(val[best]), 4)
+        metrics[f"test_{name}_perplexity"] = round(
+            perplexity(kneser_ney_nll(train_ids, *targets("test"), vocab_size, order, best)), 4)
+    return metrics, chosen
+
+
+def verdict(metrics: dict) -> str:
+    """The end summary's line: does the model's test perplexity beat the best n-gram baseline's?"""
+    name = min(NGRAMS.values(), key=lambda n: metrics[f"test_{n}_perplexity"])
+    ours, theirs = metrics["test_perplexity"], metrics[f"test_{name}_perplexity"]
+    return (f"test perplexity {ours:.1f} {'beats' if ours < theirs else 'does NOT beat'} the best n-gram baseline "
+            f"(Kneser-Ney {name}, {theirs:.1f})")
 
 
 # -- checkpoints: safetensors + JSON, nothing pickled -----------------------------------------------------

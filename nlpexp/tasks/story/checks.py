@@ -1,9 +1,9 @@
 """The story wing's config: schemas of task/data/generate, the keys each adapter and the training loop read,
 and the checks that span several keys. Imported before any run: no torch here."""
-from dataclasses import dataclass, fields
-from typing import List, Optional
+from dataclasses import dataclass, field, fields
+from typing import Any, List, Optional
 
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from nlpexp import registry
 from nlpexp.loop import READS
@@ -27,12 +27,13 @@ class StoryTask:
 class StoryData:
     source: str = setting(MISSING, choices=SOURCES)
     embedded: Optional[str] = None
-    path: Optional[str] = None
+    path: Any = None                     # a story file or a list of them (the first is the main file)
+    test_path: Any = None                # the test stories' file(s); the main file then gives none
     hub_id: Optional[str] = None
     hub_config: Optional[str] = None     # the dataset's configuration (dair-ai/emotion: split)
     revision: Optional[str] = None       # the hub dataset's branch, tag or commit (null: main)
     hub_split: str = "train"
-    test_size: float = setting(MISSING, check=_count_or_fraction)
+    test_size: Optional[float] = setting(None, check=_count_or_fraction)
     val_size: float = setting(0, check=_count_or_fraction)
     max_stories: Optional[int] = setting(None, gt=0)
     max_train_samples: Optional[int] = setting(None, gt=0)
@@ -50,6 +51,34 @@ class StoryGenerate(DecodingControls):
     batch_size: int = setting(MISSING, gt=0)
     eval_temperatures: List[float] = setting(MISSING, check=lambda v: None if v else "must not be empty",
                                              each={"gt": 0})
+    search: List[Any] = field(default_factory=list)  # decoding settings scored on validation; the best is tested
+
+
+SEARCHED = ("strategy", "temperature", "top_k", "top_p", "num_beams", "repetition_penalty", "no_repeat_ngram_size",
+            "repeat_window", "max_new_tokens", "max_sentences", "no_empty_sentences", "cut_repeated_kgram")
+
+
+def search_errors(cfg) -> list[str]:
+    """generate.search: a list of settings, each a map of the generate.* keys it changes (checked like them);
+    the grid needs validation stories to be scored on."""
+    from nlpexp.schema import node_errors
+
+    grid = cfg.generate.get("search") or []
+    errors = []
+    for i, item in enumerate(grid):
+        where = f"generate.search[{i}]"
+        if not OmegaConf.is_dict(item) or not item:
+            errors.append(f"{where} must be a map of generate.* settings, e.g. {{strategy: beam, num_beams: 4}}")
+            continue
+        unknown = [k for k in item if k not in SEARCHED]
+        if unknown:
+            errors.append(f"{where}.{unknown[0]}: not a decoding setting (these are: {', '.join(SEARCHED)})")
+            continue
+        merged = OmegaConf.merge(OmegaConf.to_container(cfg.generate), {"search": []}, item)
+        errors += [e.replace("generate.", f"{where}.", 1) for e in node_errors(merged, StoryGenerate, "generate")]
+    if grid and cfg.mode in ("train", "eval") and not cfg.data.get("val_size"):
+        errors.append("generate.search scores its settings on validation stories: set data.val_size (e.g. 200)")
+    return errors
 
 
 SCHEMAS = [("story", "task", StoryTask), ("story", "data", StoryData), ("story", "generate", StoryGenerate)]
@@ -72,7 +101,8 @@ HINTS = {"trainer.max_length": "task=story sequences hold task.max_len positions
          "length": "task=story writes up to generate.max_new_tokens tokens and generate.max_sentences sentences",
          "generate.temperature": "the evaluation after training decodes at each of generate.eval_temperatures",
          "generate.num_samples": "mode=generate reads it", "generate.eval_temperatures": "training and mode=eval "
-         "read it", "generate.batch_size": "training and mode=eval read it", "data": "mode=generate reads no data"}
+         "read it", "generate.search": "training and mode=eval read it (mode=generate: set the chosen settings)",
+         "generate.batch_size": "training and mode=eval read it", "data": "mode=generate reads no data"}
 
 
 def reads(cfg) -> dict:
@@ -92,7 +122,11 @@ def reads(cfg) -> dict:
 
 
 def check(cfg) -> list[str]:
-    errors = data_errors(cfg.data)
+    errors = data_errors(cfg.data) + data_errors(OmegaConf.create({"path": cfg.data.get("test_path")}))
+    errors += search_errors(cfg)
+    if cfg.data.get("test_path") and cfg.data.get("test_size") is not None:
+        errors.append("data.test_path holds the test stories and data.test_size cuts them from the end of "
+                      "data.path: give one (data.test_size=null)")
     if cfg.mode == "eval":
         errors += run_folder_errors(cfg)
     if cfg.mode == "generate":

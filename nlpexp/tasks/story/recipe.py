@@ -4,7 +4,8 @@ train:    stories -> split by position -> tokenizer (byte-level BPE trained on t
           own) -> model (transformer: next-token classifier or causal LM; transformer_encdec; gpt2) -> fit with
           gradient accumulation (epochs=0: zero-shot) -> test perplexity of the references -> generations at each
           of generate.eval_temperatures -> corpus/sentence BLEU, distinct-1/2, repeated 4-grams
-eval:     a saved run (ckpt=) on this config's test split and decoding settings (tune decoding without training)
+eval:     a saved run (ckpt=) on this config's test split and decoding settings; generate.search=[...] scores a
+          grid of settings on the validation stories and tests the best (tune decoding without training)
 generate: a saved run (ckpt=) or the configured pretrained model continues prompt="..."
 Outputs: checkpoints/final/, history.csv, samples.jsonl (temperature, prompt, reference, generation), metrics.json.
 """
@@ -41,7 +42,7 @@ def train(cfg, run_dir: Path, device: str):
     history, info = fit(cfg, model, pairs["train"], pairs.get("validation"), device, run_dir)
     model.save(run_dir / "checkpoints" / "final", tok)
 
-    metrics = evaluate(cfg, model, tok, data, pairs["test"], run_dir, device)
+    metrics, found = evaluate(cfg, model, tok, data, pairs["test"], run_dir, device)
     if "validation" in pairs:  # the sweep objective: a validation number, never a test one
         from nlpexp.metrics import perplexity
         from nlpexp.precision import of_run
@@ -51,11 +52,12 @@ def train(cfg, run_dir: Path, device: str):
         metrics.update(val_loss=round(val_nll, 5), val_perplexity=round(perplexity(val_nll), 4))
     pd.DataFrame(history or [{"epoch": 0}]).to_csv(run_dir / "history.csv", index=False)
     return {"metrics": metrics, "objective": "val_loss" if "val_loss" in metrics else "", "origin": data["origin"],
-            "stories": {k: len(data[k]) for k in ("train", "validation", "test")}, "vocab_size": len(tok),
+            "stories": {k: len(data[k]) for k in ("train", "validation", "test")}, "left_out": data["counts"],
+            "vocab_size": len(tok),
             "objective_kind": model.objective,
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "total_params": sum(p.numel() for p in model.parameters()),
-            "decoding": decode_settings(cfg.generate), **info}
+            "decoding": decode_settings(cfg.generate), **found, **info}
 
 
 def load_checkpoint(folder: Path, device: str):
@@ -203,30 +205,69 @@ def story_metrics(hyps: list[str], refs: list[str], prefix: str) -> dict:
             f"{prefix}_punctuation_only": float(sum(punctuation_only(h) for h in hyps))}
 
 
-def evaluate(cfg, model, tok, data, test_pairs, run_dir: Path, device: str) -> dict:
-    """Test perplexity of the references, then the test prompts at each evaluation temperature: metrics, and
-    samples.jsonl in run_dir."""
-    from nlpexp.metrics import perplexity
+def copy_bleu(frame) -> float:
+    """The floor every story model must clear: the first sentence written four times, as the continuation."""
+    from nlpexp.metrics import bleu_scores
 
+    return round(bleu_scores([" ".join([p] * 4) for p in frame["prompt"]], frame["reference"].tolist())[0], 5)
+
+
+def search_decoding(cfg, model, tok, frame, device: str) -> tuple:
+    """Each generate.search setting on the validation stories; (the best by corpus BLEU, the table)."""
+    from nlpexp.metrics import bleu_scores
+
+    prompts = [p for p, _ in encode_pairs(tok, frame)]
+    table = []
+    for item in cfg.generate.search:
+        changes = {k: v for k, v in item.items()}
+        settings = {**decode_settings(cfg.generate), **changes}
+        hyps = continue_prompts(model, tok, prompts, settings, cfg.seed, int(cfg.generate.batch_size))
+        table.append({"settings": changes, "val_bleu": round(bleu_scores(hyps, frame["reference"].tolist())[0], 5)})
+        print(f"decoding {changes}: validation BLEU {table[-1]['val_bleu']:.4f}")
+    best = max(table, key=lambda row: row["val_bleu"])
+    return best, table
+
+
+def evaluate(cfg, model, tok, data, test_pairs, run_dir: Path, device: str) -> tuple:
+    """Test perplexity of the references, the copy baseline, then the test prompts at each evaluation temperature
+    and, with generate.search, under the setting the validation stories chose (chosen_*): (metrics, what the
+    search found), and samples.jsonl in run_dir."""
+    from omegaconf import OmegaConf
+
+    from nlpexp.metrics import perplexity
     from nlpexp.precision import of_run
 
     eb = int(cfg.trainer.eval_batch_size)
     test_nll = mean_nll(model, model.examples(test_pairs, train=False), eb, device, of_run(cfg, device, strict=False))
-    metrics = {"test_loss": round(test_nll, 5), "test_perplexity": round(perplexity(test_nll), 4)}
+    metrics = {"test_loss": round(test_nll, 5), "test_perplexity": round(perplexity(test_nll), 4),
+               "baseline_copy_bleu": copy_bleu(data["test"])}
     prompts, refs = [p for p, _ in test_pairs], data["test"]["reference"].tolist()
+    runs = [(f"t{float(t)}", decode_settings(cfg.generate, t)) for t in cfg.generate.eval_temperatures]
+    found = {}
+    if cfg.generate.get("search"):
+        best, table = search_decoding(cfg, model, tok, data["validation"], device)
+        found = {"decoding_search": table, "decoding_chosen": OmegaConf.to_container(OmegaConf.create(
+            best["settings"]))}
+        runs.append(("chosen", {**decode_settings(cfg.generate), **best["settings"]}))
     rows = []
-    for temp in cfg.generate.eval_temperatures:
-        settings = decode_settings(cfg.generate, temp)
+    for prefix, settings in runs:
         started = time.time()
         hyps = continue_prompts(model, tok, prompts, settings, cfg.seed, int(cfg.generate.batch_size))
-        prefix = f"t{float(temp)}"
         metrics.update(story_metrics(hyps, refs, prefix))
         metrics[f"{prefix}_generation_s"] = round(time.time() - started, 2)
-        rows += [{"temperature": float(temp), "prompt": p, "reference": r, "generation": h}
-                 for p, r, h in zip(data["test"]["prompt"], refs, hyps)]
+        rows += [{"decoding": prefix, "temperature": float(settings["temperature"]), "prompt": p, "reference": r,
+                  "generation": h} for p, r, h in zip(data["test"]["prompt"], refs, hyps)]
     with open(run_dir / "samples.jsonl", "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    return metrics
+    return metrics, {**found, "verdict": verdict(metrics, [prefix for prefix, _ in runs])}
+
+
+def verdict(metrics: dict, prefixes: list[str]) -> str:
+    """The end summary's line: the best test BLEU of the decodings against copying the first sentence."""
+    best = max(prefixes, key=lambda p: metrics[f"{p}_bleu"])
+    ours, floor = metrics[f"{best}_bleu"], metrics["baseline_copy_bleu"]
+    return (f"test BLEU {ours:.4f} ({best}) {'beats' if ours > floor else 'does NOT beat'} copying the first "
+            f"sentence ({floor:.4f})")
 
 
 def evaluate_saved(cfg, run_dir: Path, device: str):
@@ -236,8 +277,9 @@ def evaluate_saved(cfg, run_dir: Path, device: str):
     model, tok = load_checkpoint(Path(str(cfg.ckpt)).expanduser() / "checkpoints" / "final", device)
     data = load_stories(cfg.data)
     run_dir.mkdir(parents=True, exist_ok=True)
-    metrics = evaluate(cfg, model, tok, data, encode_pairs(tok, data["test"]), run_dir, device)
-    return {"metrics": metrics, "objective": "", "origin": data["origin"], "decoding": decode_settings(cfg.generate)}
+    metrics, found = evaluate(cfg, model, tok, data, encode_pairs(tok, data["test"]), run_dir, device)
+    return {"metrics": metrics, "objective": "", "origin": data["origin"], "left_out": data["counts"],
+            "decoding": decode_settings(cfg.generate), **found}
 
 
 def generate(cfg, run_dir: Path, device: str):
