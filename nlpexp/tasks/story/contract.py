@@ -1,4 +1,4 @@
-"""What the story recipe asks of a model adapter (transformer, transformer_encdec, gpt2).
+"""What the story recipe asks of a model adapter (transformer, transformer_encdec, gpt2, bert2bert).
 
 An adapter module provides (checks.py lists the model.* keys each one reads)
   build(cfg, train_texts, smoke) -> (tokenizer, StoryModel)
@@ -14,6 +14,7 @@ class StoryModel(Protocol):
 
     objective: str   # next_token | causal_lm | encdec | gpt2: recorded in metrics.json
     max_len: int     # positions the model holds
+    lowercase: bool  # writes lower case (an uncased BERT): the recipe gives its text case back
 
     def examples(self, pairs: list[tuple[list[int], list[int]]], train: bool) -> list[dict]:
         """Training/scoring items; in training every target token is scored, else only the continuation's."""

@@ -24,6 +24,7 @@ def freeze_layers(lm, n: int) -> None:
 
 class StoryGPT2(nn.Module):
     objective = "causal_lm"
+    lowercase = False
 
     def __init__(self, lm, tokenizer):
         super().__init__()

@@ -169,10 +169,11 @@ def finish_text(text: str, settings: dict) -> str:
     return cut_at_repeated_kgram(text, settings["cut_repeated_kgram"])
 
 
-def continue_prompts(model: StoryModel, tok, prompts: list[list[int]], settings: dict, seed: int,
+def continue_prompts(model: StoryModel, tok, prompts: list[list[int]], texts: list[str], settings: dict, seed: int,
                      batch_size: int = 64):
-    """Generated texts for the prompt ids, in the model's batches (GPT-2 through transformers' `generate`, ours
-    through nlpexp.decoding.generate with their own cache, both under nlpexp.decoding.processors), cut after
+    """Generated texts for the prompt ids (`texts`: the prompts as written), in the model's batches (GPT-2 and
+    bert2bert through transformers' `generate`, ours through nlpexp.decoding.generate with their own cache, all
+    under nlpexp.decoding.processors), cased like the prompt if the model writes lower case, cut after
     max_sentences and a repeated k-gram."""
     import torch
 
@@ -188,7 +189,8 @@ def continue_prompts(model: StoryModel, tok, prompts: list[list[int]], settings:
             ids = model.continue_ids(rows, max_new, settings, sentence_ids=sentence_ids, words=words,
                                      eos_id=tok.eos_token_id, seed=int(seed) + k, generator=gen)
             for i, row in zip(group, ids):
-                out[i] = finish_text(tok.decode(row, skip_special_tokens=True), settings)
+                text = tok.decode(row, skip_special_tokens=True)
+                out[i] = finish_text(decoding.recase(text, texts[i]) if model.lowercase else text, settings)
     return out
 
 
@@ -221,7 +223,8 @@ def search_decoding(cfg, model, tok, frame, device: str) -> tuple:
     for item in cfg.generate.search:
         changes = {k: v for k, v in item.items()}
         settings = {**decode_settings(cfg.generate), **changes}
-        hyps = continue_prompts(model, tok, prompts, settings, cfg.seed, int(cfg.generate.batch_size))
+        hyps = continue_prompts(model, tok, prompts, frame["prompt"].tolist(), settings, cfg.seed,
+                                int(cfg.generate.batch_size))
         table.append({"settings": changes, "val_bleu": round(bleu_scores(hyps, frame["reference"].tolist())[0], 5)})
         print(f"decoding {changes}: validation BLEU {table[-1]['val_bleu']:.4f}")
     best = max(table, key=lambda row: row["val_bleu"])
@@ -252,7 +255,8 @@ def evaluate(cfg, model, tok, data, test_pairs, run_dir: Path, device: str) -> t
     rows = []
     for prefix, settings in runs:
         started = time.time()
-        hyps = continue_prompts(model, tok, prompts, settings, cfg.seed, int(cfg.generate.batch_size))
+        hyps = continue_prompts(model, tok, prompts, data["test"]["prompt"].tolist(), settings, cfg.seed,
+                                int(cfg.generate.batch_size))
         metrics.update(story_metrics(hyps, refs, prefix))
         metrics[f"{prefix}_generation_s"] = round(time.time() - started, 2)
         rows += [{"decoding": prefix, "temperature": float(settings["temperature"]), "prompt": p, "reference": r,
@@ -294,7 +298,7 @@ def generate(cfg, run_dir: Path, device: str):
     settings = decode_settings(cfg.generate)
     n = int(cfg.generate.num_samples)
     started = time.time()
-    texts = continue_prompts(model, tok, [ids] * n, settings, cfg.seed)
+    texts = continue_prompts(model, tok, [ids] * n, [prompt] * n, settings, cfg.seed)
     elapsed = time.time() - started
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "samples.jsonl", "w", encoding="utf-8") as fh:

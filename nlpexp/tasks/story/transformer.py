@@ -22,6 +22,7 @@ class OurDecoding:
     """StoryModel's generation and checkpoint methods for our models (they hold `settings` and `objective`)."""
 
     adapter = "transformer"  # the registry's model name, written into story_model.json
+    lowercase = False  # they write the BPE's text as it is
 
     def prompt_groups(self, prompts, batch_size: int):
         return batches_by_length(prompts, batch_size)
