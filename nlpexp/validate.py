@@ -81,6 +81,10 @@ def unread_errors(cfg: DictConfig, overrides, declared: dict) -> list[str]:
             leaf = leaf.split(".")[0]
         else:
             group, leaf = "", key
+            if item.startswith("+") and not known_root(cfg, key):
+                errors.append(f"{key}: unknown top-level key (the top-level keys are: {', '.join(root_keys(cfg))}; "
+                              "a setting of a group is group.key=value)")
+                continue
             if key not in MODE_KEYS:
                 continue
         if group not in reads or reads[group] is None or leaf in reads[group]:
@@ -89,6 +93,25 @@ def unread_errors(cfg: DictConfig, overrides, declared: dict) -> list[str]:
             or MODE_KEYS.get(key)
         errors.append(f"{key} is not read by {path}" + (f" ({hint})" if hint else ""))
     return errors
+
+
+ADDED_ROOT = ("smoke",)  # top-level keys a `+key=` adds on purpose (+smoke=true)
+
+
+def root_keys(cfg: DictConfig) -> list[str]:
+    """The top-level settings of nlpexp/conf/config.yaml (not the groups)."""
+    from pathlib import Path
+
+    base = OmegaConf.load(Path(__file__).parent / "conf" / "config.yaml")
+    return [k for k in base if k not in ("defaults", "hydra")]
+
+
+def known_root(cfg: DictConfig, key: str) -> bool:
+    """A `+key=` at the top level: a setting config.yaml has, +smoke, or a config group (shipped or ./conf/)."""
+    from pathlib import Path
+
+    shipped = Path(__file__).parent / "conf"
+    return key in root_keys(cfg) or key in ADDED_ROOT or (shipped / key).is_dir() or (Path("conf") / key).is_dir()
 
 
 def other_readers(cfg: DictConfig, group: str, leaf: str) -> str | None:

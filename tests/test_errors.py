@@ -34,6 +34,7 @@ def no_complete_run(cwd):
     (["data.path=/no/such/Sentences_50Agree.txt"], ["data file not found", "/no/such/Sentences_50Agree.txt"]),
     (["trainer.nosuchkey=1"], ["trainer.nosuchkey"]),
     (["mode=predict"], ["needs ckpt="]),
+    (["+check=true"], ["check: unknown top-level key", "dry_run"]),  # a typo'd setting is not silently kept
 ])
 def test_config_errors_exit_2_before_any_run_folder(tmp_path, args, needles):
     proc = cli(*args, cwd=tmp_path)
