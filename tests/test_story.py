@@ -558,13 +558,3 @@ def test_recase_gives_an_uncased_model_the_prompt_s_case():
 
     assert recase("tom ' s dog ran . i didn ' t see it. then mary and tom left!", "Tom met Mary.") == \
         "Tom's dog ran . I didn't see it. Then Mary and Tom left!"
-
-
-def test_mbr_keeps_the_candidate_the_others_agree_with():
-    from nlpexp.tasks.story.recipe import mbr_select
-
-    odd = "Purple engines sing loudly under cold rivers."
-    agreed = "He went to the store and bought some milk."
-    near = ["He went to the store and bought some bread.", "He went to the shop and bought some milk."]
-    assert mbr_select([[odd, near[0], agreed, near[1]]]) == [agreed]
-    assert mbr_select([["a b c.", "a b c."]]) == ["a b c."]

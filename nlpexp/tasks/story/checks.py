@@ -47,7 +47,6 @@ class StoryGenerate(DecodingControls):
     max_sentences: int = setting(MISSING, ge=0)
     no_empty_sentences: bool = True
     cut_repeated_kgram: int = setting(MISSING, ge=0)
-    mbr_samples: int = setting(0, ge=0)  # > 1: that many decodings, the consensus one kept (training, mode=eval)
     num_samples: int = setting(MISSING, gt=0)
     batch_size: int = setting(MISSING, gt=0)
     eval_temperatures: List[float] = setting(MISSING, check=lambda v: None if v else "must not be empty",
@@ -56,8 +55,7 @@ class StoryGenerate(DecodingControls):
 
 
 SEARCHED = ("strategy", "temperature", "top_k", "top_p", "num_beams", "repetition_penalty", "no_repeat_ngram_size",
-            "repeat_window", "max_new_tokens", "max_sentences", "no_empty_sentences", "cut_repeated_kgram",
-            "mbr_samples")
+            "repeat_window", "max_new_tokens", "max_sentences", "no_empty_sentences", "cut_repeated_kgram")
 
 
 def search_errors(cfg) -> list[str]:

@@ -159,7 +159,6 @@ def decode_settings(g, temperature=None) -> dict:
 
     return {**controls(g), "temperature": float(g.temperature if temperature is None else temperature),
             "max_sentences": int(g.max_sentences), "cut_repeated_kgram": int(g.cut_repeated_kgram),
-            "mbr_samples": int(g.get("mbr_samples", 0)),
             "max_new_tokens": int(g.max_new_tokens), "no_empty_sentences": bool(g.get("no_empty_sentences", False))}
 
 
@@ -195,29 +194,6 @@ def continue_prompts(model: StoryModel, tok, prompts: list[list[int]], texts: li
     return out
 
 
-def write_stories(model: StoryModel, tok, prompts: list[list[int]], texts: list[str], settings: dict, seed: int,
-                  batch_size: int = 64) -> list[str]:
-    """The continuations under the settings; with mbr_samples=N, N decodings (seeds seed .. seed+N-1) and, per
-    prompt, the one the others agree with most (minimum Bayes risk under sentence BLEU: Kumar & Byrne 2004)."""
-    n = int(settings.get("mbr_samples") or 0)
-    if n <= 1:
-        return continue_prompts(model, tok, prompts, texts, settings, seed, batch_size)
-    candidates = [continue_prompts(model, tok, prompts, texts, settings, seed + k, batch_size) for k in range(n)]
-    return mbr_select([list(c) for c in zip(*candidates)])
-
-
-def mbr_select(candidates: list[list[str]]) -> list[str]:
-    """Per prompt, the candidate with the highest mean sentence BLEU against the other candidates."""
-    import sacrebleu
-
-    chosen = []
-    for texts in candidates:
-        scores = [sum(sacrebleu.sentence_bleu(h, [r]).score for j, r in enumerate(texts) if j != i)
-                  for i, h in enumerate(texts)]
-        chosen.append(texts[max(range(len(texts)), key=scores.__getitem__)])
-    return chosen
-
-
 def story_metrics(hyps: list[str], refs: list[str], prefix: str) -> dict:
     from nlpexp.metrics import bleu_scores, distinct_n, punctuation_only, repetition_rate
 
@@ -247,8 +223,8 @@ def search_decoding(cfg, model, tok, frame, device: str) -> tuple:
     for item in cfg.generate.search:
         changes = {k: v for k, v in item.items()}
         settings = {**decode_settings(cfg.generate), **changes}
-        hyps = write_stories(model, tok, prompts, frame["prompt"].tolist(), settings, cfg.seed,
-                             int(cfg.generate.batch_size))
+        hyps = continue_prompts(model, tok, prompts, frame["prompt"].tolist(), settings, cfg.seed,
+                                int(cfg.generate.batch_size))
         table.append({"settings": changes, "val_bleu": round(bleu_scores(hyps, frame["reference"].tolist())[0], 5)})
         print(f"decoding {changes}: validation BLEU {table[-1]['val_bleu']:.4f}")
     best = max(table, key=lambda row: row["val_bleu"])
@@ -279,8 +255,8 @@ def evaluate(cfg, model, tok, data, test_pairs, run_dir: Path, device: str) -> t
     rows = []
     for prefix, settings in runs:
         started = time.time()
-        hyps = write_stories(model, tok, prompts, data["test"]["prompt"].tolist(), settings, cfg.seed,
-                             int(cfg.generate.batch_size))
+        hyps = continue_prompts(model, tok, prompts, data["test"]["prompt"].tolist(), settings, cfg.seed,
+                                int(cfg.generate.batch_size))
         metrics.update(story_metrics(hyps, refs, prefix))
         metrics[f"{prefix}_generation_s"] = round(time.time() - started, 2)
         rows += [{"decoding": prefix, "temperature": float(settings["temperature"]), "prompt": p, "reference": r,
