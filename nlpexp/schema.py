@@ -329,6 +329,7 @@ class GPT2(Pretrained):
 @dataclass
 class Bert2Bert(Pretrained):
     """bert2bert: transformers' EncoderDecoderModel with both sides warm-started from one BERT."""
+    freeze_embeddings: bool = False  # keep the pretrained word embeddings (and the tied output layer) fixed
 
 
 @dataclass

