@@ -102,7 +102,7 @@ def build(cfg, train_texts, smoke: bool = False):
     else:
         revision = m.get("revision")
         tok = pretrained_tokenizer(m.pretrained, revision)
-        encoder = pretrained_model(m.pretrained, BertModel, revision, add_pooling_layer=False)
+        encoder = pretrained_model(m.pretrained, BertModel, revision)  # with its pooler: loads back whole
         bert = BertConfig.from_dict({**encoder.config.to_dict(), "is_decoder": True, "add_cross_attention": True})
         decoder = pretrained_model(m.pretrained, BertLMHeadModel, revision, config=bert)  # cross-attention new
         lm = EncoderDecoderModel(encoder=encoder, decoder=decoder)
