@@ -214,14 +214,16 @@ def copy_bleu(frame) -> float:
     return round(bleu_scores([" ".join([p] * 4) for p in frame["prompt"]], frame["reference"].tolist())[0], 5)
 
 
-def search_decoding(cfg, model, tok, frame, device: str) -> tuple:
+def search_decoding(cfg, model, tok, frame) -> tuple:
     """Each generate.search setting on the validation stories; (the best by corpus BLEU, the table)."""
+    from omegaconf import OmegaConf
+
     from nlpexp.metrics import bleu_scores
 
     prompts = [p for p, _ in encode_pairs(tok, frame)]
     table = []
     for item in cfg.generate.search:
-        changes = {k: v for k, v in item.items()}
+        changes = OmegaConf.to_container(item)
         settings = {**decode_settings(cfg.generate), **changes}
         hyps = continue_prompts(model, tok, prompts, frame["prompt"].tolist(), settings, cfg.seed,
                                 int(cfg.generate.batch_size))
@@ -235,7 +237,6 @@ def evaluate(cfg, model, tok, data, test_pairs, run_dir: Path, device: str) -> t
     """Test perplexity of the references, the copy baseline, then the test prompts at each evaluation temperature
     and, with generate.search, under the setting the validation stories chose (chosen_*): (metrics, what the
     search found), and samples.jsonl in run_dir."""
-    from omegaconf import OmegaConf
 
     from nlpexp.metrics import perplexity
     from nlpexp.precision import of_run
@@ -248,9 +249,8 @@ def evaluate(cfg, model, tok, data, test_pairs, run_dir: Path, device: str) -> t
     runs = [(f"t{float(t)}", decode_settings(cfg.generate, t)) for t in cfg.generate.eval_temperatures]
     found = {}
     if cfg.generate.get("search"):
-        best, table = search_decoding(cfg, model, tok, data["validation"], device)
-        found = {"decoding_search": table, "decoding_chosen": OmegaConf.to_container(OmegaConf.create(
-            best["settings"]))}
+        best, table = search_decoding(cfg, model, tok, data["validation"])
+        found = {"decoding_search": table, "decoding_chosen": best["settings"]}
         runs.append(("chosen", {**decode_settings(cfg.generate), **best["settings"]}))
     rows = []
     for prefix, settings in runs:
