@@ -98,7 +98,7 @@ class SentencesDone:
 
 # the decoding controls every generate.* node holds (nlpexp.schema.DecodingControls), with their neutral values
 CONTROLS = {"strategy": "sample", "temperature": 1.0, "top_k": 0, "top_p": 1.0, "num_beams": 4,
-            "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "repeat_window": 0}
+            "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "repeat_window": 0, "length_penalty": 1.0}
 
 
 def controls(settings) -> dict:
@@ -171,12 +171,12 @@ def _text_ids(prompt_ids, pad_id):
 
 
 def generate(model, prompt_ids, max_new_tokens: int, *, banned_ids=(), eos_id=None, sentence_ids=(),
-             max_sentences: int = 0, words=None, pad_id=None, generator=None, length_penalty: float = 1.0,
-             stateful: bool = True, **settings) -> list[list[int]]:
+             max_sentences: int = 0, words=None, pad_id=None, generator=None, stateful: bool = True,
+             **settings) -> list[list[int]]:
     """Continuations of the (B, L) prompts, each a list of new ids without the end-of-text token, under the
     controls in `settings` (CONTROLS: strategy greedy | sample | beam, temperature, top_k, top_p, num_beams,
-    repetition_penalty, no_repeat_ngram_size, repeat_window; see `processors`). pad_id entries of the prompts
-    are padding, not text. A row stops at eos_id or once it holds `max_sentences` ids of `sentence_ids`
+    length_penalty, repetition_penalty, no_repeat_ngram_size, repeat_window; see `processors`). pad_id entries of
+    the prompts are padding, not text. A row stops at eos_id or once it holds `max_sentences` ids of `sentence_ids`
     (0 = no limit); the loop stops when every row has. Greedy takes the argmax, sampling draws from `generator`.
     `stateful` goes to model.start (bert_lstm: carry the LSTM state instead of re-reading the window)."""
     unknown = set(settings) - set(CONTROLS)
@@ -188,7 +188,7 @@ def generate(model, prompt_ids, max_new_tokens: int, *, banned_ids=(), eos_id=No
                        prompt_len=history.size(1), pad_id=pad_id)
     if s["strategy"] == "beam":
         return _beam(model, prompt_ids, history, max_new_tokens, s["num_beams"], procs, eos_id, set(sentence_ids),
-                     max_sentences, length_penalty, stateful)
+                     max_sentences, s["length_penalty"], stateful)
     b = prompt_ids.size(0)
     logits, state = model.start(prompt_ids, stateful=stateful)
     out, done, sentences, ends = [[] for _ in range(b)], [False] * b, [0] * b, set(sentence_ids)
@@ -218,44 +218,57 @@ def generate(model, prompt_ids, max_new_tokens: int, *, banned_ids=(), eos_id=No
 
 def _beam(model, prompt_ids, history, max_new_tokens, k, procs, eos_id, ends, max_sentences, length_penalty,
           stateful):
-    """Beam search as transformers does it (each beam's log-probabilities through the processors, the best k of
-    the k x V continuations by summed score), with finished beams frozen: a beam that ended (eos_id,
-    max_sentences) extends only by `filler` at no cost, so it stays in the running against the live ones."""
+    """Beam search as transformers' generate runs it (early_stopping=False): each step the best 2k continuations
+    of a prompt's k running beams by summed log-probability (after the processors); those of the best k that end
+    (eos_id, the max_sentences-th sentence end, the last allowed token) join the prompt's k finished hypotheses,
+    scored sum / generated length ** length_penalty (> 1 favours longer texts), and the best k that do not end
+    run on. A prompt is settled once its k finished ones are all better than its best running beam scored at its
+    current length; the best finished one is its text."""
     b = prompt_ids.size(0)
     logits, state = model.start(prompt_ids, stateful=stateful)
     dev, vocab = logits.device, logits.size(-1)
     index = torch.arange(b, device=dev).repeat_interleave(k)
     state, logits, history = _select(state, index), logits[index], history[index]
-    seqs, done = [[] for _ in range(b * k)], torch.zeros(b * k, dtype=torch.bool, device=dev)
-    scores = torch.full((b, k), NEG_INF, device=dev)
-    scores[:, 0] = 0.0  # one live beam per prompt until the first expansion
-    filler = eos_id if eos_id is not None else 0
+    seqs = [[] for _ in range(b * k)]
+    running = torch.full((b, k), -1e9, device=dev)
+    running[:, 0] = 0.0  # one live beam per prompt until the first expansion
+    finished = [[] for _ in range(b)]  # per prompt: (normalised score, ids), best first, at most k
+    open_ = [True] * b
     for step in range(max_new_tokens):
-        logp = _apply(procs, history, torch.log_softmax(logits.float(), dim=-1), live=~done)
-        if bool(done.any()):
-            logp[done] = NEG_INF
-            logp[done, filler] = 0.0
-        total = (scores[:, :, None] + logp.view(b, k, vocab)).view(b, -1)
-        scores, flat = torch.topk(total, k, dim=-1)
-        parent = (flat // vocab + torch.arange(b, device=dev)[:, None] * k).view(-1)
-        token = (flat % vocab).view(-1)
-        new_seqs, new_done = [], []
-        for p, t, finished in zip(parent.tolist(), token.tolist(), done[parent].tolist()):
-            seq = seqs[p]
-            if not finished and t != eos_id:
-                seq = seq + [t]
-                finished = bool(max_sentences) and sum(x in ends for x in seq) >= max_sentences
-            new_seqs.append(seq)
-            new_done.append(finished or t == eos_id)
-        seqs, done = new_seqs, torch.tensor(new_done, device=dev)
-        if bool(done.all()) or step + 1 == max_new_tokens:
+        logp = _apply(procs, history, torch.log_softmax(logits.float(), dim=-1), live=running.view(-1) > -1e8)
+        total = (running[:, :, None] + logp.view(b, k, vocab)).view(b, -1)
+        top, flat = torch.topk(total, 2 * k, dim=-1)
+        last = step + 1 == max_new_tokens
+        parents, tokens, scores = [], [], []
+        for i, (row_scores, row_flat) in enumerate(zip(top.tolist(), flat.tolist())):
+            live = []
+            for j, (score, f) in enumerate(zip(row_scores, row_flat)):
+                p, t = i * k + f // vocab, f % vocab
+                seq = seqs[p] if t == eos_id else seqs[p] + [t]
+                if t == eos_id or last or (max_sentences and sum(x in ends for x in seq) >= max_sentences):
+                    if j < k and open_[i]:
+                        finished[i].append((score / (step + 1) ** length_penalty, seq))
+                elif len(live) < k:
+                    live.append((score, p, t))
+            finished[i] = sorted(finished[i], key=lambda h: -h[0])[:k]
+            if live:
+                best = live[0][0] / (step + 1) ** length_penalty
+                open_[i] = open_[i] and not (len(finished[i]) == k and best <= finished[i][-1][0])
+            else:
+                open_[i] = False
+                live = [(-1e9, i * k, int(row_flat[0]) % vocab)]
+            live += [(-1e9, *live[-1][1:])] * (k - len(live))  # stand-ins, never chosen
+            scores += [score for score, _, _ in live]
+            parents += [p for _, p, _ in live]
+            tokens += [t for _, _, t in live]
+        if last or not any(open_):
             break
-        feed = token.masked_fill(done, filler)
-        history = torch.cat([history[parent], feed[:, None]], dim=1)
-        logits, state = model.advance(_select(state, parent), feed)
-    lengths = torch.tensor([len(s) + 1 for s in seqs], dtype=torch.float32, device=dev).view(b, k)
-    best = (scores / lengths ** length_penalty).argmax(dim=-1).tolist()
-    return [seqs[i * k + best[i]] for i in range(b)]
+        parent, token = torch.tensor(parents, device=dev), torch.tensor(tokens, device=dev)
+        seqs = [seqs[p] + [t] for p, t in zip(parents, tokens)]
+        running = torch.tensor(scores, device=dev).view(b, k)
+        history = torch.cat([history[parent], token[:, None]], dim=1)
+        logits, state = model.advance(_select(state, parent), token)
+    return [finished[i][0][1] for i in range(b)]
 
 
 def hf_generate(lm, prompts: list[list[int]], max_new_tokens: int, *, pad_id: int, eos_id=None, banned_ids=(),
@@ -279,7 +292,8 @@ def hf_generate(lm, prompts: list[list[int]], max_new_tokens: int, *, pad_id: in
                        prompt_len=start, pad_id=pad_id)
     stops = StoppingCriteriaList([SentencesDone(sentence_ids, max_sentences, start)] if max_sentences else [])
     # top_k=0: transformers would add its default top-50 warper to ours when sampling
-    strategy = {"sample": {"do_sample": True, "top_k": 0}, "beam": {"do_sample": False, "num_beams": s["num_beams"]},
+    strategy = {"sample": {"do_sample": True, "top_k": 0},
+                "beam": {"do_sample": False, "num_beams": s["num_beams"], "length_penalty": s["length_penalty"]},
                 "greedy": {"do_sample": False, "num_beams": 1}}[s["strategy"]]
     torch.manual_seed(int(seed))
     with torch.no_grad():

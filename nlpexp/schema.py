@@ -212,6 +212,7 @@ class DecodingControls:
     repetition_penalty: float = setting(MISSING, gt=0)
     no_repeat_ngram_size: int = setting(MISSING, ge=0)
     repeat_window: int = setting(MISSING, ge=0)
+    length_penalty: float = MISSING
 
 
 @dataclass

@@ -61,6 +61,32 @@ def test_stop_rules_agree_too(gpt2):
     assert len({len(row) for row in mine}) > 1 and all(eos not in row for row in mine)
 
 
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0, 3.0])
+def test_beam_search_with_rows_that_end_agrees_with_transformers_at_any_length_penalty(gpt2, length_penalty):
+    """Beams that end (end-of-text, the second sentence end) leave the running ones for the finished pool, scored
+    by length ** length_penalty, as in transformers: texts of different lengths, the same on both paths."""
+    free = ours(gpt2, strategy="greedy")
+    eos = max(set(free[0]), key=free[0].count)
+    kwargs = dict(strategy="beam", num_beams=3, sentence_ids=[t for t in set(free[1]) if t != eos][:3],
+                  max_sentences=2, length_penalty=length_penalty)
+    mine = decoding.generate(gpt2, PROMPTS, 24, eos_id=eos, **kwargs)
+    assert mine == decoding.hf_generate(gpt2.lm, PROMPTS.tolist(), 24, pad_id=EOS, eos_id=eos, **kwargs)
+    assert len({len(row) for row in mine}) > 1 and all(eos not in row for row in mine)
+
+
+def test_a_larger_length_penalty_writes_longer_beams(gpt2):
+    free = ours(gpt2, strategy="greedy")
+    eos = max(set(free[0]), key=free[0].count)
+    prompts = torch.randint(5, VOCAB, (12, 6), generator=torch.Generator().manual_seed(2))
+
+    def length(lp):
+        with torch.no_grad():
+            rows = decoding.generate(gpt2, prompts, 24, eos_id=eos, strategy="beam", num_beams=4, length_penalty=lp)
+        return sum(map(len, rows))
+
+    assert length(-1.0) < length(1.0) < length(4.0)
+
+
 def _repeated_ngrams(seq, n):
     grams = [tuple(seq[i:i + n]) for i in range(len(seq) - n + 1)]
     return len(grams) - len(set(grams))

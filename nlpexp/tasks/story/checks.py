@@ -55,7 +55,8 @@ class StoryGenerate(DecodingControls):
 
 
 SEARCHED = ("strategy", "temperature", "top_k", "top_p", "num_beams", "repetition_penalty", "no_repeat_ngram_size",
-            "repeat_window", "max_new_tokens", "max_sentences", "no_empty_sentences", "cut_repeated_kgram")
+            "repeat_window", "length_penalty", "max_new_tokens", "max_sentences", "no_empty_sentences",
+            "cut_repeated_kgram")
 
 
 def search_errors(cfg) -> list[str]:
@@ -95,7 +96,7 @@ RENAMED = {"task.max_train_minutes": "trainer.max_minutes"}  # old key -> the ke
 # eval_batch_size and precision
 LOOP_READS = (*READS, "eval_batch_size")
 # the generate.* keys mode=generate reads; training and mode=eval read the others (and not these two)
-GENERATE_READS = ("strategy", "temperature", "top_k", "top_p", "num_beams", "repetition_penalty",
+GENERATE_READS = ("strategy", "temperature", "top_k", "top_p", "num_beams", "length_penalty", "repetition_penalty",
                   "no_repeat_ngram_size", "repeat_window", "max_new_tokens", "max_sentences", "no_empty_sentences",
                   "cut_repeated_kgram", "num_samples")
 HINTS = {"trainer.max_length": "task=story sequences hold task.max_len positions",
