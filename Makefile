@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/nlpexp
 
+# TEST_JOBS pytest workers (pytest-xdist), each test file on one of them (its module fixtures built once)
+TEST_JOBS ?= 2
 test: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest --durations=15
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile --durations=15
 
 # the edit loop: unit tests only (no smoke runs, sweeps, subprocesses), under a minute
 test-fast: install
