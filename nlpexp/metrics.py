@@ -189,6 +189,15 @@ def bleu_scores(hypotheses: list[str], references: list[str]) -> tuple[float, fl
     return float(corpus), float(np.mean(sentence)) if sentence else 0.0
 
 
+def bleu_length_ratio(hypotheses: list[str], references: list[str]) -> float:
+    """The hypotheses' length over the references' in sacrebleu's tokens: below 1, corpus BLEU pays the brevity
+    penalty exp(1 - 1 / ratio)."""
+    import sacrebleu
+
+    scored = sacrebleu.corpus_bleu(hypotheses, [references])
+    return scored.sys_len / max(scored.ref_len, 1)
+
+
 def punctuation_only(text: str) -> bool:
     """True when the text holds no letter or digit (empty included)."""
     return not any(c.isalnum() for c in text)

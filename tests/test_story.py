@@ -261,10 +261,12 @@ def test_text_cuts():
 def test_bleu_wiring():
     import sacrebleu
 
-    from nlpexp.metrics import bleu_scores, punctuation_only
+    from nlpexp.metrics import bleu_length_ratio, bleu_scores, punctuation_only
 
     refs = ["the cat sat on the mat today .", "a dog ran in the park all day ."]
     assert bleu_scores(refs, refs) == (pytest.approx(1.0), pytest.approx(1.0))
+    assert bleu_length_ratio(refs, refs) == 1.0
+    assert bleu_length_ratio(["the cat sat on .", "a dog ran in ."], refs) == pytest.approx(10 / 17)
     hyps = ["the cat sat on a mat today .", "the dog ran in a park ."]
     corpus, sentence = bleu_scores(hyps, refs)
     assert corpus == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score / 100)

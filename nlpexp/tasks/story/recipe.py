@@ -195,11 +195,12 @@ def continue_prompts(model: StoryModel, tok, prompts: list[list[int]], texts: li
 
 
 def story_metrics(hyps: list[str], refs: list[str], prefix: str) -> dict:
-    from nlpexp.metrics import bleu_scores, distinct_n, punctuation_only, repetition_rate
+    from nlpexp.metrics import bleu_length_ratio, bleu_scores, distinct_n, punctuation_only, repetition_rate
 
     words = [h.split() for h in hyps]
     corpus, sentence = bleu_scores(hyps, refs)
     return {f"{prefix}_bleu": round(corpus, 5), f"{prefix}_sentence_bleu": round(sentence, 5),
+            f"{prefix}_length_ratio": round(bleu_length_ratio(hyps, refs), 4),
             f"{prefix}_distinct_1": round(distinct_n(words, 1), 5),
             f"{prefix}_distinct_2": round(distinct_n(words, 2), 5),
             f"{prefix}_repeated_4gram_rate": round(repetition_rate(words, 4), 5),
