@@ -229,7 +229,7 @@ def _beam(model, prompt_ids, history, max_new_tokens, k, procs, eos_id, ends, ma
     dev, vocab = logits.device, logits.size(-1)
     index = torch.arange(b, device=dev).repeat_interleave(k)
     state, logits, history = _select(state, index), logits[index], history[index]
-    seqs = [[] for _ in range(b * k)]
+    seqs, ended = [[] for _ in range(b * k)], [0] * (b * k)  # ended: each beam's sentence ends so far
     running = torch.full((b, k), -1e9, device=dev)
     running[:, 0] = 0.0  # one live beam per prompt until the first expansion
     finished = [[] for _ in range(b)]  # per prompt: (normalised score, ids), best first, at most k
@@ -245,7 +245,7 @@ def _beam(model, prompt_ids, history, max_new_tokens, k, procs, eos_id, ends, ma
             for j, (score, f) in enumerate(zip(row_scores, row_flat)):
                 p, t = i * k + f // vocab, f % vocab
                 seq = seqs[p] if t == eos_id else seqs[p] + [t]
-                if t == eos_id or last or (max_sentences and sum(x in ends for x in seq) >= max_sentences):
+                if t == eos_id or last or (max_sentences and ended[p] + (t in ends) >= max_sentences):
                     if j < k and open_[i]:
                         finished[i].append((score / (step + 1) ** length_penalty, seq))
                 elif len(live) < k:
@@ -265,6 +265,7 @@ def _beam(model, prompt_ids, history, max_new_tokens, k, procs, eos_id, ends, ma
             break
         parent, token = torch.tensor(parents, device=dev), torch.tensor(tokens, device=dev)
         seqs = [seqs[p] + [t] for p, t in zip(parents, tokens)]
+        ended = [ended[p] + (t in ends) for p, t in zip(parents, tokens)]
         running = torch.tensor(scores, device=dev).view(b, k)
         history = torch.cat([history[parent], token[:, None]], dim=1)
         logits, state = model.advance(_select(state, parent), token)

@@ -238,7 +238,6 @@ def evaluate(cfg, model, tok, data, test_pairs, run_dir: Path, device: str) -> t
     """Test perplexity of the references, the copy baseline, then the test prompts at each evaluation temperature
     and, with generate.search, under the setting the validation stories chose (chosen_*): (metrics, what the
     search found), and samples.jsonl in run_dir."""
-
     from nlpexp.metrics import perplexity
     from nlpexp.precision import of_run
 
