@@ -6,7 +6,8 @@ A path hands `fit` a Job (its model, the micro-batches of an epoch, the summed l
 trainer.* keys READS names). The loop owns the rest: AdamW (or the job's optimizer) with linear warm-up and decay,
 gradient clipping, gradient accumulation weighted by loss units (so k micro-batches give the large batch's
 gradient), precision (autocast; a GradScaler for fp16), device placement, max_steps / epochs / a minutes deadline,
-a progress bar with loss and throughput, per-epoch history rows, evaluation hooks, logger hooks, step checkpoints
+early stopping (`trainer.patience` evaluations without a new best, as the evaluator judges it), a progress bar
+with loss and throughput, per-epoch history rows, evaluation hooks, logger hooks, step checkpoints
 (`trainer.save_steps`) and resume.
 
 Resume: a checkpoint holds the weights, the optimizer, scheduler and scaler state, the torch RNG, the position in
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 READS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_ratio", "grad_accum", "max_steps", "max_minutes",
-         "save_steps", "precision")
+         "save_steps", "precision", "patience")
 STATE = "loop_state.json"
 
 
@@ -41,6 +42,7 @@ class Settings:
     max_minutes: float | None = None
     save_steps: int = 0
     precision: str = "fp32"
+    patience: int = 0          # >0: stop after this many evaluations without a new best (the evaluator's "best")
     clip: float = 1.0          # gradient-norm clipping (0: none)
     schedule: str = "linear"   # linear warm-up and decay | constant (the embedding matrix's plain SGD)
 
@@ -77,7 +79,8 @@ class Evaluator(Protocol):
     choice of the best weights. Its state is saved with step checkpoints."""
 
     def __call__(self, epoch: float, step: int) -> dict:
-        """The row's validation values; {"stop": True} in it ends training (early stopping)."""
+        """The row's validation values; "best": True in it when these weights are the best so far (kept by the
+        evaluator: trainer.patience counts the evaluations since), "stop": True ends training at once."""
 
     def state(self) -> dict:
         """JSON values and tensors that resume needs (e.g. the best score so far)."""
@@ -125,7 +128,8 @@ def fit(job: Job, s: Settings, device: str, *, run_dir: Path | None = None, eval
     sched = get_linear_schedule_with_warmup(opt, int(s.warmup_ratio * total), max(total, 1)) \
         if s.schedule == "linear" else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     scaler = grad_scaler(s.precision)
-    at = {"epoch": 0, "position": 0, "step": 0, "elapsed": 0.0, "units": 0, "history": [], "losses": []}
+    at = {"epoch": 0, "position": 0, "step": 0, "elapsed": 0.0, "units": 0, "history": [], "losses": [],
+          "stale": 0}
     if resume_from:
         at = load_checkpoint(Path(resume_from), model, opt, sched, scaler, evaluate)
         print(f"resumed at step {at['step']} (epoch {at['epoch'] + 1}, micro-batch {at['position']})")
@@ -133,28 +137,39 @@ def fit(job: Job, s: Settings, device: str, *, run_dir: Path | None = None, eval
     if s.epochs == 0 or total == 0:
         return at["history"], info
     ckpt_dir = Path(run_dir) / "checkpoints" if run_dir else None
-    history, step, losses = at["history"], at["step"], at["losses"]
+    history, step, losses, stale = at["history"], at["step"], at["losses"], at.get("stale", 0)
     started, units_done = time.time() - at["elapsed"], at["units"]
     deadline = started + 60 * s.max_minutes if s.max_minutes else None
     bar = tqdm(total=total, initial=step, desc=desc, mininterval=2, dynamic_ncols=True)
 
-    def row(epoch: float) -> dict:
+    def row(epoch: float) -> bool:
+        """The history row at `epoch`; True when the evaluator or the patience ends training."""
+        nonlocal stale
         out = {"epoch": round(epoch, 3), "step": step,
                "train_loss": round(sum(losses) / len(losses), 5) if losses else None}
         if evaluate is not None:
             out.update(evaluate(epoch, step))
             model.train()
+            if "best" in out:  # an evaluator without a choice of weights (no validation data) counts nothing
+                stale = 0 if out.pop("best") else stale + 1
+            if s.patience and stale >= s.patience and not out.get("stop"):
+                out["stop"] = out["early_stop"] = True
+                info["early_stop"] = {"epoch": out["epoch"], "step": step, "evaluations_without_gain": stale}
+                bar.write(f"early stop at epoch {out['epoch']:g} (step {step}): {stale} evaluations without a "
+                          "gain on validation; the best weights are kept")
         losses.clear()
+        halt = bool(out.pop("stop", False))
         history.append(out)
         shown = {k: v for k, v in out.items() if k.startswith("val_") and isinstance(v, float)}
         if shown:
             bar.set_postfix({k: f"{v:.4f}" for k, v in list(shown.items())[:2]}, refresh=False)
-        return out
+        return halt
 
     def save(epoch: int, position: int) -> None:
         if ckpt_dir is not None:
             save_checkpoint(ckpt_dir, step, model, opt, sched, scaler, evaluate, epoch=epoch, position=position,
-                            elapsed=time.time() - started, units=units_done, history=history, losses=losses)
+                            elapsed=time.time() - started, units=units_done, history=history, losses=losses,
+                            stale=stale)
 
     try:  # the bar is closed before any error is reported: the error is the last line
         model.train()
@@ -179,14 +194,13 @@ def fit(job: Job, s: Settings, device: str, *, run_dir: Path | None = None, eval
                 if stop or done:
                     break
                 if eval_steps and step % eval_steps == 0:
-                    if row(epoch + (position + s.grad_accum) / len(micro)).get("stop"):
+                    if row(epoch + (position + s.grad_accum) / len(micro)):
                         stop = True
                         break
                 if s.save_steps and step % s.save_steps == 0:
                     save(epoch, position + s.grad_accum)
             finished = stop and position + s.grad_accum < len(micro)
-            last = row(epoch + ((position + s.grad_accum) / len(micro) if finished else 1))
-            stop = stop or bool(last.get("stop"))
+            stop = row(epoch + ((position + s.grad_accum) / len(micro) if finished else 1)) or stop
             if s.save_steps and step % s.save_steps == 0 and not stop:  # an epoch's last step: saved after its row
                 save(epoch + 1, 0)
             if stop:

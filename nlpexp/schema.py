@@ -253,6 +253,7 @@ class Trainer:
     save_steps: int = setting(MISSING, ge=0)
     max_minutes: Optional[float] = setting(None, gt=0)
     precision: str = setting("auto", choices=("auto", "fp32", "bf16", "fp16"))
+    patience: int = setting(0, ge=0)
 
 
 @dataclass

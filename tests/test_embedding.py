@@ -199,6 +199,8 @@ def test_apply_transforms_texts_and_embeddings_with_the_saved_matrix(nlpexp, tmp
     (["mode=apply"], "mode=apply needs ckpt="),
     (["mode=eval"], "mode 'eval' is not available for task 'embedding'"),
     (["data.max_pairs=0"], "data.max_pairs must be an integer > 0"),
+    (["task.patience=3"], "task.patience: no such key (renamed: use trainer.patience)"),
+    (["task.method=finetune", "model=minilm", "trainer.patience=2"], "trainer.patience is not read by"),
 ])
 def test_bad_embedding_config_is_one_line(nlpexp, tmp_path, args, needle):
     res = nlpexp("task=embedding", *args)

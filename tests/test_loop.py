@@ -164,3 +164,65 @@ def test_the_trainer_path_reads_max_minutes_and_precision_with_the_same_meaning(
     assert "trainer.max_minutes=0.01 reached" in res.out
     scoring = json.loads((tmp_path / "run" / "checkpoints" / "best" / "scoring.json").read_text())
     assert scoring["precision"] == "bf16"  # mode=eval/predict score it as it was trained
+
+
+class Scripted:
+    """An evaluator whose verdicts are given: "best" on the epochs listed, a worse score on the others."""
+
+    def __init__(self, best_at):
+        self.best_at, self.calls = set(best_at), 0
+
+    def __call__(self, epoch: float, step: int) -> dict:
+        self.calls += 1
+        return {"val_score": float(self.calls), "best": self.calls in self.best_at}
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+
+def test_patience_stops_after_that_many_evaluations_without_a_new_best():
+    evaluator = Scripted(best_at={1, 2})
+    history, info = loop.fit(Regression(batch_size=8), settings(epochs=10, patience=3), "cpu", evaluate=evaluator)
+    assert evaluator.calls == 5 and len(history) == 5  # best at 1 and 2, then 3 evaluations without a gain
+    assert info["early_stop"] == {"epoch": 5, "step": 10, "evaluations_without_gain": 3}
+    assert history[-1]["early_stop"] is True and "early_stop" not in history[-2]
+    assert all("best" not in row for row in history)
+    _, info = loop.fit(Regression(batch_size=8), settings(epochs=10), "cpu", evaluate=Scripted(best_at={1}))
+    assert "early_stop" not in info and info["train_steps"] == 20  # patience 0: every epoch
+
+
+def test_patience_counts_across_a_resume(tmp_path):
+    class Stop(Exception):
+        pass
+
+    def die_at_5(step, scalars):
+        if step == 5:
+            raise Stop
+
+    # 2 steps an epoch; evaluation 1 is the best, evaluation 2 (step 4) is not: checkpoint-4 holds one stale
+    with pytest.raises(Stop):
+        loop.fit(Regression(batch_size=8), settings(epochs=10, patience=2, save_steps=2), "cpu", run_dir=tmp_path,
+                 evaluate=Scripted(best_at={1}), on_log=die_at_5)
+    ckpt = tmp_path / "checkpoints" / "checkpoint-4"
+    assert json.loads((ckpt / "loop_state.json").read_text())["stale"] == 1
+    _, info = loop.fit(Regression(batch_size=8), settings(epochs=10, patience=2, save_steps=2), "cpu",
+                       run_dir=tmp_path, evaluate=Scripted(best_at=set()), resume_from=ckpt)
+    assert info["early_stop"] == {"epoch": 3, "step": 6, "evaluations_without_gain": 2}  # not 4 / 8: it counted on
+
+
+def test_the_trainer_path_stops_early_with_the_same_patience(nlpexp, tmp_path):
+    # a learning rate too small to move any prediction: validation accuracy never beats epoch 1
+    res = nlpexp("+smoke=true", "model=bert", "trainer.max_steps=-1", "trainer.epochs=20", "trainer.lr=1e-12",
+                 "trainer.patience=2", f"hydra.run.dir={tmp_path}/run")
+    assert res.code == 0, res.err[-3000:]
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    import pandas as pd
+
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert summary["early_stop"]["epoch"] == 3 and summary["early_stop"]["evaluations_without_gain"] == 2
+    assert len(history) == 3 and "early stop at epoch 3" in res.out
+    assert history["early_stop"].iloc[-1] == True and history["early_stop"].iloc[:-1].isna().all()  # noqa: E712
+    assert summary["best_step"] * 3 == summary["early_stop"]["step"]  # epoch 1's weights are the ones tested

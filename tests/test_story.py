@@ -566,3 +566,26 @@ def test_recase_gives_an_uncased_model_the_prompt_s_case():
 
     assert recase("tom ' s dog ran . i didn ' t see it. then mary and tom left!", "Tom met Mary.") == \
         "Tom's dog ran . I didn't see it. Then Mary and Tom left!"
+
+
+def test_patience_stops_on_validation_loss_and_keeps_the_best_epoch(nlpexp, tmp_path):
+    import pandas as pd
+
+    # a learning rate high enough that validation loss turns up within a few epochs of the embedded stories
+    res = nlpexp("+smoke=true", "task=story", "model=transformer_encdec", "trainer.epochs=30", "trainer.lr=0.3",
+                 "trainer.max_steps=-1", "trainer.patience=1", "data.val_size=20", f"hydra.run.dir={tmp_path}/run")
+    assert res.code == 0, res.err[-3000:]
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    hist = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert len(hist) < 30 and m["early_stop"]["epoch"] == hist["epoch"].iloc[-1]
+    assert hist["early_stop"].iloc[-1] == True and hist["early_stop"].iloc[:-1].isna().all()  # noqa: E712
+    assert "stop" not in hist.columns
+    # the tested weights are the best epoch's, not the last one's
+    assert m["metrics"]["val_loss"] == hist["val_loss"].min() < hist["val_loss"].iloc[-1]
+    assert "early stop at epoch" in res.out
+
+
+def test_patience_without_validation_stories_is_refused(nlpexp, tmp_path):
+    res = nlpexp("+smoke=true", "task=story", "trainer.patience=2", f"hydra.run.dir={tmp_path}/run")
+    assert res.code == 2 and "trainer.patience stops on validation loss" in res.err
+    assert not (tmp_path / "run").exists()

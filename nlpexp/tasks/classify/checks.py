@@ -85,7 +85,7 @@ MODEL_KEYS = {
 LOOP_READS = {
     "trainer": ("epochs", "batch_size", "eval_batch_size", "lr", "weight_decay", "warmup_ratio", "grad_accum",
                 "label_smoothing", "max_length", "max_steps", "best_metric", "keep_checkpoints", "average_last",
-                "soup", "nproc", "save_steps", "max_minutes", "precision"),
+                "soup", "nproc", "save_steps", "max_minutes", "precision", "patience"),
     "lm": (*READS, "max_length"),
     "gensim": (),
 }

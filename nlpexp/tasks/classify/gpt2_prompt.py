@@ -99,11 +99,12 @@ class BestEpoch:
         restricted = float((self.clf.predict_proba(self.val["text"]).argmax(axis=1)
                             == self.val["label"].to_numpy()).mean())
         row = {"val_accuracy": round(restricted, 6), **self.clf.extra_metrics(self.val, self.labels, "val")}
-        if self.best is None or restricted > self.best:
+        best = self.best is None or restricted > self.best
+        if best:
             self.best = restricted
             self.clf.save(self.folder)
         print(f"gpt2_prompt epoch {epoch:g}: " + ", ".join(f"{k} {v}" for k, v in row.items()))
-        return row
+        return {**row, "best": best}
 
     def state(self) -> dict:
         return {"best": self.best}

@@ -135,6 +135,34 @@ def stop_after(minutes: float):
     return StopAfter()
 
 
+def stop_early(patience: int):
+    """transformers' EarlyStoppingCallback on trainer.best_metric (`patience` epochs without a gain; the best epoch
+    is loaded at the end as always), remembering where it stopped for metrics.json and the console."""
+    from transformers import EarlyStoppingCallback
+
+    class StopEarly(EarlyStoppingCallback):
+        stopped = None
+
+        def on_evaluate(self, args, state, control, metrics, **kwargs):
+            super().on_evaluate(args, state, control, metrics, **kwargs)
+            if control.should_training_stop and self.early_stopping_patience_counter >= patience:
+                self.stopped = {"epoch": round(float(state.epoch), 3), "step": state.global_step,
+                                "evaluations_without_gain": self.early_stopping_patience_counter}
+                print(f"early stop at epoch {state.epoch:g} (step {state.global_step}): {patience} evaluations "
+                      f"without a gain in validation {args.metric_for_best_model}; the best epoch is kept")
+
+    return StopEarly(early_stopping_patience=patience)
+
+
+def early_stop(trainer) -> dict:
+    """{"early_stop": where} when trainer.patience stopped the run, else {}."""
+    from transformers import EarlyStoppingCallback
+
+    stopped = [c.stopped for c in trainer.callback_handler.callbacks
+               if isinstance(c, EarlyStoppingCallback) and c.stopped]
+    return {"early_stop": stopped[0]} if stopped else {}
+
+
 def save_every(steps: int):
     """A callback that also checkpoints every `steps` optimiser steps (evaluation and best-epoch choice stay per
     epoch), so a run killed mid-epoch resumes close to where it stopped."""
@@ -290,7 +318,9 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model,
         history, samples_per_s = _history(trainer.state.log_history), out.metrics["train_samples_per_second"]
         chosen = Path(trainer.state.best_model_checkpoint or "").name  # checkpoint-<step>: removed below
         extra = {"best_checkpoint": str(ckpt_dir / "best"), "best_step": int(chosen.split("-")[-1])
-                 if chosen.split("-")[-1].isdigit() else None, "weight_average": averaged}
+                 if chosen.split("-")[-1].isdigit() else None, "weight_average": averaged, **early_stop(trainer)}
+        if "early_stop" in extra and history:
+            history[-1]["early_stop"] = True
     else:
         start, started = {k: v.detach().clone() for k, v in model.state_dict().items()}, time.time()
         states, scores, history, ingredients = [], [], [], []
@@ -387,7 +417,8 @@ def _train(cfg, model, tokenizer, data: dict, labels: list[str], run_dir: Path, 
                             processing_class=tokenizer, data_collator=data["collator"],
                             compute_metrics=compute_metrics,
                             callbacks=[*([save_every(int(tr.save_steps))] if tr.save_steps else []),
-                                       *([stop_after(float(tr.max_minutes))] if tr.max_minutes else [])])
+                                       *([stop_after(float(tr.max_minutes))] if tr.max_minutes else []),
+                                       *([stop_early(int(tr.patience))] if tr.get("patience") else [])])
     out = trainer.train(resume_from_checkpoint=cfg.get("resume_from"))
     trainer.accelerator.wait_for_everyone()  # every rank has loaded the best epoch before rank 0 prunes checkpoints
     return trainer, out

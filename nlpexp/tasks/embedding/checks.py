@@ -34,7 +34,6 @@ class EmbeddingTask:
     modified_dim: int = setting(MISSING, gt=0)
     init: str = setting(MISSING, choices=("identity", "orthogonal", "random"))
     dropout: float = setting(MISSING, ge=0, lt=1)
-    patience: Optional[int] = setting(None, gt=0)
     min_gain: Optional[float] = setting(None, ge=0)
     threshold_steps: int = setting(MISSING, gt=0)
     cache: Optional[str] = None
@@ -70,6 +69,7 @@ MODEL_KEYS = {
 # reads; the fine-tune (task.method=finetune) takes its epochs, batch size, rate, warm-up, weight decay and step
 # cap from task.finetune and the rest of the loop's keys from trainer.*; hf encoders also read max_length
 MATRIX_READS = tuple(k for k in READS if k not in ("weight_decay", "warmup_ratio"))
+RENAMED = {"task.patience": "trainer.patience"}  # old key -> the key that does its job
 FINETUNE_READS = ("grad_accum", "max_minutes", "save_steps", "precision")
 FINETUNABLE = ("hf", "sentence_transformers")
 

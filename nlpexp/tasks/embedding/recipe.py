@@ -181,11 +181,12 @@ class Projection:
 
 class MatrixChoice:
     """Every split's loss and best-threshold accuracy after each epoch; the best epoch by (validation accuracy,
-    -validation loss) is remembered; `patience` epochs without a gain stop training, a non-finite loss at once."""
+    -validation loss) is remembered (trainer.patience epochs without a new best stop the loop), a non-finite loss
+    stops training at once."""
 
-    def __init__(self, matrix, data: dict, steps: int, patience):
-        self.matrix, self.data, self.steps, self.patience = matrix, data, steps, patience
-        self.key, self.best, self.best_epoch, self.stale = None, None, 0, 0
+    def __init__(self, matrix, data: dict, steps: int):
+        self.matrix, self.data, self.steps = matrix, data, steps
+        self.key, self.best, self.best_epoch = None, None, 0
 
     def row(self) -> dict:
         import torch
@@ -208,21 +209,18 @@ class MatrixChoice:
         if not np.isfinite(row["train_loss"]):
             print(f"matrix: loss is {row['train_loss']} at epoch {epoch:g} (learning rate too high?); stopping")
             return {**row, "stop": True}
-        if self.key is None or (row["val_accuracy"], -row["val_loss"]) > tuple(self.key):
-            self.key, self.best, self.best_epoch, self.stale = \
-                (row["val_accuracy"], -row["val_loss"]), self.matrix.detach().clone(), int(round(epoch)), 0
-        else:
-            self.stale += 1
-            if self.patience and self.stale >= self.patience:
-                return {**row, "stop": True}
-        return row
+        best = self.key is None or (row["val_accuracy"], -row["val_loss"]) > tuple(self.key)
+        if best:
+            self.key, self.best, self.best_epoch = \
+                (row["val_accuracy"], -row["val_loss"]), self.matrix.detach().clone(), int(round(epoch))
+        return {**row, "best": best}
 
     def state(self) -> dict:
-        out = {"key": self.key, "best_epoch": self.best_epoch, "stale": self.stale}
+        out = {"key": self.key, "best_epoch": self.best_epoch}
         return {**out, "best": self.best} if self.best is not None else out
 
     def load_state(self, state: dict) -> None:
-        self.key, self.best_epoch, self.stale = state["key"], state["best_epoch"], state["stale"]
+        self.key, self.best_epoch = state["key"], state["best_epoch"]
         self.best = state.get("best")
 
 
@@ -240,7 +238,7 @@ def train_matrix(emb: dict, task, trainer, seed: int, device: str, run_dir: Path
     dim = data["train"][0].shape[1]
     initial = init_matrix(dim, int(task.modified_dim), task.init, gen).to(device)
     job = Projection(initial.clone(), data["train"], int(trainer.batch_size), float(task.dropout), seed)
-    choice = MatrixChoice(job.model.matrix, data, task.threshold_steps, task.patience)
+    choice = MatrixChoice(job.model.matrix, data, task.threshold_steps)
     start = {"epoch": 0, **choice.row()}
     n_val = len(data["validation"][2])
     # the trained matrix replaces the start only when it beats it on validation by more than the noise
@@ -249,7 +247,7 @@ def train_matrix(emb: dict, task, trainer, seed: int, device: str, run_dir: Path
     settings = loop.Settings.of(trainer, device, weight_decay=0.0, warmup_ratio=0.0, clip=0.0, schedule="constant")
     history, info = loop.fit(job, settings, device, run_dir=run_dir, evaluate=choice, resume_from=resume_from,
                              optimizer=lambda params, s: torch.optim.SGD(params, lr=s.lr), desc="matrix")
-    history = [start] + [{k: v for k, v in r.items() if k not in ("step", "stop")} for r in history]
+    history = [start] + [{k: v for k, v in r.items() if k != "step"} for r in history]
     best, best_epoch = choice.best, choice.best_epoch
     if best is None or choice.key[0] - start["val_accuracy"] < max(min_gain, 1e-12):
         print(f"matrix: no validation gain over the start beyond {min_gain:.4f}; keeping the start (epoch 0)")

@@ -179,10 +179,12 @@ class BestByValidation:
     def __call__(self, epoch: float, step: int) -> dict:
         nll, acc = evaluate(self.model, self.data["ids"], self.data["starts"]["validation"], self.seq_len,
                             self.device, self.batch_size, self.precision)
-        if nll < self.best:
+        best = nll < self.best
+        if best:
             self.best = nll
             save_checkpoint(self.model, self.data["codec"], self.folder, self.seq_len, self.model_name)
-        return {"val_loss": round(nll, 5), "val_accuracy": round(acc, 5), "val_perplexity": round(math.exp(nll), 3)}
+        return {"val_loss": round(nll, 5), "val_accuracy": round(acc, 5), "val_perplexity": round(math.exp(nll), 3),
+                "best": best}
 
     def state(self) -> dict:
         return {"best": self.best}

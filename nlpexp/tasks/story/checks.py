@@ -129,6 +129,8 @@ def check(cfg) -> list[str]:
     if cfg.data.get("test_path") and cfg.data.get("test_size") is not None:
         errors.append("data.test_path holds the test stories and data.test_size cuts them from the end of "
                       "data.path: give one (data.test_size=null)")
+    if cfg.mode == "train" and (cfg.trainer.get("patience") or 0) > 0 and not cfg.data.get("val_size"):
+        errors.append("trainer.patience stops on validation loss: give validation stories (data.val_size=200)")
     if cfg.mode == "eval":
         errors += run_folder_errors(cfg)
     if cfg.mode == "generate":

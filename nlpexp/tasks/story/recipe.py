@@ -10,6 +10,7 @@ generate: a saved run (ckpt=) or the configured pretrained model continues promp
 Outputs: checkpoints/final/, history.csv, samples.jsonl (temperature, prompt, reference, generation), metrics.json.
 """
 import json
+import math
 import time
 from pathlib import Path
 
@@ -101,22 +102,36 @@ class StoryJob:
 
 
 class ValidationLoss:
-    """The epoch's validation loss in history.csv (the final weights are the ones tested: no best-epoch choice)."""
+    """The epoch's validation loss in history.csv. The final weights are the ones tested, unless trainer.patience
+    stops training early: then the best epoch's weights (kept in memory, `keep=True`) are put back."""
 
-    def __init__(self, model, items, batch_size: int, device: str, precision: str):
+    def __init__(self, model, items, batch_size: int, device: str, precision: str, keep: bool = False):
         self.model, self.items, self.batch_size = model, items, batch_size
-        self.device, self.precision = device, precision
+        self.device, self.precision, self.keep = device, precision, keep
+        self.best, self.weights = math.inf, None
 
     def __call__(self, epoch: float, step: int) -> dict:
         if not self.items:
             return {}
-        return {"val_loss": round(mean_nll(self.model, self.items, self.batch_size, self.device, self.precision), 5)}
+        loss = mean_nll(self.model, self.items, self.batch_size, self.device, self.precision)
+        best = loss < self.best
+        if best:
+            self.best = loss
+            if self.keep:
+                self.weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        return {"val_loss": round(loss, 5), "best": best}
+
+    def restore_best(self) -> None:
+        if self.weights is not None:
+            self.model.load_state_dict(self.weights)
 
     def state(self) -> dict:
-        return {}
+        return {"best": self.best, **({f"weights.{k}": v for k, v in self.weights.items()} if self.weights else {})}
 
     def load_state(self, state: dict) -> None:
-        pass
+        self.best = float(state["best"])
+        weights = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("weights.")}
+        self.weights = weights or None
 
 
 def mean_nll(model, items, batch_size: int, device: str, precision: str = "fp32") -> float:
@@ -144,11 +159,13 @@ def fit(cfg, model: StoryModel, train_pairs, val_pairs, device: str, run_dir: Pa
     items = model.examples(train_pairs, train=True)
     val_items = model.examples(val_pairs, train=False) if val_pairs else []
     settings = loop.Settings.of(tr, device)
+    validation = ValidationLoss(model, val_items, int(tr.eval_batch_size), device, settings.precision,
+                                keep=settings.patience > 0)
     history, info = loop.fit(StoryJob(model, items, int(tr.batch_size), int(cfg.seed)), settings, device,
                              run_dir=run_dir, resume_from=cfg.get("resume_from"),
-                             on_log=loggers.step_logger(cfg, run_dir),
-                             evaluate=ValidationLoss(model, val_items, int(tr.eval_batch_size), device,
-                                                     settings.precision))
+                             on_log=loggers.step_logger(cfg, run_dir), evaluate=validation)
+    if "early_stop" in info:
+        validation.restore_best()
     return history, {"train_examples": len(items), **info}
 
 
