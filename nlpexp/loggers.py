@@ -74,6 +74,8 @@ def to_tensorboard(cfg, run_dir: Path, summary: dict) -> None:
         if isinstance(value, (int, float)):
             writer.add_scalar(f"final/{key}", value, global_step=0)
     writer.add_text("config", "```\n" + yaml.safe_dump(_flat_config(cfg), sort_keys=False) + "```")
+    if summary.get("tags"):
+        writer.add_text("tags", ", ".join(summary["tags"]))
     writer.close()
 
 
@@ -96,7 +98,9 @@ def to_mlflow(cfg, run_dir: Path, summary: dict) -> None:
     else:
         experiment_id = found.experiment_id
     run = client.create_run(experiment_id, run_name=run_dir.name,
-                            tags={"run_dir": str(run_dir.resolve()), "model": cfg.model.name})
+                            tags={"run_dir": str(run_dir.resolve()), "model": cfg.model.name,
+                                  **({"tags": ",".join(summary["tags"])} if summary.get("tags") else {}),
+                                  **{tag: "true" for tag in summary.get("tags") or []}})
     run_id, now = run.info.run_id, int(time.time() * 1000)
     params = [Param(k, str(v)[:500]) for k, v in _flat_config(cfg).items()]
     metrics = [Metric(f"epoch_{k}", float(v), now, step)

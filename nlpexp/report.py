@@ -46,6 +46,7 @@ def collect_runs(root: Path) -> list[dict]:
             saved = yaml.safe_load((run / ".hydra" / "config.yaml").read_text()) or {}
             summary.setdefault("task", (saved.get("task") or {}).get("name"))
             summary.setdefault("model", (saved.get("model") or {}).get("name"))
+            summary.setdefault("tags", list(saved.get("tags") or []))
         runs.append({"run_dir": str(run), "overrides": _read_overrides(run), **summary})
     return runs
 
@@ -193,11 +194,18 @@ def _fmt(table: pd.DataFrame) -> str:
     return table.to_markdown(index=False, floatfmt=".4f")
 
 
-def write_report(root: Path, out: Path | None = None, metrics: list[str] | None = None) -> dict:
-    """Collect the runs below root; write report.csv / report.md / report.png (and report_seeds.csv)."""
+def with_tags(runs: list[dict], tags: list[str] | None) -> list[dict]:
+    """The runs that carry every one of `tags` (all runs when none are asked for)."""
+    return [r for r in runs if set(tags or ()) <= set(r.get("tags") or ())]
+
+
+def write_report(root: Path, out: Path | None = None, metrics: list[str] | None = None,
+                 tags: list[str] | None = None) -> dict:
+    """Collect the runs below root (those with every tag of `tags`); write report.csv / report.md / report.png
+    (and report_seeds.csv)."""
     root = Path(root)
     out = Path(out) if out else root
-    runs = collect_runs(root)
+    runs = with_tags(collect_runs(root), tags)
     table, differing, columns = runs_table(runs, root, metrics)
     metric_cols = [c for c in columns if c != "wall_time_s"]
     summary = seed_summary(table, differing, columns)
@@ -243,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dir", type=Path)
     parser.add_argument("--metrics", help="comma-separated metric keys (default: every metric the runs report)")
     parser.add_argument("--out", type=Path, help="where to write report.* (default: DIR)")
+    parser.add_argument("--tags", help="comma-separated tags: only the runs started with all of them (tags=[...])")
     args = parser.parse_args(argv)
     if not args.dir.is_dir():
         print(f"nlpexp-report: error: not a folder: {args.dir}", file=sys.stderr)
@@ -251,7 +260,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"nlpexp-report: error: no runs below {args.dir} (no .hydra/ or metrics.json found)", file=sys.stderr)
         sys.exit(2)
     metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
-    result = write_report(args.dir, args.out, metrics)
+    tags = [t.strip() for t in args.tags.split(",") if t.strip()] if args.tags else None
+    if tags and not with_tags(collect_runs(args.dir), tags):
+        print(f"nlpexp-report: error: no runs below {args.dir} carry the tags {', '.join(tags)}", file=sys.stderr)
+        sys.exit(2)
+    result = write_report(args.dir, args.out, metrics, tags)
     print(result["markdown"].replace("![report](report.png)", ""))
     out = result["out"]
     print(f"report: {out / 'report.md'}, {out / 'report.csv'}" + (f", {out / 'report.png'}"

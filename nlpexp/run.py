@@ -106,7 +106,7 @@ def run_job(cfg: DictConfig):
 
 
 def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank: bool, started: float):
-    from nlpexp import distributed, hub, registry, runtime
+    from nlpexp import console, distributed, hub, registry, runtime
     from nlpexp.validate import check_config
 
     try:
@@ -121,6 +121,8 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
             if cleanup == "folder" and main_rank:
                 shutil.rmtree(run_dir, ignore_errors=True)
             return None
+        if main_rank and not distributed.is_worker() and cfg.mode == "train":  # other modes print their answer
+            console.print_config(cfg)
         nproc = int(cfg.get("trainer", {}).get("nproc", 1) or 1)
         gpus = runtime.share_gpus(hc, cfg.device.name, nproc) if multirun else None  # before torch sees CUDA
         if gpus is not None:
@@ -174,6 +176,7 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
         "wall_time_s": round(time.time() - started, 3),
         "device": device,
         "seed": cfg.seed,
+        "tags": list(cfg.get("tags") or []),
         "overrides": _overrides(),
         "versions": runtime.library_versions(),
         "git_commit": runtime.git_commit(),

@@ -33,6 +33,9 @@ def config_errors(cfg: DictConfig, overrides=()) -> list[str]:
     seed = cfg.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 32:
         errors.append(f"seed must be an integer in [0, 2^32 - 1] (got {seed!r})")
+    errors += tag_errors(cfg.get("tags"))
+    if cfg.get("print_config") not in (None, "diff", "full", "none"):
+        errors.append(f"print_config must be diff, full or none (got {cfg.get('print_config')!r})")
     for key in ("text", "prompt"):  # free text: whitespace only is no text
         value = cfg.get(key)
         if value is not None and not str(value).strip():
@@ -57,6 +60,16 @@ def config_errors(cfg: DictConfig, overrides=()) -> list[str]:
         if missing:
             errors.append(missing)
     return errors
+
+
+def tag_errors(tags) -> list[str]:
+    """tags=[a,b]: a list of words (no commas: nlpexp-report --tags takes them comma-separated)."""
+    if tags is None:
+        return []
+    if not OmegaConf.is_list(tags) and not isinstance(tags, list):
+        return [f"tags must be a list, e.g. tags=[baseline,{tags}] (got {tags!r})"]
+    bad = [t for t in tags if not isinstance(t, str) or not t.strip() or "," in t]
+    return [f"tags must be non-empty words without commas (got {', '.join(repr(t) for t in bad)})"] if bad else []
 
 
 def check_config(cfg: DictConfig, overrides=()) -> None:

@@ -8,15 +8,15 @@ import yaml
 from nlpexp import report
 
 
-def fake_run(folder, overrides, metrics=None, status="complete", wall=1.0):
+def fake_run(folder, overrides, metrics=None, status="complete", wall=1.0, tags=()):
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     model = next(o.split("=")[1] for o in overrides if o.startswith("model="))
     (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"task": {"name": "finsent"},
-                                                                    "model": {"name": model}}))
+                                                                    "model": {"name": model}, "tags": list(tags)}))
     if status == "complete":
         summary = {"status": "complete", "task": "finsent", "model": model, "metrics": metrics,
-                   "objective": "val_accuracy", "wall_time_s": wall}
+                   "objective": "val_accuracy", "wall_time_s": wall, "tags": list(tags)}
     elif status == "failed":
         summary = {"status": "failed", "error": "ValueError('boom')"}
     else:
@@ -80,3 +80,17 @@ def test_report_without_seeds_lists_runs_and_refuses_empty_folders(tmp_path, cap
         report.main([str(tmp_path / "a" / ".hydra")])
     assert stop.value.code == 2
     assert "no runs below" in capsys.readouterr().err
+
+
+def test_report_tags_keep_the_runs_that_carry_all_of_them(tmp_path, capsys):
+    fake_run(tmp_path / "a", ["model=bert"], {"val_accuracy": 0.5}, tags=["baseline", "v1"])
+    fake_run(tmp_path / "b", ["model=doc2vec"], {"val_accuracy": 0.7}, tags=["v1"])
+    fake_run(tmp_path / "c", ["model=minilm"], status="incomplete", tags=["baseline"])  # tags from its config
+    report.main([str(tmp_path), "--tags", "baseline"])
+    assert sorted(pd.read_csv(tmp_path / "report.csv")["run"].astype(str)) == ["a", "c"]
+    report.main([str(tmp_path), "--tags", "v1,baseline"])
+    assert list(pd.read_csv(tmp_path / "report.csv")["run"].astype(str)) == ["a"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        report.main([str(tmp_path), "--tags", "nope"])
+    assert stop.value.code == 2 and "carry the tags nope" in capsys.readouterr().err
