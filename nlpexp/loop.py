@@ -114,9 +114,9 @@ def fit(job: Job, s: Settings, device: str, *, run_dir: Path | None = None, eval
     """Train job.model; returns (history rows, info for metrics.json). Step checkpoints go to
     run_dir/checkpoints/checkpoint-<step> (the last two are kept while training, removed at the end)."""
     import torch
-    from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
+    from nlpexp import console
     from nlpexp.precision import autocast, grad_scaler
 
     model = job.model.to(device)
@@ -132,7 +132,7 @@ def fit(job: Job, s: Settings, device: str, *, run_dir: Path | None = None, eval
           "stale": 0}
     if resume_from:
         at = load_checkpoint(Path(resume_from), model, opt, sched, scaler, evaluate)
-        print(f"resumed at step {at['step']} (epoch {at['epoch'] + 1}, micro-batch {at['position']})")
+        console.say(f"resumed at step {at['step']} (epoch {at['epoch'] + 1}, micro-batch {at['position']})")
     info = {"train_steps": at["step"], "train_minutes": 0.0, "precision": s.precision, "grad_accum": s.grad_accum}
     if s.epochs == 0 or total == 0:
         return at["history"], info
@@ -140,7 +140,7 @@ def fit(job: Job, s: Settings, device: str, *, run_dir: Path | None = None, eval
     history, step, losses, stale = at["history"], at["step"], at["losses"], at.get("stale", 0)
     started, units_done = time.time() - at["elapsed"], at["units"]
     deadline = started + 60 * s.max_minutes if s.max_minutes else None
-    bar = tqdm(total=total, initial=step, desc=desc, mininterval=2, dynamic_ncols=True)
+    bar, epochs = console.Progress(total, desc, initial=step, unit="step"), console.Epochs(s.epochs)
 
     def row(epoch: float) -> bool:
         """The history row at `epoch`; True when the evaluator or the patience ends training."""
@@ -155,14 +155,12 @@ def fit(job: Job, s: Settings, device: str, *, run_dir: Path | None = None, eval
             if s.patience and stale >= s.patience and not out.get("stop"):
                 out["stop"] = out["early_stop"] = True
                 info["early_stop"] = {"epoch": out["epoch"], "step": step, "evaluations_without_gain": stale}
-                bar.write(f"early stop at epoch {out['epoch']:g} (step {step}): {stale} evaluations without a "
+                console.say(f"early stop at epoch {out['epoch']:g} (step {step}): {stale} evaluations without a "
                           "gain on validation; the best weights are kept")
         losses.clear()
         halt = bool(out.pop("stop", False))
         history.append(out)
-        shown = {k: v for k, v in out.items() if k.startswith("val_") and isinstance(v, float)}
-        if shown:
-            bar.set_postfix({k: f"{v:.4f}" for k, v in list(shown.items())[:2]}, refresh=False)
+        epochs(out)
         return halt
 
     def save(epoch: int, position: int) -> None:
@@ -184,9 +182,8 @@ def fit(job: Job, s: Settings, device: str, *, run_dir: Path | None = None, eval
                 step += 1
                 units_done += sum(job.units(b) for b in group)
                 losses.append(loss)
-                bar.update(1)
                 rate = units_done / max(time.time() - started, 1e-9)
-                bar.set_postfix(loss=f"{loss:.4f}", **{f"{job.unit}/s": f"{rate:.0f}"}, refresh=False)
+                bar.update(1, loss=loss, lr=sched.get_last_lr()[0], **{f"{job.unit}/s": round(rate)})
                 if on_log is not None:
                     on_log(step, {"train/loss": loss, "train/lr": sched.get_last_lr()[0]})
                 done = position + s.grad_accum >= len(micro)

@@ -19,6 +19,26 @@ def classification_metrics(gold, proba, labels: list[str]) -> tuple[dict, dict]:
     return headline, report
 
 
+# fonts with the CJK ideographs, the first one installed draws Chinese (and Japanese) labels
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei",
+             "SimHei", "Microsoft YaHei", "PingFang SC", "Heiti SC", "Noto Sans CJK JP", "Arial Unicode MS")
+
+
+def drawable(labels: list[str]) -> tuple[list[str], list[str] | None, str]:
+    """(labels as the plot can draw them, the font family to draw them with, a note): labels with CJK characters
+    need a CJK font; without one installed they are drawn as #0, #1 ... in the task's label order (the note says
+    so) instead of as empty boxes."""
+    if all(ord(c) < 0x2E80 for label in labels for c in label):
+        return labels, None, ""
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    family = next((f for f in CJK_FONTS if f in installed), None)
+    if family:
+        return labels, [family, "DejaVu Sans"], ""
+    return [f"#{i}" for i in range(len(labels))], None, "labels by index (no CJK font installed)"
+
+
 def plot_confusion(gold, pred, labels: list[str], path, title: str = "") -> None:
     import matplotlib
 
@@ -26,13 +46,15 @@ def plot_confusion(gold, pred, labels: list[str], path, title: str = "") -> None
     import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2.5, 1.2 * len(labels) + 2))
-    ConfusionMatrixDisplay.from_predictions(gold, pred, labels=list(range(len(labels))), display_labels=labels,
-                                            ax=ax, colorbar=False, cmap="Blues")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    shown, family, note = drawable(labels)
+    with plt.rc_context({"font.family": family} if family else {}):
+        fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2.5, 1.2 * len(labels) + 2))
+        ConfusionMatrixDisplay.from_predictions(gold, pred, labels=list(range(len(labels))), display_labels=shown,
+                                                ax=ax, colorbar=False, cmap="Blues")
+        ax.set_title(f"{title}\n{note}" if note else title, fontsize=10 if note else None)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
 
 
 def plot_history(history: list[dict], path, keys=("train_loss", "val_loss", "val_accuracy")) -> None:

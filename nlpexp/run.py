@@ -141,6 +141,7 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
             hub.settle_hub_mode()
         for loaded in hub.LOADED.values():  # what this job loads from the hub (a sweep worker runs several jobs)
             loaded.clear()
+        console.quiet(bool(cfg.get("verbose")))
         device = runtime.resolve_device(cfg.device.name)
         runtime.limit_threads(hc)
         runtime.seed_everything(cfg.seed)

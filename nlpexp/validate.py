@@ -36,6 +36,8 @@ def config_errors(cfg: DictConfig, overrides=()) -> list[str]:
     errors += tag_errors(cfg.get("tags"))
     if cfg.get("print_config") not in (None, "diff", "full", "none"):
         errors.append(f"print_config must be diff, full or none (got {cfg.get('print_config')!r})")
+    if not isinstance(cfg.get("verbose", False), bool):
+        errors.append(f"verbose must be true or false (got {cfg.get('verbose')!r})")
     for key in ("text", "prompt"):  # free text: whitespace only is no text
         value = cfg.get(key)
         if value is not None and not str(value).strip():

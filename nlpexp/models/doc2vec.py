@@ -23,7 +23,7 @@ def train_doc2vec(texts, model_cfg, seed: int, progress: bool = False):
     """A Doc2Vec trained on `texts` (tagged by position) with the model config's settings, one worker (repeatable)."""
     from gensim.models.callbacks import CallbackAny2Vec
     from gensim.models.doc2vec import Doc2Vec, TaggedDocument
-    from tqdm.auto import tqdm
+    from nlpexp import console
 
     c = model_cfg
     docs = [TaggedDocument(tokenize(t, c.lowercase), [i]) for i, t in enumerate(texts)]
@@ -38,7 +38,7 @@ def train_doc2vec(texts, model_cfg, seed: int, progress: bool = False):
         def on_epoch_end(self, model):
             self.bar.update(1)
 
-    with tqdm(total=c.epochs, desc="doc2vec epochs", disable=not progress) as bar:
+    with console.Progress(c.epochs, "doc2vec epochs", unit="epoch", mode=None if progress else "off") as bar:
         d2v.train(docs, total_examples=len(docs), epochs=c.epochs, callbacks=[Progress(bar)])
     d2v.callbacks = ()
     return d2v

@@ -21,12 +21,15 @@ class Doc2VecClassifier:
         self.coef = self.intercept = None
 
     def _vectors(self, texts) -> np.ndarray:
-        from tqdm.auto import tqdm
+        from nlpexp.console import Progress
 
-        epochs = infer_epochs(self.cfg)
+        epochs, texts, out = infer_epochs(self.cfg), list(texts), []
         # inference draws random numbers: seeded per text, a text gets the same vector in every call and process
-        return np.stack([infer_vector(self.d2v, tokenize(t, self.cfg.lowercase), epochs, text_seed(self.seed, t))
-                         for t in tqdm(list(texts), desc="infer vectors", leave=False, mininterval=1)])
+        with Progress(len(texts), "infer vectors", unit="text", every=None, leave=False) as bar:
+            for t in texts:
+                out.append(infer_vector(self.d2v, tokenize(t, self.cfg.lowercase), epochs, text_seed(self.seed, t)))
+                bar.update(1)
+        return np.stack(out)
 
     def fit(self, texts, gold) -> "Doc2VecClassifier":
         from sklearn.linear_model import LogisticRegression

@@ -103,7 +103,6 @@ class BestEpoch:
         if best:
             self.best = restricted
             self.clf.save(self.folder)
-        print(f"gpt2_prompt epoch {epoch:g}: " + ", ".join(f"{k} {v}" for k, v in row.items()))
         return {**row, "best": best}
 
     def state(self) -> dict:

@@ -42,21 +42,23 @@ class MeanPooledEncoder:
 
     def encode(self, texts) -> np.ndarray:
         import torch
-        from tqdm.auto import tqdm
 
+        from nlpexp.console import Progress
         from nlpexp.precision import autocast
 
         texts = list(texts)
         order = np.argsort([len(t) for t in texts], kind="stable")
         out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
-        with torch.inference_mode(), autocast(self.precision, self.device):
-            for start in tqdm(range(0, len(texts), self.batch_size), desc="embed", leave=False, mininterval=2,
-                              disable=len(texts) < 2000):
+        quiet = None if len(texts) >= 2000 else "off"
+        with torch.inference_mode(), autocast(self.precision, self.device), \
+                Progress(len(texts), "embed", unit="text", every=None, leave=False, mode=quiet) as bar:
+            for start in range(0, len(texts), self.batch_size):
                 idx = order[start:start + self.batch_size]
                 enc = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.max_length,
                                      padding=True, return_tensors="pt").to(self.device)
                 hidden = self.model(**enc).last_hidden_state
                 out[idx] = mean_pool(hidden, enc["attention_mask"]).float().cpu().numpy()
+                bar.update(len(idx))
         return out
 
     def save(self, folder: Path) -> None:

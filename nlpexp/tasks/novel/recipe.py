@@ -198,13 +198,16 @@ def evaluate(model, ids, starts, seq_len: int, device: str, batch_size: int, pre
     import torch
     import torch.nn.functional as F
 
+    from nlpexp.console import Progress
     from nlpexp.precision import autocast
     from nlpexp.tasks.novel.data import gather_windows
 
     model.eval()
     nll, correct = 0.0, 0
-    with torch.inference_mode(), autocast(precision, device):
+    with torch.inference_mode(), autocast(precision, device), \
+            Progress(len(starts), "evaluate", unit="window", every=None, leave=False) as bar:
         for i in range(0, len(starts), batch_size):
+            bar.update(len(starts[i:i + batch_size]))
             x, y = gather_windows(ids, starts[i:i + batch_size], seq_len)
             x, y = x.to(device), y[:, -1].to(device)
             logits = model.last_logits(x).float()

@@ -138,13 +138,16 @@ def mean_nll(model, items, batch_size: int, device: str, precision: str = "fp32"
     """Mean target-token NLL of the examples, in length-sorted batches."""
     import torch
 
+    from nlpexp.console import Progress
     from nlpexp.precision import autocast
 
     model.eval()
     order = sorted(range(len(items)), key=lambda i: sum(len(v) for v in items[i].values() if isinstance(v, list)))
     nll, count = 0.0, 0
-    with torch.inference_mode(), autocast(precision, device):
+    with torch.inference_mode(), autocast(precision, device), \
+            Progress(len(order), "evaluate", unit="story", every=None, leave=False) as bar:
         for i in range(0, len(order), batch_size):
+            bar.update(len(order[i:i + batch_size]))
             batch = {k: v.to(device) for k, v in model.collate([items[j] for j in order[i:i + batch_size]]).items()}
             nll += model.nll_sum(batch).float().item()
             count += int((batch["labels"] != -100).sum())
@@ -187,20 +190,20 @@ def finish_text(text: str, settings: dict) -> str:
 
 
 def continue_prompts(model: StoryModel, tok, prompts: list[list[int]], texts: list[str], settings: dict, seed: int,
-                     batch_size: int = 64):
+                     batch_size: int = 64, desc: str = "decode"):
     """Generated texts for the prompt ids (`texts`: the prompts as written), in the model's batches (GPT-2 and
     bert2bert through transformers' `generate`, ours through nlpexp.decoding.generate with their own cache, all
     under nlpexp.decoding.processors), cased like the prompt if the model writes lower case, cut after
     max_sentences and a repeated k-gram."""
     import torch
 
-    from nlpexp import decoding
+    from nlpexp import console, decoding
 
     sentence_ids = decoding.sentence_end_ids(tok)
     words = decoding.word_ids(tok) if settings["no_empty_sentences"] else None
     out: list = [None] * len(prompts)
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(int(seed))  # multinomial's device
-    with torch.inference_mode():
+    with torch.inference_mode(), console.Progress(len(prompts), desc, unit="story", every=None, leave=False) as bar:
         for k, group in enumerate(model.prompt_groups(prompts, batch_size)):
             rows, max_new = model.fit_positions([prompts[i] for i in group], settings["max_new_tokens"])
             ids = model.continue_ids(rows, max_new, settings, sentence_ids=sentence_ids, words=words,
@@ -208,6 +211,7 @@ def continue_prompts(model: StoryModel, tok, prompts: list[list[int]], texts: li
             for i, row in zip(group, ids):
                 text = tok.decode(row, skip_special_tokens=True)
                 out[i] = finish_text(decoding.recase(text, texts[i]) if model.lowercase else text, settings)
+            bar.update(len(group))
     return out
 
 
@@ -240,11 +244,11 @@ def search_decoding(cfg, model, tok, frame) -> tuple:
 
     prompts = [p for p, _ in encode_pairs(tok, frame)]
     table = []
-    for item in cfg.generate.search:
+    for n, item in enumerate(cfg.generate.search):
         changes = OmegaConf.to_container(item)
         settings = {**decode_settings(cfg.generate), **changes}
         hyps = continue_prompts(model, tok, prompts, frame["prompt"].tolist(), settings, cfg.seed,
-                                int(cfg.generate.batch_size))
+                                int(cfg.generate.batch_size), desc=f"search {n + 1}/{len(cfg.generate.search)}")
         table.append({"settings": changes, "val_bleu": round(bleu_scores(hyps, frame["reference"].tolist())[0], 5)})
         print(f"decoding {changes}: validation BLEU {table[-1]['val_bleu']:.4f}")
     best = max(table, key=lambda row: row["val_bleu"])
@@ -273,7 +277,7 @@ def evaluate(cfg, model, tok, data, test_pairs, run_dir: Path, device: str) -> t
     for prefix, settings in runs:
         started = time.time()
         hyps = continue_prompts(model, tok, prompts, data["test"]["prompt"].tolist(), settings, cfg.seed,
-                                int(cfg.generate.batch_size))
+                                int(cfg.generate.batch_size), desc=f"decode {prefix}")
         metrics.update(story_metrics(hyps, refs, prefix))
         metrics[f"{prefix}_generation_s"] = round(time.time() - started, 2)
         rows += [{"decoding": prefix, "temperature": float(settings["temperature"]), "prompt": p, "reference": r,
