@@ -279,6 +279,14 @@ class MlflowLogger:
     experiment: Optional[str] = None
 
 
+@dataclass
+class WandbLogger:
+    name: str = "wandb"
+    project: Optional[str] = None   # null: nlpexp-<task>
+    entity: Optional[str] = None    # a team or user (null: the logged-in default)
+    mode: Optional[str] = setting(None, choices=("online", "offline", "disabled"))  # null: WANDB_MODE, else W&B's
+
+
 # the model files (nlpexp/conf/model/): one schema each
 @dataclass
 class Pretrained:
@@ -290,9 +298,21 @@ class Pretrained:
 
 
 @dataclass
+class Lora:
+    """`model.lora`: LoRA adapters through peft for classification (r=0: full fine-tuning)."""
+    r: int = setting(0, ge=0)
+    alpha: int = setting(16, gt=0)
+    dropout: float = setting(0.05, ge=0, lt=1)
+    target_modules: Optional[list] = setting(None, check=lambda v: None if v and all(str(m).strip() for m in v)
+                                             else "must name modules, e.g. [query,value] (null: peft's choice)")
+    merge: bool = False  # save the merged model (plain from_pretrained) instead of the adapter
+
+
+@dataclass
 class HFEncoder(Pretrained):
     """minilm, bert, finbert, bert_chinese: an HF encoder with a classification head (or mean-pooled embedder)."""
     head_init: str = setting("random", choices=("random", "probe"))
+    lora: Lora = field(default_factory=Lora)
 
 
 @dataclass
@@ -326,6 +346,7 @@ class BertLSTM(BertHead):
 @dataclass
 class GPT2(Pretrained):
     freeze_layers: int = setting(0, ge=0)
+    lora: Lora = field(default_factory=Lora)
 
 
 @dataclass

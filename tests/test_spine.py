@@ -154,7 +154,8 @@ def test_a_key_given_in_eval_mode_is_refused_it_is_the_saved_runs(nlpexp, tmp_pa
 @pytest.mark.parametrize("args,needle", [
     (["trainer.epochs=abc"], "override trainer.epochs=abc: Value 'abc' of type 'str' could not be converted to "
                              "Integer"),
-    (["+model.foo=1"], "model.foo: unknown key (the keys of model are: name, pretrained, revision, small, head_init)"),
+    (["+model.foo=1"], "model.foo: unknown key (the keys of model are: name, pretrained, revision, small, head_init, "
+                          "lora)"),
     (["task=story", "model=transformer_encdec", "model.objective=causal_lm"],
      "model.objective: no such key (Key 'objective' not in 'TransformerEncDec')"),
     (["model=bert_fc", "model.freeze=some"], "model.freeze must be none, all, all_but_pooler or a number of layers"),

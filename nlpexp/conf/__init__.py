@@ -18,7 +18,7 @@ def store() -> None:
     cs.store(group="schema", name="trainer", node=schema.Trainer)
     cs.store(group="schema", name="device", node=schema.Device)
     for name, node in (("csv", schema.CsvLogger), ("tensorboard", schema.TensorboardLogger),
-                       ("mlflow", schema.MlflowLogger)):
+                       ("mlflow", schema.MlflowLogger), ("wandb", schema.WandbLogger)):
         cs.store(group="schema/logger", name=name, node=node)
     for wing in (classify, embedding, novel, posenc, story):
         for group, name, node in wing.SCHEMAS:

@@ -70,11 +70,11 @@ SCHEMAS = [("classify", "task", ClassifyTask), ("classify", "data", ClassifyData
 
 # the model.* keys each adapter module reads
 MODEL_KEYS = {
-    "hf": ("pretrained", "revision", "small", "head_init"),
+    "hf": ("pretrained", "revision", "small", "head_init", "lora"),
     "bert_heads": ("pretrained", "revision", "small", "classifier_hidden", "hidden_size", "num_layers", "dropout",
                    "freeze"),
     "transformer": ("d_model", "num_layers", "num_heads", "d_ff", "dropout", "vocab_size"),
-    "gpt2": ("pretrained", "revision", "small"),
+    "gpt2": ("pretrained", "revision", "small", "lora"),
     "gpt2_prompt": ("pretrained", "revision", "small", "question", "answer_cue", "loss_on"),
     "mlm_prompt": ("pretrained", "revision", "small", "prompt", "mlm_probability"),
     "doc2vec": ("vector_size", "window", "min_count", "epochs", "dm", "dbow_words", "infer_epochs", "lowercase", "C",
@@ -111,10 +111,15 @@ def reads(cfg) -> dict:
     hints = {f"trainer.{k}": v for k, v in LOOP_HINTS.get(loop, {}).items() if k}
     hints["trainer"] = LOOP_HINTS.get(loop, {}).get("")
     hints["tokenizer.keep_whole"] = "only the WordPiece encoders minilm, bert, finbert, bert_chinese keep whole words"
+    with_lora = int(((cfg.model.get("lora") or {}).get("r")) or 0) > 0
+    if with_lora:
+        hints["tokenizer.keep_whole"] = ("new whole-word tokens need new embedding rows, which LoRA keeps frozen: "
+                                         "model.lora.r=0 (full fine-tuning) keeps whole words")
     hints["data.eval_split"] = "mode=eval ckpt=<run> reads it; training scores validation and test"
     data = {f.name for f in fields(ClassifyData)} - {"eval_split"}
     return {"reads": {"trainer": set(LOOP_READS[loop]), "model": {"name", *MODEL_KEYS[module]},
-                      "tokenizer": {"keep_whole"} if module == "hf" else set(), "augment": None, "": set(),
+                      "tokenizer": {"keep_whole"} if module == "hf" and not with_lora else set(), "augment": None,
+                      "": set(),
                       "data": data},
             "hints": hints}
 
@@ -167,6 +172,7 @@ def _train_errors(cfg) -> list[str]:
                    (cfg.get("resume_from") is not None, "no resume_from")]
         errors += [f"trainer.soup={tr.soup} trains its ingredients one after another: use {fix}"
                    for clash, fix in clashes if clash]
+    errors += _lora_errors(cfg)
     if model.name == "transformer" and model.d_model % model.num_heads:
         errors.append(f"model.d_model={model.d_model} must be divisible by model.num_heads={model.num_heads}")
     aug = cfg.get("augment")
@@ -185,6 +191,21 @@ def _train_errors(cfg) -> list[str]:
                        if not (resource_path(str(spec)).is_file() or Path(str(spec)).expanduser().is_file())]
             errors += _not_text(spec for spec in eval_on if Path(str(spec)).expanduser().is_file())
     return errors
+
+
+def _lora_errors(cfg) -> list[str]:
+    """model.lora.r > 0: peft installed, and nothing that needs full checkpoints."""
+    import importlib.util
+
+    lora, tr = cfg.model.get("lora"), cfg.trainer
+    if not lora or not int(lora.get("r") or 0):
+        return []
+    errors = [] if importlib.util.find_spec("peft") else [
+        f"model.lora.r={lora.r} trains LoRA adapters with peft, which is not installed: pip install 'nlpexp[peft]'"]
+    clashes = [(tr.epochs == 0, "trainer.epochs=0 (zero-shot) trains nothing: use trainer.epochs >= 1"),
+               (bool(tr.average_last), "trainer.average_last averages whole-model checkpoints, and a LoRA run's "
+                "hold only the adapter: use trainer.average_last=0")]
+    return errors + [f"model.lora.r={lora.r}: {why}" for clash, why in clashes if clash]
 
 
 ZERO_SHOT = ("hf", "gpt2", "mlm_prompt", "gpt2_prompt")  # adapters whose pretrained model can answer untrained

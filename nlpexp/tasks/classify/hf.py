@@ -8,7 +8,7 @@ from pathlib import Path
 
 from nlpexp.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
 from nlpexp.saved import loading
-from nlpexp.tasks.classify import trainer
+from nlpexp.tasks.classify import lora, trainer
 
 
 
@@ -38,7 +38,10 @@ def load(folder: Path, device: str) -> trainer.TorchClassifier:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     with loading(folder):
-        return trainer.TorchClassifier(
-            AutoTokenizer.from_pretrained(folder),
-            AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True, trust_remote_code=False),
-            device, trainer.saved_max_length(folder), trainer.saved_precision(folder, device))
+        if lora.is_adapter(folder):  # model.lora.r > 0, not merged: the adapter on its base model
+            model = lora.load(folder, AutoModelForSequenceClassification)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True,
+                                                                       trust_remote_code=False)
+        return trainer.TorchClassifier(AutoTokenizer.from_pretrained(folder), model, device,
+                                       trainer.saved_max_length(folder), trainer.saved_precision(folder, device))

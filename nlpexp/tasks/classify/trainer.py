@@ -12,17 +12,21 @@ from pathlib import Path
 
 import numpy as np
 
+from nlpexp import hub
 from nlpexp.hub import builds_small
 from nlpexp.saved import write_dir
+from nlpexp.tasks.classify import lora
 from nlpexp.tasks.classify.head_map import fit_head
 
 
 class TorchClassifier:
     """A trained or loaded torch classifier with its tokenizer: scores texts in length-sorted batches."""
 
-    def __init__(self, tokenizer, model, device: str, max_length: int, precision: str = "fp32"):
+    def __init__(self, tokenizer, model, device: str, max_length: int, precision: str = "fp32",
+                 lora_base: dict | None = None):
         self.tokenizer, self.device, self.max_length, self.precision = tokenizer, device, max_length, precision
         self.model = model.to(device).eval()
+        self.lora_base = lora_base  # a LoRA model (not merged): saved as its adapter, loaded on this base
 
     def predict_proba(self, texts, batch_size: int = 64) -> np.ndarray:
         import torch
@@ -52,7 +56,10 @@ class TorchClassifier:
     def save(self, folder: Path) -> None:
         """The model, its tokenizer and scoring.json, written whole or not at all (saved.write_dir)."""
         with write_dir(folder) as tmp:
-            self.model.save_pretrained(tmp)
+            if self.lora_base is not None:
+                lora.save(self.model, tmp, self.lora_base)
+            else:
+                self.model.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
             (tmp / "scoring.json").write_text(json.dumps({"max_length": int(self.max_length),
                                                           "precision": self.precision}))
@@ -119,6 +126,8 @@ def stop_after(minutes: float):
 
     from transformers import TrainerCallback
 
+    from nlpexp import console
+
     class StopAfter(TrainerCallback):
         deadline = None
 
@@ -127,7 +136,7 @@ def stop_after(minutes: float):
 
         def on_step_end(self, args, state, control, **kwargs):
             if time.time() > self.deadline:
-                print(f"trainer.max_minutes={minutes:g} reached at step {state.global_step}: stopping")
+                console.say(f"trainer.max_minutes={minutes:g} reached at step {state.global_step}: stopping")
                 control.should_training_stop = True
                 control.should_evaluate = control.should_save = True
             return control
@@ -135,10 +144,84 @@ def stop_after(minutes: float):
     return StopAfter()
 
 
+def show_progress(trainer, epochs: float):
+    """The run's console on the Trainer, as on our loop: one bar for training (loss, lr, samples/s) and one for
+    each evaluation, a line per epoch with the validation metrics. Replaces the Trainer's bars and raw dicts."""
+    import time
+
+    from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+
+    from nlpexp import console
+
+    class Show(TrainerCallback):
+        bar = evaluating = None
+
+        def __init__(self):
+            self.table, self.shown, self.loss = console.Epochs(epochs), 0.0, None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = console.Progress(state.max_steps, "train", initial=state.global_step, unit="step")
+            self.first, self.started = state.global_step, time.time()
+            self.samples = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
+
+        def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
+            now, post = time.time(), {}
+            due = now - self.shown > 0.5 or self.bar.due(state.global_step) or state.global_step >= state.max_steps
+            if trainer.step_loss is not None and due:  # a float() syncs the GPU: not at each step
+                self.loss, self.shown = float(trainer.step_loss), now
+                post = {"loss": self.loss, "lr": lr_scheduler.get_last_lr()[0] if lr_scheduler else args.learning_rate,
+                        "samples/s": round((state.global_step - self.first) * self.samples
+                                           / max(now - self.started, 1e-9))}
+            trainer.step_loss = None
+            self.bar.update(state.global_step - self.bar.n, **post)
+
+        def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+            if self.evaluating is None:
+                self.evaluating = console.Progress(len(eval_dataloader), "evaluate", unit="batch", every=None,
+                                                   leave=False)
+            self.evaluating.update(1)
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            if self.evaluating is not None:
+                self.evaluating.close()
+                self.evaluating = None
+            losses = [e["loss"] for e in state.log_history if "loss" in e]
+            self.table({"epoch": round(float(state.epoch or 0), 3), "step": state.global_step,
+                        "train_loss": losses[-1] if losses else self.loss,
+                        **{"val_" + k[5:]: v for k, v in (metrics or {}).items()
+                           if k.startswith("eval_") and not k.endswith(("runtime", "per_second"))}})
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(Show())
+
+
+def stream_logs(log):
+    """The Trainer's log entries (per epoch: loss, learning rate, validation) to a step logger as train/*."""
+    from transformers import TrainerCallback
+
+    names = {"loss": "loss", "learning_rate": "lr", "grad_norm": "grad_norm"}
+
+    class Stream(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            values = {f"train/{names.get(k) or 'val_' + k[5:]}": float(v) for k, v in (logs or {}).items()
+                      if (k in names or k.startswith("eval_")) and isinstance(v, (int, float))}
+            if values:
+                log(state.global_step, values)
+
+    return Stream()
+
+
 def stop_early(patience: int):
     """transformers' EarlyStoppingCallback on trainer.best_metric (`patience` epochs without a gain; the best epoch
     is loaded at the end as always), remembering where it stopped for metrics.json and the console."""
     from transformers import EarlyStoppingCallback
+
+    from nlpexp import console
 
     class StopEarly(EarlyStoppingCallback):
         stopped = None
@@ -148,7 +231,7 @@ def stop_early(patience: int):
             if control.should_training_stop and self.early_stopping_patience_counter >= patience:
                 self.stopped = {"epoch": round(float(state.epoch), 3), "step": state.global_step,
                                 "evaluations_without_gain": self.early_stopping_patience_counter}
-                print(f"early stop at epoch {state.epoch:g} (step {state.global_step}): {patience} evaluations "
+                console.say(f"early stop at epoch {state.epoch:g} (step {state.global_step}): {patience} evaluations "
                       f"without a gain in validation {args.metric_for_best_model}; the best epoch is kept")
 
     return StopEarly(early_stopping_patience=patience)
@@ -199,6 +282,13 @@ def resumable_trainer(seed: int):
             return super().__iter__()
 
     class ResumableTrainer(Trainer):
+        step_loss = None  # this optimiser step's loss so far (a tensor: read by the console, no sync per step)
+
+        def training_step(self, *args, **kwargs):
+            loss = super().training_step(*args, **kwargs)  # already divided by the accumulation steps
+            self.step_loss = loss if self.step_loss is None else self.step_loss + loss
+            return loss
+
         def _get_train_sampler(self, train_dataset=None):
             sampler = super()._get_train_sampler(train_dataset)
             if type(sampler) is LengthGroupedSampler:
@@ -273,15 +363,10 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model,
     """
     import time
 
-    import datasets
-    import transformers
     from datasets import Dataset
     from transformers import DataCollatorWithPadding
 
     from nlpexp.metrics import accuracy
-
-    datasets.disable_progress_bars()
-    transformers.logging.set_verbosity_error()
 
     from nlpexp.precision import of_run
 
@@ -293,13 +378,15 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model,
         head = fit_head(model, labels, cfg.data.get("label_map"), str(cfg.model.pretrained))
     if int(tr.epochs) == 0:
         return zero_shot(cfg, tokenizer, model, labels, run_dir, device, head)
-    whole = keep_whole_list(cfg, labels) if keep_whole else []
+    whole = keep_whole_list(cfg, labels) if keep_whole and not lora.wanted(cfg.model) else []
     added = keep_whole_words(tokenizer, model, whole)
     if whole:
         print(f"tokenizer: added as whole tokens: {', '.join(added) or 'none (every word is one token already)'}")
     if cfg.model.get("head_init") == "probe":
         init_head_from_probe(model, tokenizer, splits["train"]["text"], splits["train"]["label"], tr.max_length,
                              cfg.seed)
+    if lora.wanted(cfg.model):
+        model = lora.wrap(model, cfg.model.lora)
 
     def encode(frame):
         ds = Dataset.from_dict({"text": list(frame["text"]), "label": list(frame["label"])})
@@ -344,15 +431,29 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model,
               f"(ingredients {min(scores):.4f}-{max(scores):.4f})")
         samples_per_s = len(splits["train"]) * float(tr.epochs) * n_soup / (time.time() - started)
         extra = {"soup": {"ingredients": ingredients, f"val_{tr.best_metric}": round(score, 6)}}
-    clf = TorchClassifier(tokenizer, trainer.model, device, tr.max_length, precision)
+    model = trainer.model
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    adapters = lora.describe(model, cfg.model.lora) if lora.wanted(cfg.model) else None
+    base = None
+    # merged: one plain model that from_pretrained loads; a model built small has no pretrained base to load an
+    # adapter onto, so it is saved merged too
+    if adapters and (cfg.model.lora.merge or builds_small(cfg.model, bool(cfg.get("smoke")))):
+        adapters["merged"] = True
+        model = model.merge_and_unload()
+    elif adapters:
+        pretrained = str(cfg.model.pretrained)
+        base = {"pretrained": pretrained, "revision": (hub.LOADED["models"].get(pretrained) or {}).get("commit")
+                or cfg.model.get("revision")}
+    clf = TorchClassifier(tokenizer, model, device, tr.max_length, precision, lora_base=base)
     clf.save(ckpt_dir / "best")
     if not tr.keep_checkpoints:
         for old in [*ckpt_dir.glob("checkpoint-*"), *ckpt_dir.glob("ingredient-*")]:
             shutil.rmtree(old, ignore_errors=True)
     info = {"train_samples_per_s": round(samples_per_s, 2), "precision": precision,
             "grad_accum": int(tr.grad_accum),
-            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "total_params": sum(p.numel() for p in model.parameters()),
+            "trainable_params": trainable, "total_params": total,
+            **({"lora": {**adapters, "trainable_share": round(trainable / total, 5)}} if adapters else {}),
             **{k: v for k, v in extra.items() if v}}
     if whole:
         info["tokenizer_added_words"] = added
@@ -398,7 +499,7 @@ def _train(cfg, model, tokenizer, data: dict, labels: list[str], run_dir: Path, 
         logits, gold = pred
         return classification_metrics(gold, logits, labels)[0]
 
-    parallel = distributed.world_size() > 1
+    parallel, verbose = distributed.world_size() > 1, bool(cfg.get("verbose"))
     args = TrainingArguments(
         output_dir=str(out_dir), num_train_epochs=tr.epochs, max_steps=tr.max_steps,
         per_device_train_batch_size=tr.batch_size, per_device_eval_batch_size=tr.eval_batch_size,
@@ -410,7 +511,7 @@ def _train(cfg, model, tokenizer, data: dict, labels: list[str], run_dir: Path, 
         seed=seed, data_seed=seed,
         use_cpu=device == "cpu", train_sampling_strategy="group_by_length",
         report_to=loggers.hf_report_to(cfg, run_dir),
-        disable_tqdm=False, dataloader_num_workers=0, save_only_model=False, **trainer_flags(of_run(cfg, device)),
+        disable_tqdm=not verbose, dataloader_num_workers=0, save_only_model=False, **trainer_flags(of_run(cfg, device)),
         ddp_backend=("nccl" if device == "cuda" else "gloo") if parallel else None)
     trainer_class = resumable_trainer(seed)
     trainer = trainer_class(model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
@@ -419,6 +520,10 @@ def _train(cfg, model, tokenizer, data: dict, labels: list[str], run_dir: Path, 
                             callbacks=[*([save_every(int(tr.save_steps))] if tr.save_steps else []),
                                        *([stop_after(float(tr.max_minutes))] if tr.max_minutes else []),
                                        *([stop_early(int(tr.patience))] if tr.get("patience") else [])])
+    if not verbose:
+        show_progress(trainer, float(tr.epochs))
+    if loggers.name(cfg) == "wandb" and trainer.is_world_process_zero():  # TensorBoard streams through report_to
+        trainer.add_callback(stream_logs(loggers.step_logger(cfg, run_dir)))
     out = trainer.train(resume_from_checkpoint=cfg.get("resume_from"))
     trainer.accelerator.wait_for_everyone()  # every rank has loaded the best epoch before rank 0 prunes checkpoints
     return trainer, out

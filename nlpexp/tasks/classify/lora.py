@@ -1,0 +1,63 @@
+"""LoRA (model.lora.r > 0) for the Trainer's HF classifiers (the hf encoders and gpt2), through peft.
+
+The pretrained weights stay frozen; low-rank updates of `target_modules` (null: peft's choice for the
+architecture: query/value in BERT, c_attn in GPT-2) and the whole classification head train. The run's best
+checkpoint is then the adapter as peft saves it (adapter_config.json, adapter_model.safetensors, the head inside)
+with the task's config.json beside it, which plain peft loads:
+
+    config = AutoConfig.from_pretrained(folder)               # the task's labels
+    base = AutoModelForSequenceClassification.from_pretrained(<model.pretrained>, config=config)
+    model = PeftModel.from_pretrained(base, folder)
+
+or, with model.lora.merge=true, one merged model that plain `from_pretrained(folder)` loads.
+"""
+import json
+from pathlib import Path
+
+ADAPTER = "adapter_config.json"
+
+
+def wanted(model_cfg) -> bool:
+    lora = model_cfg.get("lora")
+    return bool(lora) and int(lora.get("r") or 0) > 0
+
+
+def wrap(model, lora):
+    """The model with LoRA adapters (peft's PeftModelForSequenceClassification): only they and the head train."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=int(lora.r), lora_alpha=int(lora.alpha),
+                        lora_dropout=float(lora.dropout),
+                        target_modules=list(lora.target_modules) if lora.get("target_modules") else None)
+    return get_peft_model(model, config)
+
+
+def describe(model, lora) -> dict:
+    """What metrics.json says of the adapters: the settings, the modules they sit on, whether it was merged."""
+    config = model.peft_config["default"]
+    return {"r": int(lora.r), "alpha": int(lora.alpha), "dropout": float(lora.dropout),
+            "target_modules": sorted(config.target_modules), "merged": bool(lora.get("merge"))}
+
+
+def save(model, folder: Path, base: dict) -> None:
+    """The adapter as peft writes it, the task's config.json (labels, sizes) and where the base comes from."""
+    model.save_pretrained(folder)
+    model.get_base_model().config.save_pretrained(folder)
+    (folder / "lora_base.json").write_text(json.dumps(base))
+
+
+def is_adapter(folder: Path) -> bool:
+    return (Path(folder) / ADAPTER).is_file()
+
+
+def load(folder: Path, model_class):
+    """A saved adapter on its base model (loaded as the run loaded it: hub id at its commit, folder or package)."""
+    from peft import PeftModel
+    from transformers import AutoConfig
+
+    from nlpexp.hub import pretrained_model
+
+    base = json.loads((Path(folder) / "lora_base.json").read_text())
+    config = AutoConfig.from_pretrained(folder)
+    model = pretrained_model(base["pretrained"], model_class, base.get("revision"), config=config)
+    return PeftModel.from_pretrained(model, folder)
