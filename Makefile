@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[test,lint,sweep,launchers,loggers]"
+	$(BIN)/python -m pip install -q -e ".[test,lint,sweep,launchers,loggers,peft,wandb]"
 	touch $(STAMP)
 
 run: install
