@@ -14,6 +14,8 @@ from pathlib import Path
 import pandas as pd
 from hydra.experimental.callback import Callback
 
+from nlpexp.report_html import write_html
+
 IGNORED_OVERRIDES = {"resume"}  # how a run was started, not what it computed
 LOWER_IS_BETTER = ("loss", "perplexity", "wall_time")
 
@@ -201,14 +203,16 @@ def with_tags(runs: list[dict], tags: list[str] | None) -> list[dict]:
 
 def write_report(root: Path, out: Path | None = None, metrics: list[str] | None = None,
                  tags: list[str] | None = None) -> dict:
-    """Collect the runs below root (those with every tag of `tags`); write report.csv / report.md / report.png
-    (and report_seeds.csv)."""
+    """Collect the runs below root (those with every tag of `tags`); write report.csv / report.md / report.png /
+    report.html (and report_seeds.csv)."""
     root = Path(root)
     out = Path(out) if out else root
     runs = with_tags(collect_runs(root), tags)
     table, differing, columns = runs_table(runs, root, metrics)
     metric_cols = [c for c in columns if c != "wall_time_s"]
     summary = seed_summary(table, differing, columns)
+    summary_text = _mean_std_text(summary, [k for k in differing if k != "seed"], columns) \
+        if summary is not None else None
     best = best_runs(table, differing, metric_cols)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "report.csv", index=False)
@@ -217,9 +221,7 @@ def write_report(root: Path, out: Path | None = None, metrics: list[str] | None 
              "", _fmt(table.drop(columns=["error"]))]
     if summary is not None:
         summary.to_csv(out / "report_seeds.csv", index=False)
-        group_keys = [k for k in differing if k != "seed"]
-        parts += ["", "## Mean ± std over seeds (complete runs only, sample std)", "",
-                  _fmt(_mean_std_text(summary, group_keys, columns))]
+        parts += ["", "## Mean ± std over seeds (complete runs only, sample std)", "", _fmt(summary_text)]
     if not best.empty:
         parts += ["", "## Best run per metric", "", _fmt(best)]
     optuna = root / "optimization_results.yaml"
@@ -241,6 +243,7 @@ def write_report(root: Path, out: Path | None = None, metrics: list[str] | None 
         parts += ["", "![report](report.png)"]
     text = "\n".join(parts) + "\n"
     (out / "report.md").write_text(text)
+    write_html(out, root, runs, table, summary_text, best, metric_cols, cross)
     return {"table": table, "summary": summary, "best": best, "markdown": text, "out": out}
 
 
@@ -267,8 +270,8 @@ def main(argv: list[str] | None = None) -> None:
     result = write_report(args.dir, args.out, metrics, tags)
     print(result["markdown"].replace("![report](report.png)", ""))
     out = result["out"]
-    print(f"report: {out / 'report.md'}, {out / 'report.csv'}" + (f", {out / 'report.png'}"
-                                                                     if (out / "report.png").exists() else ""))
+    print(f"report: {out / 'report.html'} (open it in a browser), {out / 'report.md'}, {out / 'report.csv'}"
+          + (f", {out / 'report.png'}" if (out / "report.png").exists() else ""))
 
 
 def comparison_table(runs: list[dict], metrics: list[str]) -> pd.DataFrame:

@@ -94,3 +94,47 @@ def test_report_tags_keep_the_runs_that_carry_all_of_them(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         report.main([str(tmp_path), "--tags", "nope"])
     assert stop.value.code == 2 and "carry the tags nope" in capsys.readouterr().err
+
+
+def test_the_html_report_is_one_self_contained_page_with_tables_plots_and_links(sweep):
+    import base64
+    import re
+    from html.parser import HTMLParser
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [1, 0])
+    fig.savefig(sweep / "0" / "history.png")
+    plt.close(fig)
+    report.main([str(sweep)])
+    page = (sweep / "report.html").read_text()
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.images, self.links, self.tables, self.external = [], [], [], []
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "img":
+                self.images.append(a["src"])
+            if tag == "a":
+                self.links.append(a["href"])
+            if tag == "table":
+                self.tables.append(a.get("class") or "")
+            if tag in ("script", "link", "img") and re.match(r"https?://", a.get("src") or a.get("href") or ""):
+                self.external.append(a)
+
+    parsed = Page()
+    parsed.feed(page)
+    assert not parsed.external  # nothing fetched: it opens offline, attached to a mail
+    assert len(parsed.images) == 2 and all(src.startswith("data:image/png;base64,") for src in parsed.images)
+    assert base64.b64decode(parsed.images[-1].split(",", 1)[1]) == (sweep / "0" / "history.png").read_bytes()
+    assert parsed.tables[0] == "sortable" and "table.querySelectorAll('th')" in page
+    assert {"0/", "5/", "7/"} <= set(parsed.links)  # every run, failed and killed ones too, links its folder
+    assert "0.6000 ± 0.1000" in page and "0.8200 ± 0.0200" in page  # mean ± std rows
+    assert 'class="text failed"' in page and 'class="text incomplete"' in page  # status colours
