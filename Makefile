@@ -44,6 +44,7 @@ bench: install
 	$(BIN)/python bench/predict.py
 	$(BIN)/python bench/peak.py
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/lora.py
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -243,7 +243,7 @@ def write_report(root: Path, out: Path | None = None, metrics: list[str] | None 
         parts += ["", "![report](report.png)"]
     text = "\n".join(parts) + "\n"
     (out / "report.md").write_text(text)
-    write_html(out, root, runs, table, summary_text, best, metric_cols, cross)
+    write_html(out, root, runs, table, differing, summary_text, best, metric_cols, cross)
     return {"table": table, "summary": summary, "best": best, "markdown": text, "out": out}
 
 

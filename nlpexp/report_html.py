@@ -26,7 +26,7 @@ tr:hover td{background:#f9fbfd}.scroll{overflow-x:auto;max-width:100%}
 .complete{color:#17803d}.failed,.refused{color:#b42318}.incomplete{color:#b54708}
 .best{font-weight:600;background:#eefbf3}
 .plots{display:flex;flex-wrap:wrap;gap:12px}.plots figure{margin:0;border:1px solid #e3e7ee;border-radius:6px;
-padding:6px;background:#fff}.plots img{max-width:420px;display:block}
+padding:6px;background:#fff}.plots img{max-width:340px;display:block}
 figcaption{font-size:12px;color:#6b7686;margin-top:4px}details{margin:6px 0}summary{cursor:pointer}
 """
 
@@ -49,6 +49,11 @@ document.querySelectorAll('table.sortable').forEach(function(table){
       rows.forEach(function(r){body.appendChild(r);});
     });
   });
+});
+// report.html#sort=test_accuracy (or #sort=-test_accuracy: descending) opens with the runs table sorted
+var wanted = /sort=(-?)([^&]+)/.exec(location.hash);
+if (wanted) document.querySelectorAll('table.sortable')[0].querySelectorAll('th').forEach(function(th){
+  if (th.textContent === decodeURIComponent(wanted[2])) {th.click(); if (wanted[1]) th.click();}
 });
 """
 
@@ -116,8 +121,9 @@ def run_plots(run_dir: Path, out: Path) -> list[str]:
             if ".hydra" not in p.parts and "wandb" not in p.parts]
 
 
-def write_html(out: Path, root: Path, runs: list[dict], table: pd.DataFrame, summary_text: pd.DataFrame | None,
-               best: pd.DataFrame, metric_cols: list[str], cross: pd.DataFrame | None) -> Path:
+def write_html(out: Path, root: Path, runs: list[dict], table: pd.DataFrame, differing: list[str],
+               summary_text: pd.DataFrame | None, best: pd.DataFrame, metric_cols: list[str],
+               cross: pd.DataFrame | None) -> Path:
     """report.html in `out` (next to report.md, whose report.png and cross_eval_matrix.png it embeds)."""
     out, root = Path(out), Path(root)
     by_name = {}
@@ -130,8 +136,9 @@ def write_html(out: Path, root: Path, runs: list[dict], table: pd.DataFrame, sum
     counts = ", ".join(f"{n} {s}" for s, n in table["status"].value_counts().items())
     shown = table.drop(columns=["error"]) if not table["error"].astype(bool).any() else table
     parts = [f"<h1>Runs below {html.escape(str(root))}</h1>",
-             f'<p class="muted">{len(table)} runs: {html.escape(counts)}. Click a column header to sort; the best '
-             "complete run of each metric is highlighted; each run name opens its folder.</p>",
+             f'<p class="muted">{len(table)} runs: {html.escape(counts)}. Click a column header to sort (or open '
+             "the page as report.html#sort=&lt;column&gt;, #sort=-&lt;column&gt; for descending); the best complete "
+             "run of each metric is highlighted; each run name opens its folder.</p>",
              "<h2>Runs</h2>", table_html(shown, links=links, best=_best_cells(table, metric_cols))]
     if summary_text is not None:
         parts += ["<h2>Mean ± std over seeds</h2>",
@@ -150,8 +157,10 @@ def write_html(out: Path, root: Path, runs: list[dict], table: pd.DataFrame, sum
     for idx, name in table["run"].items():
         plots = run_plots(by_name.get(name, Path(name)), out)
         if plots:
+            what = " ".join(f"{k}={table.at[idx, k]}" for k in differing)
             per_run.append(f'<details open><summary><a href="{html.escape(links[idx])}">{html.escape(name)}</a> '
-                           f'<span class="muted">({html.escape(str(table.at[idx, "status"]))})</span></summary>'
+                           f'{html.escape(what)} <span class="muted">({html.escape(str(table.at[idx, "status"]))})'
+                           '</span></summary>'
                            f'<div class="plots">{"".join(plots)}</div></details>')
     if per_run:
         parts += ["<h2>Each run's plots</h2>", *per_run]
