@@ -79,6 +79,28 @@ def test_merge_saves_one_model_that_from_pretrained_loads(nlpexp):
     assert saved["total_params"] > saved["trainable_params"] > 0
 
 
+def test_a_smoke_run_saves_its_small_base_beside_the_adapter(nlpexp):
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from nlpexp.tasks.classify import hf
+
+    res = nlpexp("+smoke=true", "model=bert", "model.lora.r=8")  # bert-base-uncased, built small under smoke
+    assert res.code == 0, res.err[-3000:]
+    m = res.metrics()
+    assert m["trainable_params"] < 0.1 * m["total_params"] and m["lora"]["merged"] is False
+    folder = best(res)
+    assert (folder / "adapter_model.safetensors").is_file() and (folder / "base" / "model.safetensors").is_file()
+    assert not (folder.parent / "base").exists()  # the copy kept while training is gone
+    config = AutoConfig.from_pretrained(folder)
+    base = AutoModelForSequenceClassification.from_pretrained(folder / "base", config=config)
+    plain = PeftModel.from_pretrained(base, folder).eval()
+    ours = hf.load(folder, "cpu")
+    ours.precision = "fp32"
+    np.testing.assert_allclose(probabilities(plain, AutoTokenizer.from_pretrained(folder), TEXTS),
+                               ours.predict_proba(TEXTS), atol=1e-5)
+
+
 def test_lora_keys_are_refused_where_nothing_reads_them(nlpexp):
     res = nlpexp("task=story", "model=gpt2", "model.lora.r=4", "dry_run=true")
     assert res.code == 2 and "model.lora.r" in res.err

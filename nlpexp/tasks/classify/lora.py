@@ -9,12 +9,15 @@ with the task's config.json beside it, which plain peft loads:
     base = AutoModelForSequenceClassification.from_pretrained(<model.pretrained>, config=config)
     model = PeftModel.from_pretrained(base, folder)
 
-or, with model.lora.merge=true, one merged model that plain `from_pretrained(folder)` loads.
+or, with model.lora.merge=true, one merged model that plain `from_pretrained(folder)` loads. A model built
+small (model.pretrained=null, +smoke=true) has no pretrained base to load: its base is saved beside the adapter,
+in <folder>/base, and `from_pretrained(folder / "base")` is the base above.
 """
 import json
 from pathlib import Path
 
 ADAPTER = "adapter_config.json"
+BASE = "base"  # a model built small: its frozen base, saved beside the adapter
 
 
 def wanted(model_cfg) -> bool:
@@ -39,10 +42,20 @@ def describe(model, lora) -> dict:
             "target_modules": sorted(config.target_modules), "merged": bool(lora.get("merge"))}
 
 
+def keep_base(model, folder: Path) -> None:
+    """The weights LoRA will keep frozen, before it wraps them (a model built small exists nowhere else)."""
+    model.save_pretrained(folder)
+
+
 def save(model, folder: Path, base: dict) -> None:
     """The adapter as peft writes it, the task's config.json (labels, sizes) and where the base comes from."""
+    import shutil
+
     model.save_pretrained(folder)
     model.get_base_model().config.save_pretrained(folder)
+    if base.get("folder"):  # the base built small, kept by keep_base
+        shutil.copytree(base["folder"], folder / BASE)
+        base = {"pretrained": BASE}
     (folder / "lora_base.json").write_text(json.dumps(base))
 
 
@@ -59,5 +72,9 @@ def load(folder: Path, model_class):
 
     base = json.loads((Path(folder) / "lora_base.json").read_text())
     config = AutoConfig.from_pretrained(folder)
-    model = pretrained_model(base["pretrained"], model_class, base.get("revision"), config=config)
+    if base["pretrained"] == BASE:
+        model = model_class.from_pretrained(Path(folder) / BASE, config=config, use_safetensors=True,
+                                            trust_remote_code=False)
+    else:
+        model = pretrained_model(base["pretrained"], model_class, base.get("revision"), config=config)
     return PeftModel.from_pretrained(model, folder)

@@ -386,6 +386,8 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model,
         init_head_from_probe(model, tokenizer, splits["train"]["text"], splits["train"]["label"], tr.max_length,
                              cfg.seed)
     if lora.wanted(cfg.model):
+        if builds_small(cfg.model, bool(cfg.get("smoke"))):  # no pretrained base to load it onto: keep this one
+            lora.keep_base(model, run_dir / "checkpoints" / lora.BASE)
         model = lora.wrap(model, cfg.model.lora)
 
     def encode(frame):
@@ -436,11 +438,10 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model,
     total = sum(p.numel() for p in model.parameters())
     adapters = lora.describe(model, cfg.model.lora) if lora.wanted(cfg.model) else None
     base = None
-    # merged: one plain model that from_pretrained loads; a model built small has no pretrained base to load an
-    # adapter onto, so it is saved merged too
-    if adapters and (cfg.model.lora.merge or builds_small(cfg.model, bool(cfg.get("smoke")))):
-        adapters["merged"] = True
+    if adapters and cfg.model.lora.merge:  # one plain model that from_pretrained loads
         model = model.merge_and_unload()
+    elif adapters and builds_small(cfg.model, bool(cfg.get("smoke"))):
+        base = {"pretrained": lora.BASE, "folder": str(run_dir / "checkpoints" / lora.BASE)}
     elif adapters:
         pretrained = str(cfg.model.pretrained)
         base = {"pretrained": pretrained, "revision": (hub.LOADED["models"].get(pretrained) or {}).get("commit")
@@ -448,7 +449,7 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model,
     clf = TorchClassifier(tokenizer, model, device, tr.max_length, precision, lora_base=base)
     clf.save(ckpt_dir / "best")
     if not tr.keep_checkpoints:
-        for old in [*ckpt_dir.glob("checkpoint-*"), *ckpt_dir.glob("ingredient-*")]:
+        for old in [*ckpt_dir.glob("checkpoint-*"), *ckpt_dir.glob("ingredient-*"), *ckpt_dir.glob(lora.BASE)]:
             shutil.rmtree(old, ignore_errors=True)
     info = {"train_samples_per_s": round(samples_per_s, 2), "precision": precision,
             "grad_accum": int(tr.grad_accum),
