@@ -187,6 +187,12 @@ class Progress:
             self.marks, self.last_line = self._mark(self.n), self.clock()
             print(self.line(self.last_line), flush=True)
 
+    def describe(self, desc: str) -> None:
+        """A new label for the phase (e.g. the epoch it is in)."""
+        self.desc = desc
+        if self.bar is not None:
+            self.bar.set_description(desc, refresh=False)
+
     def set(self, **postfix) -> None:
         """The values shown beside the count (numbers are formatted: 4 significant digits)."""
         self.postfix.update(postfix)
@@ -200,7 +206,7 @@ class Progress:
             else ""
         share = f" {self.n / self.total:4.0%}" if self.total else ""
         extra = "".join(f"  {k} {_value(v)}" for k, v in self.postfix.items())
-        return f"{self.desc} {self.n}/{self.total}{share}{extra}  {_clock(elapsed)}{left}"
+        return f"{self.desc}  {self.n}/{self.total}{share}{extra}  {_clock(elapsed)}{left}"
 
     def close(self) -> None:
         if self in _active:

@@ -174,6 +174,8 @@ def fit(job: Job, s: Settings, device: str, *, run_dir: Path | None = None, eval
         stop, epoch = False, at["epoch"]
         for epoch in range(at["epoch"], s.epochs):
             micro = first if epoch == 0 else job.batches(epoch)
+            if s.epochs > 1:
+                bar.describe(f"{desc} epoch {epoch + 1}/{s.epochs}")
             start = at["position"] if epoch == at["epoch"] else 0
             position = start
             for position in range(start, len(micro), s.grad_accum):

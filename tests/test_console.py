@@ -63,22 +63,22 @@ def test_off_a_terminal_a_phase_prints_a_line_at_each_tenth_and_every_30_seconds
         bar.update(1, loss=0.5, lr=2e-5)
     bar.close()
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 10 and lines[0].startswith("train 20/200  10%  loss 0.5  lr 2.00e-05")
-    assert lines[-1].startswith("train 200/200 100%") and "left" not in lines[-1]
+    assert len(lines) == 10 and lines[0].startswith("train  20/200  10%  loss 0.5  lr 2.00e-05")
+    assert lines[-1].startswith("train  200/200 100%") and "left" not in lines[-1]
     slow = Progress(1000, "decode", every=None, mode="plain", clock=clock)  # a short phase: only the 30 s lines
     for _ in range(1000):
         clock.now += 0.1
         slow.update(1)
     slow.close()
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3 and lines[0].startswith("decode 300/1000  30%") and "~1:10 left" in lines[0]
+    assert len(lines) == 3 and lines[0].startswith("decode  300/1000  30%") and "~1:10 left" in lines[0]
 
 
 def test_a_resumed_phase_counts_from_where_it_was_and_off_prints_nothing(capsys):
     bar = Progress(100, "train", initial=50, mode="plain", clock=Clock())
     bar.update(5)
     bar.update(5)
-    assert capsys.readouterr().out.splitlines() == ["train 60/100  60%  0:00"]
+    assert capsys.readouterr().out.splitlines() == ["train  60/100  60%  0:00"]
     quiet = Progress(100, "train", mode="off")
     quiet.update(100)
     assert capsys.readouterr().out == ""
@@ -121,7 +121,7 @@ def test_a_run_off_a_terminal_prints_plain_lines_and_verbose_brings_the_librarie
     for noise in ("Loading weights", "Writing model shards", "{'loss'", "{'eval_loss'", "it/s]"):
         assert noise not in out, noise
     lines = out.splitlines()
-    assert any(line.startswith("train 12/12 100%  loss ") and "samples/s" in line for line in lines)
+    assert any(line.startswith("train epoch 2/2  12/12 100%  loss ") and "samples/s" in line for line in lines)
     header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["epoch", "step", "train_loss"])
     assert lines[header + 1].split()[:2] == ["1", "6"] and lines[-7].startswith("finsent / minilm (train)")
     assert len(lines) < 30

@@ -164,6 +164,10 @@ def show_progress(trainer, epochs: float):
             self.first, self.started = state.global_step, time.time()
             self.samples = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
 
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            if epochs > 1:
+                self.bar.describe(f"train epoch {int(state.epoch or 0) + 1}/{epochs:g}")
+
         def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
             now, post = time.time(), {}
             due = now - self.shown > 0.5 or self.bar.due(state.global_step) or state.global_step >= state.max_steps
