@@ -57,4 +57,8 @@ def launch(overrides: list[str], run_dir: Path, nproc: int) -> int:
     """Run the job as nproc processes; returns their exit code (0 when every rank finished)."""
     cmd = worker_command(overrides, run_dir, nproc)
     print(f"data parallel: {nproc} processes ({' '.join(cmd[1:6])} ...)", flush=True)
-    return subprocess.run(cmd, check=False).returncode
+    # torchrun gives each process one thread when OMP_NUM_THREADS is unset, and prints a banner saying so
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    if "verbose=true" not in overrides:  # the C++ side's advice (e.g. DDP's find_unused_parameters notice)
+        env.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    return subprocess.run(cmd, check=False, env=env).returncode

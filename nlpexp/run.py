@@ -109,6 +109,8 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
     from nlpexp import console, distributed, hub, registry, runtime
     from nlpexp.validate import check_config
 
+    if distributed.is_worker() and not main_rank:  # data parallel: one console, rank 0's (errors still show)
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")
     try:
         if cfg.get("smoke"):
             cfg = runtime.apply_smoke(cfg, list(hc.overrides.task))

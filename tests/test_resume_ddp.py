@@ -84,3 +84,13 @@ def test_data_parallel_is_refused_for_single_process_models(tmp_path):
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2 and "trains in one process" in proc.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_data_parallel_run_has_one_console(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "nlpexp", "+smoke=true", "model=bert", "device=cpu",
+                           "trainer.nproc=2"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert out.count("data: train 64") == 1 and out.count("train  4/4 100%") == 1  # rank 0's lines only
+    assert "[rank" not in out and "Setting OMP_NUM_THREADS" not in out  # no per-rank C++ notices, no banner

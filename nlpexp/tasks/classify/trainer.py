@@ -201,7 +201,8 @@ def show_progress(trainer, epochs: float):
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(Show())
+    if trainer.is_world_process_zero():  # data parallel: one console, rank 0's
+        trainer.add_callback(Show())
 
 
 def stream_logs(log):
