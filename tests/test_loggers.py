@@ -4,9 +4,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from killer import KILL_AFTER_CHECKPOINT_6 as KILLER  # noqa: E402
 
 
 def test_tensorboard_event_files_in_the_run_folder(nlpexp, tmp_path):
@@ -75,21 +79,6 @@ def test_wandb_offline_writes_its_run_inside_the_run_folder(nlpexp, tmp_path, mo
         assert expected in record, expected
 
 
-KILLER = """
-import os, signal, sys
-from nlpexp import loop
-from nlpexp.cli import main
-
-save = loop.save_checkpoint
-def save_then_die(ckpt_dir, step, *args, **kwargs):
-    folder = save(ckpt_dir, step, *args, **kwargs)
-    if step == 6:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return folder
-loop.save_checkpoint = save_then_die
-sys.argv = ["nlpexp", *sys.argv[1:]]
-main()
-"""
 
 
 @pytest.mark.slow

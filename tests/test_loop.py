@@ -12,6 +12,9 @@ from safetensors.torch import load_file
 
 from nlpexp import loop
 
+sys.path.insert(0, str(Path(__file__).parent))
+from killer import KILL_AFTER_CHECKPOINT_6 as KILLER  # noqa: E402
+
 
 class Regression:
     """y = x w on fixed data: a job whose gradient we can reason about."""
@@ -93,21 +96,6 @@ def test_a_step_checkpoint_resumes_to_the_same_weights(tmp_path):
     assert len(history) == 2 and not list((tmp_path / "checkpoints").glob("checkpoint-*"))  # cleaned at the end
 
 
-KILLER = """
-import os, signal, sys
-from nlpexp import loop
-from nlpexp.cli import main
-
-save = loop.save_checkpoint
-def save_then_die(ckpt_dir, step, *args, **kwargs):  # SIGKILL right after checkpoint-6: epoch 2, step 2 of 4
-    folder = save(ckpt_dir, step, *args, **kwargs)
-    if step == 6:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return folder
-loop.save_checkpoint = save_then_die
-sys.argv = ["nlpexp", *sys.argv[1:]]
-main()
-"""
 # 2 epochs of 4 steps (64 examples, batches of 16), a checkpoint every 2 steps
 CELLS = {"story_gpt2": (["task=story", "model=gpt2", "data.max_train_samples=64"], "final"),
          "novel_bert_lstm": (["task=novel", "model=bert_lstm"], "best")}
