@@ -108,8 +108,7 @@ def test_labels_a_font_cannot_draw_are_drawn_by_index():
     assert (shown, note) == (["#0", "#1"], "labels by index (no CJK font installed)") or family
 
 
-RUN = [sys.executable, "-m", "nlpexp", "trainer.epochs=2", "data.max_train_samples=48", "data.max_eval_samples=24",
-       "trainer.batch_size=8"]
+RUN = [sys.executable, "-m", "nlpexp", "+smoke=true", "trainer.epochs=2", "trainer.max_steps=-1"]  # MiniLM, 2 x 4 steps
 
 
 def test_a_run_off_a_terminal_prints_plain_lines_and_verbose_brings_the_libraries_back(tmp_path):
@@ -121,9 +120,9 @@ def test_a_run_off_a_terminal_prints_plain_lines_and_verbose_brings_the_librarie
     for noise in ("Loading weights", "Writing model shards", "{'loss'", "{'eval_loss'", "it/s]"):
         assert noise not in out, noise
     lines = out.splitlines()
-    assert any(line.startswith("train epoch 2/2  12/12 100%  loss ") and "samples/s" in line for line in lines)
+    assert any(line.startswith("train epoch 2/2  8/8 100%  loss ") and "samples/s" in line for line in lines)
     header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["epoch", "step", "train_loss"])
-    assert lines[header + 1].split()[:2] == ["1", "6"] and lines[-7].startswith("finsent / minilm (train)")
+    assert lines[header + 1].split()[:2] == ["1", "4"] and lines[-7].startswith("finsent / minilm (train)")
     assert len(lines) < 30
     loud = subprocess.run([*RUN, "verbose=true"], cwd=tmp_path, capture_output=True, text=True, env=env,
                           timeout=600)

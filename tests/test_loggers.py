@@ -89,8 +89,10 @@ def test_a_resumed_run_continues_its_logger_run(logger, nlpexp, tmp_path, monkey
     run = ["+smoke=true", "task=story", "model=gpt2", "data.max_train_samples=64", "trainer.epochs=2",
            "trainer.max_steps=-1", "trainer.save_steps=2", f"logger={logger}"]
     (tmp_path / "killer.py").write_text(KILLER)
+    # its own W&B service: a child inherits this process's (WANDB_SERVICE), where the killed run would stay open
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     proc = subprocess.run([sys.executable, str(tmp_path / "killer.py"), *run], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                          text=True, timeout=300, env={**env, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == -9, proc.stderr[-3000:]
     (run_dir,) = [p.parent for p in (tmp_path / "outputs").rglob(".hydra")]
     before = (run_dir / "loggers.json").read_text() if logger == "wandb" else None
