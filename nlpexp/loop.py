@@ -139,6 +139,7 @@ def fit(job: Job, s: Settings, device: str, *, run_dir: Path | None = None, eval
     ckpt_dir = Path(run_dir) / "checkpoints" if run_dir else None
     history, step, losses, stale = at["history"], at["step"], at["losses"], at.get("stale", 0)
     started, units_done = time.time() - at["elapsed"], at["units"]
+    cpu_started = time.process_time() - at.get("cpu", 0.0)  # CPU time: a budget that a shared machine does not move
     deadline = started + 60 * s.max_minutes if s.max_minutes else None
     bar, epochs = console.Progress(total, desc, initial=step, unit="step"), console.Epochs(s.epochs)
 
@@ -166,8 +167,8 @@ def fit(job: Job, s: Settings, device: str, *, run_dir: Path | None = None, eval
     def save(epoch: int, position: int) -> None:
         if ckpt_dir is not None:
             save_checkpoint(ckpt_dir, step, model, opt, sched, scaler, evaluate, epoch=epoch, position=position,
-                            elapsed=time.time() - started, units=units_done, history=history, losses=losses,
-                            stale=stale)
+                            elapsed=time.time() - started, cpu=time.process_time() - cpu_started, units=units_done,
+                            history=history, losses=losses, stale=stale)
 
     try:  # the bar is closed before any error is reported: the error is the last line
         model.train()
@@ -213,6 +214,7 @@ def fit(job: Job, s: Settings, device: str, *, run_dir: Path | None = None, eval
                 shutil.rmtree(old, ignore_errors=True)
     seconds = time.time() - started
     info.update(train_steps=step, train_minutes=round(seconds / 60, 2),
+                train_cpu_minutes=round((time.process_time() - cpu_started) / 60, 2),
                 **{f"train_{job.unit}_per_s": round(units_done / max(seconds, 1e-9), 2)})
     return history, info
 

@@ -89,9 +89,13 @@ def test_a_step_checkpoint_resumes_to_the_same_weights(tmp_path):
     (ckpt,) = [p for p in (tmp_path / "checkpoints").glob("checkpoint-*") if p.name == "checkpoint-4"]
     assert sorted(p.name for p in ckpt.iterdir()) == ["loop_state.json", "model.safetensors",
                                                       "optimizer.safetensors"]  # nothing pickled
+    state = json.loads((ckpt / "loop_state.json").read_text())
+    assert 0 < state["cpu"] < 60
+    (ckpt / "loop_state.json").write_text(json.dumps({**state, "cpu": 600.0}))  # as if 10 CPU minutes had run
     resumed = Regression(batch_size=2)
     history, info = loop.fit(resumed, settings(save_steps=2), "cpu", run_dir=tmp_path, resume_from=ckpt)
     assert info["train_steps"] == 16
+    assert 10 <= info["train_cpu_minutes"] < 11  # the CPU budget counts both processes' training
     assert torch.equal(resumed.model.weight, reference.model.weight)
     assert len(history) == 2 and not list((tmp_path / "checkpoints").glob("checkpoint-*"))  # cleaned at the end
 

@@ -200,6 +200,8 @@ def test_help_names_nlpexp_and_lists_every_task_with_its_models_and_modes():
     for task in registry.TASKS.values():
         at = next(i for i, line in enumerate(lines) if line.split()[:1] == [task.name])
         assert lines[at + 1].split()[1:] == list(task.models) and lines[at + 2].split()[1:] == list(task.modes)
+    for key in ("seed=", "resume=", "dry_run=true", "tags=[", "verbose=true", "print_config=diff|full|none"):
+        assert key in out.stdout  # the top-level keys a user types
 
 
 # -- the user config layer -------------------------------------------------------------------------------
