@@ -139,7 +139,7 @@ def fit(job: Job, s: Settings, device: str, *, run_dir: Path | None = None, eval
     ckpt_dir = Path(run_dir) / "checkpoints" if run_dir else None
     history, step, losses, stale = at["history"], at["step"], at["losses"], at.get("stale", 0)
     started, units_done = time.time() - at["elapsed"], at["units"]
-    cpu_started = time.process_time() - at.get("cpu", 0.0)  # CPU time: a budget that a shared machine does not move
+    cpu_started = time.process_time() - at.get("cpu", 0.0)  # CPU time: a shared machine moves it less than wall time
     deadline = started + 60 * s.max_minutes if s.max_minutes else None
     bar, epochs = console.Progress(total, desc, initial=step, unit="step"), console.Epochs(s.epochs)
 
