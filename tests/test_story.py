@@ -589,3 +589,50 @@ def test_patience_without_validation_stories_is_refused(nlpexp, tmp_path):
     res = nlpexp("+smoke=true", "task=story", "trainer.patience=2", f"hydra.run.dir={tmp_path}/run")
     assert res.code == 2 and "trainer.patience stops on validation loss" in res.err
     assert not (tmp_path / "run").exists()
+
+
+def test_label_smoothing_is_the_training_loss_only_and_the_known_formula():
+    from nlpexp.tasks.story.recipe import mean_nll, nll_sum
+
+    class Fixed(nn.Module):  # a StoryModel's batches and scores: fixed logits, the second position not scored
+        def collate(self, items):
+            return {k: torch.stack([it[k] for it in items]) for k in ("logits", "labels")}
+
+        def scores(self, batch):
+            return batch["logits"], batch["labels"]
+
+    logits = _rand(1, 3, 5)
+    labels = torch.tensor([[2, -100, 4]])
+    logp = torch.log_softmax(logits[0, [0, 2]], -1)
+    nll = -(logp[0, 2] + logp[1, 4])
+    batch = {"logits": logits, "labels": labels}
+    assert math.isclose(nll_sum(Fixed(), batch).item(), nll.item(), rel_tol=1e-6)
+    # ε of each target's mass spread evenly over the vocabulary: (1 - ε) NLL + ε mean(-log p)
+    smoothed = 0.9 * nll - 0.1 * logp.mean(-1).sum()
+    assert math.isclose(nll_sum(Fixed(), batch, 0.1).item(), smoothed.item(), rel_tol=1e-6)
+    # validation and test scoring: the plain per-token NLL
+    items = [{"logits": logits[0], "labels": labels[0]}]
+    assert math.isclose(mean_nll(Fixed(), items, 4, "cpu"), nll.item() / 2, rel_tol=1e-6)
+
+
+def test_label_smoothing_changes_training_not_the_scored_perplexity(nlpexp, tmp_path):
+    import pandas as pd
+
+    runs = {}
+    for eps in ("0.0", "0.2"):
+        res = nlpexp("+smoke=true", "task=story", "model=transformer_encdec", f"trainer.label_smoothing={eps}",
+                     "data.val_size=20", f"hydra.run.dir={tmp_path}/{eps}")
+        assert res.code == 0, res.err[-3000:]
+        runs[eps] = (pd.read_csv(tmp_path / eps / "history.csv"),
+                     json.loads((tmp_path / eps / "metrics.json").read_text())["metrics"])
+    (plain, m0), (smooth, m2) = runs["0.0"], runs["0.2"]
+    assert smooth["train_loss"].iloc[-1] != plain["train_loss"].iloc[-1]
+    assert m2["test_loss"] != m0["test_loss"]
+    # the test loss is the plain NLL under smoothing too: mode=eval (which never smooths) scores the saved weights
+    # the same
+    res = nlpexp("+smoke=true", "task=story", "mode=eval", f"ckpt={tmp_path}/0.2", f"hydra.run.dir={tmp_path}/ev")
+    assert res.code == 0, res.err[-3000:]
+    again = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
+    assert math.isclose(again["test_loss"], m2["test_loss"], rel_tol=1e-4)
+    res = nlpexp("task=story", "mode=eval", f"ckpt={tmp_path}/0.2", "trainer.label_smoothing=0.1")
+    assert res.code == 2 and "trainer.label_smoothing" in res.err

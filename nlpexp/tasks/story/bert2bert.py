@@ -53,12 +53,10 @@ class StoryBert2Bert(nn.Module):
         return {"ids": src, "attention_mask": (src != self.pad_id).long(), "decoder_ids": dec,
                 "decoder_attention_mask": (labels != -100).long(), "labels": labels}
 
-    def nll_sum(self, batch):
-        logits = self.lm(input_ids=batch["ids"], attention_mask=batch["attention_mask"],
-                         decoder_input_ids=batch["decoder_ids"],
-                         decoder_attention_mask=batch["decoder_attention_mask"], use_cache=False).logits
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), batch["labels"].reshape(-1),
-                                           ignore_index=-100, reduction="sum")
+    def scores(self, batch):
+        return self.lm(input_ids=batch["ids"], attention_mask=batch["attention_mask"],
+                       decoder_input_ids=batch["decoder_ids"], decoder_attention_mask=batch["decoder_attention_mask"],
+                       use_cache=False).logits, batch["labels"]
 
     def prompt_groups(self, prompts, batch_size: int):
         return batches_in_order(prompts, batch_size)  # padded under the encoder's attention mask

@@ -92,9 +92,9 @@ MODEL_KEYS = {
     "bert2bert": ("pretrained", "revision", "small", "freeze_embeddings"),
 }
 RENAMED = {"task.max_train_minutes": "trainer.max_minutes"}  # old key -> the key that does its job
-# the trainer.* keys the story loop (nlpexp.loop, and the validation/test scoring) reads; mode=eval reads
-# eval_batch_size and precision
-LOOP_READS = (*READS, "eval_batch_size")
+# the trainer.* keys the story loop (nlpexp.loop, the training loss and the validation/test scoring) reads;
+# mode=eval reads eval_batch_size and precision
+LOOP_READS = (*READS, "eval_batch_size", "label_smoothing")
 # the generate.* keys mode=generate reads; training and mode=eval read the others (and not these two)
 GENERATE_READS = ("strategy", "temperature", "top_k", "top_p", "num_beams", "length_penalty", "repetition_penalty",
                   "no_repeat_ngram_size", "repeat_window", "max_new_tokens", "max_sentences", "no_empty_sentences",

@@ -22,8 +22,8 @@ class StoryModel(Protocol):
     def collate(self, items: list[dict]) -> dict:
         """A batch of tensors with `labels` (-100 where nothing is scored)."""
 
-    def nll_sum(self, batch: dict):
-        """The summed negative log-likelihood of the batch's labels (a 0-d tensor)."""
+    def scores(self, batch: dict) -> tuple:
+        """(logits (..., vocab), labels (...), -100 where nothing is scored): the recipe takes the loss of them."""
 
     def prompt_groups(self, prompts: list[list[int]], batch_size: int) -> list[list[int]]:
         """Indices of the prompts decoded together."""

@@ -50,10 +50,9 @@ class StoryGPT2(nn.Module):
             labels[r, max(it["first"] - 1, 0):n - 1] = ids[r, max(it["first"], 1):n]
         return {"ids": ids, "attention_mask": attn, "labels": labels}
 
-    def nll_sum(self, batch):
-        logits = self.lm(input_ids=batch["ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), batch["labels"].reshape(-1),
-                                           ignore_index=-100, reduction="sum")
+    def scores(self, batch):
+        return self.lm(input_ids=batch["ids"], attention_mask=batch["attention_mask"], use_cache=False).logits, \
+            batch["labels"]
 
     def prompt_groups(self, prompts, batch_size: int):
         return batches_in_order(prompts, batch_size)  # left-padded under an attention mask

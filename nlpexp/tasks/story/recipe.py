@@ -78,14 +78,26 @@ def encode_pairs(tok, frame) -> list[tuple[list[int], list[int]]]:
 
 
 # -- training: nlpexp.loop ----------------------------------------------------------------------------------
+def nll_sum(model: StoryModel, batch, smoothing: float = 0.0):
+    """The batch's summed target-token NLL (a 0-d tensor), in fp32 whatever the autocast; `smoothing`
+    (trainer.label_smoothing, training only) spreads that share of each target's mass over the vocabulary."""
+    import torch
+
+    logits, labels = model.scores(batch)
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
+                                             ignore_index=-100, reduction="sum", label_smoothing=smoothing)
+
+
 class StoryJob:
-    """The story model's training examples for nlpexp.loop: a micro-batch's loss is its summed target-token NLL,
-    so accumulated micro-batches give the large batch's per-token gradient."""
+    """The story model's training examples for nlpexp.loop: a micro-batch's loss is its summed target-token NLL
+    (label-smoothed under trainer.label_smoothing), so accumulated micro-batches give the large batch's per-token
+    gradient."""
 
     unit = "tokens"
 
-    def __init__(self, model: StoryModel, items, batch_size: int, seed: int):
+    def __init__(self, model: StoryModel, items, batch_size: int, seed: int, smoothing: float = 0.0):
         self.model, self.items, self.batch_size, self.seed = model, items, batch_size, seed
+        self.smoothing = smoothing
 
     def batches(self, epoch: int):
         from nlpexp.loop import seeded_order
@@ -98,7 +110,7 @@ class StoryJob:
         return int((batch["labels"] != -100).sum())
 
     def loss_sum(self, batch):
-        return self.model.nll_sum(batch)
+        return nll_sum(self.model, batch, self.smoothing)
 
 
 class ValidationLoss:
@@ -149,7 +161,7 @@ def mean_nll(model, items, batch_size: int, device: str, precision: str = "fp32"
         for i in range(0, len(order), batch_size):
             bar.update(len(order[i:i + batch_size]))
             batch = {k: v.to(device) for k, v in model.collate([items[j] for j in order[i:i + batch_size]]).items()}
-            nll += model.nll_sum(batch).float().item()
+            nll += nll_sum(model, batch).item()
             count += int((batch["labels"] != -100).sum())
     return nll / max(count, 1)
 
@@ -164,7 +176,8 @@ def fit(cfg, model: StoryModel, train_pairs, val_pairs, device: str, run_dir: Pa
     settings = loop.Settings.of(tr, device)
     validation = ValidationLoss(model, val_items, int(tr.eval_batch_size), device, settings.precision,
                                 keep=settings.patience > 0)
-    history, info = loop.fit(StoryJob(model, items, int(tr.batch_size), int(cfg.seed)), settings, device,
+    job = StoryJob(model, items, int(tr.batch_size), int(cfg.seed), float(tr.get("label_smoothing") or 0.0))
+    history, info = loop.fit(job, settings, device,
                              run_dir=run_dir, resume_from=cfg.get("resume_from"),
                              on_log=loggers.step_logger(cfg, run_dir), evaluate=validation)
     if "early_stop" in info:

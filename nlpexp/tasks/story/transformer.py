@@ -73,10 +73,8 @@ class StoryCausalLM(OurDecoding, CausalLM):
         first = torch.tensor([it["first"] for it in items])
         return {"ids": ids, "labels": lm_labels(ids, self.embed.tok.padding_idx, first)}
 
-    def nll_sum(self, batch):
-        logits = self(batch["ids"])
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
-                                                 batch["labels"].reshape(-1), ignore_index=-100, reduction="sum")
+    def scores(self, batch):
+        return self(batch["ids"]), batch["labels"]
 
     # generation: prompts of equal length, no padding
     def _run(self, ids, caches, pos: int):
@@ -155,8 +153,8 @@ class StoryNextToken(OurDecoding, WindowStepper, nn.Module):
         return {"ids": pad_rows([it["ids"] for it in items], self.pad_id, left=True),
                 "labels": torch.tensor([it["target"] for it in items])}
 
-    def nll_sum(self, batch):
-        return torch.nn.functional.cross_entropy(self(batch["ids"]).float(), batch["labels"], reduction="sum")
+    def scores(self, batch):
+        return self(batch["ids"]), batch["labels"]
 
 
 def build(cfg, train_texts, smoke: bool = False):

@@ -74,10 +74,8 @@ class StoryEncDec(OurDecoding, nn.Module):
         return {"src": pad_rows([it["src"] for it in items], self.pad_id), "tgt_in": shift_right(tgt, self.bos_id),
                 "labels": tgt.masked_fill(tgt == self.pad_id, -100)}
 
-    def nll_sum(self, batch):
-        logits = self(batch["src"], batch["tgt_in"])
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), batch["labels"].reshape(-1),
-                                           ignore_index=-100, reduction="sum")
+    def scores(self, batch):
+        return self(batch["src"], batch["tgt_in"]), batch["labels"]
 
     # -- generation with a key/value cache; state: (memory mask, per layer: cross k, v, self k, v)
     def _step(self, ids, state):
