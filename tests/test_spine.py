@@ -112,6 +112,17 @@ def test_a_small_hf_embedder_reloads_on_the_device_it_is_given(tmp_path, cuda_vi
                                                                  "model=bert_lstm (task=novel windows hold "
                                                                  "task.seq_len characters)"),
     (["task=story", "model=gpt2", "trainer.max_length=64"], "(task=story sequences hold task.max_len positions)"),
+    (["task=story", "model=bert2bert", "task.bpe_vocab_size=3000"],
+     "task.bpe_vocab_size is not read by task=story model=bert2bert (our models and a small-built gpt2 train a BPE"),
+    (["task=story", "model=transformer", "task.max_len=100"],
+     "task.max_len is not read by task=story model=transformer (the positions of transformer_encdec, the causal LM"),
+    (["task=story", "model=transformer_encdec", "task.window=8"],
+     "task.window is not read by task=story model=transformer_encdec (the next-token classifier's context"),
+    (["task=story", "model=transformer", "mode=eval", "ckpt=.", "task.bpe_vocab_size=100"],
+     "task.bpe_vocab_size is not read by task=story model=transformer mode=eval"),
+    (["task=story", "model=transformer", "mode=eval", "ckpt=.", "trainer.label_smoothing=0.1"],
+     "trainer.label_smoothing is not read by task=story model=transformer mode=eval (the saved run's model is "
+     "used as trained)"),
     (["task=story", "model=transformer", "model.vocab_size=100"],
      "model.vocab_size is not read by task=story model=transformer (read by task=finsent|emotion|chnsenti|"),
     (["task=story", "mode=generate", "prompt=Hi", "length=50"],

@@ -91,6 +91,20 @@ MODEL_KEYS = {
     "gpt2": ("pretrained", "revision", "small", "freeze_layers"),
     "bert2bert": ("pretrained", "revision", "small", "freeze_embeddings"),
 }
+
+
+def task_keys(module: str, m, smoke: bool) -> tuple:
+    """The task.* keys an adapter reads when it builds its model (trainer runs; saved runs read none)."""
+    from nlpexp.hub import builds_small
+
+    if module == "transformer":
+        return ("bpe_vocab_size", "max_len" if m.get("objective") == "causal_lm" else "window")
+    if module == "transformer_encdec":
+        return ("bpe_vocab_size", "max_len")
+    small = builds_small(m, smoke)  # gpt2 and bert2bert built small; pretrained ones bring their tokenizer
+    return {"gpt2": ("bpe_vocab_size", "max_len"), "bert2bert": ("max_len",)}[module] if small else ()
+
+
 RENAMED = {"task.max_train_minutes": "trainer.max_minutes"}  # old key -> the key that does its job
 # the trainer.* keys the story loop (nlpexp.loop, the training loss and the validation/test scoring) reads;
 # mode=eval reads eval_batch_size and precision
@@ -104,7 +118,12 @@ HINTS = {"trainer.max_length": "task=story sequences hold task.max_len positions
          "generate.temperature": "the evaluation after training decodes at each of generate.eval_temperatures",
          "generate.num_samples": "mode=generate reads it", "generate.eval_temperatures": "training and mode=eval "
          "read it", "generate.search": "training and mode=eval read it (mode=generate: set the chosen settings)",
-         "generate.batch_size": "training and mode=eval read it", "data": "mode=generate reads no data"}
+         "generate.batch_size": "training and mode=eval read it", "data": "mode=generate reads no data",
+         "task.bpe_vocab_size": "our models and a small-built gpt2 train a BPE of this size; a pretrained model "
+         "keeps its own tokenizer, a small-built bert2bert a WordPiece of model.small.vocab_size",
+         "task.window": "the next-token classifier's context (model=transformer model.objective=next_token)",
+         "task.max_len": "the positions of transformer_encdec, the causal LM (model.objective=causal_lm) and "
+         "small-built models; the next-token classifier sees task.window tokens, a pretrained model keeps its own"}
 
 
 def reads(cfg) -> dict:
@@ -113,13 +132,14 @@ def reads(cfg) -> dict:
     model = {"name", *MODEL_KEYS[module]} if cfg.mode == "train" else {"name"}
     if cfg.mode == "generate" and not cfg.get("ckpt"):
         model |= {"pretrained", "revision"}  # the configured pretrained model generates as it is
+    task = {"name", *task_keys(module, cfg.model, bool(cfg.get("smoke")))} if cfg.mode == "train" else {"name"}
     root = {"train": set(), "eval": {"ckpt"}, "generate": {"ckpt", "prompt"}}[cfg.mode]
     every = {f.name for f in fields(StoryGenerate)}
     generate = set(GENERATE_READS) if cfg.mode == "generate" else every - {"temperature", "num_samples"}
     hints = dict(HINTS)
     if cfg.mode != "train":
         hints.update(trainer="the saved run's model is used as trained", model="the saved run's model is used")
-    return {"reads": {"trainer": trainer, "model": model, "generate": generate, "": root,
+    return {"reads": {"trainer": trainer, "model": model, "task": task, "generate": generate, "": root,
                       **({"data": set()} if cfg.mode == "generate" else {})}, "hints": hints}
 
 
