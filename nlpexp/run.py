@@ -135,9 +135,11 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
             if cfg.get("resume") and not any(o.startswith("resume=") for o in overrides):  # a sweep job resumed
                 overrides.append(f"resume={run_dir}")
             return _launch_data_parallel(cfg, overrides, run_dir, nproc, multirun)
+        commit = runtime.git_commit()  # the code that runs: read at the start, however long the run
         if main_rank and cfg.mode == "train":  # visibly unfinished until metrics.json says complete
             _write_json(run_dir / "metrics.json", {"status": "running", "pid": os.getpid(), "overrides": _overrides(),
-                                                   "started": datetime.now().isoformat(timespec="seconds")})
+                                                   "started": datetime.now().isoformat(timespec="seconds"),
+                                                   "git_commit": commit})
         watchdog.start_if_sweep_worker(run_dir, str(hc.launcher.get("_target_", "")) if multirun else "")
         if _needs_hub(cfg):
             hub.settle_hub_mode()
@@ -182,7 +184,7 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
         "tags": list(cfg.get("tags") or []),
         "overrides": _overrides(),
         "versions": runtime.library_versions(),
-        "git_commit": runtime.git_commit(),
+        "git_commit": commit,
         "run_dir": str(run_dir),
     }
     if any(hub.LOADED.values()):  # the commit of every hub model and dataset the run used

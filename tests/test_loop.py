@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nlpexp import loop
+from nlpexp import loop, runtime
 
 sys.path.insert(0, str(Path(__file__).parent))
 from killer import KILL_AFTER_CHECKPOINT_6 as KILLER  # noqa: E402
@@ -115,7 +115,9 @@ def test_kill_9_mid_epoch_then_resume_equals_the_uninterrupted_run(cell, nlpexp,
                           timeout=300, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == -9, proc.stderr[-3000:]
     (killed,) = [p.parent for p in (tmp_path / "outputs").rglob(".hydra")]
-    assert json.loads((killed / "metrics.json").read_text())["status"] == "running"  # visibly unfinished
+    status = json.loads((killed / "metrics.json").read_text())
+    assert status["status"] == "running"  # visibly unfinished
+    assert status["git_commit"] == runtime.git_commit()  # the code that ran, recorded at the start
     assert (killed / "checkpoints" / "checkpoint-6" / "loop_state.json").exists()
 
     steps = []
