@@ -135,7 +135,7 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
             if cfg.get("resume") and not any(o.startswith("resume=") for o in overrides):  # a sweep job resumed
                 overrides.append(f"resume={run_dir}")
             return _launch_data_parallel(cfg, overrides, run_dir, nproc, multirun)
-        commit = runtime.git_commit()  # the code that runs: read at the start, however long the run
+        commit = runtime.git_commit() if main_rank else None  # the code that runs, read at its start
         if main_rank and cfg.mode == "train":  # visibly unfinished until metrics.json says complete
             _write_json(run_dir / "metrics.json", {"status": "running", "pid": os.getpid(), "overrides": _overrides(),
                                                    "started": datetime.now().isoformat(timespec="seconds"),
