@@ -108,6 +108,22 @@ def adamw(params, s: Settings):
     return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
 
 
+def scaled_adamw(model, lr_scales: dict) -> Callable:
+    """An `optimizer` for fit: AdamW with the named parameters at trainer.lr x their scale (one group per scale,
+    the schedule scales each), the rest at trainer.lr, the first group (its lr is the one the progress line shows)."""
+    import torch
+
+    scale_of = {id(p): float(lr_scales[n]) for n, p in model.named_parameters() if n in lr_scales}
+
+    def make(params, s: Settings):
+        groups: dict = {1.0: []}
+        for p in params:
+            groups.setdefault(scale_of.get(id(p), 1.0), []).append(p)
+        return torch.optim.AdamW([{"params": ps, "lr": s.lr * k} for k, ps in groups.items() if ps],
+                                 lr=s.lr, weight_decay=s.weight_decay)
+    return make
+
+
 def fit(job: Job, s: Settings, device: str, *, run_dir: Path | None = None, evaluate: Evaluator | None = None,
         eval_steps: int = 0, resume_from=None, optimizer: Callable = adamw, on_log: Callable | None = None,
         desc: str = "train") -> tuple[list[dict], dict]:

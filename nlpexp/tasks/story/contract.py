@@ -15,6 +15,7 @@ class StoryModel(Protocol):
     objective: str   # next_token | causal_lm | encdec | gpt2: recorded in metrics.json
     max_len: int     # positions the model holds
     lowercase: bool  # writes lower case (an uncased BERT): the recipe gives its text case back
+    lr_scales: dict  # parameter name -> multiple of trainer.lr (a warm start's new weights); the rest at trainer.lr
 
     def examples(self, pairs: list[tuple[list[int], list[int]]], train: bool) -> list[dict]:
         """Training/scoring items; in training every target token is scored, else only the continuation's."""

@@ -24,6 +24,7 @@ def freeze_layers(lm, n: int) -> None:
 
 class StoryGPT2(nn.Module):
     objective = "causal_lm"
+    lr_scales: dict = {}  # every weight at trainer.lr
     lowercase = False
 
     def __init__(self, lm, tokenizer):

@@ -177,7 +177,7 @@ def fit(cfg, model: StoryModel, train_pairs, val_pairs, device: str, run_dir: Pa
     validation = ValidationLoss(model, val_items, int(tr.eval_batch_size), device, settings.precision,
                                 keep=settings.patience > 0)
     job = StoryJob(model, items, int(tr.batch_size), int(cfg.seed), float(tr.get("label_smoothing") or 0.0))
-    history, info = loop.fit(job, settings, device,
+    history, info = loop.fit(job, settings, device, optimizer=loop.scaled_adamw(model, model.lr_scales),
                              run_dir=run_dir, resume_from=cfg.get("resume_from"),
                              on_log=loggers.step_logger(cfg, run_dir), evaluate=validation)
     if "early_stop" in info:

@@ -59,6 +59,7 @@ class StoryCausalLM(OurDecoding, CausalLM):
     each new token runs through the layers once against the cached keys/values of the tokens before it."""
 
     objective = "causal_lm"
+    lr_scales: dict = {}  # every weight at trainer.lr
 
     def __init__(self, *args, bos_id: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
@@ -109,6 +110,7 @@ class StoryNextToken(OurDecoding, WindowStepper, nn.Module):
 
     causal = False
     objective = "next_token"
+    lr_scales: dict = {}  # every weight at trainer.lr
 
     def __init__(self, vocab_size: int, d_model: int = 256, num_layers: int = 2, num_heads: int = 4,
                  d_ff: int = 1024, dropout: float = 0.1, window: int = 32, pad_id: int = 0, bos_id: int = 0):

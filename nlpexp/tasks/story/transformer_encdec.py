@@ -34,6 +34,7 @@ def shift_right(target, bos_id: int):
 
 class StoryEncDec(OurDecoding, nn.Module):
     objective = "encdec"
+    lr_scales: dict = {}  # every weight at trainer.lr
     adapter = "transformer_encdec"
 
     def __init__(self, vocab_size: int, d_model: int = 256, num_layers: int = 3, num_heads: int = 4,
