@@ -110,7 +110,7 @@ def adamw(params, s: Settings):
 
 def scaled_adamw(model, lr_scales: dict) -> Callable:
     """An `optimizer` for fit: AdamW with the named parameters at trainer.lr x their scale (one group per scale,
-    the schedule scales each), the rest at trainer.lr, the first group (its lr is the one the progress line shows)."""
+    the schedule scales each), the rest at trainer.lr in the first group (the lr the progress line shows)."""
     import torch
 
     scale_of = {id(p): float(lr_scales[n]) for n, p in model.named_parameters() if n in lr_scales}
