@@ -1,29 +1,56 @@
 """Numeric precision of training and evaluation: `trainer.precision=auto|fp32|bf16|fp16`.
 
-auto: bf16 on CUDA GPUs that have it, fp16 with a GradScaler on older ones, fp32 on MPS, and on CPU bf16 where
-the CPU computes bf16 natively (AVX-512 BF16 or AMX), else fp32. The CPU choice comes from a measurement on this
-project's machines (AVX-512 BF16, `experiment=finsent_minilm` on Financial PhraseBank 50Agree, seed 1, split
-seed 42, one core each, side by side): bf16 trained 1.20x the samples/s of fp32 (9.45 vs 7.87) at the same
-validation accuracy (0.8338 both) and test accuracy within noise (0.8258 vs 0.8278, 2 of 970 texts). Without
-native bf16 the CPU emulates it, slower than fp32: hence the flag check.
+auto: bf16 on CUDA GPUs that have it, fp16 with a GradScaler on older ones, fp32 on MPS, and on CPU bf16 only
+where the CPU computes bf16 natively (AVX-512 BF16 or AMX, and oneDNN not capped below it by ONEDNN_MAX_CPU_ISA),
+else fp32. Both halves of that rule were measured on this project's machines, fp32 and bf16 side by side:
+- Intel Xeon with AVX-512 BF16, `experiment=finsent_minilm` on Financial PhraseBank 50Agree, seed 1, split seed
+  42, one core each: bf16 trained 1.20x the samples/s of fp32 (9.45 vs 7.87) at the same validation accuracy
+  (0.8338 both) and test accuracy within noise (0.8258 vs 0.8278, 2 of 970 texts).
+- AMD EPYC without AVX-512: emulated bf16 trained MiniLM-sized bert2bert at 8 tokens/s against fp32's 168.
+An explicit `bf16` on a CPU without it still runs (emulated, and said once: it is slow), except the one op oneDNN
+cannot build there, the LSTM, which runs in fp32 (`lstm`, also said once).
 The Trainer path turns the choice into TrainingArguments(bf16=, fp16=); our loop (nlpexp/loop.py) into autocast
 and, for fp16, a GradScaler; evaluation paths run under `autocast` with the same choice.
 """
 import contextlib
+import os
+import sys
 from pathlib import Path
 
 from nlpexp.errors import UserError
 
 CHOICES = ("auto", "fp32", "bf16", "fp16")
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below the first one with bf16 instructions: a cap there means emulated bf16
+_BELOW_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+_SAID: set = set()
 
 
 def cpu_has_native_bf16() -> bool:
-    """The CPU flags say bf16 arithmetic runs in hardware (Linux /proc/cpuinfo; elsewhere: assume not)."""
+    """The CPU computes bf16 in hardware (Linux /proc/cpuinfo flags; elsewhere: assume not) and oneDNN may use it."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _BELOW_BF16:
+        return False
     try:
         flags = Path("/proc/cpuinfo").read_text(errors="ignore")
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_name() -> str | None:
+    """The CPU's model name (Linux), for metrics.json: precision and speed figures depend on it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="ignore").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def say_once(key: str, message: str) -> None:
+    if key not in _SAID:
+        _SAID.add(key)
+        print(f"nlpexp: {message}", file=sys.stderr, flush=True)
 
 
 def resolve(name, device: str, strict: bool = True) -> str:
@@ -45,7 +72,24 @@ def resolve(name, device: str, strict: bool = True) -> str:
         if strict:
             raise UserError(problem)
         return "fp32"
+    if name == "bf16" and device == "cpu" and not cpu_has_native_bf16():
+        say_once("emulated", "trainer.precision=bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX), so PyTorch "
+                 "emulates it, up to ~20x slower than fp32 (trainer.precision=auto runs fp32 here)")
     return name
+
+
+def run_lstm(lstm, inputs, state=None):
+    """`lstm(inputs, state)`, in fp32 where bf16 autocast is on and the CPU lacks native bf16: oneDNN cannot build
+    a bf16 LSTM there ('could not create a primitive descriptor for the LSTM forward propagation primitive')."""
+    import torch
+
+    if inputs.device.type != "cpu" or not torch.is_autocast_enabled("cpu") or \
+            torch.get_autocast_dtype("cpu") != torch.bfloat16 or cpu_has_native_bf16():
+        return lstm(inputs, state)
+    say_once("lstm", "trainer.precision=bf16: the LSTM runs in fp32 (this CPU has no native bf16, and oneDNN builds "
+             "no bf16 LSTM without it); the rest of the model in bf16")
+    with torch.autocast("cpu", enabled=False):
+        return lstm(inputs.float(), None if state is None else tuple(s.float() for s in state))
 
 
 def of_saved(settings: dict, device: str) -> str:

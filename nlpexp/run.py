@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nlpexp import secrets, watchdog
+from nlpexp import precision, secrets, watchdog
 from nlpexp.errors import UserError, disk_full
 
 # the overrides the pre-run check validated in this process (cli.preflight): their run is not checked twice
@@ -184,6 +184,7 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
         "tags": list(cfg.get("tags") or []),
         "overrides": _overrides(),
         "versions": runtime.library_versions(),
+        "cpu": {"name": precision.cpu_name(), "native_bf16": precision.cpu_has_native_bf16()},
         "git_commit": commit,
         "run_dir": str(run_dir),
     }

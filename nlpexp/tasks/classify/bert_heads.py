@@ -12,6 +12,7 @@ from torch import nn
 
 from nlpexp.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
 from nlpexp.models.bert import freeze_encoder
+from nlpexp.precision import run_lstm
 from nlpexp.saved import loading
 from nlpexp.tasks.classify import trainer
 
@@ -51,7 +52,7 @@ class BertClassifier(nn.Module):
         if self.head == "fc":
             logits = self.fc(out.pooler_output)
         else:
-            states, _ = self.lstm(out.last_hidden_state)
+            states, _ = run_lstm(self.lstm, out.last_hidden_state)
             last = attention_mask.sum(dim=1) - 1
             logits = self.out(states[torch.arange(states.size(0), device=states.device), last])
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None

@@ -13,6 +13,7 @@ from torch import nn
 from nlpexp.decoding import WindowStepper
 from nlpexp.hub import builds_small, pretrained_model, pretrained_tokenizer, small_bert_config
 from nlpexp.models.bert import freeze_encoder
+from nlpexp.precision import run_lstm
 from nlpexp.tasks.novel.data import CharVocab
 
 
@@ -53,7 +54,7 @@ class BertNextChar(WindowStepper, nn.Module):
             if self.causal:
                 return self.fc(states[:, 1:])
             return self.fc(states[:, 0] if self.pool == "cls" else states[:, -1])
-        out, _ = self.lstm(states)  # zero initial state (nn.LSTM's default when none is given)
+        out, _ = run_lstm(self.lstm, states)  # zero initial state (nn.LSTM's default when none is given)
         return self.out(out[:, 1:] if self.causal else out[:, -1])
 
     def last_logits(self, ids):
@@ -63,7 +64,7 @@ class BertNextChar(WindowStepper, nn.Module):
         states = self.encode(ids)
         if self.head == "fc":
             return self.fc(states[:, -1])
-        out, _ = self.lstm(states)
+        out, _ = run_lstm(self.lstm, states)
         return self.out(out[:, -1])
 
     # the LSTM can carry its (h, c) across steps: one LSTM step on the newest position instead of the window
@@ -71,7 +72,7 @@ class BertNextChar(WindowStepper, nn.Module):
         if self.head != "lstm" or not stateful:
             return super().start(prompt_ids)
         window = prompt_ids[:, -self.window:]
-        out, (h, c) = self.lstm(self.encode(window))
+        out, (h, c) = run_lstm(self.lstm, self.encode(window))
         return self.out(out[:, -1]), (window, h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous())
 
     def advance(self, state, next_ids):
@@ -80,7 +81,7 @@ class BertNextChar(WindowStepper, nn.Module):
         window = torch.cat([state[0], next_ids[:, None]], dim=1)[:, -self.window:]
         last = self.encode(window)[:, -1:]
         h, c = state[1].transpose(0, 1).contiguous(), state[2].transpose(0, 1).contiguous()
-        out, (h, c) = self.lstm(last, (h, c))
+        out, (h, c) = run_lstm(self.lstm, last, (h, c))
         return self.out(out[:, -1]), (window, h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous())
 
 
