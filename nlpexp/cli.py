@@ -235,6 +235,8 @@ def sweep_preflight(args: list[str]) -> None:
     if len(refused) == len(jobs):  # nothing of it would run
         raise UserError(refused[0])
     earlier_jobs(args, jobs)
+    search_overlap(given, parsed, [*jobs[0], *searchpath, *(a for a in args if a.lstrip("+~").startswith("hydra"))],
+                   config_dir)
     if refused:  # e.g. a model sweep where one model does not read a key: that job is recorded as refused
         NOTES.append(f"nlpexp: warning: {len(refused)} of {len(jobs)} sweep jobs will be refused, e.g. {refused[0]}")
     if cfg.get("dry_run"):  # nothing launched: a sweeper (optuna) would wait for objectives that never come
@@ -243,6 +245,47 @@ def sweep_preflight(args: list[str]) -> None:
         print(f"nlpexp: config OK: {len(jobs)} sweep job{'s' * (len(jobs) > 1)} checked; nothing launched (drop "
               "dry_run=true to run it)")
         sys.exit(0)
+
+
+class _SearchKeys:
+    """A stand-in Optuna trial that records the keys a custom search space suggests."""
+
+    def __init__(self):
+        self.keys: list[str] = []
+
+    def __getattr__(self, name: str):
+        if not name.startswith("suggest_"):
+            raise AttributeError(name)
+        return lambda key, *args, **kwargs: self.keys.append(key)
+
+
+def search_overlap(given: list[str], parsed: list, job: list[str], config_dir: str | None) -> None:
+    """An Optuna sweep whose command line also sets a key its search space tunes (hparams_search's
+    custom_search_space) is refused in one line; the plugin would stop the sweep with a ValueError traceback."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import get_method
+
+    if not any(a.startswith(("hparams_search=", "+hparams_search=", "hydra/sweeper=")) for a in job):
+        return
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(CONF_MODULE, version_base="1.3"):
+            cfg = hydra_compose("config", overrides=searchpath_override(job, config_dir), return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+    space = cfg.hydra.sweeper.get("custom_search_space")
+    if not space:
+        return
+    trial = _SearchKeys()
+    get_method(space)(cfg, trial)
+    for item, override in zip(given, parsed):
+        if override.get_key_element() in trial.keys:
+            search = next((a for a in job if "hparams_search=" in a), "this search")
+            raise UserError(f"{item}: {search} tunes {override.get_key_element()} itself ({space}): drop {item}, "
+                            "or search with your own space (hydra.sweeper.custom_search_space=null "
+                            "hydra.sweeper.params...)")
 
 
 def earlier_jobs(args: list[str], jobs: list) -> None:

@@ -86,6 +86,22 @@ def test_optuna_two_trials_record_the_best(nlpexp, tmp_path):
     assert "Optuna best trial" in report.write_report(sweep)["markdown"]
 
 
+def test_optuna_refuses_a_key_its_search_space_tunes_in_one_line(nlpexp, tmp_path):
+    """trainer.epochs=3 beside a search that tunes trainer.epochs: one line, exit 2, no sweep folder (was: the
+    plugin's ValueError traceback once the sweep had started); a key the space leaves alone is kept."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep = tmp_path / "optuna"
+    res = nlpexp("-m", "hparams_search=finsent_optuna", "+smoke=true", "trainer.epochs=3", f"hydra.sweep.dir={sweep}")
+    assert res.code == 2 and "Traceback" not in res.err and not sweep.exists()
+    assert res.err.strip().splitlines() == [
+        "nlpexp: error: trainer.epochs=3: hparams_search=finsent_optuna tunes trainer.epochs itself "
+        "(nlpexp.search.classify): drop trainer.epochs=3, or search with your own space "
+        "(hydra.sweeper.custom_search_space=null hydra.sweeper.params...)"]
+    res = nlpexp("-m", "hparams_search=finsent_optuna", "+smoke=true", "trainer.warmup_ratio=0.2", "dry_run=true",
+                 f"hydra.sweep.dir={sweep}")
+    assert res.code == 0, res.err[-2000:]
+
+
 @pytest.mark.parametrize("launcher,keys", [
     ("joblib", {"n_jobs": 2}),
     ("submitit_slurm", {"partition": None, "gpus_per_node": 2, "timeout_min": 240, "tasks_per_node": 1}),
