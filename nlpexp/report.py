@@ -224,9 +224,8 @@ def write_report(root: Path, out: Path | None = None, metrics: list[str] | None 
         parts += ["", "## Mean ± std over seeds (complete runs only, sample std)", "", _fmt(summary_text)]
     if not best.empty:
         parts += ["", "## Best run per metric", "", _fmt(best)]
-    optuna = root / "optimization_results.yaml"
-    if optuna.exists():
-        parts += ["", "## Optuna best trial", "", "```", optuna.read_text().strip(), "```"]
+    for title, text in optuna_best(root):
+        parts += ["", f"## {title}", "", "```", text, "```"]
     cross = cross_eval_matrix(runs)
     if cross is not None:
         from nlpexp.metrics import plot_accuracy_matrix
@@ -245,6 +244,31 @@ def write_report(root: Path, out: Path | None = None, metrics: list[str] | None 
     (out / "report.md").write_text(text)
     write_html(out, root, runs, table, differing, summary_text, best, metric_cols, cross)
     return {"table": table, "summary": summary, "best": best, "markdown": text, "out": out}
+
+
+def optuna_best(root: Path) -> list[tuple[str, str]]:
+    """(title, optimization_results.yaml text) per Optuna study below root. A study fed by several sweepers (the
+    cluster recipe: worker_k/ folders) has one file per sweeper, each the study's best when that sweeper ended:
+    the best of them by the study's direction (from the sweep's multirun.yaml)."""
+    import yaml
+
+    studies: dict = {}
+    for path in sorted(Path(root).rglob("optimization_results.yaml")):
+        sweeper = ((yaml.safe_load((path.parent / "multirun.yaml").read_text()) or {}).get("hydra") or {}) \
+            .get("sweeper", {}) if (path.parent / "multirun.yaml").exists() else {}
+        key = (str(sweeper.get("storage")) if sweeper.get("storage") else str(path.parent), sweeper.get("study_name"))
+        studies.setdefault(key, []).append((path, yaml.safe_load(path.read_text()) or {},
+                                            str(sweeper.get("direction", "maximize"))))
+    found = []
+    for (_, name), files in studies.items():
+        sign = -1 if "minimize" in files[0][2] else 1
+        scored = [f for f in files if isinstance(f[1].get("best_value"), (int, float))] or files
+        path, _, _ = max(scored, key=lambda f: sign * float(f[1].get("best_value", 0) or 0))
+        where = path.parent.relative_to(root) if path.parent != Path(root) else None
+        said = [f"study {name}"] if name else []
+        said += [f"best of {len(files)} sweepers: {where}"] if len(files) > 1 else [str(where)] if where else []
+        found.append(("Optuna best trial" + (f" ({', '.join(said)})" if said else ""), path.read_text().strip()))
+    return found
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -138,3 +138,20 @@ def test_the_html_report_is_one_self_contained_page_with_tables_plots_and_links(
     assert {"0/", "5/", "7/"} <= set(parsed.links)  # every run, failed and killed ones too, links its folder
     assert "0.6000 ± 0.1000" in page and "0.8200 ± 0.0200" in page  # mean ± std rows
     assert 'class="text failed"' in page and 'class="text incomplete"' in page  # status colours
+
+
+def test_a_parent_of_several_sweepers_shows_the_study_best_trial(tmp_path):
+    """The cluster recipe's folder: worker_k/ per sweeper process, each with its optimization_results.yaml (the
+    study's best when it ended): the report of the parent shows the best of them, once per study."""
+    root = tmp_path / "finsent_bert"
+    for k, best in ((1, 0.71), (2, 0.83), (3, 0.78)):
+        sweep = root / f"worker_{k}"
+        fake_run(sweep / "0", ["+smoke=true", "model=bert", f"trainer.lr={k}e-5"], {"val_accuracy": best})
+        (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": {
+            "storage": "postgresql://u@localhost/optuna", "study_name": "finsent_bert", "direction": "maximize"}}}))
+        (sweep / "optimization_results.yaml").write_text(yaml.safe_dump(
+            {"name": "optuna", "best_params": {"trainer.lr": k * 1e-5}, "best_value": best}))
+    text = report.write_report(root)["markdown"]
+    assert text.count("## Optuna best trial") == 1
+    assert "## Optuna best trial (study finsent_bert, best of 3 sweepers: worker_2)" in text
+    assert "best_value: 0.83" in text
