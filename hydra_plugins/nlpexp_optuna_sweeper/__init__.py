@@ -4,7 +4,11 @@ name it as `hydra.sweeper._target_`):
 - the study is created once, before any trial is launched, and a race with another sweeper process creating it
   at the same moment never fails (the loser loads what the winner made);
 - a sweep continued in its own folder numbers its jobs after the ones already there (hydra#3328: a resumed
-  study's jobs started again at 0 and wrote into the earlier trials' folders).
+  study's jobs started again at 0 and wrote into the earlier trials' folders);
+- every trial draws from its own seed, (sampler seed, trial number): with one `seed` for the whole sampler, K
+  sweeper processes on one study (and every re-run) proposed the same trials, since TPE's start-up trials come
+  from a RandomSampler(seed) that never looks at the study. Trial numbers are unique within a study, so trials
+  differ and a study run again the same way still proposes the same trials.
 
 Everything else (sampling, asking and telling trials, optimization_results.yaml) is the plugin's.
 """
@@ -43,12 +47,54 @@ def next_job_number(sweep_dir) -> int:
     return max(numbers, default=-1) + 1
 
 
+class TrialSeeded:
+    """Wraps a seeded sampler (TPE, Random): before it samples for a trial it reseeds its random state (and TPE's
+    inner RandomSampler's) from (seed, trial.number). optuna<3 has no before_trial hook: the first call that names
+    a new trial does it (the plugin asks and fills trials one after another)."""
+
+    def __init__(self, sampler, seed: int):
+        self._sampler, self._seed, self._trial = sampler, seed, None
+
+    def _for(self, trial) -> None:
+        import numpy as np
+
+        if trial.number == self._trial:
+            return
+        self._trial = trial.number
+        state = np.random.SeedSequence([self._seed, trial.number]).generate_state(1)[0]
+        for sampler in (self._sampler, getattr(self._sampler, "_random_sampler", None)):
+            if sampler is not None and hasattr(sampler, "_rng"):
+                sampler._rng = np.random.RandomState(state)
+
+    def infer_relative_search_space(self, study, trial):
+        self._for(trial)
+        return self._sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        self._for(trial)
+        return self._sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        self._for(trial)
+        return self._sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def __getattr__(self, name):  # after_trial, reseed_rng ...: the wrapped sampler's
+        return getattr(self._sampler, name)
+
+
+def seed_per_trial(sampler, seed):
+    """`sampler` drawing per trial (TrialSeeded); as it is without a seed, or when it is no seeded sampler
+    instance (the grid sampler arrives as a partial)."""
+    return TrialSeeded(sampler, int(seed)) if seed is not None and hasattr(sampler, "_rng") else sampler
+
+
 if _PluginSweeper is not None:
     class OptunaSweeper(_PluginSweeper):
         def sweep(self, arguments):
             impl = self.sweeper
             if impl.storage:
                 create_study_once(impl.study_name, impl.storage, impl._get_directions())
+            impl.sampler = seed_per_trial(impl.sampler, impl.config.hydra.sweeper.sampler.get("seed"))
             impl.job_idx = next_job_number(impl.sweep_dir)
             if impl.job_idx:
                 print(f"nlpexp: {impl.sweep_dir} holds jobs 0-{impl.job_idx - 1}: new trials start at "

@@ -1,0 +1,64 @@
+"""Units behind the cluster recipe (K sweepers x SLURM x one study); tests/cluster/ runs them on real PostgreSQL
+and SLURM."""
+import warnings
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+from hydra_plugins.nlpexp_optuna_sweeper import seed_per_trial  # noqa: E402
+
+
+def _propose(storage, workers=2, rounds=3):
+    """`workers` sweepers with the same sampler seed asking in turn from one study: (trial number, x) each."""
+    warnings.filterwarnings("ignore")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    studies = [optuna.create_study(study_name="s", storage=storage, load_if_exists=True,
+                                   sampler=seed_per_trial(optuna.samplers.TPESampler(seed=42), 42))
+               for _ in range(workers)]
+    out = []
+    for _ in range(rounds):
+        for study in studies:
+            trial = study.ask()
+            x = trial.suggest_float("x", 0, 1)
+            study.tell(trial, x)
+            out.append((trial.number, x))
+    return out
+
+
+def test_sweepers_on_one_study_and_a_rerun_propose_distinct_trials(tmp_path):
+    storage = f"sqlite:///{tmp_path}/study.db"
+    first, again = _propose(storage), _propose(storage)
+    assert len({x for _, x in first + again}) == len(first + again)
+    # reproducible: a trial's draw depends on (seed, its number) only, here while TPE is in its random start-up
+    alone = optuna.create_study(sampler=seed_per_trial(optuna.samplers.TPESampler(seed=42), 42))
+    assert [alone.ask().suggest_float("x", 0, 1) for _ in range(3)] == [x for _, x in first[:3]]
+
+
+def test_unseeded_or_grid_samplers_are_left_alone():
+    tpe = optuna.samplers.TPESampler()
+    assert seed_per_trial(tpe, None) is tpe
+    assert seed_per_trial("a partial", 1) == "a partial"
+
+
+def test_the_reaper_leaves_slurm_jobs_alone(monkeypatch):
+    """sbatch copies NLPEXP_SWEEP_PID into a SLURM job: a dead sweeper's reaper must not stop that job, only
+    processes of its own (here: no SLURM job of its own)."""
+    import os
+    import subprocess
+    import sys
+
+    from nlpexp.watchdog import ENV, left_behind
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    env = {**os.environ, ENV: "999999999"}
+    sleep = [sys.executable, "-c", "import time; time.sleep(30)"]
+    worker = subprocess.Popen(sleep, env=env)
+    slurm_job = subprocess.Popen(sleep, env={**env, "SLURM_JOB_ID": "17"})
+    try:
+        found = left_behind(999999999)
+        assert worker.pid in found and slurm_job.pid not in found
+        monkeypatch.setenv("SLURM_JOB_ID", "17")  # a sweeper inside SLURM job 17: that job's processes are its own
+        assert slurm_job.pid in left_behind(999999999)
+    finally:
+        worker.kill()
+        slurm_job.kill()
