@@ -1,7 +1,9 @@
 """A sweep's jobs stop with the sweep. joblib's workers are processes of the sweep's own process (the one that
 ran `nlpexp -m`); when it is killed they would go on and start the queued jobs. cli.main records its pid in
 NLPEXP_SWEEP_PID; a job in a worker refuses to start once that process is gone, and a running one stops
-(its folder marked failed) within a second or two of it."""
+(its folder marked failed) within a second or two of it. A SLURM job is no child of the sweep: sbatch copies
+the sweep's environment (NLPEXP_SWEEP_PID too) into the job, but the job outlives a dead sweep, and its restarted
+sweep picks it up."""
 import os
 import threading
 from pathlib import Path
@@ -43,11 +45,15 @@ def reap(pid: int, every_s: float = 1.0, grace_s: float = 3.0) -> None:
 
 
 def left_behind(pid: int) -> list[int]:
-    """Live processes started under sweep `pid` (its NLPEXP_SWEEP_PID in their environment)."""
+    """Live processes started under sweep `pid` (its NLPEXP_SWEEP_PID in their environment), leaving out the
+    processes of SLURM jobs other than the one the sweep itself runs in (sbatch exported the variable to them)."""
     found, mark = [], f"{ENV}={pid}".encode()
+    own_job = f"SLURM_JOB_ID={os.environ.get('SLURM_JOB_ID', '')}".encode()
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if mark in (proc / "environ").read_bytes().split(b"\0") and \
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            other_job = any(v.startswith(b"SLURM_JOB_ID=") and v != own_job for v in environ)
+            if mark in environ and not other_job and \
                     (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
                 found.append(int(proc.name))
         except (OSError, IndexError):
