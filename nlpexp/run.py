@@ -126,15 +126,17 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
         if main_rank and not distributed.is_worker() and cfg.mode == "train":  # other modes print their answer
             console.print_config(cfg)
         nproc = int(cfg.get("trainer", {}).get("nproc", 1) or 1)
+        nnodes = int(cfg.get("trainer", {}).get("nnodes", 1) or 1)
         gpus = runtime.share_gpus(hc, cfg.device.name, nproc) if multirun else None  # before torch sees CUDA
         if gpus is not None:
             print(f"nlpexp: this job's GPUs: CUDA_VISIBLE_DEVICES={gpus}")
-        if nproc > 1 and not distributed.is_worker():
+        if (nproc > 1 or nnodes > 1) and not distributed.in_torchrun():
             distributed.check_devices(cfg.device.name, nproc)
+            rendezvous = _rendezvous(cfg.trainer, hc, multirun) if nnodes > 1 else None
             overrides = list(hc.overrides.task)
             if cfg.get("resume") and not any(o.startswith("resume=") for o in overrides):  # a sweep job resumed
                 overrides.append(f"resume={run_dir}")
-            return _launch_data_parallel(cfg, overrides, run_dir, nproc, multirun)
+            return _launch_data_parallel(cfg, overrides, run_dir, nproc, multirun, rendezvous)
         commit = runtime.git_commit() if main_rank else None  # the code that runs, read at its start
         if main_rank and cfg.mode == "train":  # visibly unfinished until metrics.json says complete
             _write_json(run_dir / "metrics.json", {"status": "running", "pid": os.getpid(), "overrides": _overrides(),
@@ -194,6 +196,8 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
         summary["resumed_from"] = cfg.get("resume_from")
     if distributed.world_size() > 1:
         summary["processes"] = distributed.world_size()
+    if int(os.environ.get("GROUP_WORLD_SIZE", "1")) > 1:  # torchrun's node count
+        summary["nodes"] = int(os.environ["GROUP_WORLD_SIZE"])
     if os.environ.get("NLPEXP_JOB_GPUS"):  # a sweep job given its own GPUs (runtime.share_gpus)
         summary["cuda_visible_devices"] = os.environ["NLPEXP_JOB_GPUS"]
     summary = secrets.redact(summary)
@@ -213,8 +217,10 @@ def _refused(message: str, run_dir: Path, multirun: bool, main_rank: bool, clean
     """Bad input found during the run: one line. A single run takes away what it made (cleanup: "folder" the
     folder Hydra just made, "status" the metrics.json it wrote into a folder the user gave); a sweep job, a resumed
     run or a full disk (cleanup None) leave the folder marked failed."""
-    from nlpexp import runtime
+    from nlpexp import distributed, runtime
 
+    if distributed.other_node():  # another node's launcher: one line, node 0's folder left alone
+        fail(message)
     if not main_rank:
         raise UserError(message)
     if multirun or cleanup is None:
@@ -268,11 +274,30 @@ def _is_fresh(run_dir: Path) -> bool:
     return all(p.name in (".hydra", LOCK) or p.suffix == ".log" for p in run_dir.iterdir())
 
 
-def _launch_data_parallel(cfg: DictConfig, overrides: list[str], run_dir: Path, nproc: int, multirun: bool):
+def _rendezvous(trainer: DictConfig, hc, multirun: bool) -> list[str]:
+    """torchrun's multi-node arguments for this node; every node must write into one folder, so it is named."""
+    from nlpexp import distributed
+
+    node = trainer.get("node_rank")
+    if node is not None and node != distributed.node_rank():  # the folder's owner was decided from the command line
+        raise UserError("trainer.node_rank differs between the nodes: give it on the command line, not in a file")
+    if not multirun and not any(o.startswith("hydra.run.dir=") for o in hc.overrides.hydra):
+        raise UserError(f"trainer.nnodes={trainer.nnodes}: every node writes into one run folder: give the same "
+                        "hydra.run.dir=<folder> on every node, on a filesystem they all see (under SLURM e.g. "
+                        "outputs/<name>-$SLURM_JOB_ID)")
+    return distributed.rendezvous(trainer.nnodes, node, trainer.get("master_addr"), trainer.get("master_port", 29500))
+
+
+def _launch_data_parallel(cfg: DictConfig, overrides: list[str], run_dir: Path, nproc: int, multirun: bool,
+                          rendezvous: list[str] | None = None):
     """This process only starts the workers; rank 0 of them writes metrics.json as any run does."""
     from nlpexp import distributed
 
-    code = distributed.launch(overrides, run_dir, nproc)
+    code = distributed.launch(overrides, run_dir, nproc, rendezvous)
+    if distributed.other_node():  # node 0's launcher records how the run ended
+        if code != 0 and not multirun:
+            sys.exit(code)
+        return None
     path = run_dir / "metrics.json"
     summary = json.loads(path.read_text()) if path.exists() else {}
     if code != 0 or summary.get("status") != "complete":

@@ -250,6 +250,10 @@ class Trainer:
     average_last: int = setting(MISSING, ge=0)
     soup: int = setting(MISSING, gt=0)
     nproc: int = setting(MISSING, gt=0)
+    nnodes: int = setting(1, gt=0)
+    node_rank: Optional[int] = setting(None, ge=0)  # null: SLURM's node id (nlpexp/distributed.py)
+    master_addr: Optional[str] = None  # node 0's host; null: SLURM's first node
+    master_port: int = setting(29500, gt=0, lt=65536)
     save_steps: int = setting(MISSING, ge=0)
     max_minutes: Optional[float] = setting(None, gt=0)
     precision: str = setting("auto", choices=("auto", "fp32", "bf16", "fp16"))

@@ -89,6 +89,8 @@ LOOP_READS = {
     "lm": (*READS, "max_length"),
     "gensim": (),
 }
+# read only by the models that train under torchrun (registry data_parallel): several machines, one run
+MULTI_NODE = ("nnodes", "node_rank", "master_addr", "master_port")
 LOOP_HINTS = {
     "gensim": {"epochs": "Doc2Vec trains for model.epochs", "": "model=doc2vec trains with gensim: its settings "
                "are model.vector_size, model.window, model.min_count, model.epochs and model.C"},
@@ -116,8 +118,14 @@ def reads(cfg) -> dict:
         hints["tokenizer.keep_whole"] = ("new whole-word tokens need new embedding rows, which LoRA keeps frozen: "
                                          "model.lora.r=0 (full fine-tuning) keeps whole words")
     hints["data.eval_split"] = "mode=eval ckpt=<run> reads it; training scores validation and test"
+    parallel = registry.MODELS[cfg.model.name].data_parallel
+    if not parallel:
+        hints.update({f"trainer.{k}": f"model {cfg.model.name} trains in one process (data parallel: "
+                      + ", ".join(m.name for m in registry.MODELS.values() if m.data_parallel) + ")"
+                      for k in MULTI_NODE})
     data = {f.name for f in fields(ClassifyData)} - {"eval_split"}
-    return {"reads": {"trainer": set(LOOP_READS[loop]), "model": {"name", *MODEL_KEYS[module]},
+    return {"reads": {"trainer": set(LOOP_READS[loop]) | set(MULTI_NODE if parallel else ()),
+                      "model": {"name", *MODEL_KEYS[module]},
                       "tokenizer": {"keep_whole"} if module == "hf" and not with_lora else set(), "augment": None,
                       "": set(),
                       "data": data},
@@ -164,11 +172,14 @@ def _train_errors(cfg) -> list[str]:
     if tr.nproc > 1 and not registry.MODELS[model.name].data_parallel:
         errors.append(f"trainer.nproc={tr.nproc}: model {model.name} trains in one process (data parallel: "
                       + ", ".join(m.name for m in registry.MODELS.values() if m.data_parallel) + ")")
+    if tr.nnodes > 1 and tr.node_rank is not None and tr.node_rank >= tr.nnodes:
+        errors.append(f"trainer.node_rank={tr.node_rank} must be below trainer.nnodes={tr.nnodes}")
     if tr.soup > 1:
         if loop != "trainer":
             errors.append(f"trainer.soup={tr.soup}: only classifiers trained by the transformers Trainer make soups "
                           f"(not task={cfg.task.name} model={model.name})")
-        clashes = [(tr.nproc != 1, "trainer.nproc=1"), (bool(tr.average_last), "trainer.average_last=0"),
+        clashes = [(tr.nproc != 1, "trainer.nproc=1"), (tr.nnodes != 1, "trainer.nnodes=1"),
+                   (bool(tr.average_last), "trainer.average_last=0"),
                    (cfg.get("resume_from") is not None, "no resume_from")]
         errors += [f"trainer.soup={tr.soup} trains its ingredients one after another: use {fix}"
                    for clash, fix in clashes if clash]
@@ -226,8 +237,8 @@ def _zero_shot_errors(cfg) -> list[str]:
         return ["trainer.epochs=0 (zero-shot) scores a pretrained model as it is, but " + (
             "+smoke=true builds hub models small and untrained" if model.get("pretrained") else
             "model.pretrained=null builds an untrained model") + ": give model.pretrained=<hub id or local folder>"]
-    clashes = [(tr.nproc > 1, "trainer.nproc"), (tr.soup > 1, "trainer.soup"), (bool(tr.average_last),
-                                                                                 "trainer.average_last")]
+    clashes = [(tr.nproc > 1, "trainer.nproc"), (tr.nnodes > 1, "trainer.nnodes"), (tr.soup > 1, "trainer.soup"),
+               (bool(tr.average_last), "trainer.average_last")]
     return [f"trainer.epochs=0 (zero-shot) trains nothing: {key} has nothing to do" for clash, key in clashes if clash]
 
 
