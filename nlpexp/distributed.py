@@ -73,8 +73,11 @@ def first_host(nodelist: str) -> str:
     """The first host of a SLURM node list: `node[01-04],gpu7` -> node01 (`scontrol show hostnames` when the
     cluster's tools are here, else the list's simple forms: host, prefix[a-b,c]suffix, comma-separated)."""
     if shutil.which("scontrol"):
-        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
-                             check=False).stdout.split()
+        try:  # a controller that does not answer: the list is parsed here instead
+            out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
+                                 check=False, timeout=30).stdout.split()
+        except subprocess.TimeoutExpired:
+            out = []
         if out:
             return out[0]
     first = re.split(r",(?![^\[]*\])", nodelist.strip())[0]  # commas inside [...] separate numbers, not hosts
@@ -83,23 +86,24 @@ def first_host(nodelist: str) -> str:
 
 def rendezvous(nnodes: int, node: int | None, addr: str | None, port: int, env=os.environ) -> list[str]:
     """torchrun's arguments for this node of an nnodes-node run: a c10d rendezvous on node 0's host.
-    Inside a SLURM job step the node count, this node's rank, the host (the step's first node) and the id (the
-    job's) come from SLURM; trainer.node_rank / trainer.master_addr given on the command line win."""
+    trainer.node_rank given (with trainer.master_addr): those, SLURM or not (two "nodes" inside one SLURM job
+    too). Else, inside a SLURM job step, the node count, the host (the step's first node) and the id (the job's)
+    come from SLURM (this node's rank, SLURM_NODEID, is read in node_rank())."""
     from nlpexp.errors import UserError
 
-    slurm = int(env.get("SLURM_NNODES") or env.get("SLURM_JOB_NUM_NODES") or 0)
-    nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
+    slurm = int(env.get("SLURM_NNODES") or env.get("SLURM_JOB_NUM_NODES") or 0) if node is None else 0
     if slurm:
         if slurm != nnodes:  # a node count that disagrees waits at the rendezvous until it times out
             raise UserError(f"trainer.nnodes={nnodes} but this SLURM job step has {slurm} nodes (run one task per "
                             "node: srun --ntasks-per-node=1, or sbatch --nodes=N with trainer.nnodes=N)")
-        node = int(env.get("SLURM_NODEID", "0")) if node is None else node
+        nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
         addr = addr or (first_host(nodelist) if nodelist else None)
-    if node is None or not addr:
-        raise UserError(f"trainer.nnodes={nnodes} outside a SLURM job needs trainer.node_rank=<0..{nnodes - 1}> "
-                        "(this machine's number) and trainer.master_addr=<node 0's host> on every node")
-    # c10d orders the nodes itself (node 0 is not always the one with global rank 0); node_rank is informative
-    return [f"--nnodes={nnodes}", f"--node_rank={node}", "--rdzv_backend=c10d", f"--rdzv_endpoint={addr}:{port}",
+    if not slurm and node is None or not addr:
+        raise UserError(f"trainer.nnodes={nnodes} needs trainer.node_rank=<0..{nnodes - 1}> (this machine's number) "
+                        "and trainer.master_addr=<node 0's host> on every node (a SLURM job step gives both)")
+    # no --node_rank: c10d numbers the nodes itself (torchrun ignores it, with a warning), so global rank 0 may
+    # be on any node; which node's launcher owns the run folder is node_rank()'s business
+    return [f"--nnodes={nnodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={addr}:{port}",
             f"--rdzv_id={env.get('SLURM_JOB_ID') or 'nlpexp'}"]
 
 

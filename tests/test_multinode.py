@@ -165,16 +165,20 @@ def test_slurm_environment_becomes_torchrun_arguments(monkeypatch):
     env = {"SLURM_JOB_ID": "4242", "SLURM_NNODES": "4", "SLURM_NODEID": "2",
            "SLURM_JOB_NODELIST": "gpu[07-10],cpu1"}
     assert distributed.rendezvous(4, None, None, 29500, env) == [
-        "--nnodes=4", "--node_rank=2", "--rdzv_backend=c10d", "--rdzv_endpoint=gpu07:29500", "--rdzv_id=4242"]
+        "--nnodes=4", "--rdzv_backend=c10d", "--rdzv_endpoint=gpu07:29500", "--rdzv_id=4242"]
     # the step's node list (srun) before the job's; an address given on the command line wins
     step = {**env, "SLURM_STEP_NODELIST": "gpu[09-10,12]"}
     assert "--rdzv_endpoint=gpu09:29500" in distributed.rendezvous(4, None, None, 29500, step)
     assert "--rdzv_endpoint=10.0.0.1:6000" in distributed.rendezvous(4, None, "10.0.0.1", 6000, step)
     with pytest.raises(UserError, match="this SLURM job step has 4 nodes"):
         distributed.rendezvous(2, None, None, 29500, env)
-    with pytest.raises(UserError, match="outside a SLURM job needs trainer.node_rank"):
+    with pytest.raises(UserError, match="needs trainer.node_rank=<0..1> .* and trainer.master_addr"):
         distributed.rendezvous(2, None, None, 29500, {})
     assert distributed.rendezvous(2, 1, "h", 1234, {})[-2:] == ["--rdzv_endpoint=h:1234", "--rdzv_id=nlpexp"]
+    # trainer.node_rank given: the command line's settings, even inside a SLURM job (of another node count)
+    assert distributed.rendezvous(2, 0, "127.0.0.1", 1234, env)[0] == "--nnodes=2"
+    with pytest.raises(UserError, match="trainer.master_addr=<node 0's host>"):
+        distributed.rendezvous(2, 0, None, 1234, env)
 
     for nodelist, first in [("node[01-04],gpu7", "node01"), ("n7", "n7"), ("a1,a2", "a1"), ("gpu-[3,5-6]", "gpu-3"),
                             ("rack[2-3]-n[08-09]", "rack2-n08"), ("x[001-002]y,z", "x001y")]:
