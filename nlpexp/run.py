@@ -130,6 +130,9 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
         gpus = runtime.share_gpus(hc, cfg.device.name, nproc) if multirun else None  # before torch sees CUDA
         if gpus is not None:
             print(f"nlpexp: this job's GPUs: CUDA_VISIBLE_DEVICES={gpus}")
+        if distributed.other_node() and nnodes == 1:  # it would train alone and write nothing
+            raise UserError(f"this is node {distributed.node_rank()} of a SLURM job step of several nodes, but "
+                            "trainer.nnodes=1: give trainer.nnodes=<the step's nodes>, or run on one node (srun -N1)")
         if (nproc > 1 or nnodes > 1) and not distributed.in_torchrun():
             distributed.check_devices(cfg.device.name, nproc)
             rendezvous = _rendezvous(cfg.trainer, hc, multirun) if nnodes > 1 else None

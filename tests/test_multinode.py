@@ -160,6 +160,16 @@ def test_node_0_without_a_run_folder_is_refused_in_one_line(nlpexp):
     assert not (res.cwd / "outputs").exists()  # the folder Hydra made is taken away
 
 
+@pytest.mark.slow
+def test_another_node_of_a_slurm_step_without_nnodes_is_refused(nlpexp, monkeypatch):
+    """srun on 2 nodes with trainer.nnodes left at 1: node 1 would train alone and write nothing."""
+    monkeypatch.setenv("SLURM_NNODES", "2")
+    monkeypatch.setenv("SLURM_NODEID", "1")
+    res = nlpexp("+smoke=true", "model=bert", "device=cpu", "hydra.run.dir=run")
+    assert res.code == 2 and "trainer.nnodes=1: give trainer.nnodes=<the step's nodes>" in res.err
+    assert not (res.cwd / "run" / ".hydra").exists()
+
+
 def test_slurm_environment_becomes_torchrun_arguments(monkeypatch):
     monkeypatch.setattr(distributed.shutil, "which", lambda name: None)  # no scontrol: the list is parsed here
     env = {"SLURM_JOB_ID": "4242", "SLURM_NNODES": "4", "SLURM_NODEID": "2",

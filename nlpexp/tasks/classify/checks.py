@@ -172,7 +172,7 @@ def _train_errors(cfg) -> list[str]:
     if tr.nproc > 1 and not registry.MODELS[model.name].data_parallel:
         errors.append(f"trainer.nproc={tr.nproc}: model {model.name} trains in one process (data parallel: "
                       + ", ".join(m.name for m in registry.MODELS.values() if m.data_parallel) + ")")
-    if tr.nnodes > 1 and tr.node_rank is not None and tr.node_rank >= tr.nnodes:
+    if tr.node_rank is not None and tr.node_rank >= tr.nnodes:
         errors.append(f"trainer.node_rank={tr.node_rank} must be below trainer.nnodes={tr.nnodes}")
     if tr.soup > 1:
         if loop != "trainer":
