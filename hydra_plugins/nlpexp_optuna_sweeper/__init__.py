@@ -8,11 +8,18 @@ name it as `hydra.sweeper._target_`):
 - every trial draws from its own seed, (sampler seed, trial number): with one `seed` for the whole sampler, K
   sweeper processes on one study (and every re-run) proposed the same trials, since TPE's start-up trials come
   from a RandomSampler(seed) that never looks at the study. Trial numbers are unique within a study, so trials
-  differ and a study run again the same way still proposes the same trials.
+  differ and a study run again the same way still proposes the same trials;
+- a trial whose sweeper died is finished by that sweeper run again (same command, same folder): each trial
+  records its owner (host, pid, sweep folder, job number, overrides) in its user attrs; a RUNNING trial of this
+  folder whose owner is gone is waited for while its job still runs (a SLURM job outlives its sweeper), then
+  told its job's result, resumed in its own folder if the job did not finish. Otherwise it stayed RUNNING in the
+  study for ever and its folder said running.
 
 Everything else (sampling, asking and telling trials, optimization_results.yaml) is the plugin's.
 """
+import json
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -88,12 +95,72 @@ def seed_per_trial(sampler, seed):
     return TrialSeeded(sampler, int(seed)) if seed is not None and hasattr(sampler, "_rng") else sampler
 
 
+OWNER = "nlpexp_owner"  # the user attr naming a trial's sweeper and job
+
+
+def record_owners(impl) -> None:
+    """Wrap the plugin's _configure_trials (it turns asked trials into job overrides, just before the launch) so
+    every trial records who runs it."""
+    configure = impl._configure_trials
+
+    def configure_and_record(trials, *args):
+        overrides = configure(trials, *args)
+        sweep_dir = str(Path(str(impl.sweep_dir)).resolve())
+        for i, (trial, job) in enumerate(zip(trials, overrides)):
+            trial.set_user_attr(OWNER, {"host": socket.gethostname(), "pid": os.getpid(), "sweep_dir": sweep_dir,
+                                        "job": impl.job_idx + i, "overrides": list(job)})
+        return overrides
+
+    impl._configure_trials = configure_and_record
+
+
+def owner_alive(owner: dict) -> bool:
+    """The sweeper process that asked a trial still runs (this host only: a folder has one sweeper at a time)."""
+    if owner["host"] != socket.gethostname() or owner["pid"] == os.getpid():
+        return False
+    try:
+        return b"nlpexp" in Path(f"/proc/{owner['pid']}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def finish_orphans(impl, study, every_s: float = 5.0) -> None:
+    """Tell the study the result of every RUNNING trial of this sweep folder whose sweeper is gone."""
+    import optuna
+
+    from nlpexp import runtime
+
+    here = str(Path(str(impl.sweep_dir)).resolve())
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        owner = trial.user_attrs.get(OWNER)
+        if not owner or owner.get("sweep_dir") != here or owner_alive(owner):
+            continue
+        folder = Path(here) / str(owner["job"])
+        print(f"nlpexp: trial {trial.number} (job {owner['job']}) lost its sweeper (pid {owner['pid']}): "
+              f"finishing it in {folder}")
+        while runtime.folder_state(folder)[0] == "running":  # its job still runs (SLURM): its result is coming
+            time.sleep(every_s)
+        value = None
+        try:
+            if runtime.folder_state(folder)[0] == "complete":
+                found = json.loads((folder / "metrics.json").read_text())
+                value = found["metrics"][found["objective"]]
+            else:  # killed with its sweeper, or never started: run again in its folder, resuming what it saved
+                value = impl.launcher.launch([owner["overrides"]], initial_job_idx=owner["job"])[0].return_value
+            study.tell(trial.number, float(value))
+        except Exception as err:  # noqa: BLE001 -- a failed job, no objective: the trial failed, as in the plugin
+            print(f"nlpexp: trial {trial.number} failed: {err!r}")
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
 if _PluginSweeper is not None:
     class OptunaSweeper(_PluginSweeper):
         def sweep(self, arguments):
             impl = self.sweeper
             if impl.storage:
-                create_study_once(impl.study_name, impl.storage, impl._get_directions())
+                study = create_study_once(impl.study_name, impl.storage, impl._get_directions())
+                finish_orphans(impl, study)
+            record_owners(impl)
             impl.sampler = seed_per_trial(impl.sampler, impl.config.hydra.sweeper.sampler.get("seed"))
             impl.job_idx = next_job_number(impl.sweep_dir)
             if impl.job_idx:
