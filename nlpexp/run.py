@@ -84,6 +84,14 @@ def run_job(cfg: DictConfig):
             print(f"nlpexp: {run_dir}: this job stopped before it finished: resuming it in its folder")
             with open_dict(cfg):
                 cfg.resume = str(run_dir)
+    if multirun and distributed.other_node():  # node > 0 of a sweep job (submitit nodes=N): node 0's choice above,
+        # made from the same shared folder: a finished job is not run again, a requeued one resumes (node 0 always
+        # waits for every node at the rendezvous, so this folder is as node 0 found it)
+        if runtime.folder_state(run_dir)[0] == "complete":
+            return None
+        if runtime.latest_checkpoint(run_dir):
+            with open_dict(cfg):
+                cfg.resume = str(run_dir)
     # what bad input found during the run takes away: the folder Hydra just made, else the status it wrote
     cleanup = "folder" if _is_fresh(run_dir) else None if (run_dir / "metrics.json").exists() else "status"
     main_rank = distributed.is_main_process()  # only rank 0 of a data-parallel run writes the run folder
