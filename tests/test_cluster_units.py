@@ -62,3 +62,19 @@ def test_the_reaper_leaves_slurm_jobs_alone(monkeypatch):
     finally:
         worker.kill()
         slurm_job.kill()
+
+
+def test_the_slurm_launcher_fits_the_partition_or_says_why():
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.nlpexp_slurm_launcher import fit
+
+    node = {"name": "cpu", "cpus": 2, "mem_mb": 24000, "gpus": 0}
+    cpu = OmegaConf.create({"device": {"name": "cpu"}, "trainer": {"nproc": 2}})
+    params = {"gpus_per_node": None, "cpus_per_task": None, "tasks_per_node": 1}
+    assert fit(params, cpu, node) is None and params["gpus_per_node"] is None and params["cpus_per_task"] == 2
+    cuda = OmegaConf.create({"device": {"name": "cuda"}, "trainer": {"nproc": 2}})
+    assert "nodes have no GPUs" in fit({"gpus_per_node": None, "cpus_per_task": None}, cuda, node)
+    assert fit({"gpus_per_node": None, "cpus_per_task": None}, cuda, {**node, "gpus": 8}) is None
+    assert "have 2 CPUs" in fit({"gpus_per_node": None, "cpus_per_task": 8}, cpu, node)
+    assert "have 23 GB" in fit({"gpus_per_node": None, "cpus_per_task": 1, "mem_gb": 64}, cpu, node)
