@@ -370,11 +370,13 @@ def resume_args(args: list[str]) -> list[str]:
         raise UserError(f"resume={target}: {saved} holds {foreign[0]!r}, which is not a task setting: only the "
                         "task's own overrides are taken on resume (remove that line to continue)")
     changed = {a.split("=", 1)[0].lstrip("+~") for a in rest if "=" in a}
+    kept = set(before)
     before = [o for o in before if not o.lstrip("+~").startswith("resume=")
               and o.split("=", 1)[0].lstrip("+~") not in changed]  # a setting given again replaces the saved one
     extra = [a for a in rest if not a.startswith("hydra.run.dir=")]
-    if any(not a.startswith(("hydra", "-")) for a in extra):  # said once the pre-run check has passed
-        NOTES.append(f"nlpexp: warning: resuming with changed settings {extra}: the result may differ")
+    differ = [a for a in extra if not a.startswith(("hydra", "-")) and a not in kept]  # the same value: no change
+    if differ:  # said once the pre-run check has passed
+        NOTES.append(f"nlpexp: warning: resuming with changed settings {differ}: the result may differ")
     NOTES.append(f"nlpexp: resuming {folder}")
     return [*before, *extra, f"resume={folder}", f"hydra.run.dir={folder}"]
 

@@ -134,9 +134,10 @@ def test_kill_9_mid_epoch_then_resume_equals_the_uninterrupted_run(cell, nlpexp,
     steps = []
     step = loop._step
     monkeypatch.setattr(loop, "_step", lambda *a, **k: steps.append(1) or step(*a, **k))
-    res = nlpexp("resume=true")
+    res = nlpexp("resume=true", "trainer.save_steps=2")  # a setting repeated as it was saved changes nothing
     monkeypatch.setattr(loop, "_step", step)
     assert res.code == 0, res.err[-3000:]
+    assert "changed settings" not in res.err and "nlpexp: resuming" in res.err
     assert len(steps) == 2  # steps 7 and 8: it went on mid-epoch
     resumed = json.loads((killed / "metrics.json").read_text())
     assert resumed["resumed_from"].endswith("checkpoint-6") and resumed["train_steps"] == 8
