@@ -503,6 +503,9 @@ def main() -> None:
     from nlpexp import distributed
 
     if distributed.is_worker():
+        if not any(a.startswith("hydra.run.dir=") for a in args) and distributed.other_node():
+            fail(f"trainer.nnodes: node {distributed.node_rank()} writes into the run folder of node 0: give the same "
+                 "hydra.run.dir=<folder> on every node (a folder every node sees)")
         if not any(a.startswith("hydra.run.dir=") for a in args):
             fail("under torchrun every rank needs the same folder: add hydra.run.dir=<folder> "
                  "(or use trainer.nproc=N, which does it for you)")

@@ -168,6 +168,10 @@ def test_node_0_without_a_run_folder_is_refused_in_one_line(nlpexp):
                  "trainer.master_addr=127.0.0.1")
     assert res.code == 2 and "give the same hydra.run.dir=<folder> on every node" in res.err
     assert not (res.cwd / "outputs").exists()  # the folder Hydra made is taken away
+    res = nlpexp("+smoke=true", "model=bert", "device=cpu", "trainer.nnodes=2", "trainer.node_rank=1",
+                 "trainer.master_addr=127.0.0.1")
+    assert res.code == 2 and "give the same hydra.run.dir=<folder> on every node" in res.err, res.err
+    assert not (res.cwd / "outputs").exists()
 
 
 @pytest.mark.slow
