@@ -102,25 +102,30 @@ def two_sweepers_and_a_rerun(cluster, cwd):
 def killed_sweeper(cluster, cwd):
     """D3, D5: worker_3's sweeper is killed (-9) while its trial's SLURM job trains; then it is started again with
     its own command line."""
-    args = recipe(cluster, "worker_3", 1, "hydra.launcher.cpus_per_task=1")
+    # a trial that outlives the reaper's 7 s (a wider model, every training sample, no step cap: >10 s)
+    args = recipe(cluster, "worker_3", 1, "hydra.launcher.cpus_per_task=1", "data.max_train_samples=320",
+                  "trainer.max_steps=-1", "model.small.hidden_size=256", "model.small.intermediate_size=512",
+                  "model.small.num_hidden_layers=2", "model.small.num_attention_heads=4")
     proc = nlpexp(cluster, cwd, *args, log="worker_3.log")
     job = cwd / "outputs" / "optuna" / STUDY / "worker_3" / "0"
-    wait_for(lambda: status(job) == "running" or proc.poll() is not None, 300)
+    wait_for(lambda: list(job.parent.glob(".submitit/*/*_log.out")) or proc.poll() is not None, 300)  # it started
     assert proc.poll() is None, (cwd / "worker_3.log").read_text()[-3000:]
     ids = [p.name for p in (job.parent / ".submitit").iterdir() if p.name[:1].isdigit()]  # 12_0: an array job
     os.kill(proc.pid, signal.SIGKILL)  # the sweeper only (its reaper is in a session of its own)
     proc.wait()
-    time.sleep(10)  # the reaper waits 3 s, then TERM, 3 s, KILL: it would have killed the job by now
+    time.sleep(8)  # the reaper notices within 1 s, waits 3 s, TERM, 3 s, KILL: it would have killed the job by now
     alive = slurm(cluster, "squeue", "-h", "-o", "%i %T").split()
     restarted = finish(nlpexp(cluster, cwd, *args, log="worker_3_again.log"), cwd, "worker_3_again.log")
     return {"job_ids": ids, "squeue_after_kill": alive, "restarted": restarted, "folder": job}
 
 
 def timed_out_job(cluster, cwd):
-    """D2: one job of 25 epochs under a 1-minute limit, SLURM's USR2 30 s before it: requeued by submitit, it
-    resumes in its folder. Once requeued the test gives the job 10 minutes and lets it start at once (SLURM holds a
-    requeued job ~2 minutes; at 1 minute a window each attempt would need several requeues on a busy machine)."""
-    args = ["-m", "model=bert", "+smoke=true", "trainer.epochs=25", "trainer.max_steps=-1", "trainer.save_steps=2",
+    """D2: one job of 2800 tiny steps (~55 s on an idle 2-core machine) under a 1-minute limit, SLURM's USR2 30 s before
+    it: requeued by submitit, it resumes in its folder. Once requeued, the test gives the job 10 minutes and lets it
+    start at once (SLURM holds a requeued job ~2 minutes; with a 1-minute window each the rest could take several
+    requeues on a busy machine)."""
+    args = ["-m", "model=bert", "+smoke=true", "data.max_train_samples=320", "trainer.epochs=140",
+            "trainer.max_steps=-1", "trainer.save_steps=50",
             "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30",
             "hydra.launcher.cpus_per_task=1", "hydra.sweep.dir=outputs/timeout"]
     proc = nlpexp(cluster, cwd, *args, log="timeout.log")
@@ -133,7 +138,9 @@ def timed_out_job(cluster, cwd):
         return proc.poll() is not None
 
     job = wait_for(requeued, 300)
-    if isinstance(job, str):
+    if isinstance(job, str):  # once SLURM holds it (PENDING, not while it is still completing)
+        wait_for(lambda: "PENDING" in slurm(cluster, "squeue", "-h", "-j", job, "-o", "%T") or proc.poll() is not None,
+                 60, every=0.5)
         slurm(cluster, "scontrol", "update", f"JobId={job}", "TimeLimit=10", "StartTime=now")
     return finish(proc, cwd, "timeout.log")
 
@@ -204,6 +211,8 @@ def test_a_timed_out_job_is_requeued_and_resumes_in_its_folder(ran):
 def test_a_killed_sweeper_leaves_its_slurm_job_running_to_completion(ran):
     found = result(ran, "killed")
     assert found["job_ids"] and found["job_ids"][0] in found["squeue_after_kill"], found
+    log = "".join(p.read_text() for p in found["folder"].parent.glob(f".submitit/{found['job_ids'][0]}/*_log.*"))
+    assert "Job completed successfully" in log and "CANCELLED" not in log, log[-3000:]
     done = json.loads((found["folder"] / "metrics.json").read_text())
     assert done["status"] == "complete" and not done.get("resumed_from"), done  # it ran through, untouched
 
@@ -212,8 +221,8 @@ def test_a_restarted_sweeper_leaves_nothing_running(ran):
     found = result(ran, "killed")
     code, log = found["restarted"]
     assert code == 0, log[-3000:]
-    assert "lost its sweeper" in log, log[-3000:]
     assert [t.number for t in ran["trials"] if t.state.name == "RUNNING"] == []
+    assert "lost its sweeper" in log, log[-3000:]
     sweep = ran["cwd"] / "outputs" / "optuna" / STUDY
     running = [p for p in sweep.glob("worker_*/[0-9]*") if status(p) == "running"]
     assert running == [], running
