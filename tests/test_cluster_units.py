@@ -69,7 +69,7 @@ def test_the_slurm_launcher_fits_the_partition_or_says_why():
 
     from hydra_plugins.nlpexp_slurm_launcher import fit
 
-    node = {"name": "cpu", "cpus": 2, "mem_mb": 24000, "gpus": 0}
+    node = {"name": "cpu", "cpus": 2, "mem_mb": 24000, "gpus": 0, "nodes": 1}
     cpu = OmegaConf.create({"device": {"name": "cpu"}, "trainer": {"nproc": 2}})
     params = {"gpus_per_node": None, "cpus_per_task": None, "tasks_per_node": 1}
     assert fit(params, cpu, node) is None and params["gpus_per_node"] is None and params["cpus_per_task"] == 2
@@ -78,3 +78,6 @@ def test_the_slurm_launcher_fits_the_partition_or_says_why():
     assert fit({"gpus_per_node": None, "cpus_per_task": None}, cuda, {**node, "gpus": 8}) is None
     assert "have 2 CPUs" in fit({"gpus_per_node": None, "cpus_per_task": 8}, cpu, node)
     assert "have 23 GB" in fit({"gpus_per_node": None, "cpus_per_task": 1, "mem_gb": 64}, cpu, node)
+    two_nodes = {"gpus_per_node": None, "cpus_per_task": None, "nodes": 2}  # trainer.nnodes=2
+    assert "partition cpu has 1 node" in fit(two_nodes, cpu, node)
+    assert fit(two_nodes, cpu, {**node, "nodes": 4}) is None

@@ -105,7 +105,7 @@ def test_optuna_refuses_a_key_its_search_space_tunes_in_one_line(nlpexp, tmp_pat
 @pytest.mark.parametrize("launcher,keys", [
     ("joblib", {"n_jobs": 2}),
     ("submitit_slurm", {"partition": None, "gpus_per_node": None, "timeout_min": 240, "tasks_per_node": 1,
-                        "max_num_timeout": 3}),
+                        "max_num_timeout": 3, "nodes": 1}),
     ("submitit_local", {"gpus_per_node": 0, "timeout_min": 60}),
 ])
 def test_launcher_configs_compose_over_the_plugins(launcher, keys):

@@ -19,15 +19,15 @@ DEFAULT_CPUS = 8
 
 
 def partition_node(partition: str | None) -> dict:
-    """{"name", "cpus", "mem_mb", "gpus"} of the partition's largest node (`partition` None: the default one),
-    from sinfo. Raises ValueError with the reason."""
+    """{"name", "cpus", "mem_mb", "gpus", "nodes"}: the partition's largest node and its node count (`partition`
+    None: the default one), from sinfo. Raises ValueError with the reason."""
     try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%P|%c|%m|%G"], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(["sinfo", "-h", "-o", "%P|%c|%m|%G|%D"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise ValueError(f"sinfo did not run ({err})") from None
     if out.returncode:
         raise ValueError(f"sinfo failed: {(out.stderr.strip().splitlines() or ['no message'])[-1]}")
-    rows = [line.split("|") for line in out.stdout.split() if line.count("|") == 3]
+    rows = [line.split("|") for line in out.stdout.split() if line.count("|") == 4]
     nodes = [r for r in rows if (r[0].rstrip("*") == partition if partition else r[0].endswith("*"))]
     if not nodes:
         have = ", ".join(sorted({r[0].rstrip("*") for r in rows})) or "none"
@@ -47,7 +47,7 @@ def partition_node(partition: str | None) -> dict:
 
     name = nodes[0][0].rstrip("*")
     return {"name": name, "cpus": max(number(r[1]) for r in nodes), "mem_mb": max(number(r[2]) for r in nodes),
-            "gpus": max(gpus(r[3]) for r in nodes)}
+            "gpus": max(gpus(r[3]) for r in nodes), "nodes": sum(number(r[4]) for r in nodes)}
 
 
 def fit(params: dict, config, node: dict) -> str | None:
@@ -67,6 +67,9 @@ def fit(params: dict, config, node: dict) -> str | None:
     if cpus > node["cpus"]:
         return (f"hydra.launcher.cpus_per_task={params['cpus_per_task']} x tasks_per_node="
                 f"{params.get('tasks_per_node') or 1}: {where} {node['cpus']} CPUs")
+    if (params.get("nodes") or 1) > node["nodes"]:
+        return (f"hydra.launcher.nodes={params['nodes']} (trainer.nnodes): partition {node['name']} has "
+                f"{node['nodes']} node{'s' * (node['nodes'] != 1)}")
     if params.get("mem_gb") and params["mem_gb"] * 1024 > node["mem_mb"]:
         return f"hydra.launcher.mem_gb={params['mem_gb']}: {where} {node['mem_mb'] // 1024} GB"
     return None
