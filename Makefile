@@ -51,6 +51,7 @@ bench: install
 	$(BIN)/python bench/peak.py
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/lora.py
+	$(BIN)/python bench/precision.py
 
 clean:
 	rm -rf $(VENV) outputs multirun
