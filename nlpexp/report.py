@@ -249,13 +249,19 @@ def write_report(root: Path, out: Path | None = None, metrics: list[str] | None 
 def optuna_best(root: Path) -> list[tuple[str, str]]:
     """(title, optimization_results.yaml text) per Optuna study below root. A study fed by several sweepers (the
     cluster recipe: worker_k/ folders) has one file per sweeper, each the study's best when that sweeper ended:
-    the best of them by the study's direction (from the sweep's multirun.yaml)."""
+    the best of them by the study's direction (from the sweep's saved Hydra config)."""
     import yaml
+
+    def sweeper_of(sweep: Path) -> dict:  # hydra.sweeper of the sweep (submitit writes no multirun.yaml)
+        for saved in [sweep / "multirun.yaml", *sorted(sweep.glob("*/.hydra/hydra.yaml"))]:
+            if saved.exists():
+                found = yaml.safe_load(saved.read_text()) or {}
+                return (found.get("hydra", found) or {}).get("sweeper") or {}
+        return {}
 
     studies: dict = {}
     for path in sorted(Path(root).rglob("optimization_results.yaml")):
-        sweeper = ((yaml.safe_load((path.parent / "multirun.yaml").read_text()) or {}).get("hydra") or {}) \
-            .get("sweeper", {}) if (path.parent / "multirun.yaml").exists() else {}
+        sweeper = sweeper_of(path.parent)
         key = (str(sweeper.get("storage")) if sweeper.get("storage") else str(path.parent), sweeper.get("study_name"))
         studies.setdefault(key, []).append((path, yaml.safe_load(path.read_text()) or {},
                                             str(sweeper.get("direction", "maximize"))))

@@ -147,8 +147,9 @@ def test_a_parent_of_several_sweepers_shows_the_study_best_trial(tmp_path):
     for k, best in ((1, 0.71), (2, 0.83), (3, 0.78)):
         sweep = root / f"worker_{k}"
         fake_run(sweep / "0", ["+smoke=true", "model=bert", f"trainer.lr={k}e-5"], {"val_accuracy": best})
-        (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": {
-            "storage": "postgresql://u@localhost/optuna", "study_name": "finsent_bert", "direction": "maximize"}}}))
+        saved = {"hydra": {"sweeper": {"storage": "postgresql://u@localhost/optuna", "study_name": "finsent_bert",
+                                       "direction": "maximize"}}}  # basic launcher: multirun.yaml; submitit: none
+        (sweep / "multirun.yaml" if k == 1 else sweep / "0" / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(saved))
         (sweep / "optimization_results.yaml").write_text(yaml.safe_dump(
             {"name": "optuna", "best_params": {"trainer.lr": k * 1e-5}, "best_value": best}))
     text = report.write_report(root)["markdown"]

@@ -8,7 +8,9 @@ check one defect each on what it found:
 - D2: a job that reaches its time limit is requeued and completes, resuming in its own folder;
 - D3: kill -9 of a sweeper leaves its SLURM job running to completion;
 - D4: the shipped launcher config runs on a CPU partition; an impossible request is refused in one line;
-- D5: the killed sweeper, restarted, leaves nothing RUNNING in the study (nor its folder "running")."""
+- D5: the killed sweeper, restarted, leaves nothing RUNNING in the study (nor its folder "running");
+- D6: nlpexp-report of the sweepers' parent folder shows the study's best trial;
+- D7: a recipe command that also sets a key the search tunes is refused in one line."""
 import json
 import os
 import signal
@@ -148,6 +150,9 @@ def timed_out_job(cluster, cwd):
 def refused(cluster, cwd):
     """D4: GPUs on a partition without any, and more CPUs than a node has: one line each, nothing submitted."""
     out = {}
+    out["overlap"] = subprocess.run([sys.executable, "-m", "nlpexp", *recipe(cluster, "refused_overlap", 1,
+                                                                             "trainer.epochs=3")],
+                                    cwd=cwd, env=cluster["env"], capture_output=True, text=True, timeout=120)
     for name, extra in {"gpu": ["device=cuda"], "cpus": ["hydra.launcher.cpus_per_task=512"]}.items():
         out[name] = subprocess.run(
             [sys.executable, "-m", "nlpexp", "-m", "model=doc2vec", "+smoke=true", "hydra/launcher=submitit_slurm",
@@ -232,6 +237,28 @@ def test_the_shipped_launcher_config_fits_the_partition_or_refuses_in_one_line(r
     runs = result(ran, "recipe")  # worker_1 and worker_2 ran with the shipped gpus_per_node and cpus_per_task
     assert all(code == 0 for code, _ in runs.values())
     for name, proc in result(ran, "refused").items():
+        if name == "overlap":
+            continue
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("nlpexp: error: "), proc.stderr
         assert not (ran["cwd"] / "outputs" / f"refused_{name}" / ".submitit").exists()
+
+
+def test_the_report_of_the_sweepers_parent_folder_shows_the_study_best_trial(ran):
+    import yaml
+
+    from nlpexp.report import write_report
+
+    result(ran, "recipe")
+    text = write_report(ran["cwd"] / "outputs" / "optuna" / STUDY)["markdown"]
+    assert text.count("## Optuna best trial") == 1 and f"(study {STUDY}, best of " in text, text[-3000:]
+    shown = yaml.safe_load(text.split("## Optuna best trial", 1)[1].split("```")[1])
+    assert shown["best_value"] == max(t.value for t in ran["trials"] if t.state.name == "COMPLETE")
+
+
+def test_a_key_the_search_tunes_is_refused_in_one_line(ran):
+    proc = result(ran, "refused")["overlap"]
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith("nlpexp: error: trainer.epochs=3: hparams_search=finsent_optuna tunes trainer.epochs")
+    assert not (ran["cwd"] / "outputs" / "optuna" / STUDY / "refused_overlap").exists()
