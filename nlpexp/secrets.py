@@ -3,12 +3,15 @@ given on the command line under a key that looks like a secret (`hydra.job.env_s
 `+x.api_key=...`) is replaced by REDACTED in the run's .hydra/ files, in metrics.json and in logger params.
 A key looks like a secret when one of its `_`-separated words is token, key, secret, password or passwd:
 `hf_token`, `WANDB_API_KEY`, `db_password` do; `max_new_tokens`, `tokenizer`, `keep_checkpoints` do not.
+A URL's password (`postgresql://user:PASSWORD@host/db`, an Optuna study's storage) is replaced under any key.
 """
 import re
 from pathlib import Path
 
 REDACTED = "REDACTED"
 _WORDS = {"token", "key", "secret", "password", "passwd", "apikey"}
+# the password of a URL's user (hydra.sweeper.storage=postgresql://user:PASSWORD@host/db), whatever its key
+_URL_PASSWORD = re.compile(r"(://[^/:@\s]+:)[^/@\s]+@")
 
 
 def is_secret_key(key: str) -> bool:
@@ -28,8 +31,9 @@ def redact(obj):
         return {k: REDACTED if is_secret_key(k) and obj[k] not in (None, "") else redact(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [redact(v) for v in obj]
-    if isinstance(obj, str) and "=" in obj:
-        return redact_override(obj)
+    if isinstance(obj, str):
+        obj = _URL_PASSWORD.sub(rf"\g<1>{REDACTED}@", obj)
+        return redact_override(obj) if "=" in obj else obj
     return obj
 
 

@@ -119,6 +119,12 @@ def test_secret_keys_are_told_apart_from_settings():
     assert not any(is_secret_key(k) for k in ("generate.max_new_tokens", "model.tokenizer", "keep_checkpoints"))
     assert redact({"x": ["a.hf_token=1", "b=2"], "secret": "s"}) == {"x": ["a.hf_token=REDACTED", "b=2"],
                                                                     "secret": "REDACTED"}
+    # a study's storage URL keeps its user, host and database, not its password
+    saved = {"storage": "postgresql://me:pw@db/optuna", "o": ["hydra.sweeper.storage=mysql://me:p%40ss@h/s"]}
+    assert redact(saved) == {"storage": "postgresql://me:REDACTED@db/optuna",
+                             "o": ["hydra.sweeper.storage=mysql://me:REDACTED@h/s"]}
+    assert redact(["postgresql://me@db/optuna", "sqlite:///optuna.db"]) == ["postgresql://me@db/optuna",
+                                                                           "sqlite:///optuna.db"]
 
 
 def _can_mount_tmpfs(folder: Path) -> str | None:

@@ -262,3 +262,14 @@ def test_a_key_the_search_tunes_is_refused_in_one_line(ran):
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
     assert lines[0].startswith("nlpexp: error: trainer.epochs=3: hparams_search=finsent_optuna tunes trainer.epochs")
     assert not (ran["cwd"] / "outputs" / "optuna" / STUDY / "refused_overlap").exists()
+
+
+def test_the_study_password_reaches_no_saved_file(ran):
+    """The storage URL carries the database password (as a sweeper on another node connects): every .hydra/ file,
+    multirun.yaml and metrics.json keeps the URL with REDACTED in its place."""
+    result(ran, "recipe")
+    password = ran["pg"].split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    sweep = ran["cwd"] / "outputs" / "optuna" / STUDY
+    saved = [p for p in sweep.rglob("*") if p.is_file() and (p.parent.name == ".hydra" or p.suffix == ".json")]
+    assert saved and [p for p in saved if f":{password}@".encode() in p.read_bytes()] == []
+    assert any(b":REDACTED@127.0.0.1" in p.read_bytes() for p in saved if p.name == "hydra.yaml")
