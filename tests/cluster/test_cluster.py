@@ -264,11 +264,11 @@ def test_a_key_the_search_tunes_is_refused_in_one_line(ran):
     assert not (ran["cwd"] / "outputs" / "optuna" / STUDY / "refused_overlap").exists()
 
 
-def test_the_study_password_reaches_no_saved_file(ran):
+def test_the_study_password_reaches_no_saved_file(ran, cluster):
     """The storage URL carries the database password (as a sweeper on another node connects): every .hydra/ file,
     multirun.yaml and metrics.json keeps the URL with REDACTED in its place."""
     result(ran, "recipe")
-    password = ran["pg"].split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    password = cluster["pg"].split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
     sweep = ran["cwd"] / "outputs" / "optuna" / STUDY
     saved = [p for p in sweep.rglob("*") if p.is_file() and (p.parent.name == ".hydra" or p.suffix == ".json")]
     assert saved and [p for p in saved if f":{password}@".encode() in p.read_bytes()] == []
