@@ -43,9 +43,14 @@ def node_rank() -> int:
     given = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("trainer.node_rank=")]
     if given:
         return int(given[-1]) if given[-1].isdigit() else 0  # null or a bad value: the config check says so
-    if int(os.environ.get("SLURM_NNODES") or os.environ.get("SLURM_JOB_NUM_NODES") or 1) > 1:
+    if slurm_nodes() > 1:
         return int(os.environ.get("SLURM_NODEID", "0"))
     return 0
+
+
+def slurm_nodes(env=os.environ) -> int:
+    """The node count of the SLURM job step this process runs in (0 outside SLURM)."""
+    return int(env.get("SLURM_NNODES") or env.get("SLURM_JOB_NUM_NODES") or 0)
 
 
 def other_node() -> bool:
@@ -91,7 +96,7 @@ def rendezvous(nnodes: int, node: int | None, addr: str | None, port: int, env=o
     come from SLURM (this node's rank, SLURM_NODEID, is read in node_rank())."""
     from nlpexp.errors import UserError
 
-    slurm = int(env.get("SLURM_NNODES") or env.get("SLURM_JOB_NUM_NODES") or 0) if node is None else 0
+    slurm = slurm_nodes(env) if node is None else 0
     if slurm:
         if slurm != nnodes:  # a node count that disagrees waits at the rendezvous until it times out
             raise UserError(f"trainer.nnodes={nnodes} but this SLURM job step has {slurm} nodes (run one task per "

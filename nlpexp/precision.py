@@ -13,6 +13,7 @@ The Trainer path turns the choice into TrainingArguments(bf16=, fp16=); our loop
 and, for fp16, a GradScaler; evaluation paths run under `autocast` with the same choice.
 """
 import contextlib
+import functools
 import os
 import sys
 from pathlib import Path
@@ -25,26 +26,26 @@ _BELOW_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE"
 _SAID: set = set()
 
 
+@functools.cache
+def _cpuinfo() -> str:
+    """/proc/cpuinfo, read once (run_lstm asks on every forward pass); empty where there is none."""
+    try:
+        return Path("/proc/cpuinfo").read_text(errors="ignore")
+    except OSError:
+        return ""
+
+
 def cpu_has_native_bf16() -> bool:
     """The CPU computes bf16 in hardware (Linux /proc/cpuinfo flags; elsewhere: assume not) and oneDNN may use it."""
     if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _BELOW_BF16:
         return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="ignore")
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return "avx512_bf16" in _cpuinfo() or "amx_bf16" in _cpuinfo()
 
 
 def cpu_name() -> str | None:
     """The CPU's model name (Linux), for metrics.json: precision and speed figures depend on it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="ignore").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
+    line = next((li for li in _cpuinfo().splitlines() if li.startswith("model name")), None)
+    return line.split(":", 1)[1].strip() if line else None
 
 
 def say_once(key: str, message: str) -> None:

@@ -120,9 +120,7 @@ def reads(cfg) -> dict:
     hints["data.eval_split"] = "mode=eval ckpt=<run> reads it; training scores validation and test"
     parallel = registry.MODELS[cfg.model.name].data_parallel
     if not parallel:
-        hints.update({f"trainer.{k}": f"model {cfg.model.name} trains in one process (data parallel: "
-                      + ", ".join(m.name for m in registry.MODELS.values() if m.data_parallel) + ")"
-                      for k in MULTI_NODE})
+        hints.update({f"trainer.{k}": _one_process(cfg.model.name) for k in MULTI_NODE})
     data = {f.name for f in fields(ClassifyData)} - {"eval_split"}
     return {"reads": {"trainer": set(LOOP_READS[loop]) | set(MULTI_NODE if parallel else ()),
                       "model": {"name", *MODEL_KEYS[module]},
@@ -164,14 +162,18 @@ def check(cfg) -> list[str]:
     return errors
 
 
+def _one_process(model: str) -> str:
+    return (f"model {model} trains in one process (data parallel: "
+            + ", ".join(m.name for m in registry.MODELS.values() if m.data_parallel) + ")")
+
+
 def _train_errors(cfg) -> list[str]:
     errors, tr, model = [], cfg.trainer, cfg.model
     loop = registry.loop(model.name, "classify")
     if tr.epochs == 0:
         errors += _zero_shot_errors(cfg)
     if tr.nproc > 1 and not registry.MODELS[model.name].data_parallel:
-        errors.append(f"trainer.nproc={tr.nproc}: model {model.name} trains in one process (data parallel: "
-                      + ", ".join(m.name for m in registry.MODELS.values() if m.data_parallel) + ")")
+        errors.append(f"trainer.nproc={tr.nproc}: {_one_process(model.name)}")
     if tr.node_rank is not None and tr.node_rank >= tr.nnodes:
         errors.append(f"trainer.node_rank={tr.node_rank} must be below trainer.nnodes={tr.nnodes}")
     if tr.soup > 1:
