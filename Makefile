@@ -25,9 +25,9 @@ TEST_JOBS ?= 2
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile --durations=15 -m "not cluster"
 
-# the README's cluster recipe on a real PostgreSQL and a single-node SLURM started on localhost (tests/cluster:
-# root; apt-installs postgresql slurm-wlm munge when missing; stops what it started). Skipped, with the reason,
-# where they cannot run
+# the cluster recipe (docs/sweeps-and-clusters.md) on a real PostgreSQL and a single-node SLURM started on
+# localhost (tests/cluster: root; apt-installs postgresql slurm-wlm munge when missing; stops what it started).
+# Skipped, with the reason, where they cannot run
 test-cluster: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m cluster -rs --durations=10 tests/cluster
 

@@ -1,6 +1,7 @@
-"""The README's cluster recipe on real components: PostgreSQL, a single-node SLURM (slurmctld, slurmd, munge),
-started on localhost by tests/cluster/services.sh and stopped after the tier, however it ends. `make
-test-cluster` (not part of `make test`); skipped with its reason where they cannot run (no root, no apt).
+"""The cluster recipe (docs/sweeps-and-clusters.md) on real components: PostgreSQL, a single-node SLURM
+(slurmctld, slurmd, munge), started on localhost by tests/cluster/services.sh and stopped after the tier, however
+it ends. `make test-cluster` (not part of `make test`); skipped with its reason where they cannot run (no root,
+no apt).
 
 One module fixture runs every scenario at once (the node has few CPUs; the requeue waits minutes), the tests
 check one defect each on what it found:
@@ -85,7 +86,7 @@ def status(folder: Path) -> str | None:
 
 
 def recipe(cluster, worker: str, n_trials: int, *extra):
-    """The README's cluster recipe for one worker, smoke-sized, on the CPU partition."""
+    """The cluster recipe (docs/sweeps-and-clusters.md) for one worker, smoke-sized, on the CPU partition."""
     return ["-m", "hparams_search=finsent_optuna", "model=bert", "device=cpu", "hydra/launcher=submitit_slurm",
             f"hydra.launcher.partition={cluster['partition']}", "hydra.launcher.timeout_min=10",
             "hydra.sweeper.n_jobs=1", f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweeper.storage={cluster['pg']}",
