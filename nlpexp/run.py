@@ -106,11 +106,77 @@ def run_job(cfg: DictConfig):
                 print(f"nlpexp: error: {err}", file=sys.stderr)
                 return None
             fail(str(err))
+    previous = _on_sigterm_interrupt()
     try:
         return _run(cfg, hc, run_dir, multirun, cleanup, main_rank, started)
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (a scheduler's, kill): recorded, one line, exit 130/143
+        _interrupted(stop, run_dir, cfg, main_rank)
     finally:
+        _restore_sigterm(previous)
         watchdog.job_done()
         runtime.release(run_dir)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM raised in the main thread as Ctrl-C's KeyboardInterrupt is: the run stops the same way."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+def _on_sigterm_interrupt():
+    """SIGTERM -> Interrupted in the main thread while a run runs (only where SIGTERM had its default action, in
+    the main thread: a launcher's own handler is kept); returns what to restore."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupted)
+
+
+def _restore_sigterm(previous) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(stop: KeyboardInterrupt, run_dir: Path, cfg: DictConfig, main_rank: bool):
+    """A run stopped by SIGINT/SIGTERM: metrics.json says interrupted (a run already complete stays so), one line
+    says where and how to continue, exit 128 + the signal (130, 143); a sweep stops there too."""
+    import signal
+
+    from nlpexp import distributed, runtime
+
+    signum = getattr(stop, "signum", signal.SIGINT)
+    name = signal.Signals(signum).name
+    path = run_dir / "metrics.json"
+    try:
+        done = json.loads(path.read_text()).get("status") == "complete"
+    except (OSError, ValueError, AttributeError):
+        done = False
+    latest = runtime.latest_checkpoint(run_dir) if run_dir.is_dir() else None
+    where = f"after {latest.name}" if latest else "before its first checkpoint"
+    if main_rank and not done and run_dir.is_dir():
+        _try_write_json(path, {"status": "interrupted", "signal": name, "overrides": _overrides(),
+                               "last_checkpoint": str(latest) if latest else None,
+                               "stopped": datetime.now().isoformat(timespec="seconds")})
+    if main_rank and not distributed.is_worker():  # a torchrun rank: its launcher says it
+        if done:
+            line = f"nlpexp: interrupted ({name}) after the run completed: {run_dir}"
+        elif cfg.get("mode", "train") == "train":
+            line = f"nlpexp: interrupted ({name}) {where}: resume={run_dir} continues it"
+        else:
+            line = f"nlpexp: interrupted ({name}): {run_dir} is unfinished"
+        print(line, file=sys.stderr, flush=True)
+    sys.exit(128 + int(signum))
 
 
 def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank: bool, started: float):
@@ -177,7 +243,9 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
             print(f"nlpexp: job {run_dir} failed: {err!r}", file=sys.stderr)
             return None
         raise
-    except BaseException as err:  # KeyboardInterrupt, SystemExit: recorded, then stop
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: run_job records it as interrupted
+        raise
+    except BaseException as err:  # SystemExit: recorded, then stop
         if main_rank:
             _try_write_json(run_dir / "metrics.json", _failed(repr(err)))
         raise
