@@ -190,6 +190,7 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
             cfg = runtime.apply_smoke(cfg, list(hc.overrides.task))
             if (run_dir / ".hydra").is_dir() and main_rank:  # the saved config is the one that ran
                 OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+                secrets.redact_hydra_files(run_dir)
         if not checked(list(hc.overrides.task)):  # sweep jobs, torchrun workers: the pre-run check did not see them
             check_config(cfg, list(hc.overrides.task))
         if cfg.get("dry_run"):  # a sweep's job (single runs stop in the pre-run check): checked, nothing built
@@ -403,7 +404,7 @@ def _failed(error: str) -> dict:
 def _write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.write_text(json.dumps(secrets.redact(obj), indent=2, default=str))
     tmp.replace(path)
 
 
