@@ -4,6 +4,10 @@ experiment file asks for at the end of its sweep.
 A run is a folder holding Hydra's `.hydra/`. Its `metrics.json` says whether it finished
 (`"status": "complete"`); a folder without one was killed or is still running ("incomplete").
 Only complete runs enter means, standard deviations and the best-run table.
+
+What the report shows of a run passes through nlpexp.secrets (a run written before a secret's shape was known is
+redacted here too). Each report file is written to a temp name and renamed into place: a full disk leaves one line
+naming the file (exit 2) and no truncated report.
 """
 import argparse
 import json
@@ -14,7 +18,9 @@ from pathlib import Path
 import pandas as pd
 from hydra.experimental.callback import Callback
 
-from nlpexp.report_html import write_html
+from nlpexp.errors import UserError
+from nlpexp.report_html import WriteError, write_atomic, write_html
+from nlpexp.secrets import redact, redact_text
 
 IGNORED_OVERRIDES = {"resume"}  # how a run was started, not what it computed
 LOWER_IS_BETTER = ("loss", "perplexity", "wall_time")
@@ -49,7 +55,7 @@ def collect_runs(root: Path) -> list[dict]:
             summary.setdefault("task", (saved.get("task") or {}).get("name"))
             summary.setdefault("model", (saved.get("model") or {}).get("name"))
             summary.setdefault("tags", list(saved.get("tags") or []))
-        runs.append({"run_dir": str(run), "overrides": _read_overrides(run), **summary})
+        runs.append(redact({"run_dir": str(run), "overrides": _read_overrides(run), **summary}))
     return runs
 
 
@@ -214,13 +220,16 @@ def write_report(root: Path, out: Path | None = None, metrics: list[str] | None 
     summary_text = _mean_std_text(summary, [k for k in differing if k != "seed"], columns) \
         if summary is not None else None
     best = best_runs(table, differing, metric_cols)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "report.csv", index=False)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WriteError(out, err) from None
+    write_atomic(out / "report.csv", lambda tmp: table.to_csv(tmp, index=False))
     parts = [f"# Runs below {root}", "",
              f"{len(table)} runs: " + ", ".join(f"{n} {s}" for s, n in table["status"].value_counts().items()),
              "", _fmt(table.drop(columns=["error"]))]
     if summary is not None:
-        summary.to_csv(out / "report_seeds.csv", index=False)
+        write_atomic(out / "report_seeds.csv", lambda tmp: summary.to_csv(tmp, index=False))
         parts += ["", "## Mean ± std over seeds (complete runs only, sample std)", "", _fmt(summary_text)]
     if not best.empty:
         parts += ["", "## Best run per metric", "", _fmt(best)]
@@ -230,18 +239,19 @@ def write_report(root: Path, out: Path | None = None, metrics: list[str] | None 
     if cross is not None:
         from nlpexp.metrics import plot_accuracy_matrix
 
-        cross.to_csv(out / "cross_eval_matrix.csv")
-        plot_accuracy_matrix(cross, out / "cross_eval_matrix.png")
+        write_atomic(out / "cross_eval_matrix.csv", lambda tmp: cross.to_csv(tmp))
+        write_atomic(out / "cross_eval_matrix.png", lambda tmp: plot_accuracy_matrix(cross, tmp))
         parts += ["", "## Cross-dataset accuracy (rows: train set, columns: test set)", "",
                   _fmt(cross.reset_index()), "", "![cross-dataset](cross_eval_matrix.png)"]
     failed = table[table["status"] != "complete"]
     if not failed.empty:
         parts += ["", "## Not complete (never averaged in)", "", _fmt(failed[["run", "status", "error"]])]
-    plotted = plot_report(table, summary, differing, _plot_metrics(runs, metric_cols), out / "report.png")
+    plotted = write_atomic(out / "report.png", lambda tmp: plot_report(table, summary, differing,
+                                                                      _plot_metrics(runs, metric_cols), tmp))
     if plotted:
         parts += ["", "![report](report.png)"]
     text = "\n".join(parts) + "\n"
-    (out / "report.md").write_text(text)
+    write_atomic(out / "report.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     write_html(out, root, runs, table, differing, summary_text, best, metric_cols, cross)
     return {"table": table, "summary": summary, "best": best, "markdown": text, "out": out}
 
@@ -273,7 +283,8 @@ def optuna_best(root: Path) -> list[tuple[str, str]]:
         where = path.parent.relative_to(root) if path.parent != Path(root) else None
         said = [f"study {name}"] if name else []
         said += [f"best of {len(files)} sweepers: {where}"] if len(files) > 1 else [str(where)] if where else []
-        found.append(("Optuna best trial" + (f" ({', '.join(said)})" if said else ""), path.read_text().strip()))
+        found.append(("Optuna best trial" + (f" ({', '.join(said)})" if said else ""),
+                      redact_text(path.read_text().strip())))
     return found
 
 
@@ -297,7 +308,11 @@ def main(argv: list[str] | None = None) -> None:
     if tags and not with_tags(collect_runs(args.dir), tags):
         print(f"nlpexp-report: error: no runs below {args.dir} carry the tags {', '.join(tags)}", file=sys.stderr)
         sys.exit(2)
-    result = write_report(args.dir, args.out, metrics, tags)
+    try:
+        result = write_report(args.dir, args.out, metrics, tags)
+    except UserError as err:  # a report file that cannot be written (full disk): one line, no truncated file
+        print(f"nlpexp-report: error: {err}", file=sys.stderr)
+        sys.exit(2)
     print(result["markdown"].replace("![report](report.png)", ""))
     out = result["out"]
     print(f"report: {out / 'report.html'} (open it in a browser), {out / 'report.md'}, {out / 'report.csv'}"
@@ -323,8 +338,9 @@ def comparison_table(runs: list[dict], metrics: list[str]) -> pd.DataFrame:
 
 def write_comparison(folder: Path, metrics: list[str]) -> pd.DataFrame:
     table = comparison_table(collect_runs(folder), metrics)
-    table.to_csv(folder / "comparison.csv", index=False)
-    (folder / "comparison.md").write_text(table.to_markdown(index=False, floatfmt=".4f") + "\n")
+    write_atomic(folder / "comparison.csv", lambda tmp: table.to_csv(tmp, index=False))
+    write_atomic(folder / "comparison.md",
+                 lambda tmp: tmp.write_text(table.to_markdown(index=False, floatfmt=".4f") + "\n", encoding="utf-8"))
     print("\n" + table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"comparison: {folder / 'comparison.csv'}")
     return table

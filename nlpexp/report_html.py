@@ -1,14 +1,22 @@
 """report.html: the report of `nlpexp-report DIR` as one self-contained page (styles, a sorter and every image
 inline: it can be mailed or attached as it is). The comparison table sorts by any column (click its header),
 mean ± std over seeds, the best run per metric, the sweep's plots and each run's own plots (history,
-confusion matrices, similarity histograms ...), and a link to each run folder."""
+confusion matrices, similarity histograms ...), and a link to each run folder.
+
+Every value read from the runs (folder and file names, statuses, tags, overrides, metric names) is escaped for
+where it lands: text and attributes with html.escape, links built as relative URLs (each path segment
+percent-quoted, a leading `./`) so that no folder name, `javascript:alert(1)` included, becomes a scheme."""
 import base64
 import html
 import math
 import os
+import re
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
+
+from nlpexp.errors import UserError
 
 MAX_IMAGE = 2_000_000  # bytes: a larger image is linked, not embedded
 
@@ -58,10 +66,48 @@ if (wanted) document.querySelectorAll('table.sortable')[0].querySelectorAll('th'
 """
 
 
-def _image(path: Path, caption: str, href: str | None = None) -> str:
+def href(relative: str, folder: bool = False) -> str:
+    """A relative path as the value of an href attribute: percent-quoted segments (`:`, `%`, `#`, `?` included),
+    `./` first (never a scheme, never protocol-relative), escaped for the attribute."""
+    url = quote(Path(relative).as_posix(), safe="/")
+    url = "./" if url == "." else url
+    if not url.startswith(("./", "../")):
+        url = "./" + url.lstrip("/")
+    if folder and not url.endswith("/"):
+        url += "/"
+    return html.escape(url, quote=True)
+
+
+class WriteError(UserError):
+    """A report file that could not be written (a full disk, no permission): one line naming it."""
+
+    def __init__(self, path: Path, err: OSError):
+        super().__init__(f"cannot write {path}: {err.strerror or err}")
+
+
+def write_atomic(path: Path, write) -> Path | None:
+    """write(tmp) fills a temp file beside `path` (same suffix), renamed into place: a full disk leaves the earlier
+    file, or none, never a truncated one (WriteError names `path`). write returning False: nothing to write."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        if write(tmp) is False:
+            return None
+        os.replace(tmp, path)
+    except OSError as err:
+        raise WriteError(path, err) from None
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+    return path
+
+
+def _image(path: Path, caption: str, link: str | None = None) -> str:
     data = path.read_bytes()
     if len(data) > MAX_IMAGE:
-        return f'<figure><a href="{html.escape(href or path.name)}">{html.escape(path.name)}</a> ' \
+        return f'<figure><a href="{href(link or path.name)}">{html.escape(path.name)}</a> ' \
                f'<figcaption>{html.escape(caption)} (too large to embed)</figcaption></figure>'
     src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
     return f'<figure><img src="{src}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}' \
@@ -79,7 +125,8 @@ def _cell(value, fmt: str = "{:.4f}") -> tuple[str, str]:
 
 def table_html(frame: pd.DataFrame, *, links: dict | None = None, best: dict | None = None,
                sortable: bool = True) -> str:
-    """A table; `links`: {row index: href} for the run column, `best`: {column: row index} highlighted."""
+    """A table; `links`: {row index: relative path of a folder} for the run column, `best`: {column: row index}
+    highlighted."""
     links, best = links or {}, best or {}
     numeric = {c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])}
     head = "".join(f'<th class="{"" if c in numeric else "text"}">{html.escape(str(c))}</th>' for c in frame.columns)
@@ -89,13 +136,13 @@ def table_html(frame: pd.DataFrame, *, links: dict | None = None, best: dict | N
         for c in frame.columns:
             shown, key = _cell(row[c])
             classes = [] if c in numeric else ["text"]
-            if c == "status":
-                classes.append(html.escape(shown))
+            if c == "status" and re.fullmatch(r"[a-z_]+", shown):  # a status of ours, styled
+                classes.append(shown)
             if best.get(c) == idx:
                 classes.append("best")
             text = html.escape(shown)
             if c == "run" and idx in links:
-                text = f'<a href="{html.escape(links[idx])}">{text}</a>'
+                text = f'<a href="{href(links[idx], folder=True)}">{text}</a>'
             cells.append(f'<td class="{" ".join(classes)}" data-v="{html.escape(key)}">{text}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f'<div class="scroll"><table class="{"sortable" if sortable else ""}"><thead><tr>{head}</tr></thead>' \
@@ -132,7 +179,7 @@ def write_html(out: Path, root: Path, runs: list[dict], table: pd.DataFrame, dif
             by_name[str(Path(run["run_dir"]).resolve().relative_to(root.resolve())) or "."] = Path(run["run_dir"])
         except ValueError:
             by_name[run["run_dir"]] = Path(run["run_dir"])
-    links = {idx: os.path.relpath(by_name.get(name, Path(name)), out) + "/" for idx, name in table["run"].items()}
+    links = {idx: os.path.relpath(by_name.get(name, Path(name)), out) for idx, name in table["run"].items()}
     counts = ", ".join(f"{n} {s}" for s, n in table["status"].value_counts().items())
     shown = table.drop(columns=["error"]) if not table["error"].astype(bool).any() else table
     parts = [f"<h1>Runs below {html.escape(str(root))}</h1>",
@@ -158,7 +205,7 @@ def write_html(out: Path, root: Path, runs: list[dict], table: pd.DataFrame, dif
         plots = run_plots(by_name.get(name, Path(name)), out)
         if plots:
             what = " ".join(f"{k}={table.at[idx, k]}" for k in differing)
-            per_run.append(f'<details open><summary><a href="{html.escape(links[idx])}">{html.escape(name)}</a> '
+            per_run.append(f'<details open><summary><a href="{href(links[idx], folder=True)}">{html.escape(name)}</a> '
                            f'{html.escape(what)} <span class="muted">({html.escape(str(table.at[idx, "status"]))})'
                            '</span></summary>'
                            f'<div class="plots">{"".join(plots)}</div></details>')
@@ -168,6 +215,4 @@ def write_html(out: Path, root: Path, runs: list[dict], table: pd.DataFrame, dif
             'content="width=device-width, initial-scale=1"><title>nlpexp report: ' + html.escape(root.name) +
             f"</title><style>{STYLE}</style></head><body>" + "\n".join(parts) +
             f"<script>{SORTER}</script></body></html>\n")
-    path = out / "report.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+    return write_atomic(out / "report.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))

@@ -129,8 +129,8 @@ def redact_hydra_files(run_dir: Path) -> None:
         except (OSError, UnicodeDecodeError):
             continue
         clean = redact_text(text)
-        if clean != text:
-            write_atomic(path, clean)
+        if clean != text:  # in place: the job's log handler (append mode) goes on writing into this file
+            path.write_text(clean, encoding="utf-8")
     guard_log_files()
 
 
