@@ -1,10 +1,15 @@
 """Local files into DataFrames, with errors that name the file and line.
 
-Every data file of every wing is read through `read_text`: one decoding (UTF-8, else latin-1 with a note) and one
-refusal of what is not text (a folder, an empty file, binary bytes), so no reader trains on replacement characters.
+Every data file of every wing is read through `read_text`: one decoding (UTF-8, else latin-1 with a note; a UTF-8
+file with a stray non-UTF-8 line is refused, naming the line) and one refusal of what is not text (a folder, a FIFO
+or device, an empty file, binary bytes), so no reader trains on replacement characters or waits forever.
 """
 import codecs
+import contextlib
+import csv
+import os
 import re
+import stat
 import sys
 from importlib import resources
 from io import StringIO
@@ -12,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nlpexp.errors import UserError
+from nlpexp.errors import UserError, disk_full
 
 TEXT_COLUMNS = ("text", "sentence", "review", "content", "Text")
 LABEL_COLUMNS = ("label", "sentiment", "emotion", "Emotion", "gold_label")
@@ -30,13 +35,38 @@ UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 def decode_bytes(raw: bytes, name=None) -> str:
     """UTF-8 (a BOM dropped; UTF-16 when it starts with its BOM) when it decodes, else latin-1 (the original
     PhraseBank encoding), which never fails and never inserts replacement characters; with `name`, the
-    latin-1 fallback is noted on stderr (a cp1252 or GBK file read as latin-1 shows as odd characters)."""
+    latin-1 fallback is noted on stderr (a cp1252 or GBK file read as latin-1 shows as odd characters).
+    A file that is UTF-8 but for some lines (its other non-ASCII lines are valid UTF-8) is refused, naming the
+    first such line: read as latin-1, every valid row would be garbled."""
     try:
         return raw.decode("utf-16" if raw.startswith(UTF16_BOMS) else "utf-8-sig")
     except UnicodeDecodeError:
+        mixed = mixed_encoding_error(raw, name)
+        if mixed:
+            raise UserError(mixed) from None
         if name is not None:
             print(f"nlpexp: note: {name} is not UTF-8; read as latin-1", file=sys.stderr)
         return raw.decode("latin-1")
+
+
+def mixed_encoding_error(raw: bytes, name=None) -> str | None:
+    """`<name> line N is not UTF-8 (byte 0xe9 at column C) though its other lines are: ...` when some lines with
+    non-ASCII bytes decode as UTF-8 and others do not; None for a file wholly in one 8-bit encoding."""
+    bad = None
+    utf8_lines = 0
+    for lineno, line in enumerate(raw.split(b"\n"), start=1):
+        if line.isascii():
+            continue
+        try:
+            line.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            utf8_lines += 1
+        except UnicodeDecodeError as err:
+            bad = bad or (lineno, line[err.start], err.start + 1)
+        if bad and utf8_lines:
+            lineno, byte, column = bad
+            return (f"{name or 'the file'} line {lineno} is not UTF-8 (byte {byte:#04x} at column {column}), though "
+                    "its other lines are: save the file as UTF-8")
+    return None
 
 
 def looks_binary(head: bytes) -> bool:
@@ -53,12 +83,38 @@ def looks_binary(head: bytes) -> bool:
     return len(CONTROL.findall(text)) > 0.1 * len(text)
 
 
+SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                 (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def special_file_error(path) -> str | None:
+    """`<path> is a FIFO (named pipe), not a regular file` (or a device, a socket): what the user names as a file is
+    refused before anything opens it (opening a FIFO waits for a writer forever; /dev/stdin is a pipe or a
+    terminal). Only stat is called: it never blocks. None for a regular file, a folder or a missing path."""
+    try:
+        mode = os.stat(Path(path).expanduser()).st_mode
+    except (OSError, ValueError):
+        return None
+    kind = next((name for test, name in SPECIAL_FILES if test(mode)), None)
+    return f"{path} is {kind}, not a regular file" if kind else None
+
+
+def check_regular(path) -> None:
+    """special_file_error as a UserError: call it before opening any file the user named."""
+    problem = special_file_error(path)
+    if problem:
+        raise UserError(problem)
+
+
 def text_file_error(path) -> str | None:
-    """Why `path` cannot be a text data file (a folder, empty, binary), in one line; None when it can. Reads
-    only the first 64 KiB, so the pre-run check calls it too."""
+    """Why `path` cannot be a text data file (a folder, a FIFO/device/socket, empty, binary), in one line; None
+    when it can. Reads only the first 64 KiB, so the pre-run check calls it too."""
     path = Path(path)
     if path.is_dir():
         return f"{path} is a folder, not a file"
+    special = special_file_error(path)
+    if special:
+        return special
     with path.open("rb") as handle:
         head = handle.read(SNIFF_BYTES)
     if not head.strip():
@@ -87,9 +143,23 @@ def read_frame(path, fmt: str) -> tuple[pd.DataFrame, int]:
     try:
         if fmt == "jsonl":
             return pd.read_json(StringIO(text), lines=True, dtype=False), 1
-        return pd.read_csv(StringIO(text), sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False), 2
-    except (ValueError, pd.errors.ParserError) as err:
+        sep = "\t" if fmt == "tsv" else ","
+        duplicate_header_error(text, sep, path)
+        return pd.read_csv(StringIO(text), sep=sep, dtype=str, keep_default_na=False), 2
+    except (ValueError, pd.errors.ParserError, csv.Error) as err:
         raise UserError(f"{path}: malformed {fmt}: {str(err).strip().splitlines()[0]}") from None
+
+
+def duplicate_header_error(text: str, sep: str, path) -> None:
+    """A header naming one column twice is refused (pandas would rename the second `text.1`, and the first would be
+    read without a word)."""
+    header = next(csv.reader(StringIO(text), delimiter=sep), [])
+    seen: dict[str, int] = {}
+    for number, name in enumerate(header, start=1):
+        if name.strip() and name in seen:
+            raise UserError(f"{path}: the header names column '{name}' twice (columns {seen[name]} and {number}): "
+                            "rename one")
+        seen.setdefault(name, number)
 
 
 def read_phrasebank(path: Path) -> pd.DataFrame:
@@ -199,3 +269,30 @@ def read_texts(path, columns=TEXT_COLUMNS) -> list[str]:
     if not texts:
         raise UserError(f"{path}: no texts in it")
     return texts
+
+
+@contextlib.contextmanager
+def atomic_output(target, mode: str = "w"):
+    """An output file the user named (output=...), written whole or not at all: the handle writes a hidden
+    temporary file in the same folder, renamed over `target` once complete (a symlink's target is replaced, not
+    the link). A full disk or any other OSError while writing: the temporary file is removed, whatever `target`
+    held is untouched, and one line names `target` (not the last file the run wrote)."""
+    target = Path(str(target)).expanduser()
+    final = target.resolve()
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    text = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
+    try:
+        with open(tmp, mode, **text) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if disk_full(err):
+            raise UserError(f"no space left on device while writing {target}: nothing written (free some space, "
+                            "or give output= on another disk)") from None
+        if isinstance(err, OSError):
+            raise UserError(f"cannot write {target}: {err.strerror or err}") from None
+        raise

@@ -223,7 +223,10 @@ def predict(cfg, run_dir: Path, device: str):
     table = pd.DataFrame({"text": lines, "predicted": [labels[i] for i in proba.argmax(axis=1)]})
     for j, name in enumerate(labels):
         table[f"p_{name}"] = proba[:, j].round(6)
-    out = Path(str(cfg.output)) if cfg.get("output") else run_dir / "predictions.csv"
-    table.to_csv(out, index=False)
+    out = Path(str(cfg.output)).expanduser() if cfg.get("output") else run_dir / "predictions.csv"
+    from nlpexp.readers import atomic_output
+
+    with atomic_output(out) as handle:  # whole or not at all: a full disk leaves no truncated CSV
+        table.to_csv(handle, index=False)
     print(f"{len(table)} predictions written to {out}")
     return None

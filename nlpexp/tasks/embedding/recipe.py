@@ -337,7 +337,10 @@ def apply(cfg, run_dir: Path, device: str):
     out = vectors @ matrix if matrix is not None else vectors
     target = Path(str(cfg.output)).expanduser() if cfg.get("output") else run_dir / "embeddings.npy"
     target.parent.mkdir(parents=True, exist_ok=True)
-    np.save(target, out.astype(np.float32))
+    from nlpexp.readers import atomic_output
+
+    with atomic_output(target, "wb") as handle:  # whole or not at all: a full disk leaves no truncated array
+        np.save(handle, out.astype(np.float32))
     print(f"{out.shape[0]} embeddings of dimension {out.shape[1]} written to {target}")
     return {"metrics": {"applied_rows": float(out.shape[0]), "applied_dim": float(out.shape[1])},
             "objective": "applied_rows", "applied": {"ckpt": str(ckpt), "input": str(source), "output": str(target)}}

@@ -50,7 +50,7 @@ def read_sources(data) -> tuple[str, str]:
             if not found:
                 raise UserError(f"{path}: folder holds no .txt files")
             files.extend(found)
-        elif path.is_file():
+        elif path.exists():  # a FIFO or device: refused in read_text, before it is opened
             files.append(path)
         else:
             raise UserError(f"data file not found: {path}")
