@@ -94,6 +94,19 @@ def typed_errors(cfg) -> list[str]:
     return errors
 
 
+# -- upper bounds: every size, length and count a user sets has one, so a typo (an extra 0, a stray paste) is
+# refused in one line before any work, instead of running until the disk, memory or patience ends ----------------
+LAYERS = 1024           # layers, heads
+WIDTH = 65_536          # hidden sizes, embedding widths, batch sizes
+VOCAB = 1_000_000       # vocabulary sizes, top_k
+TOKENS = 100_000        # lengths in tokens or characters: sequences, generated text
+EPOCHS = 100_000
+STEPS = 1_000_000_000   # optimiser steps, evaluation intervals
+SAMPLES = 1_000_000_000  # caps on examples, stories, pairs, characters
+GENERATED = 10_000      # texts generated or prompts decoded in one run
+BEAMS = 64
+
+
 # -- checks several wings share ----------------------------------------------------------------------------
 SOURCES = ("embedded", "hub", "file")
 
@@ -176,13 +189,15 @@ def input_errors(cfg) -> list[str]:
     file in a folder that can be written; all said before any model is loaded."""
     import os
 
-    from nlpexp.readers import text_file_error
+    from nlpexp.readers import special_file_error, text_file_error
 
     errors = []
     if cfg.get("input"):
         source = Path(str(cfg.input)).expanduser()
         if not source.exists():
             errors.append(f"input file not found: {cfg.input}")
+        elif problem := special_file_error(source):  # an .npy too: np.load on a FIFO waits forever
+            errors.append(f"input={problem}")
         elif source.suffix.lower() != ".npy" and (problem := text_file_error(source)):
             errors.append(f"input={problem}")
         if cfg.get("text") is not None:
@@ -192,6 +207,8 @@ def input_errors(cfg) -> list[str]:
         folder = target.parent if str(target.parent) else Path(".")
         if target.is_dir():
             errors.append(f"output={cfg.output} is a folder: give a file name")
+        elif problem := special_file_error(target):  # written by renaming a finished file over it
+            errors.append(f"output={problem}")
         elif not folder.is_dir():
             errors.append(f"output={cfg.output}: {folder} is not a folder")
         elif not os.access(folder, os.W_OK):
@@ -206,23 +223,23 @@ class DecodingControls:
     wing and model; each wing's generate schema extends it with its own lengths, stop rules and evaluation."""
     strategy: str = setting(MISSING, choices=("greedy", "sample", "beam"))
     temperature: float = setting(MISSING, gt=0)
-    top_k: int = setting(MISSING, ge=0)
+    top_k: int = setting(MISSING, ge=0, le=VOCAB)
     top_p: float = setting(MISSING, gt=0, le=1)
-    num_beams: int = setting(MISSING, gt=0)
+    num_beams: int = setting(MISSING, gt=0, le=BEAMS)
     repetition_penalty: float = setting(MISSING, gt=0)
-    no_repeat_ngram_size: int = setting(MISSING, ge=0)
-    repeat_window: int = setting(MISSING, ge=0)
+    no_repeat_ngram_size: int = setting(MISSING, ge=0, le=TOKENS)
+    repeat_window: int = setting(MISSING, ge=0, le=TOKENS)
     length_penalty: float = MISSING
 
 
 @dataclass
 class Small:
     """`model.small`: the architecture built from config when model.pretrained=null (offline)."""
-    hidden_size: int = setting(MISSING, gt=0)
-    num_hidden_layers: int = setting(MISSING, gt=0)
-    num_attention_heads: int = setting(MISSING, gt=0)
-    intermediate_size: Optional[int] = setting(None, gt=0)
-    vocab_size: Optional[int] = setting(None, gt=0)
+    hidden_size: int = setting(MISSING, gt=0, le=WIDTH)
+    num_hidden_layers: int = setting(MISSING, gt=0, le=LAYERS)
+    num_attention_heads: int = setting(MISSING, gt=0, le=LAYERS)
+    intermediate_size: Optional[int] = setting(None, gt=0, le=4 * WIDTH)
+    vocab_size: Optional[int] = setting(None, gt=0, le=VOCAB)
 
 
 def _freeze(value) -> str | None:
@@ -234,30 +251,30 @@ def _freeze(value) -> str | None:
 @dataclass
 class Trainer:
     """trainer.*: which keys a training loop reads is declared with the loop (see the wings' checks.py)."""
-    epochs: int = setting(MISSING, ge=0)
-    batch_size: int = setting(MISSING, gt=0)
-    eval_batch_size: int = setting(MISSING, gt=0)
+    epochs: int = setting(MISSING, ge=0, le=EPOCHS)
+    batch_size: int = setting(MISSING, gt=0, le=WIDTH)
+    eval_batch_size: int = setting(MISSING, gt=0, le=WIDTH)
     lr: float = setting(MISSING, gt=0)
     weight_decay: float = setting(MISSING, ge=0)
     warmup_ratio: float = setting(MISSING, ge=0, lt=1)
-    grad_accum: int = setting(MISSING, gt=0)
+    grad_accum: int = setting(MISSING, gt=0, le=WIDTH)
     label_smoothing: float = setting(MISSING, ge=0, lt=1)
-    max_length: int = setting(MISSING, gt=0)
-    max_steps: int = setting(MISSING, check=lambda v: None if v == -1 or v > 0 else
-                             f"must be -1 (no cap) or an integer > 0 (got {v!r})")
+    max_length: int = setting(MISSING, gt=0, le=TOKENS)
+    max_steps: int = setting(MISSING, check=lambda v: None if v == -1 or 0 < v <= STEPS else
+                             f"must be -1 (no cap) or an integer in [1, {STEPS}] (got {v!r})")
     best_metric: str = setting(MISSING, choices=("accuracy", "macro_f1", "weighted_precision", "weighted_recall"))
     keep_checkpoints: bool = MISSING
-    average_last: int = setting(MISSING, ge=0)
-    soup: int = setting(MISSING, gt=0)
-    nproc: int = setting(MISSING, gt=0)
-    nnodes: int = setting(1, gt=0)
+    average_last: int = setting(MISSING, ge=0, le=1000)
+    soup: int = setting(MISSING, gt=0, le=100)
+    nproc: int = setting(MISSING, gt=0, le=1024)
+    nnodes: int = setting(1, gt=0, le=4096)
     node_rank: Optional[int] = setting(None, ge=0)  # null: SLURM's node id (nlpexp/distributed.py)
     master_addr: Optional[str] = None  # node 0's host; null: SLURM's first node
     master_port: int = setting(29500, gt=0, lt=65536)
-    save_steps: int = setting(MISSING, ge=0)
-    max_minutes: Optional[float] = setting(None, gt=0)
+    save_steps: int = setting(MISSING, ge=0, le=STEPS)
+    max_minutes: Optional[float] = setting(None, gt=0, le=1_000_000)
     precision: str = setting("auto", choices=("auto", "fp32", "bf16", "fp16"))
-    patience: int = setting(0, ge=0)
+    patience: int = setting(0, ge=0, le=EPOCHS)
 
 
 @dataclass
@@ -304,8 +321,8 @@ class Pretrained:
 @dataclass
 class Lora:
     """`model.lora`: LoRA adapters through peft for classification (r=0: full fine-tuning)."""
-    r: int = setting(0, ge=0)
-    alpha: int = setting(16, gt=0)
+    r: int = setting(0, ge=0, le=WIDTH)
+    alpha: int = setting(16, gt=0, le=WIDTH)
     dropout: float = setting(0.05, ge=0, lt=1)
     target_modules: Optional[list] = setting(None, check=lambda v: None if v and all(str(m).strip() for m in v)
                                              else "must name modules, e.g. [query,value] (null: peft's choice)")
@@ -337,19 +354,19 @@ class BertHead(Pretrained):
 @dataclass
 class BertFC(BertHead):
     pool: str = setting("last", choices=("last", "cls"))
-    fc_hidden: int = setting(MISSING, gt=0)
-    classifier_hidden: int = setting(MISSING, gt=0)
+    fc_hidden: int = setting(MISSING, gt=0, le=WIDTH)
+    classifier_hidden: int = setting(MISSING, gt=0, le=WIDTH)
 
 
 @dataclass
 class BertLSTM(BertHead):
-    hidden_size: int = setting(MISSING, gt=0)
-    num_layers: int = setting(MISSING, gt=0)
+    hidden_size: int = setting(MISSING, gt=0, le=WIDTH)
+    num_layers: int = setting(MISSING, gt=0, le=LAYERS)
 
 
 @dataclass
 class GPT2(Pretrained):
-    freeze_layers: int = setting(0, ge=0)
+    freeze_layers: int = setting(0, ge=0, le=LAYERS)
     lora: Lora = field(default_factory=Lora)
 
 
@@ -372,29 +389,29 @@ class GPT2Prompt(Pretrained):
 class TransformerEncDec:
     """Our own Transformer's sizes (transformer_encdec; transformer adds its own keys)."""
     name: str = MISSING
-    d_model: int = setting(MISSING, gt=0)
-    num_layers: int = setting(MISSING, gt=0)
-    num_heads: int = setting(MISSING, gt=0)
-    d_ff: int = setting(MISSING, gt=0)
+    d_model: int = setting(MISSING, gt=0, le=WIDTH)
+    num_layers: int = setting(MISSING, gt=0, le=LAYERS)
+    num_heads: int = setting(MISSING, gt=0, le=LAYERS)
+    d_ff: int = setting(MISSING, gt=0, le=4 * WIDTH)
     dropout: float = setting(MISSING, ge=0, lt=1)
 
 
 @dataclass
 class Transformer(TransformerEncDec):
     objective: str = setting("next_token", choices=("next_token", "causal_lm"))
-    vocab_size: int = setting(MISSING, gt=0)
+    vocab_size: int = setting(MISSING, gt=0, le=VOCAB)
 
 
 @dataclass
 class Doc2Vec:
     name: str = MISSING
-    vector_size: int = setting(MISSING, gt=0)
-    window: int = setting(MISSING, gt=0)
-    min_count: int = setting(MISSING, gt=0)
-    epochs: int = setting(MISSING, gt=0)
+    vector_size: int = setting(MISSING, gt=0, le=WIDTH)
+    window: int = setting(MISSING, gt=0, le=TOKENS)
+    min_count: int = setting(MISSING, gt=0, le=SAMPLES)
+    epochs: int = setting(MISSING, gt=0, le=EPOCHS)
     dm: int = setting(0, choices=(0, 1))
     dbow_words: int = setting(1, choices=(0, 1))
-    infer_epochs: Optional[int] = setting(None, gt=0)
+    infer_epochs: Optional[int] = setting(None, gt=0, le=EPOCHS)
     lowercase: bool = True
     C: float = setting(MISSING, gt=0)
     class_weight: Optional[str] = setting(None, choices=("balanced",))
@@ -406,7 +423,7 @@ class SentenceTransformers:
     name: str = MISSING
     pretrained: str = MISSING
     revision: Optional[str] = None
-    batch_size: int = setting(MISSING, gt=0)
+    batch_size: int = setting(MISSING, gt=0, le=WIDTH)
     normalize: bool = False
 
 
@@ -414,8 +431,8 @@ class SentenceTransformers:
 class OpenAI:
     name: str = MISSING
     engine: str = MISSING
-    batch_size: int = setting(MISSING, gt=0)
-    timeout: float = setting(MISSING, gt=0)
+    batch_size: int = setting(MISSING, gt=0, le=WIDTH)
+    timeout: float = setting(MISSING, gt=0, le=86_400)
 
 
 MODEL_SCHEMAS = {"minilm": HFEncoder, "bert": HFEncoder, "finbert": HFEncoder, "bert_chinese": HFEncoder,

@@ -7,7 +7,8 @@ from omegaconf import MISSING, OmegaConf
 
 from nlpexp import registry
 from nlpexp.loop import READS
-from nlpexp.schema import SOURCES, Small, data_errors, input_errors, run_folder_errors, setting, split_error
+from nlpexp.schema import (EPOCHS, GENERATED, SAMPLES, SOURCES, TOKENS, VOCAB, Small, data_errors, input_errors,
+                           run_folder_errors, setting, split_error)
 
 FORMATS = ("auto", "phrasebank", "csv", "tsv", "jsonl", "clue")
 
@@ -39,12 +40,12 @@ class ClassifyData:
     label_names: Optional[List[str]] = setting(None, check=lambda names: None if names else
                                                "must name the label ids in order, e.g. [negative,neutral,positive]")
     other_labels: str = setting("error", choices=("drop", "error"))
-    per_label: Optional[int] = setting(None, gt=0)
+    per_label: Optional[int] = setting(None, gt=0, le=SAMPLES)
     split: List[float] = setting(MISSING, check=split_error)
     split_seed: Optional[int] = setting(None, ge=0, lt=2 ** 32)
     eval_split: str = setting("test", choices=("train", "validation", "test"))
-    max_train_samples: Optional[int] = setting(None, gt=0)
-    max_eval_samples: Optional[int] = setting(None, gt=0)
+    max_train_samples: Optional[int] = setting(None, gt=0, le=SAMPLES)
+    max_eval_samples: Optional[int] = setting(None, gt=0, le=SAMPLES)
 
 
 @dataclass
@@ -55,14 +56,14 @@ class Tokenizer:
 
 @dataclass
 class Augment:
-    generated_per_label: int = setting(0, ge=0)
+    generated_per_label: int = setting(0, ge=0, le=GENERATED)
     generator: Optional[str] = None
     generator_small: Small = MISSING
-    generator_epochs: int = setting(MISSING, gt=0)
+    generator_epochs: int = setting(MISSING, gt=0, le=EPOCHS)
     generator_lr: float = setting(MISSING, gt=0)
-    min_tokens: int = setting(MISSING, gt=0)
-    max_tokens: int = setting(MISSING, gt=0)
-    top_k: int = setting(MISSING, gt=0)
+    min_tokens: int = setting(MISSING, gt=0, le=TOKENS)
+    max_tokens: int = setting(MISSING, gt=0, le=TOKENS)
+    top_k: int = setting(MISSING, gt=0, le=VOCAB)
 
 
 SCHEMAS = [("classify", "task", ClassifyTask), ("classify", "data", ClassifyData),
@@ -195,12 +196,13 @@ def _train_errors(cfg) -> list[str]:
     if eval_on:
         from pathlib import Path
 
-        from nlpexp.readers import resource_path
+        from nlpexp.readers import resource_path, special_file_error
 
         if isinstance(eval_on, str):
             errors.append(f"eval_on must be a list, e.g. eval_on=[emotion_alt.csv] (got {eval_on!r})")
         else:
-            errors += [f"eval_on: {spec} is neither a file nor an embedded sample" for spec in eval_on
+            errors += [f"eval_on: {special_file_error(spec) or f'{spec} is neither a file nor an embedded sample'}"
+                       for spec in eval_on
                        if not (resource_path(str(spec)).is_file() or Path(str(spec)).expanduser().is_file())]
             errors += _not_text(spec for spec in eval_on if Path(str(spec)).expanduser().is_file())
     return errors

@@ -7,7 +7,8 @@ from omegaconf import MISSING
 
 from nlpexp import registry
 from nlpexp.loop import READS
-from nlpexp.schema import SOURCES, data_errors, input_errors, run_folder_errors, setting, split_error
+from nlpexp.schema import (EPOCHS, SAMPLES, SOURCES, STEPS, WIDTH, data_errors, input_errors, run_folder_errors,
+                           setting, split_error)
 
 LOSSES = ("cosine", "cosent", "angle", "contrastive", "online_contrastive")
 
@@ -16,11 +17,12 @@ LOSSES = ("cosine", "cosent", "angle", "contrastive", "online_contrastive")
 class Finetune:
     loss: str = setting(MISSING, choices=LOSSES)
     negative_score: float = 0.0
-    epochs: int = setting(MISSING, gt=0)
-    batch_size: int = setting(MISSING, gt=0)
+    epochs: int = setting(MISSING, gt=0, le=EPOCHS)
+    batch_size: int = setting(MISSING, gt=0, le=WIDTH)
     lr: float = setting(MISSING, gt=0)
     warmup_ratio: float = setting(MISSING, ge=0, lt=1)
-    max_steps: int = -1
+    max_steps: int = setting(-1, check=lambda v: None if v == -1 or 0 < v <= STEPS else
+                             f"must be -1 (no cap) or an integer in [1, {STEPS}] (got {v!r})")
     weight_decay: float = setting(0.01, ge=0)
     freeze_embeddings: bool = True
 
@@ -30,12 +32,12 @@ class EmbeddingTask:
     name: str = MISSING
     method: str = setting(MISSING, choices=("matrix", "finetune", "none"))
     negatives: str = setting(MISSING, choices=("random", "contradiction"))
-    negatives_per_positive: int = setting(MISSING, gt=0)
-    modified_dim: int = setting(MISSING, gt=0)
+    negatives_per_positive: int = setting(MISSING, gt=0, le=1000)
+    modified_dim: int = setting(MISSING, gt=0, le=WIDTH)
     init: str = setting(MISSING, choices=("identity", "orthogonal", "random"))
     dropout: float = setting(MISSING, ge=0, lt=1)
     min_gain: Optional[float] = setting(None, ge=0)
-    threshold_steps: int = setting(MISSING, gt=0)
+    threshold_steps: int = setting(MISSING, gt=0, le=1_000_000)
     cache: Optional[str] = None
     finetune: Finetune = MISSING
 
@@ -52,7 +54,7 @@ class EmbeddingData:
     text_column: Optional[str] = None
     label_column: Optional[str] = None
     split: List[float] = setting(MISSING, check=split_error)
-    max_pairs: Optional[int] = setting(None, gt=0)
+    max_pairs: Optional[int] = setting(None, gt=0, le=SAMPLES)
 
 
 SCHEMAS = [("embedding", "task", EmbeddingTask), ("embedding", "data", EmbeddingData)]
@@ -100,7 +102,12 @@ def reads(cfg) -> dict:
 
 
 def check(cfg) -> list[str]:
+    from nlpexp.readers import special_file_error
+
     errors = data_errors(cfg.data)
+    cache = cfg.task.get("cache")
+    if cache and (problem := special_file_error(cache)):  # an SQLite file of its own
+        errors.append(f"task.cache={problem}")
     if cfg.mode == "apply":
         errors += run_folder_errors(cfg, "a task=embedding run folder")
         if not cfg.get("input"):

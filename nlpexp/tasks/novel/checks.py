@@ -7,14 +7,15 @@ from omegaconf import MISSING
 
 from nlpexp import registry
 from nlpexp.loop import READS
-from nlpexp.schema import DecodingControls, data_errors, run_folder_errors, setting, split_error
+from nlpexp.schema import (GENERATED, SAMPLES, STEPS, TOKENS, VOCAB, DecodingControls, data_errors, run_folder_errors,
+                           setting, split_error)
 
 
 @dataclass
 class NovelTask:
     name: str = MISSING
-    seq_len: int = setting(MISSING, gt=0)
-    eval_every: Optional[int] = setting(None, gt=0)
+    seq_len: int = setting(MISSING, gt=0, le=TOKENS)
+    eval_every: Optional[int] = setting(None, gt=0, le=STEPS)
     ngram_discounts: List[float] = setting(MISSING, each={"gt": 0, "le": 1})
 
 
@@ -27,22 +28,22 @@ class NovelData:
     punctuation: str = setting("full", choices=("full", "half", "none"))
     line_sep: str = "\n"
     split: List[float] = setting(MISSING, check=split_error)
-    stride: int = setting(MISSING, gt=0)
-    eval_stride: int = setting(MISSING, gt=0)
-    min_freq: int = setting(MISSING, gt=0)
-    max_vocab: Optional[int] = setting(None, gt=0)
-    max_chars: Optional[int] = setting(None, gt=0)
-    max_train_samples: Optional[int] = setting(None, gt=0)
-    max_eval_samples: Optional[int] = setting(None, gt=0)
+    stride: int = setting(MISSING, gt=0, le=TOKENS)
+    eval_stride: int = setting(MISSING, gt=0, le=TOKENS)
+    min_freq: int = setting(MISSING, gt=0, le=SAMPLES)
+    max_vocab: Optional[int] = setting(None, gt=0, le=VOCAB)
+    max_chars: Optional[int] = setting(None, gt=0, le=100 * SAMPLES)
+    max_train_samples: Optional[int] = setting(None, gt=0, le=SAMPLES)
+    max_eval_samples: Optional[int] = setting(None, gt=0, le=SAMPLES)
 
 
 @dataclass
 class NovelGenerate(DecodingControls):
     """The shared decoding controls, then mode=generate's batch, bert_lstm's stepping and the evaluation."""
-    num_samples: int = setting(MISSING, gt=0)
+    num_samples: int = setting(MISSING, gt=0, le=GENERATED)
     stateful: bool = True
-    eval_prompts: int = setting(MISSING, gt=0)
-    eval_length: int = setting(MISSING, gt=0)
+    eval_prompts: int = setting(MISSING, gt=0, le=GENERATED)
+    eval_length: int = setting(MISSING, gt=0, le=TOKENS)
     eval_beam: bool = True
 
 
@@ -89,8 +90,9 @@ def check(cfg) -> list[str]:
     if cfg.mode == "train" and cfg.trainer.epochs == 0:
         errors.append("trainer.epochs must be an integer > 0 for task=novel (0, zero-shot, is task=story's)")
     if cfg.mode == "generate":
-        if not isinstance(cfg.get("length"), int) or cfg.length <= 0:
-            errors.append(f"length must be an integer > 0 (got {cfg.get('length')!r})")
+        length = cfg.get("length")
+        if not isinstance(length, int) or isinstance(length, bool) or not 0 < length <= TOKENS:
+            errors.append(f"length must be an integer in [1, {TOKENS}] (got {length!r})")
         if not cfg.get("prompt"):
             errors.append('mode=generate needs prompt="..."')
         errors += run_folder_errors(cfg)

@@ -7,20 +7,21 @@ from omegaconf import MISSING, OmegaConf
 
 from nlpexp import registry
 from nlpexp.loop import READS
-from nlpexp.schema import SOURCES, DecodingControls, data_errors, run_folder_errors, setting
+from nlpexp.schema import (GENERATED, SAMPLES, SOURCES, TOKENS, VOCAB, WIDTH, DecodingControls, data_errors,
+                           run_folder_errors, setting)
 
 
 def _count_or_fraction(value) -> str | None:
-    ok = value >= 0 and (value < 1 or float(value).is_integer())
-    return None if ok else f"must be a count (integer >= 1) or a fraction in [0, 1) (got {value!r})"
+    ok = 0 <= value <= SAMPLES and (value < 1 or float(value).is_integer())
+    return None if ok else f"must be a count (integer in [1, {SAMPLES}]) or a fraction in [0, 1) (got {value!r})"
 
 
 @dataclass
 class StoryTask:
     name: str = MISSING
-    bpe_vocab_size: int = setting(MISSING, gt=0)
-    window: int = setting(MISSING, gt=0)
-    max_len: int = setting(MISSING, gt=0)
+    bpe_vocab_size: int = setting(MISSING, gt=0, le=VOCAB)
+    window: int = setting(MISSING, gt=0, le=TOKENS)
+    max_len: int = setting(MISSING, gt=0, le=TOKENS)
 
 
 @dataclass
@@ -35,20 +36,20 @@ class StoryData:
     hub_split: str = "train"
     test_size: Optional[float] = setting(None, check=_count_or_fraction)
     val_size: float = setting(0, check=_count_or_fraction)
-    max_stories: Optional[int] = setting(None, gt=0)
-    max_train_samples: Optional[int] = setting(None, gt=0)
-    max_eval_samples: Optional[int] = setting(None, gt=0)
+    max_stories: Optional[int] = setting(None, gt=0, le=SAMPLES)
+    max_train_samples: Optional[int] = setting(None, gt=0, le=SAMPLES)
+    max_eval_samples: Optional[int] = setting(None, gt=0, le=SAMPLES)
 
 
 @dataclass
 class StoryGenerate(DecodingControls):
     """The shared decoding controls, then story's length, stop rules, text cuts and evaluation."""
-    max_new_tokens: int = setting(MISSING, gt=0)
-    max_sentences: int = setting(MISSING, ge=0)
+    max_new_tokens: int = setting(MISSING, gt=0, le=TOKENS)
+    max_sentences: int = setting(MISSING, ge=0, le=GENERATED)
     no_empty_sentences: bool = True
-    cut_repeated_kgram: int = setting(MISSING, ge=0)
-    num_samples: int = setting(MISSING, gt=0)
-    batch_size: int = setting(MISSING, gt=0)
+    cut_repeated_kgram: int = setting(MISSING, ge=0, le=TOKENS)
+    num_samples: int = setting(MISSING, gt=0, le=GENERATED)
+    batch_size: int = setting(MISSING, gt=0, le=WIDTH)
     eval_temperatures: List[float] = setting(MISSING, check=lambda v: None if v else "must not be empty",
                                              each={"gt": 0})
     search: List[Any] = field(default_factory=list)  # decoding settings scored on validation; the best is tested
