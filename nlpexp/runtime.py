@@ -268,18 +268,28 @@ def release(folder: Path | None = None) -> None:
             os.close(fd)
 
 
+def read_metrics(folder: Path) -> dict | None:
+    """folder's metrics.json as a dict (None: there is none); one that is torn, unreadable or not a JSON object
+    reads as {"status": "unreadable"}."""
+    import json
+
+    path = Path(folder) / "metrics.json"
+    if not path.exists():
+        return None
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        found = None
+    return found if isinstance(found, dict) else {"status": "unreadable"}
+
+
 def folder_state(folder: Path) -> tuple[str, str]:
     """(state, why) of a run folder: complete | running (a live process holds it) | unfinished (its process is
     gone before metrics.json said complete) | failed | unreadable (a torn metrics.json) | empty (nothing of a run
     in it)."""
-    import json
-
     folder = Path(folder)
     owner = lock_owner(folder)
-    try:
-        status = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else None
-    except (OSError, ValueError):
-        status = {"status": "unreadable"}
+    status = read_metrics(folder)
     state = (status or {}).get("status")
     if state == "complete":
         return "complete", "metrics.json says complete"
@@ -316,16 +326,14 @@ def earlier_job(folder: Path, overrides: list[str]) -> tuple[str | None, object]
     (None, None) nothing of a job; ("complete", its metrics) a finished job with these overrides;
     ("resume", None) one with these overrides that stopped (killed, preempted, failed); ("other", why) another
     job's folder, or one in use. Overrides are compared as sets, from metrics.json (Hydra rewrites .hydra/)."""
-    import json
-
     state, why = folder_state(folder)
     if state == "empty":
         return None, None
     if state in ("running", "unreadable"):
         return "other", f"{folder}: {why}"
-    found = json.loads((Path(folder) / "metrics.json").read_text()) if (Path(folder) / "metrics.json").exists() else {}
+    found = read_metrics(folder) or {}
     saved = found.get("overrides")
-    if saved is None:  # a folder of a version that did not record them: run in place as before
+    if not isinstance(saved, list):  # None: a folder of a version that did not record them: run in place as before
         return None, None
     if not same_overrides(saved, overrides):
         return "other", (f"{folder} holds another job ({' '.join(saved) or 'no overrides'}), not "
@@ -343,4 +351,49 @@ def writable_error(folder: Path) -> str | None:
         return f"cannot write the run folder {folder}: {path} is a file, not a folder"
     if not os.access(path, os.W_OK | os.X_OK):
         return f"cannot write the run folder {folder}: {path} is not writable"
+    return None
+
+
+def is_run_folder(folder: Path) -> bool:
+    """folder holds a run: Hydra's .hydra/overrides.yaml, or a metrics.json nlpexp wrote (an object with a status).
+    A sweep's folder (multirun.yaml, its jobs in numbered folders) is not one."""
+    folder = Path(folder)
+    if (folder / ".hydra" / "overrides.yaml").is_file():
+        return True
+    found = read_metrics(folder)
+    return found is not None and found.get("status") not in (None, "unreadable")
+
+
+def enclosing_run(folder: Path) -> Path | None:
+    """The run folder that folder would be inside of (its nearest ancestor that is one), else None."""
+    path = Path(folder).expanduser().resolve()
+    return next((p for p in path.parents if is_run_folder(p)), None)
+
+
+# folders a run is never written into: the root, the home folder itself, the top folders of the file system, and
+# the system's own trees (except their scratch and source folders, and a home folder inside one: /var/lib/jenkins)
+SYSTEM_FOLDERS = ("/", "/home", "/Users", "/tmp", "/mnt", "/media", "/opt", "/srv", "/root", "/private",
+                  "/private/tmp", "/Volumes")
+SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin",
+                "/sys", "/usr", "/var", "/System", "/private/etc", "/private/var")
+SYSTEM_TREE_EXCEPTIONS = ("/var/tmp", "/var/folders", "/private/var/tmp", "/private/var/folders", "/usr/src",
+                          "/usr/local/src")
+
+
+def system_folder_error(folder: Path) -> str | None:
+    """Why a run folder may not be written at `folder` (None: it may): not the root, the home folder itself, a top
+    folder of the file system, nor inside the system's trees (/etc, /usr, /var, ...)."""
+    path = Path(folder).expanduser().resolve()
+    home = Path.home().resolve()
+    if path == home or str(path) in SYSTEM_FOLDERS:
+        return (f"{folder} is {'your home folder' if path == home else 'a system folder'} ({path}): a run writes "
+                "its own folder (.hydra/, metrics.json, checkpoints/): give a folder of its own, e.g. ./runs/run1")
+
+    def under(tree: str) -> bool:
+        return path == Path(tree) or Path(tree) in path.parents
+
+    if any(under(t) for t in SYSTEM_TREES) and not any(under(t) for t in SYSTEM_TREE_EXCEPTIONS) \
+            and not (home != Path("/") and home in path.parents):
+        return (f"{folder} is inside a system folder ({path}): write runs below your project or home folder "
+                "(or /tmp, /var/tmp)")
     return None
