@@ -76,6 +76,55 @@ def searchpath_override(overrides: list[str], config_dir: str | None) -> list[st
     return items + ([f"hydra.searchpath=[{','.join(paths)}]"] if paths else [])
 
 
+def config_roots(overrides: list[str], config_dir: str | None) -> list[Path]:
+    """The folders Hydra will search for config groups, as a run with these overrides would: ./conf (the user
+    layer, hydra_plugins/nlpexp_user_conf), nlpexp's own conf, --config-dir and hydra.searchpath, Hydra's own."""
+    import importlib.util
+
+    paths = [p.split("=", 1)[1] for p in searchpath_override(
+        [o for o in overrides if o.startswith("hydra.searchpath=")], config_dir)]
+    given = [p.strip().strip("'\"") for p in (paths[0].strip("[]").split(",") if paths else []) if p.strip()]
+    roots = [Path.cwd() / "conf", CONF_DIR]
+    for entry in given + ["pkg://hydra.conf"]:
+        scheme, _, where = entry.rpartition("://")
+        if scheme == "pkg":
+            try:
+                spec = importlib.util.find_spec(where.replace("/", "."))
+            except (ImportError, ValueError):
+                spec = None
+            roots += [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+        else:
+            roots.append(Path(where).expanduser())
+    return [r for r in roots if r.is_dir()]
+
+
+def is_group(key: str, roots: list[Path]) -> bool:
+    """key (without + ~ and @package) names a config group: a folder of configs in the search path."""
+    parts = key.split("/")
+    return bool(key) and all(p and p not in (".", "..") for p in parts) and any((r / key).is_dir() for r in roots)
+
+
+def climbing_option(option: str) -> bool:
+    """A group option that is a path out of its group's folder (../x, /abs/x, ~/x, a\\b) instead of a name."""
+    parts = option.replace("\\", "/").split("/")
+    return option.startswith(("/", "~")) or "\\" in option or any(p in ("..", ".") for p in parts)
+
+
+def group_option_errors(overrides: list[str], roots: list[Path]) -> None:
+    """A config group option is a name found in the group's folder: a path climbing out of it (Hydra joins
+    group/option to each search path folder, so `experiment=../../x` reads any file) is one line."""
+    for item in overrides:
+        key, eq, value = item.lstrip("+~").partition("=")
+        group = key.split("@", 1)[0]
+        if not eq or not is_group(group, roots):
+            continue
+        options = [o.strip().strip("'\"") for o in value.strip("[]").split(",")]
+        bad = next((o for o in options if climbing_option(o)), None)
+        if bad is not None:
+            raise UserError(f"{item}: a config group option is a name, not a path: put the file in ./conf/{group}/ "
+                            f"(then {group}=<its name>) or give the folder holding {group}/ with --config-dir")
+
+
 def compose(overrides: list[str]):
     """The config these overrides compose to (no run folder, nothing built); composition errors in one line."""
     from hydra import compose as hydra_compose
@@ -135,6 +184,70 @@ def argument_errors(args: list[str]) -> None:
             raise UserError(f"'{arg}' is not a setting: write key=value (e.g. task={arg} or model={arg}); "
                             "see nlpexp --help")
         previous = arg if "=" not in arg else ""
+    flag_value_errors(args)
+
+
+FLAG_CHOICES = {"--cfg": ("job", "hydra", "all"), "-c": ("job", "hydra", "all"),
+                "--info": ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath"),
+                "-i": ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")}
+
+
+def flag_value_errors(args: list[str]) -> None:
+    """--cfg and --info take one of their words (Hydra would print its usage text instead): one line. --info may
+    stand alone (all); a key=value after it is a setting, which argparse would take for --info's value."""
+    for i, arg in enumerate(args):
+        flag, eq, value = arg.partition("=")
+        if flag not in FLAG_CHOICES:
+            continue
+        if not eq:
+            value = args[i + 1] if i + 1 < len(args) else None
+        words = "|".join(FLAG_CHOICES[flag])
+        optional = flag in ("--info", "-i")
+        if value is None and optional:
+            continue
+        if value is None or value.startswith("-") and not optional:
+            raise UserError(f"{flag} takes {words} (e.g. nlpexp {flag} {FLAG_CHOICES[flag][0]})")
+        if value not in FLAG_CHOICES[flag] and not value.startswith("-"):
+            example = f"nlpexp {flag} {FLAG_CHOICES[flag][0]} {value}" if "=" in value else \
+                f"nlpexp {flag} {FLAG_CHOICES[flag][0]}"
+            raise UserError(f"{flag} {value}: {flag} takes {words} (e.g. {example})")
+
+
+def quote_hint(key: str, value: str) -> str:
+    """How to write key=value in bash so that Hydra reads the value as one quoted string (a list: each item)."""
+    def quoted(text: str) -> str:
+        return f"'{text}'" if "'" not in text else '"' + text.replace('"', '\\"') + '"'
+
+    if value.startswith("[") and value.endswith("]"):
+        inner = ",".join(quoted(v.strip().strip("'\"")) for v in value[1:-1].split(",") if v.strip())
+        hydra_text = f"[{inner}]"
+    else:
+        hydra_text = quoted(value.strip("'\""))
+    if not any(c in hydra_text for c in '"$`\\!'):
+        return f'{key}="{hydra_text}"'  # bash: double quotes around Hydra's single-quoted string
+    return "'" + f"{key}={hydra_text}".replace("'", "'\\''") + "'"
+
+
+def grammar_errors(args: list[str]) -> None:
+    """Each key=value is read by Hydra's override grammar before anything is composed or made: a value it cannot
+    read (a space, <, (, an emoji...) is one line showing how to quote it, not Hydra's lexer error."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    previous = ""
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg or previous in FLAG_CHOICES or previous in (
+                "--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp", "--package", "-p"):
+            previous = arg
+            continue
+        previous = arg
+        try:
+            parser.parse_overrides([arg])
+        except Exception as err:  # noqa: BLE001 -- Hydra's grammar error: one line with the quoted form
+            key, _, value = arg.partition("=")
+            why = composition_error(err).split(" See https://")[0]
+            raise UserError(f"{arg}: Hydra cannot read this value ({why}); quote it, e.g. in bash: "
+                            f"{quote_hint(key, value)}") from None
 
 
 def preflight(args: list[str]) -> None:
@@ -154,7 +267,9 @@ def preflight(args: list[str]) -> None:
 
     folder = None if distributed.is_worker() else explicit_run_dir(args)  # torchrun: the launcher holds it
     if folder is not None:
-        folder_errors(folder, resuming=bool(cfg.get("resume")))
+        inside = Path(str(cfg.ckpt).strip("'\"")) if cfg.mode in ("eval", "predict", "generate") and \
+            cfg.get("ckpt") and not OmegaConf.is_list(cfg.ckpt) else None
+        folder_errors(folder, resuming=bool(cfg.get("resume")), inside=inside)
     else:
         from nlpexp.runtime import writable_error
 
@@ -179,6 +294,7 @@ def checked_config(overrides: list[str], config_dir: str | None):
     from nlpexp import registry
     from nlpexp.validate import check_config
 
+    group_option_errors(overrides, config_roots(overrides, config_dir))
     for group, known in (("task", registry.TASKS), ("model", registry.MODELS)):
         for item in overrides:
             key, _, value = item.lstrip("+~").partition("=")
@@ -220,6 +336,11 @@ def sweep_preflight(args: list[str]) -> None:
             choices.append([item])
         elif override.is_discrete_sweep():
             choices.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+            if not choices[-1]:
+                raise UserError(f"{item} sweeps no values: nothing would run (e.g. range(0,3) is 0,1,2)")
+    for item in args:
+        if item.startswith("hydra.sweep.dir="):
+            place_errors(Path(item.split("=", 1)[1].strip("'\"")), "hydra.sweep.dir")
     searchpath = [a for a in args if a.startswith("hydra.searchpath=")]
     jobs = list(itertools.islice(itertools.product(*choices), SWEEP_CHECKS))
     refused, cfg = [], None
@@ -316,14 +437,28 @@ def explicit_run_dir(args: list[str]) -> Path | None:
     return Path(given[-1]).expanduser() if given else None
 
 
-def folder_errors(folder: Path, resuming: bool) -> None:
-    """hydra.run.dir=<folder>: refused when another run is writing it, or when it holds an unfinished run that
-    only resume= may continue."""
-    from nlpexp.runtime import folder_state, writable_error
+def place_errors(folder: Path, key: str, inside: Path | None = None) -> None:
+    """A run (or sweep) folder is never a system folder, nor inside another run's folder (an eval/predict/generate
+    run inside its ckpt run: `inside`, as nlpexp itself places them), and can be made."""
+    from nlpexp.runtime import enclosing_run, is_run_folder, system_folder_error, writable_error
 
-    problem = writable_error(folder)
+    problem = system_folder_error(folder) or writable_error(folder)
     if problem:
-        raise UserError(problem)
+        raise UserError(f"{key}={folder}: {problem}")
+    outer = enclosing_run(folder)
+    if key == "hydra.sweep.dir" and is_run_folder(folder):
+        outer = Path(folder).expanduser().resolve()
+    if outer is not None and (inside is None or outer != Path(inside).expanduser().resolve()):
+        raise UserError(f"{key}={folder}: inside the run folder {outer}: a run folder never holds another run; "
+                        "choose a folder outside it")
+
+
+def folder_errors(folder: Path, resuming: bool, inside: Path | None = None) -> None:
+    """hydra.run.dir=<folder>: refused when it is a system folder or inside another run (place_errors), when
+    another run is writing it, or when it holds an unfinished run that only resume= may continue."""
+    from nlpexp.runtime import folder_state
+
+    place_errors(folder, "hydra.run.dir", inside)
     state, why = folder_state(folder)
     if state == "running":
         raise UserError(f"{folder} is in use: {why}; wait for it or choose another folder")
@@ -332,9 +467,72 @@ def folder_errors(folder: Path, resuming: bool) -> None:
                         "another folder")
 
 
+def replay_error(item: str, roots: list[Path]) -> str | None:
+    """Why a line of a run folder's .hydra/overrides.yaml is not replayed on resume (None: it is). A run folder is
+    data: nothing read from it may name code or a config outside the config search path. Only task settings: no
+    Hydra setting, no @package into hydra, no interpolation (${oc.env:...}, a resolver), and a config group option
+    is a plain name that exists in the search path (not `experiment=../../<anywhere>/evil`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if item.lstrip("+~").startswith("hydra") or item.startswith("-") or "=" not in item:
+        return "which is not a task setting"
+    if "${" in item:
+        return "an interpolation (${...} reads the environment or calls a resolver), which is not replayed"
+    try:
+        override = OverridesParser.create().parse_overrides([item])[0]
+    except Exception:  # noqa: BLE001 -- Hydra's grammar error
+        return "which is not an override Hydra reads"
+    package = (override.package or "").removeprefix("_global_").lstrip(".")
+    if package.split(".")[0] == "hydra":
+        return f"which puts a config into Hydra's own settings (@{override.package})"
+    group = override.key_or_group
+    if not is_group(group, roots):
+        return None
+    if override.is_sweep_override():
+        return "a sweep, which one run does not continue"
+    value = override.value()
+    for option in value if isinstance(value, list) else [value]:
+        if option is None:
+            continue
+        if not isinstance(option, str) or climbing_option(option) or not option.strip():
+            return f"whose {group} option is not a plain config name"
+        if not any((r / group / f"{option}.yaml").is_file() for r in roots):
+            return f"but there is no {group}/{option}.yaml in the config search path (./conf, --config-dir)"
+    return None
+
+
+def nlpexp_run_error(folder: Path) -> str | None:
+    """Why folder is not an nlpexp run folder (None: it is): its .hydra/config.yaml names a task and a model
+    nlpexp has, and its metrics.json (when there is one) is nlpexp's (an object with a status)."""
+    import json
+
+    import yaml
+
+    from nlpexp import registry
+
+    try:
+        saved = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return "no readable .hydra/config.yaml"
+    task = (saved.get("task") or {}) if isinstance(saved, dict) else None
+    model = (saved.get("model") or {}) if isinstance(saved, dict) else None
+    if not isinstance(task, dict) or not isinstance(model, dict) or task.get("name") not in registry.TASKS \
+            or not model.get("name"):
+        return "its .hydra/config.yaml names no nlpexp task and model"
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
+    except (OSError, ValueError):
+        return None  # a torn metrics.json of a killed run: resumable
+    if isinstance(metrics, dict) and (folder / "metrics.json").exists() and "status" not in metrics:
+        return "its metrics.json has no status: another program wrote it"
+    return None
+
+
 def resume_args(args: list[str]) -> list[str]:
     """`resume=<run folder>` (or `resume=true`: this folder, else the newest unfinished run under outputs/)
-    becomes the saved run's own overrides + `hydra.run.dir=<that folder>`, so it continues in place."""
+    becomes the saved run's own overrides + `hydra.run.dir=<that folder>`, so it continues in place. The folder
+    is data, checked before anything of it is used: its overrides only task settings (replay_error), an nlpexp
+    run, not finished, not in use, and the task and model of the command line (when given) its own."""
     import yaml
 
     from nlpexp.runtime import find_unfinished_run
@@ -352,6 +550,22 @@ def resume_args(args: list[str]) -> list[str]:
     saved = folder / ".hydra" / "overrides.yaml"
     if not saved.exists():
         raise UserError(f"resume={target}: {folder} is not a run folder (no .hydra/overrides.yaml inside)")
+    try:
+        before = yaml.safe_load(saved.read_text()) or []
+    except (OSError, yaml.YAMLError) as err:
+        raise UserError(f"resume={target}: {saved} is not a list of overrides ({str(err).splitlines()[0]})") from None
+    if not isinstance(before, list) or not all(isinstance(o, str) for o in before):
+        raise UserError(f"resume={target}: {saved} is not a list of overrides")
+    rest_args, config_dir = config_dir_args(rest)
+    roots = config_roots([a for a in rest_args if not a.startswith("-")], config_dir)
+    for number, item in enumerate(before, 1):
+        why = replay_error(item, roots)
+        if why:  # Hydra's own settings (callbacks, launchers...) and configs from anywhere can name code to run
+            raise UserError(f"resume={target}: {saved} line {number} holds {item!r}, {why}: only the task's own "
+                            "settings are taken on resume (remove that line to continue)")
+    not_ours = nlpexp_run_error(folder)
+    if not_ours:
+        raise UserError(f"resume={target}: {folder} is not an nlpexp run folder ({not_ours})")
     from nlpexp.runtime import folder_state
 
     state, why = folder_state(folder)
@@ -359,16 +573,14 @@ def resume_args(args: list[str]) -> list[str]:
         raise UserError(f"resume={target}: {folder} already finished (metrics.json says complete)")
     if state == "running":
         raise UserError(f"resume={target}: {folder} is in use: {why}")
-    try:
-        before = yaml.safe_load(saved.read_text()) or []
-    except yaml.YAMLError as err:
-        raise UserError(f"resume={target}: {saved} is not a list of overrides ({str(err).splitlines()[0]})") from None
-    if not isinstance(before, list) or not all(isinstance(o, str) for o in before):
-        raise UserError(f"resume={target}: {saved} is not a list of overrides")
-    foreign = [o for o in before if o.lstrip("+~").startswith("hydra") or o.startswith("-") or "=" not in o]
-    if foreign:  # Hydra's own settings (callbacks, launchers...) can name code to run: never replayed
-        raise UserError(f"resume={target}: {saved} holds {foreign[0]!r}, which is not a task setting: only the "
-                        "task's own overrides are taken on resume (remove that line to continue)")
+    saved_cfg = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
+    for key in ("task", "model"):
+        given = [a.split("=", 1)[1].strip("'\"") for a in rest if a.lstrip("+~").startswith(f"{key}=")]
+        own = saved_cfg[key]["name"]
+        if given and given[-1] != own:
+            raise UserError(f"resume={target}: {folder} is a task={saved_cfg['task']['name']} "
+                            f"model={saved_cfg['model']['name']} run, not {key}={given[-1]}: a resume continues "
+                            f"the same run (drop {key}=), or start a new run without resume=")
     changed = {a.split("=", 1)[0].lstrip("+~") for a in rest if "=" in a}
     kept = set(before)
     before = [o for o in before if not o.lstrip("+~").startswith("resume=")
@@ -395,7 +607,7 @@ def hydra_main():
 def _saved_run_choices(args: list[str]) -> list[str]:
     """`mode=eval|predict|generate ckpt=<run>` without task=/model=: take them from the saved run's config."""
     given = {a.lstrip("+~").split("=", 1)[0]: a.split("=", 1)[1] for a in args if "=" in a}
-    ckpt = given.get("ckpt")
+    ckpt = given.get("ckpt", "").strip().strip("'\"")  # ckpt="outputs/x y": the folder, without Hydra's quotes
     if given.get("mode", "train") == "train" or not ckpt:
         return []
     saved = Path(ckpt).expanduser() / ".hydra" / "config.yaml"
@@ -514,6 +726,7 @@ def main() -> None:
     try:
         if not distributed.is_worker():  # a worker's arguments are its launcher's, already checked
             argument_errors(args)
+            grammar_errors(args)
         check_plugins(args)
         sweep = any(a in ("-m", "--multirun") for a in args)
         if sweep and any(a.startswith("resume=") and a.split("=", 1)[1].lower() != "true" for a in args):
