@@ -110,7 +110,7 @@ def run_job(cfg: DictConfig):
     try:
         return _run(cfg, hc, run_dir, multirun, cleanup, main_rank, started)
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (a scheduler's, kill): recorded, one line, exit 130/143
-        _interrupted(stop, run_dir, cfg, main_rank)
+        _interrupted(stop, run_dir, cfg, main_rank, hc.sweep.dir if multirun else None)
     finally:
         _restore_sigterm(previous)
         watchdog.job_done()
@@ -148,9 +148,10 @@ def _restore_sigterm(previous) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _interrupted(stop: KeyboardInterrupt, run_dir: Path, cfg: DictConfig, main_rank: bool):
+def _interrupted(stop: KeyboardInterrupt, run_dir: Path, cfg: DictConfig, main_rank: bool, sweep_dir=None):
     """A run stopped by SIGINT/SIGTERM: metrics.json says interrupted (a run already complete stays so), one line
-    says where and how to continue, exit 128 + the signal (130, 143); a sweep stops there too."""
+    says where and how to continue, exit 128 + the signal (130, 143); a sweep stops there too (run again into
+    its folder, it reuses its finished jobs and resumes this one)."""
     import signal
 
     from nlpexp import distributed, runtime
@@ -171,6 +172,9 @@ def _interrupted(stop: KeyboardInterrupt, run_dir: Path, cfg: DictConfig, main_r
     if main_rank and not distributed.is_worker():  # a torchrun rank: its launcher says it
         if done:
             line = f"nlpexp: interrupted ({name}) after the run completed: {run_dir}"
+        elif sweep_dir is not None:  # the sweep stops; run again into its folder, it reuses and resumes its jobs
+            line = (f"nlpexp: interrupted ({name}) {where} in sweep job {run_dir}: the same command with "
+                    f"hydra.sweep.dir={sweep_dir} continues the sweep")
         elif cfg.get("mode", "train") == "train":
             line = f"nlpexp: interrupted ({name}) {where}: resume={run_dir} continues it"
         else:
