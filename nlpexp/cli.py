@@ -756,6 +756,10 @@ def main() -> None:
 
     try:
         hydra_main()
+    except KeyboardInterrupt:  # Ctrl-C outside a run's own handling (Hydra starting up, a sweep's launcher)
+        print("nlpexp: interrupted (SIGINT): a run folder it made says so; run the same command again (resume= "
+              "continues a run, hydra.sweep.dir=<its folder> a sweep)", file=sys.stderr)
+        sys.exit(130)
     finally:  # a folder claimed by the pre-run check is let go however the run ends
         release()
 

@@ -133,4 +133,15 @@ def launch(overrides: list[str], run_dir: Path, nproc: int, rendezvous: list[str
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     if "verbose=true" not in overrides:  # the C++ side's advice (e.g. DDP's find_unused_parameters notice)
         env.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-    return subprocess.run(cmd, check=False, env=env).returncode
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM (run.Interrupted): torchrun passes it on to its workers
+        import signal
+
+        proc.send_signal(getattr(stop, "signum", signal.SIGINT))
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
