@@ -375,7 +375,7 @@ def _rendezvous(trainer: DictConfig, hc, multirun: bool) -> list[str]:
 def _launch_data_parallel(cfg: DictConfig, overrides: list[str], run_dir: Path, nproc: int, multirun: bool,
                           rendezvous: list[str] | None = None):
     """This process only starts the workers; rank 0 of them writes metrics.json as any run does."""
-    from nlpexp import distributed
+    from nlpexp import distributed, runtime
 
     code = distributed.launch(overrides, run_dir, nproc, rendezvous)
     if distributed.other_node():  # node 0's launcher records how the run ended
@@ -383,7 +383,7 @@ def _launch_data_parallel(cfg: DictConfig, overrides: list[str], run_dir: Path, 
             sys.exit(code)
         return None
     path = run_dir / "metrics.json"
-    summary = json.loads(path.read_text()) if path.exists() else {}
+    summary = runtime.read_metrics(run_dir) or {}
     if code != 0 or summary.get("status") != "complete":
         if summary.get("status") != "failed" and run_dir.exists():
             _write_json(path, _failed(f"data-parallel workers exited with code {code}"))
