@@ -81,12 +81,14 @@ LIBRARY_MODULES = r"(transformers|datasets|huggingface_hub|sentence_transformers
 
 def quiet(verbose: bool = False) -> None:
     """The libraries' own output off (weight-loading and shard-writing bars, INFO lines, the font-cache
-    notice); their warnings and errors stay. verbose=true leaves everything as the libraries print it."""
+    notice); their warnings and errors stay. verbose=true leaves everything as the libraries print it. An unknown
+    NLPEXP_PROGRESS is refused here (UserError), at the start of a run."""
     import logging
     import os
     import sys
     import warnings
 
+    style()  # an unknown NLPEXP_PROGRESS is refused before the run builds anything
     for name in LIBRARIES:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
     # a glyph the font lacks (plots fall back to label indices: metrics.drawable)
@@ -115,14 +117,33 @@ def quiet(verbose: bool = False) -> None:
         huggingface_hub.utils.enable_progress_bars() if verbose else huggingface_hub.utils.disable_progress_bars()
 
 
+STYLES = ("bar", "plain", "off")
+
+
+def progress_error() -> str | None:
+    """One line when NLPEXP_PROGRESS is set to none of STYLES (checked before a run starts: a typo is not ignored)."""
+    import os
+
+    given = os.environ.get("NLPEXP_PROGRESS", "")
+    if given.strip() and given.strip().lower() not in STYLES:
+        return f"NLPEXP_PROGRESS={given} is not a progress style: use {'|'.join(STYLES)}, or unset it (a bar on a " \
+               "terminal, plain lines elsewhere)"
+    return None
+
+
 def style() -> str:
     """How progress is shown: "bar" on a terminal, "plain" lines elsewhere (CI logs, `| tee`), or "off";
-    NLPEXP_PROGRESS=bar|plain|off chooses."""
+    NLPEXP_PROGRESS=bar|plain|off chooses (another value is refused: UserError)."""
     import os
     import sys
 
+    from nlpexp.errors import UserError
+
+    problem = progress_error()
+    if problem:
+        raise UserError(problem)
     chosen = os.environ.get("NLPEXP_PROGRESS", "").strip().lower()
-    if chosen in ("bar", "plain", "off"):
+    if chosen in STYLES:
         return chosen
     return "bar" if sys.stderr.isatty() else "plain"
 

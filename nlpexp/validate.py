@@ -61,6 +61,9 @@ def config_errors(cfg: DictConfig, overrides=()) -> list[str]:
         missing = missing_dependency(cfg)
         if missing:
             errors.append(missing)
+    from nlpexp.console import progress_error
+
+    errors += [progress_error()] if progress_error() else []
     return errors
 
 

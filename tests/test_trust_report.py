@@ -180,3 +180,37 @@ def test_a_report_file_that_cannot_be_written_keeps_the_earlier_one(tmp_path, mo
         f"nlpexp-report: error: cannot write {root}/report.html: No space left on device"
     assert (root / "report.html").read_text() == "the earlier report"
     assert not list(root.glob(".report*"))
+
+
+# -- 4. tracebacks that are one line -------------------------------------------------------------------------------
+def test_lora_on_layers_the_model_lacks_names_the_ones_it_has(nlpexp, tmp_path):
+    run = tmp_path / "lora"
+    line = one_line(nlpexp("task=finsent", "model=minilm", "+smoke=true", "model.lora.r=4",
+                           "model.lora.target_modules=[no_such_layer]", f"hydra.run.dir={run}"))
+    assert line.startswith("nlpexp: error: model.lora.target_modules=[no_such_layer]: ")
+    assert "query, key, value, dense" in line
+    assert not run.exists()  # the folder this run made is taken away
+
+
+def test_doc2vec_with_no_word_min_count_times_is_one_line(nlpexp, tmp_path):
+    line = one_line(nlpexp("task=finsent", "model=doc2vec", "+smoke=true", "model.min_count=100000",
+                           f"hydra.run.dir={tmp_path / 'd2v'}"))
+    assert "no word occurs model.min_count=100000 times" in line and "lower model.min_count" in line
+    pairs = tmp_path / "numbers.csv"
+    pairs.write_text("text_1,text_2,label\n" + "".join(f"{1000 + 4 * i},{1001 + 4 * i},{i % 2}\n" for i in range(40)))
+    line = one_line(nlpexp("task=embedding", "model=doc2vec", "+smoke=true", f"data.path={pairs}",
+                           f"hydra.run.dir={tmp_path / 'emb'}"))
+    assert "no word occurs model.min_count=2 times" in line and "none more often than 1 times" in line
+
+
+def test_an_unknown_progress_style_is_refused_before_the_run(nlpexp, tmp_path, monkeypatch):
+    from nlpexp import console
+
+    monkeypatch.setenv("NLPEXP_PROGRESS", "fancy")
+    run = tmp_path / "run"
+    line = one_line(nlpexp("task=posenc", "+smoke=true", f"hydra.run.dir={run}"))
+    assert line == ("nlpexp: error: NLPEXP_PROGRESS=fancy is not a progress style: use bar|plain|off, or unset it "
+                    "(a bar on a terminal, plain lines elsewhere)")
+    assert not run.exists()
+    monkeypatch.setenv("NLPEXP_PROGRESS", " Plain ")
+    assert console.style() == "plain" and console.progress_error() is None

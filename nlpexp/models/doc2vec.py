@@ -29,6 +29,7 @@ def train_doc2vec(texts, model_cfg, seed: int, progress: bool = False):
     docs = [TaggedDocument(tokenize(t, c.lowercase), [i]) for i, t in enumerate(texts)]
     d2v = Doc2Vec(vector_size=c.vector_size, window=c.window, min_count=c.min_count, epochs=c.epochs, dm=c.dm,
                   dbow_words=c.dbow_words, seed=seed, workers=1, hashfxn=stable_hash)
+    empty_vocabulary(docs, c.min_count)
     d2v.build_vocab(docs)
 
     class Progress(CallbackAny2Vec):
@@ -42,6 +43,20 @@ def train_doc2vec(texts, model_cfg, seed: int, progress: bool = False):
         d2v.train(docs, total_examples=len(docs), epochs=c.epochs, callbacks=[Progress(bar)])
     d2v.callbacks = ()
     return d2v
+
+
+def empty_vocabulary(docs, min_count: int) -> None:
+    """A UserError when no word occurs min_count times in the training texts (gensim would fail in train())."""
+    from collections import Counter
+
+    from nlpexp.errors import UserError
+
+    counts = Counter(word for doc in docs for word in doc.words)
+    if not counts or max(counts.values()) < int(min_count):
+        most = max(counts.values()) if counts else 0
+        raise UserError(f"Doc2Vec has no vocabulary: no word occurs model.min_count={min_count} times in the "
+                        f"{len(docs)} training texts ({len(counts)} distinct words, none more often than {most} "
+                        f"times): lower model.min_count")
 
 
 def infer_epochs(model_cfg) -> int:

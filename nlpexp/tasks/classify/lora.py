@@ -29,10 +29,27 @@ def wrap(model, lora):
     """The model with LoRA adapters (peft's PeftModelForSequenceClassification): only they and the head train."""
     from peft import LoraConfig, TaskType, get_peft_model
 
+    from nlpexp.errors import UserError
+
+    targets = list(lora.target_modules) if lora.get("target_modules") else None
     config = LoraConfig(task_type=TaskType.SEQ_CLS, r=int(lora.r), lora_alpha=int(lora.alpha),
-                        lora_dropout=float(lora.dropout),
-                        target_modules=list(lora.target_modules) if lora.get("target_modules") else None)
-    return get_peft_model(model, config)
+                        lora_dropout=float(lora.dropout), target_modules=targets)
+    try:
+        return get_peft_model(model, config)
+    except ValueError as err:  # peft: no module matched, or one it cannot adapt (LayerNorm, Embedding ...)
+        said = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0].rstrip(".")
+        given = f"[{', '.join(map(str, targets))}]" if targets else "null"
+        raise UserError(f"model.lora.target_modules={given}: {said[:160]} (peft); the layers LoRA can adapt in "
+                        f"this model: {', '.join(linear_names(model))}") from None
+
+
+def linear_names(model) -> list[str]:
+    """The last name of every Linear (or GPT-2 Conv1D) layer, once each: what model.lora.target_modules takes."""
+    import torch
+
+    names = [name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+             if name and (isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D")]
+    return list(dict.fromkeys(names))
 
 
 def describe(model, lora) -> dict:
