@@ -48,7 +48,9 @@ def collect_runs(root: Path) -> list[dict]:
         path = run / "metrics.json"
         try:
             summary = json.loads(path.read_text()) if path.exists() else {"status": "incomplete"}
-        except json.JSONDecodeError:
+        except (OSError, ValueError):
+            summary = None
+        if not isinstance(summary, dict):  # torn, or not a JSON object (a list, a number)
             summary = {"status": "incomplete", "error": "unreadable metrics.json"}
         if "task" not in summary and (run / ".hydra" / "config.yaml").exists():
             saved = yaml.safe_load((run / ".hydra" / "config.yaml").read_text()) or {}

@@ -133,6 +133,13 @@ def test_report_redacts_secrets_an_old_run_saved(tmp_path, capsys):
     assert [p for p in written if OPENAI.encode() in p.read_bytes() or RANDOM.encode() in p.read_bytes()] == []
 
 
+def test_a_metrics_json_that_is_not_an_object_reports_as_unreadable(tmp_path, capsys):
+    fake_run(tmp_path / "0", {"val_accuracy": 0.5}, ["model=minilm"])
+    (tmp_path / "0" / "metrics.json").write_text("[1, 2]")
+    report.main([str(tmp_path)])
+    assert "unreadable metrics.json" in (tmp_path / "report.md").read_text()
+
+
 # -- 3. a full disk under --out ------------------------------------------------------------------------------------
 def test_report_to_a_full_disk_is_one_line_and_no_truncated_file(tmp_path, capsys):
     if os.geteuid() != 0:
