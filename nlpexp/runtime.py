@@ -335,7 +335,9 @@ def earlier_job(folder: Path, overrides: list[str]) -> tuple[str | None, object]
     saved = found.get("overrides")
     if not isinstance(saved, list):  # None: a folder of a version that did not record them: run in place as before
         return None, None
-    if not same_overrides(saved, overrides):
+    from nlpexp.secrets import redact
+
+    if not same_overrides(saved, redact(list(overrides))):  # metrics.json keeps them with secrets redacted
         return "other", (f"{folder} holds another job ({' '.join(saved) or 'no overrides'}), not "
                          f"{' '.join(overrides) or 'no overrides'}")
     return ("complete", found) if state == "complete" else ("resume", None)

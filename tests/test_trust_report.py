@@ -140,6 +140,15 @@ def test_a_metrics_json_that_is_not_an_object_reports_as_unreadable(tmp_path, ca
     assert "unreadable metrics.json" in (tmp_path / "report.md").read_text()
 
 
+def test_a_sweep_job_with_a_secret_is_recognised_when_the_sweep_runs_again(tmp_path):
+    from nlpexp import runtime
+
+    job = ["seed=1", f"+x.api_key={OPENAI}", f"+x.endpoint={RANDOM}"]
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "complete", "overrides": secrets.redact(job)}))
+    assert runtime.earlier_job(tmp_path, job)[0] == "complete"  # saved redacted, compared redacted
+    assert runtime.earlier_job(tmp_path, ["seed=2", *job[1:]])[0] == "other"
+
+
 # -- 3. a full disk under --out ------------------------------------------------------------------------------------
 def test_report_to_a_full_disk_is_one_line_and_no_truncated_file(tmp_path, capsys):
     if os.geteuid() != 0:
