@@ -1,5 +1,6 @@
 """Saved model folders: written whole or not at all, damaged ones refused in one line, nothing in them runs code
 (no foreign sentence-transformers module, no gensim pickle), and a saved Doc2Vec run re-scored the same."""
+import hashlib
 import json
 import os
 import pickle
@@ -70,7 +71,8 @@ def test_write_dir_replaces_a_folder_whole_and_lists_its_files(tmp_path):
         (tmp / "sub").mkdir()
         (tmp / "sub" / "a.json").write_text("[1]")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
-    assert json.loads((target / MANIFEST).read_text()) == {"sub/a.json": 3}
+    assert json.loads((target / MANIFEST).read_text()) == {
+        "sub/a.json": {"size": 3, "sha256": hashlib.sha256(b"[1]").hexdigest()}}
     with pytest.raises(KeyError):  # a failed re-save keeps the folder that was there
         with write_dir(target) as tmp:
             (tmp / "x").write_text("x")
