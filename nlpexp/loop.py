@@ -12,7 +12,8 @@ with loss and throughput, per-epoch history rows, evaluation hooks, logger hooks
 
 Resume: a checkpoint holds the weights, the optimizer, scheduler and scaler state, the torch RNG, the position in
 the epoch and the evaluator's state, in safetensors + JSON (nothing pickled), written to a temporary folder and
-renamed, loop_state.json last. An epoch's batches depend only on (seed, epoch), so a run killed mid-epoch and
+renamed when whole, with saved_files.json (each file's size and sha256: runtime.latest_checkpoint checks it before
+resume picks a checkpoint). An epoch's batches depend only on (seed, epoch), so a run killed mid-epoch and
 resumed sees the rest of that epoch's batches, with the same dropout draws: on CPU it ends with the uninterrupted
 run's weights and metrics.
 """
@@ -225,8 +226,8 @@ def fit(job: Job, s: Settings, device: str, *, run_dir: Path | None = None, eval
         bar.close()
     model.eval()
     if ckpt_dir is not None:
-        for old in ckpt_dir.glob("checkpoint-*"):
-            if (old / STATE).exists() or old.name.endswith(".tmp"):
+        for old in ckpt_dir.glob("checkpoint-*"):  # complete ones, and what a killed save left (.tmp-<pid>, .old-)
+            if (old / STATE).exists() or _step_of(old) is None:
                 shutil.rmtree(old, ignore_errors=True)
     seconds = time.time() - started
     info.update(train_steps=step, train_minutes=round(seconds / 60, 2),
@@ -270,12 +271,30 @@ def _split(state: dict) -> tuple[dict, dict]:
 
 
 def save_checkpoint(ckpt_dir: Path, step: int, model, opt, sched, scaler, evaluate, **position) -> Path:
+    """checkpoint-<step> in ckpt_dir, written whole or not at all (saved.write_dir: a temporary sibling holding
+    every file and saved_files.json with their sha256, renamed into place); the newest two are kept."""
+    from nlpexp.saved import write_dir
+
+    folder = ckpt_dir / f"checkpoint-{step}"
+    with write_dir(folder) as tmp:  # checkpoint-<step>.tmp-<pid>, sealed (saved_files.json) and renamed when whole
+        _write_checkpoint(tmp, step, model, opt, sched, scaler, evaluate, position)
+    older = sorted((p for p in ckpt_dir.glob("checkpoint-*")
+                    if _step_of(p) is not None and (p / STATE).exists() and p != folder), key=_step_of)
+    for old in older[:-1]:  # the newest two stay: a crash while writing one leaves the other
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def _step_of(folder: Path) -> int | None:
+    """N of a complete-named checkpoint-N folder (None: a temporary name of a save in progress or killed)."""
+    tail = folder.name.split("-", 1)[-1]
+    return int(tail) if folder.name.startswith("checkpoint-") and tail.isdigit() else None
+
+
+def _write_checkpoint(tmp: Path, step: int, model, opt, sched, scaler, evaluate, position: dict) -> None:
     import torch
     from safetensors.torch import save_file, save_model
 
-    folder, tmp = ckpt_dir / f"checkpoint-{step}", ckpt_dir / f"checkpoint-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     save_model(model, str(tmp / "model.safetensors"))
     optim = opt.state_dict()
     tensors, plain = {}, {}
@@ -293,13 +312,6 @@ def save_checkpoint(ckpt_dir: Path, step: int, model, opt, sched, scaler, evalua
              "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler else None,
              "evaluator": ev_plain}
     (tmp / STATE).write_text(json.dumps(state, default=float))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    older = sorted((p for p in ckpt_dir.glob("checkpoint-*") if (p / STATE).exists() and p != folder),
-                   key=lambda p: int(p.name.split("-")[-1]))
-    for old in older[:-1]:  # the newest two stay: a crash while writing one leaves the other
-        shutil.rmtree(old, ignore_errors=True)
-    return folder
 
 
 def load_checkpoint(folder: Path, model, opt, sched, scaler, evaluate) -> dict:
@@ -308,11 +320,14 @@ def load_checkpoint(folder: Path, model, opt, sched, scaler, evaluate) -> dict:
 
     from nlpexp.errors import UserError
 
+    from nlpexp.saved import loading
+
     if not (folder / STATE).exists():
         raise UserError(f"{folder} is not a checkpoint of this loop (no {STATE}): resume needs one")
-    state = json.loads((folder / STATE).read_text())
-    load_model(model, str(folder / "model.safetensors"), device=str(next(model.parameters()).device))
-    tensors = load_file(str(folder / "optimizer.safetensors"))
+    with loading(folder, check=False):  # its saved_files.json was checked when resume chose it: damage is one line
+        state = json.loads((folder / STATE).read_text())
+        load_model(model, str(folder / "model.safetensors"), device=str(next(model.parameters()).device))
+        tensors = load_file(str(folder / "optimizer.safetensors"))
     optim = {"param_groups": state["optimizer"]["param_groups"], "state": {}}
     for pid, plain in state["optimizer"]["state"].items():
         entry = dict(plain)
