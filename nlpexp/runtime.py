@@ -155,21 +155,88 @@ def share_gpus(hydra_cfg, device: str, nproc: int) -> str | None:
     return mine
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint in run_dir/checkpoints: the Trainer's (trainer_state.json is written last)
-    or nlpexp.loop's (loop_state.json, in a folder renamed into place when complete)."""
-    found = [p for p in (Path(run_dir) / "checkpoints").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
-             and ((p / "trainer_state.json").exists() or (p / "loop_state.json").exists())]
-    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+STATE_FILES = ("trainer_state.json", "loop_state.json")  # the Trainer's and nlpexp.loop's, each written last
+STAGING = ".staging"  # checkpoints/.staging/checkpoint-N: a Trainer step checkpoint being written (trainer.py)
+
+
+def _step(folder: Path) -> int | None:
+    tail = folder.name.split("-", 1)[-1]
+    return int(tail) if folder.name.startswith("checkpoint-") and tail.isdigit() else None
+
+
+def checkpoint_damage(folder: Path) -> str | None:
+    """Why resume cannot start from this checkpoint-N folder (None: it can). Checkpoints are sealed: saved_files.json
+    lists each file's size and sha256 (saved.seal, before the rename into place); every listed file must match.
+    A checkpoint without that list was written by an earlier version (whose state file was its last write): it is
+    taken when that state file is there and no file is empty."""
+    from nlpexp.saved import MANIFEST, damage
+
+    folder = Path(folder)
+    if (folder / MANIFEST).is_file():
+        reason = damage(folder)
+        if reason is not None:
+            return reason
+    else:
+        try:
+            empty = sorted(p.name for p in folder.iterdir() if p.is_file() and p.stat().st_size == 0)
+        except OSError as err:
+            return f"unreadable: {err.strerror or err}"
+        if empty:
+            return f"{empty[0]} is empty"
+    if not any((folder / name).is_file() for name in STATE_FILES):
+        return f"no {' or '.join(STATE_FILES)}"
+    return None
+
+
+def latest_checkpoint(run_dir: Path, skipped: list | None = None) -> Path | None:
+    """The newest complete checkpoint in run_dir/checkpoints: a checkpoint-N folder (temporary names of a save in
+    progress or killed never count) that checkpoint_damage finds whole, the Trainer's or nlpexp.loop's. Newer
+    ones that are not whole are appended to `skipped` as (folder, why)."""
+    found = [p for p in (Path(run_dir) / "checkpoints").glob("checkpoint-*") if _step(p) is not None and p.is_dir()]
+    for folder in sorted(found, key=_step, reverse=True):
+        why = checkpoint_damage(folder)
+        if why is None:
+            return folder
+        if skipped is not None:
+            skipped.append((folder, why))
+    return None
+
+
+def clear_unfinished_saves(run_dir: Path, incomplete=()) -> None:
+    """Remove what killed saves left in run_dir/checkpoints: temporary folders (checkpoint-N.tmp-<pid>, .old-<pid>,
+    .staging/) and the `incomplete` checkpoint-N folders (newer than the one resumed from: training writes them
+    again)."""
+    import shutil
+
+    ckpts = Path(run_dir) / "checkpoints"
+    left = [*ckpts.glob("checkpoint-*.tmp*"), *ckpts.glob("checkpoint-*.old-*"), ckpts / STAGING,
+            *ckpts.glob(f"*/{STAGING}"), *incomplete]
+    for folder in left:
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def resume_point(cfg, run_dir: Path):
-    """cfg with `resume_from` set to the run's last checkpoint (None: nothing saved yet, train from the start)."""
+    """cfg with `resume_from` set to the run's last complete checkpoint (None: nothing saved yet, train from the
+    start). Newer incomplete ones are named in one line on stderr and removed, with the leftovers of killed saves."""
+    import sys
+
     from omegaconf import open_dict
 
-    latest = latest_checkpoint(run_dir)
+    from nlpexp import distributed
+
+    skipped: list = []
+    latest = latest_checkpoint(run_dir, skipped)
+    main = distributed.is_main_process()  # torchrun: every rank finds the same one; rank 0 tidies and tells
+    if main:
+        clear_unfinished_saves(run_dir, [folder for folder, _ in skipped])
     with open_dict(cfg):
         cfg.resume_from = str(latest) if latest else None
+    if skipped and main:
+        (first, why), more = skipped[0], [f.name for f, _ in skipped[1:]]
+        also = f" (and {', '.join(more)})" if more else ""
+        then = f"resuming from {latest.name}" if latest else "no complete checkpoint: starting again from the beginning"
+        print(f"nlpexp: {first.name} is incomplete ({why}){also}: {then}", file=sys.stderr)
     if latest:
         print(f"resuming from {latest}")
     else:
