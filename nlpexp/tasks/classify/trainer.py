@@ -14,7 +14,8 @@ import numpy as np
 
 from nlpexp import hub
 from nlpexp.hub import builds_small
-from nlpexp.saved import write_dir
+from nlpexp.runtime import STAGING
+from nlpexp.saved import check_files, write_dir
 from nlpexp.tasks.classify import lora
 from nlpexp.tasks.classify.head_map import fit_head
 
@@ -266,17 +267,27 @@ def save_every(steps: int):
 
 
 def resumable_trainer(seed: int):
-    """The Trainer with a length-grouped shuffle that depends only on (seed, epoch).
+    """The Trainer with a length-grouped shuffle that depends only on (seed, epoch), and checkpoints written whole.
 
     Stock LengthGroupedSampler draws its permutation from the global torch RNG when the epoch starts; a run
     resumed mid-epoch starts that epoch in a new process with another RNG state, so the rest of the epoch would
     see other batches. Seeding the shuffle per epoch gives the resumed run the uninterrupted run's batches (and
-    every data-parallel rank the same permutation)."""
+    every data-parallel rank the same permutation).
+
+    transformers writes checkpoint-N file by file under its final name: a run killed (or out of disk) in the middle
+    left a folder resume took for complete. _save_checkpoint lets it write into a staging folder, seals it
+    (saved_files.json) and renames it into place (runtime.latest_checkpoint checks the seal before resuming)."""
     import math
 
     import torch
     from transformers import Trainer
     from transformers.trainer_pt_utils import LengthGroupedSampler
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints
+
+    from nlpexp.runtime import STAGING
+    from nlpexp.saved import place, seal
+
+    TRAINER_STATE_NAME = "trainer_state.json"
 
     class EpochSeededSampler(LengthGroupedSampler):
         trainer = None
@@ -288,11 +299,46 @@ def resumable_trainer(seed: int):
 
     class ResumableTrainer(Trainer):
         step_loss = None  # this optimiser step's loss so far (a tensor: read by the console, no sync per step)
+        staging = None    # while a checkpoint is written: the folder transformers writes checkpoint-N into
 
         def training_step(self, *args, **kwargs):
             loss = super().training_step(*args, **kwargs)  # already divided by the accumulation steps
             self.step_loss = loss if self.step_loss is None else self.step_loss + loss
             return loss
+
+        def _get_output_dir(self, trial):
+            return self.staging or super()._get_output_dir(trial)
+
+        def _save_checkpoint(self, model, trial):
+            """transformers' checkpoint-N, written whole or not at all: into <output_dir>/.staging/checkpoint-N,
+            sealed (saved_files.json: each file's size and sha256), then renamed into place; the best checkpoint's
+            path and the rotation (save_total_limit) are then those of the final folders."""
+            run_dir = Path(super()._get_output_dir(trial))
+            name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            staging, final = run_dir / STAGING, run_dir / name
+            if self.args.should_save:  # what a killed save left of this step
+                shutil.rmtree(staging / name, ignore_errors=True)
+            self.accelerator.wait_for_everyone()  # data parallel: every rank writes its rng state into the same folder
+            self.staging = str(staging)
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self.staging = None
+            self.accelerator.wait_for_everyone()
+            best = self.state.best_global_step
+            if best and self.args.save_strategy in (SaveStrategy.STEPS, SaveStrategy.EPOCH, SaveStrategy.BEST) \
+                    and (best == self.state.global_step or (run_dir / f"{PREFIX_CHECKPOINT_DIR}-{best}").is_dir()):
+                self.state.best_model_checkpoint = str(run_dir / f"{PREFIX_CHECKPOINT_DIR}-{best}")
+            elif str(self.state.best_model_checkpoint or "").startswith(str(staging)):
+                self.state.best_model_checkpoint = None
+            if self.args.should_save:
+                self.state.save_to_json(str(staging / name / TRAINER_STATE_NAME))  # the final best path in it
+                seal(staging / name)
+                place(staging / name, final)
+                shutil.rmtree(staging, ignore_errors=True)
+                rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
+                                   best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+            self.accelerator.wait_for_everyone()  # every rank sees checkpoint-N before training goes on
 
         def _get_train_sampler(self, train_dataset=None):
             sampler = super()._get_train_sampler(train_dataset)
@@ -454,7 +500,8 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model,
     clf = TorchClassifier(tokenizer, model, device, tr.max_length, precision, lora_base=base)
     clf.save(ckpt_dir / "best")
     if not tr.keep_checkpoints:
-        for old in [*ckpt_dir.glob("checkpoint-*"), *ckpt_dir.glob("ingredient-*"), *ckpt_dir.glob(lora.BASE)]:
+        for old in [*ckpt_dir.glob("checkpoint-*"), *ckpt_dir.glob("ingredient-*"), *ckpt_dir.glob(lora.BASE),
+                    ckpt_dir / STAGING]:
             shutil.rmtree(old, ignore_errors=True)
     info = {"train_samples_per_s": round(samples_per_s, 2), "precision": precision,
             "grad_accum": int(tr.grad_accum),
@@ -530,6 +577,8 @@ def _train(cfg, model, tokenizer, data: dict, labels: list[str], run_dir: Path, 
         show_progress(trainer, float(tr.epochs))
     if loggers.name(cfg) == "wandb" and trainer.is_world_process_zero():  # TensorBoard streams through report_to
         trainer.add_callback(stream_logs(loggers.step_logger(cfg, run_dir)))
+    if cfg.get("resume_from"):  # as resume chose it (its hashes are remembered: not read twice)
+        check_files(cfg.resume_from)
     out = trainer.train(resume_from_checkpoint=cfg.get("resume_from"))
     trainer.accelerator.wait_for_everyone()  # every rank has loaded the best epoch before rank 0 prunes checkpoints
     return trainer, out
