@@ -99,7 +99,7 @@ def test_a_step_checkpoint_resumes_to_the_same_weights(tmp_path):
         loop.fit(killed, settings(save_steps=2), "cpu", run_dir=tmp_path, on_log=die_after_5)
     (ckpt,) = [p for p in (tmp_path / "checkpoints").glob("checkpoint-*") if p.name == "checkpoint-4"]
     assert sorted(p.name for p in ckpt.iterdir()) == ["loop_state.json", "model.safetensors",
-                                                      "optimizer.safetensors"]  # nothing pickled
+                                                      "optimizer.safetensors", "saved_files.json"]  # nothing pickled
     state = json.loads((ckpt / "loop_state.json").read_text())
     assert 0 < state["cpu"] < 60
     (ckpt / "loop_state.json").write_text(json.dumps({**state, "cpu": 600.0}))  # as if 10 CPU minutes had run

@@ -13,20 +13,8 @@ from safetensors.torch import load_file
 RUN = ["+smoke=true", "model=bert", "device=cpu", "trainer.epochs=2", "trainer.max_steps=-1", "trainer.lr=1e-3",
        "trainer.save_steps=2"]
 
-KILLER = """
-import os, signal, sys
-from transformers import Trainer
-from nlpexp.cli import main
-
-save = Trainer._save_checkpoint
-def save_then_die(self, *args, **kwargs):  # SIGKILL right after checkpoint-6: epoch 2, step 2 of 4
-    save(self, *args, **kwargs)
-    if self.state.global_step == 6:
-        os.kill(os.getpid(), signal.SIGKILL)
-Trainer._save_checkpoint = save_then_die
-sys.argv = ["nlpexp", *sys.argv[1:]]
-main()
-"""
+sys.path.insert(0, os.path.dirname(__file__))
+from killer import KILL_AFTER_TRAINER_CHECKPOINT_6 as KILLER  # noqa: E402  (SIGKILL right after checkpoint-6)
 
 
 def test_kill_9_mid_epoch_then_resume_equals_the_uninterrupted_run(nlpexp, tmp_path, monkeypatch):
