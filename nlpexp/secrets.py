@@ -2,16 +2,21 @@
 given on the command line that is, or looks like, a secret is replaced by REDACTED in the run's .hydra/ files, a
 sweep's multirun.yaml, metrics.json, logger params, the printed config, the job's log file and the report files.
 
-By key: a key looks like a secret when one of its `_`/`-`-separated words is token, key, secret, password, passwd,
-apikey, credential(s), auth, bearer, privatekey or passphrase: `hf_token`, `WANDB_API_KEY`, `db_password`,
-`MY_SERVICE_CREDENTIAL`, `private_key` do; `max_new_tokens`, `tokenizer`, `keep_checkpoints`, `author` do not.
+By key: a key looks like a secret when one of its words (split at `_`, `-` and camelCase boundaries: `hfToken`,
+`HFToken`) is token, key, secret, password, passwd, pwd, pat, apikey, credential(s), auth, bearer, privatekey or
+passphrase, or ends in token, key, secret, password, passwd, apikey or credential(s) (`HFTOKEN`, `dbpassword`), a
+few ordinary words aside (monkey, hotkey, ...): `hf_token`, `WANDB_API_KEY`, `DB_PWD`, `GITHUB_PAT`, `HF_AUTH`,
+`MY_SERVICE_CREDENTIAL`, `private_key` do; `max_new_tokens`, `tokenizer`, `keep_checkpoints`, `sort_keys`,
+`author`, `path`, `patience` do not.
 By value, under any key (`+hydra.job.env_set.MY_SERVICE=sk-...`): the shapes of known tokens (OpenAI `sk-`/
 `sk-proj-`, Hugging Face `hf_`, GitHub `ghp_`/`gho_`/`ghs_`/`ghu_`/`ghr_`/`github_pat_`, Slack `xoxb-`/`xoxp-`, AWS
 `AKIA`/`ASIA`) and long random-looking tokens (32+ characters of [A-Za-z0-9_-+/] and `=` padding, letters and digits
 of all three classes that change class often, some piece between separators 10+ long, high Shannon entropy).
 Never by value: git commits and sha256 digests (hex), uuids, paths, hub ids (sentence-transformers/all-MiniLM-L6-v2),
 words, timestamps.
-A URL's password (`postgresql://user:PASSWORD@host/db`, an Optuna study's storage) is replaced under any key.
+In URLs, under any key: the password (`postgresql://user:PASSWORD@host/db`, an Optuna study's storage,
+`https://:TOKEN@host`), a user name that is not a plain short name (`https://TOKEN@github.com/x`: a token given as the
+user) and query parameters with a secret-looking name (`?token=...&api_key=...`).
 """
 import math
 import os
@@ -20,10 +25,21 @@ from collections import Counter
 from pathlib import Path
 
 REDACTED = "REDACTED"
-_WORDS = {"token", "key", "secret", "password", "passwd", "apikey", "credential", "credentials", "auth", "bearer",
-          "privatekey", "passphrase"}
-# the password of a URL's user (hydra.sweeper.storage=postgresql://user:PASSWORD@host/db), whatever its key
-_URL_PASSWORD = re.compile(r"(://[^/:@\s]+:)[^/@\s]+@")
+_WORDS = {"token", "key", "secret", "password", "passwd", "pwd", "pat", "apikey", "credential", "credentials",
+          "auth", "bearer", "privatekey", "passphrase"}
+# a word ending in one of these is a secret's name too (HFTOKEN, dbpassword, openaiapikey) ...
+_ENDINGS = ("token", "key", "secret", "password", "passwd", "apikey", "credential", "credentials")
+# ... but for these ordinary words
+_ORDINARY = {"monkey", "donkey", "turkey", "hotkey", "jockey", "hockey", "whiskey", "turnkey", "keykey"}
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+# the password of a URL's user (hydra.sweeper.storage=postgresql://user:PASSWORD@host/db, https://:TOKEN@host),
+# whatever its key
+_URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^/@\s]+@")
+# a URL's user without a password (https://TOKEN@github.com/x): kept only when it is a plain short user name
+_URL_USER = re.compile(r"(://)([^/:@\s]+)@")
+_PLAIN_USER = re.compile(r"[a-z][a-z0-9._-]{0,15}|[A-Za-z][a-z]{0,15}")
+# a URL's query parameter (?token=...&api_key=...): its value, when its name looks like a secret's
+_QUERY = re.compile(r"([?&;])([^=&#?\s/'\"]+)=([^&#\s'\",\]\}]+)")
 # the shapes of known tokens, whatever their key
 _KNOWN = re.compile(
     r"(?<![A-Za-z0-9])(?:"
@@ -33,6 +49,7 @@ _KNOWN = re.compile(
     r"|xox[abposr]-[A-Za-z0-9\-]{10,}"                          # Slack
     r"|(?:AKIA|ASIA)[0-9A-Z]{16}(?![0-9A-Za-z])"                # AWS access key ids
     r")")
+_OVERRIDE_KEY = re.compile(r"[+~]{0,2}[\w.\-/@\[\]]+")
 _CANDIDATE = re.compile(r"(?<![A-Za-z0-9_\-+/])[A-Za-z0-9_\-+/]{30,}={0,2}(?![A-Za-z0-9_\-+/=])")
 
 
@@ -61,18 +78,29 @@ def looks_random(token: str) -> bool:
 def redact_text(text: str) -> str:
     """`text` with secret-shaped values (known token shapes, long random tokens, a URL's password) replaced."""
     text = _URL_PASSWORD.sub(rf"\g<1>{REDACTED}@", text)
+    text = _URL_USER.sub(lambda m: m.group(0) if _PLAIN_USER.fullmatch(m.group(2)) or m.group(2) == REDACTED
+                         else f"{m.group(1)}{REDACTED}@", text)
+    text = _QUERY.sub(lambda m: f"{m.group(1)}{m.group(2)}={REDACTED}" if is_secret_key(m.group(2))
+                      else m.group(0), text)
     text = _KNOWN.sub(REDACTED, text)
     return _CANDIDATE.sub(lambda m: REDACTED if looks_random(m.group(0)) else m.group(0), text)
 
 
+def _secret_word(word: str) -> bool:
+    return word in _WORDS or (word.endswith(_ENDINGS) and word not in _ORDINARY)
+
+
 def is_secret_key(key: str) -> bool:
+    """The last dotted part of `key` holds a secret-naming word (see the module's doc)."""
     leaf = str(key).lstrip("+~").rsplit(".", 1)[-1]
-    return any(word in _WORDS for word in re.split(r"[_\-]", leaf.lower()))
+    return any(_secret_word(word) for word in re.split(r"[_\-\s]+", _CAMEL.sub("_", leaf).lower()) if word)
 
 
 def redact_override(item: str) -> str:
     """`key=value` -> `key=REDACTED` when key looks like a secret."""
     key, eq, _ = str(item).partition("=")
+    if not _OVERRIDE_KEY.fullmatch(key):  # a URL's query (https://host/x?token=...) is redact_text's
+        return item
     return f"{key}={REDACTED}" if eq and is_secret_key(key) else item
 
 

@@ -8,6 +8,7 @@
 No heavy import: torch, transformers and the adapters stay unloaded.
 """
 import importlib
+import re
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -34,6 +35,7 @@ def config_errors(cfg: DictConfig, overrides=()) -> list[str]:
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 32:
         errors.append(f"seed must be an integer in [0, 2^32 - 1] (got {seed!r})")
     errors += tag_errors(cfg.get("tags"))
+    errors += secret_env_errors(cfg)
     if cfg.get("print_config") not in (None, "diff", "full", "none"):
         errors.append(f"print_config must be diff, full or none (got {cfg.get('print_config')!r})")
     if not isinstance(cfg.get("verbose", False), bool):
@@ -75,6 +77,34 @@ def tag_errors(tags) -> list[str]:
         return [f"tags must be a list, e.g. tags=[baseline,{tags}] (got {tags!r})"]
     bad = [t for t in tags if not isinstance(t, str) or not t.strip() or "," in t]
     return [f"tags must be non-empty words without commas (got {', '.join(repr(t) for t in bad)})"] if bad else []
+
+
+ENV_READ = re.compile(r"\$\{\s*oc\.env\s*:\s*([^,}\s]+)")
+
+
+def secret_env_errors(cfg: DictConfig) -> list[str]:
+    """`${oc.env:HF_TOKEN}` (any secret-named variable: *_API_KEY, *_PASSWORD, ...) in a setting is refused: resolved,
+    the secret would be in the run's config, metrics.json and loggers, where only token-shaped values are caught
+    (nlpexp/secrets.py); the libraries read their keys from the environment themselves."""
+    from nlpexp.secrets import is_secret_key
+
+    found: dict[str, str] = {}
+
+    def walk(node, where: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{where}.{key}" if where else str(key))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}[{i}]")
+        elif isinstance(node, str):
+            for name in ENV_READ.findall(node):
+                if is_secret_key(name.strip("'\"")):
+                    found.setdefault(where, name.strip("'\""))
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return [f"{where}=${{oc.env:{name}}} puts the secret {name} into the run's saved config and metrics.json: "
+            f"leave it in the environment (what needs {name} reads it from there)" for where, name in found.items()]
 
 
 def check_config(cfg: DictConfig, overrides=()) -> None:
