@@ -30,16 +30,33 @@ def resource_path(name: str) -> Path:
 SNIFF_BYTES = 1 << 16  # how much of a file the binary and empty checks read
 CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")  # control characters, tab and line breaks aside
 UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+# byte-order marks of the wide encodings, UTF-32 first (its little-endian BOM starts with UTF-16's: FF FE 00 00)
+WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
+             (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def wide_encoding(raw: bytes) -> str | None:
+    """utf-32 / utf-16 when `raw` starts with that encoding's byte-order mark (Excel's "Unicode text" export is
+    UTF-16 with FF FE), else None."""
+    return next((name for bom, name in WIDE_BOMS if raw.startswith(bom)), None)
 
 
 def decode_bytes(raw: bytes, name=None) -> str:
-    """UTF-8 (a BOM dropped; UTF-16 when it starts with its BOM) when it decodes, else latin-1 (the original
+    """UTF-8 (a BOM dropped; UTF-16 or UTF-32 when it starts with its BOM, refused when it then does not decode)
+    when it decodes, else latin-1 (the original
     PhraseBank encoding), which never fails and never inserts replacement characters; with `name`, the
     latin-1 fallback is noted on stderr (a cp1252 or GBK file read as latin-1 shows as odd characters).
     A file that is UTF-8 but for some lines (its other non-ASCII lines are valid UTF-8) is refused, naming the
     first such line: read as latin-1, every valid row would be garbled."""
+    wide = wide_encoding(raw)
+    if wide:  # the BOM says which: never guessed as latin-1 (every other byte a NUL)
+        try:
+            return raw.decode(wide)
+        except UnicodeDecodeError as err:
+            raise UserError(f"{name or 'the file'} starts with a {wide.upper()} byte-order mark but is not valid "
+                            f"{wide.upper()} (at byte {err.start}): save the file again, as UTF-8") from None
     try:
-        return raw.decode("utf-16" if raw.startswith(UTF16_BOMS) else "utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         mixed = mixed_encoding_error(raw, name)
         if mixed:
@@ -72,7 +89,7 @@ def mixed_encoding_error(raw: bytes, name=None) -> str | None:
 def looks_binary(head: bytes) -> bool:
     """NUL bytes, or more than 10% control characters, in the start of a file: an archive, a checkpoint, a pickle,
     not text to train on (UTF-16 with its BOM is text)."""
-    if head.startswith(UTF16_BOMS):
+    if wide_encoding(head):
         return False
     if b"\x00" in head:
         return True
@@ -120,7 +137,9 @@ def text_file_error(path) -> str | None:
     if not head.strip():
         return f"{path} is empty"
     if looks_binary(head):
-        return f"{path} looks binary, not text"
+        hint = " (NUL bytes: if it is UTF-16 text without its byte-order mark, save it as UTF-8)" \
+            if b"\x00" in head else ""
+        return f"{path} looks binary, not text{hint}"
     return None
 
 

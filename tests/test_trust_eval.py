@@ -2,10 +2,13 @@
 saved model folder without its saved_files.json is refused and a doc2vec classifier.json that does not fit its
 arrays is one line, not a segfault; UTF-16/32 files are decoded, NUL bytes without a BOM refused; secrets under
 camelCase / run-together / short names, in URLs' users and query parameters, and read through ${oc.env:...}."""
+import codecs
+import re
 
 import pytest
 
 from nlpexp import secrets
+from nlpexp.errors import UserError
 
 
 def one_line(res) -> str:
@@ -56,3 +59,35 @@ def test_a_secret_read_from_the_environment_is_refused_before_the_run(nlpexp, mo
     line = one_line(res)
     assert "tags[0]=${oc.env:MYSVC_PASSWORD}" in line and "hunter2" not in res.err + res.out
     assert not res.run_dirs()
+
+
+# -- UTF-16 / UTF-32 data files -----------------------------------------------------------------------------------
+CSV = "text,label\n" + "".join(f"Profit rose {i}% in Zürich,positive\nSales fell {i}%,negative\n" for i in range(5))
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be-bom", "utf-32", "utf-32-be-bom", "utf-8-sig"])
+def test_wide_encodings_with_a_bom_are_decoded(tmp_path, encoding):
+    from nlpexp.readers import read_labelled_file, text_file_error
+
+    boms = {"utf-16-be-bom": codecs.BOM_UTF16_BE, "utf-32-be-bom": codecs.BOM_UTF32_BE}
+    raw = boms[encoding] + CSV.encode(encoding[:9]) if encoding in boms else CSV.encode(encoding)
+    path = tmp_path / "data.csv"
+    path.write_bytes(raw)
+    assert text_file_error(path) is None
+    frame = read_labelled_file(path)
+    assert list(frame.columns[:2]) == ["text", "label"]
+    assert frame["text"].iloc[0] == "Profit rose 0% in Zürich" and frame["label"].iloc[-1] == "negative"
+
+
+@pytest.mark.parametrize("raw,needle", [
+    (CSV.encode("utf-16-le"), "looks binary, not text (NUL bytes: if it is UTF-16 text without its byte-order mark"),
+    (CSV.encode("utf-16") + b"\x00", "starts with a UTF-16 byte-order mark but is not valid UTF-16"),
+    (codecs.BOM_UTF16_LE + "é".encode("utf-16-le") + b"\x00\xd8" + b"a\x00", "is not valid UTF-16"),
+])
+def test_wide_text_that_does_not_decode_is_refused(tmp_path, raw, needle):
+    from nlpexp.readers import read_labelled_file
+
+    path = tmp_path / "data.csv"
+    path.write_bytes(raw)
+    with pytest.raises(UserError, match=re.escape(needle)):
+        read_labelled_file(path)
