@@ -249,8 +249,6 @@ def find_unfinished_run(cwd: Path, overrides: list[str]) -> Path:
     """`resume=true`: the run folder we are in, else the newest run under outputs/ without a complete
     metrics.json (matching task=/model= when given)."""
 
-    import yaml
-
     if (cwd / ".hydra" / "overrides.yaml").exists():
         return cwd
     wanted = {k: v for k, _, v in (o.lstrip("+").partition("=") for o in overrides) if k in ("task", "model")}
@@ -261,14 +259,138 @@ def find_unfinished_run(cwd: Path, overrides: list[str]) -> Path:
             continue
         if folder_state(run)[0] in ("complete", "running", "unreadable"):  # done, in use, or not ours to guess
             continue
-        saved = yaml.safe_load((hydra_dir / "config.yaml").read_text()) or {}
-        if any((saved.get(k) or {}).get("name") != v for k, v in wanted.items()):
+        try:
+            saved = load_run_file(hydra_dir / "config.yaml") or {}
+        except (OSError, ValueError):  # a link, a FIFO, not YAML: not a run to guess
+            continue
+        names = {k: (saved.get(k) or {}) if isinstance(saved, dict) else None for k in ("task", "model")}
+        if any(not isinstance(names[k], dict) or names[k].get("name") != v for k, v in wanted.items()):
             continue
         candidates.append(run)
     if not candidates:
         raise UserError(f"resume=true: no unfinished run under {cwd / 'outputs'}"
                         + (f" for {wanted}" if wanted else "") + "; pass resume=<run folder>")
     return max(candidates, key=lambda p: (p / ".hydra" / "config.yaml").stat().st_mtime)
+
+
+# -- run folders are data: what we read of one is a regular file of bounded size, and no entry is a link ---------
+RUN_FILE_LIMITS = {".json": 16 << 20, ".yaml": 1 << 20}  # metrics.json, .hydra/*.yaml; other files (.lock): 64 KiB
+RUN_TREES = (".hydra", "checkpoints")  # walked whole; of the rest of a run folder only its own entries are looked at
+
+
+class RunFileError(ValueError):
+    """A run-folder file that is not read: a link, not a regular file, too large, not UTF-8, not parseable."""
+
+
+def load_run_file(path, limit: int | None = None):
+    """A file of a run folder, read safely: .json parsed with json, .yaml with yaml.safe_load, anything else as text.
+    Refused (RunFileError, a ValueError, with the reason) without blocking or exhausting anything: a symbolic link,
+    a FIFO/device/socket (opening a FIFO waits forever), more than `limit` bytes (RUN_FILE_LIMITS by suffix),
+    nesting too deep for the parser (RecursionError), a YAML tag that names Python code. A missing file raises
+    FileNotFoundError (an OSError)."""
+    import stat
+
+    path = Path(path)
+    limit = limit if limit is not None else RUN_FILE_LIMITS.get(path.suffix, 64 << 10)
+    mode = os.lstat(path).st_mode
+    if stat.S_ISLNK(mode):
+        raise RunFileError(f"{path} is a symbolic link")
+    if not stat.S_ISREG(mode):
+        from nlpexp.readers import special_file_error
+
+        raise RunFileError(special_file_error(path) or f"{path} is not a regular file")
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # swapped since the lstat: still no link, no wait
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RunFileError(f"{path} is not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            raw = handle.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > limit:
+        raise RunFileError(f"{path} is larger than {limit} bytes")
+    try:
+        text = raw.decode("utf-8")
+        if path.suffix == ".json":
+            import json
+
+            return json.loads(text)
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            return yaml.safe_load(text)
+        return text
+    except RecursionError:
+        raise RunFileError(f"{path} nests too deeply to read") from None
+    except ValueError as err:  # UnicodeDecodeError, json.JSONDecodeError
+        raise RunFileError(f"{path} is unreadable ({type(err).__name__})") from None
+    except Exception as err:  # noqa: BLE001 -- yaml.YAMLError (a !!python tag is a ConstructorError)
+        if type(err).__module__.startswith("yaml"):
+            raise RunFileError(f"{path} is unreadable ({str(err).strip().splitlines()[0][:120]})") from None
+        raise
+
+
+def _entry_error(path: Path, entry: os.DirEntry) -> str | None:
+    if entry.is_symlink():
+        return f"{path} is a symbolic link: a run folder holds no links; remove it"
+    if not entry.is_dir(follow_symlinks=False) and not entry.is_file(follow_symlinks=False):
+        from nlpexp.readers import special_file_error
+
+        what = special_file_error(path) or f"{path} is not a regular file"
+        return f"{what}: a run folder holds only files and folders; remove it"
+    return None
+
+
+def run_folder_error(folder: Path) -> str | None:
+    """Why we may not write into (or read a saved run from) this run folder, in one line (None: we may). None of
+    the paths we write or read may be a symbolic link (a .lock, metrics.json, .hydra/..., checkpoints/... or eval/
+    link made training, Hydra or an eval write outside the run, and a linked model file loaded another run's) or a
+    FIFO/device/socket (reads wait forever): every entry of the folder itself, and everything under .hydra/ and
+    checkpoints/. The folder itself may be a link (hydra.run.dir=<link>, ckpt=<link>): it is resolved."""
+    folder = Path(folder).expanduser()
+    try:
+        top = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # nothing there yet (or not a folder: the caller says so)
+    except OSError as err:
+        return f"cannot read the run folder {folder}: {err.strerror or err}"
+    pending = []
+    for entry in top:
+        problem = _entry_error(folder / entry.name, entry)
+        if problem:
+            return problem
+        if entry.name in RUN_TREES and entry.is_dir(follow_symlinks=False):
+            pending.append(folder / entry.name)
+    while pending:
+        current = pending.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError as err:
+            return f"cannot read {current}: {err.strerror or err}"
+        for entry in entries:
+            problem = _entry_error(current / entry.name, entry)
+            if problem:
+                return problem
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(current / entry.name)
+    return None
+
+
+def check_run_folder(folder: Path) -> None:
+    """run_folder_error as a UserError (one line, before anything is written)."""
+    problem = run_folder_error(folder)
+    if problem:
+        raise UserError(problem)
+
+
+def ckpt_folders(cfg) -> list[Path]:
+    """The saved runs a run reads (ckpt=<run> of eval/predict/generate, ckpt=[...] of a soup); none in training."""
+    from omegaconf import OmegaConf
+
+    ckpt = cfg.get("ckpt")
+    if not ckpt or cfg.get("mode", "train") == "train":
+        return []
+    return [Path(str(c).strip("'\"")).expanduser() for c in (ckpt if OmegaConf.is_list(ckpt) else [ckpt])]
 
 
 # -- run folders: one owner at a time (a lock), complete only when metrics.json says so -------------------------
@@ -285,7 +407,7 @@ def lock_owner(folder: Path) -> int | None:
     if str(folder) in _HELD:
         return os.getpid()
     try:
-        fd = os.open(folder / LOCK, os.O_RDONLY)
+        fd = os.open(folder / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a link or a FIFO is nobody's lock
     except OSError:
         return None
     try:
@@ -299,7 +421,7 @@ def lock_owner(folder: Path) -> int | None:
 
 def _recorded_pid(folder: Path) -> int | None:
     try:
-        return int((Path(folder) / LOCK).read_text().split()[0])
+        return int(load_run_file(Path(folder) / LOCK).split()[0])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -311,11 +433,21 @@ def claim(folder: Path) -> None:
     folder = Path(folder).resolve()
     if str(folder) in _HELD:
         return
+    import errno
+    import stat
+
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_NOFOLLOW: a .lock linked to a file outside the run is refused, never truncated; O_NONBLOCK: nor a FIFO
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
     except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise UserError(f"{folder / LOCK} is a symbolic link: a run folder holds no links; remove it") from None
         raise UserError(f"cannot write the run folder {folder}: {err.strerror or err}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UserError(f"{folder / LOCK} is not a regular file: a run folder holds only files and folders; "
+                        "remove it")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -338,13 +470,11 @@ def release(folder: Path | None = None) -> None:
 def read_metrics(folder: Path) -> dict | None:
     """folder's metrics.json as a dict (None: there is none); one that is torn, unreadable or not a JSON object
     reads as {"status": "unreadable"}."""
-    import json
-
     path = Path(folder) / "metrics.json"
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
     try:
-        found = json.loads(path.read_text())
+        found = load_run_file(path)  # a link, a FIFO, 100000 nested [: unreadable, never a hang or a traceback
     except (OSError, ValueError):
         found = None
     return found if isinstance(found, dict) else {"status": "unreadable"}
