@@ -173,6 +173,11 @@ def argument_errors(args: list[str]) -> None:
            for a in args if "=" in a):
         raise UserError("hydra.run.dir= (or hydra.sweep.dir=) is empty: give a folder, or leave it out for "
                         "outputs/<task>/<model>/<date>_<time>")
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        problem = job_name_error(value.strip().strip("'\"")) if eq and key.lstrip("+~") == "hydra.job.name" else None
+        if problem:
+            raise UserError(f"{arg}: {problem}")
     previous = ""
     for arg in args:
         flag = arg.split("=", 1)[0]
@@ -185,6 +190,17 @@ def argument_errors(args: list[str]) -> None:
                             "see nlpexp --help")
         previous = arg if "=" not in arg else ""
     flag_value_errors(args)
+
+
+def job_name_error(name: str) -> str | None:
+    """Why hydra.job.name cannot name the job (None: it can): Hydra writes its log to <run folder>/<name>.log, so
+    a name with / or .. (`../../x/pwn`) wrote that file anywhere."""
+    if not name:
+        return "the job name is empty: give a plain name (it names the log file <run folder>/<name>.log)"
+    if "/" in name or "\\" in name or name in (".", "..") or "\0" in name:
+        return ("the job name is a plain file name, not a path (Hydra writes <run folder>/<name>.log): drop the "
+                "/ and ..")
+    return None
 
 
 FLAG_CHOICES = {"--cfg": ("job", "hydra", "all"), "-c": ("job", "hydra", "all"),
@@ -259,6 +275,10 @@ def preflight(args: list[str]) -> None:
     args, config_dir = config_dir_args(args)
     overrides = [a for a in args if not a.startswith("-")]
     cfg, keys = checked_config(overrides, config_dir)
+    from nlpexp.runtime import check_run_folder, ckpt_folders
+
+    for saved in ckpt_folders(cfg):  # (ckpt= of the command line was checked before anything of it was read)
+        check_run_folder(saved.resolve())
     if cfg.device.name in ("cuda", "mps"):
         from nlpexp.runtime import resolve_device
 
@@ -413,7 +433,7 @@ def earlier_jobs(args: list[str], jobs: list) -> None:
     """A sweep run again into its folder (hydra.sweep.dir=...): its numbered job folders must be this sweep's
     (the same overrides, job by job), checked before Hydra rewrites any of their .hydra/; says how many are reused
     and resumed (each job does it)."""
-    from nlpexp.runtime import earlier_job
+    from nlpexp.runtime import earlier_job, run_folder_error
 
     given = [a.split("=", 1)[1].strip("'\"") for a in args if a.startswith("hydra.sweep.dir=")]
     own_jobs = ("hydra.sweep.subdir=", "hparams_search=", "experiment=", "hydra/sweeper=", "hydra.sweeper.")
@@ -421,6 +441,11 @@ def earlier_jobs(args: list[str], jobs: list) -> None:
         return  # (an Optuna sweep numbers new trials after the folders there; experiments sweep their own lists)
     found = {"complete": [], "resume": []}
     for number, combination in enumerate(jobs):
+        job = Path(given[-1]).expanduser() / str(number)  # Hydra writes its .hydra/ before the job starts
+        problem = (f"{job} is a symbolic link: a run folder holds no links; remove it" if job.is_symlink()
+                   else run_folder_error(job))
+        if problem:
+            raise UserError(f"hydra.sweep.dir={given[-1]}: job {number}: {problem}")
         state, why = earlier_job(Path(given[-1]).expanduser() / str(number), list(combination))
         if state == "other":
             raise UserError(f"hydra.sweep.dir={given[-1]} holds another sweep: job {number}: {why}"
@@ -456,9 +481,10 @@ def place_errors(folder: Path, key: str, inside: Path | None = None) -> None:
 def folder_errors(folder: Path, resuming: bool, inside: Path | None = None) -> None:
     """hydra.run.dir=<folder>: refused when it is a system folder or inside another run (place_errors), when
     another run is writing it, or when it holds an unfinished run that only resume= may continue."""
-    from nlpexp.runtime import folder_state
+    from nlpexp.runtime import check_run_folder, folder_state
 
     place_errors(folder, "hydra.run.dir", inside)
+    check_run_folder(Path(folder).expanduser().resolve())  # Hydra and the run write into it: no links, no FIFOs
     state, why = folder_state(folder)
     if state == "running":
         raise UserError(f"{folder} is in use: {why}; wait for it or choose another folder")
@@ -504,15 +530,12 @@ def replay_error(item: str, roots: list[Path]) -> str | None:
 def nlpexp_run_error(folder: Path) -> str | None:
     """Why folder is not an nlpexp run folder (None: it is): its .hydra/config.yaml names a task and a model
     nlpexp has, and its metrics.json (when there is one) is nlpexp's (an object with a status)."""
-    import json
-
-    import yaml
-
     from nlpexp import registry
+    from nlpexp.runtime import load_run_file
 
     try:
-        saved = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
+        saved = load_run_file(folder / ".hydra" / "config.yaml")
+    except (OSError, ValueError):
         return "no readable .hydra/config.yaml"
     task = (saved.get("task") or {}) if isinstance(saved, dict) else None
     model = (saved.get("model") or {}) if isinstance(saved, dict) else None
@@ -520,7 +543,7 @@ def nlpexp_run_error(folder: Path) -> str | None:
             or not model.get("name"):
         return "its .hydra/config.yaml names no nlpexp task and model"
     try:
-        metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
+        metrics = load_run_file(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
     except (OSError, ValueError):
         return None  # a torn metrics.json of a killed run: resumable
     if isinstance(metrics, dict) and (folder / "metrics.json").exists() and "status" not in metrics:
@@ -533,9 +556,7 @@ def resume_args(args: list[str]) -> list[str]:
     becomes the saved run's own overrides + `hydra.run.dir=<that folder>`, so it continues in place. The folder
     is data, checked before anything of it is used: its overrides only task settings (replay_error), an nlpexp
     run, not finished, not in use, and the task and model of the command line (when given) its own."""
-    import yaml
-
-    from nlpexp.runtime import find_unfinished_run
+    from nlpexp.runtime import check_run_folder, find_unfinished_run, load_run_file
 
     value = next(a for a in args if a.startswith("resume="))
     target = value.split("=", 1)[1].strip("'\"")
@@ -546,13 +567,14 @@ def resume_args(args: list[str]) -> list[str]:
         folder = find_unfinished_run(Path.cwd(), rest)
     else:
         folder = Path(target).expanduser()
-    folder = folder.resolve()
+    folder = folder.resolve()  # a link to a run folder is that folder
+    check_run_folder(folder)  # before anything of it is read: no links (.lock, checkpoints/...), no FIFOs
     saved = folder / ".hydra" / "overrides.yaml"
     if not saved.exists():
         raise UserError(f"resume={target}: {folder} is not a run folder (no .hydra/overrides.yaml inside)")
     try:
-        before = yaml.safe_load(saved.read_text()) or []
-    except (OSError, yaml.YAMLError) as err:
+        before = load_run_file(saved) or []
+    except (OSError, ValueError) as err:
         raise UserError(f"resume={target}: {saved} is not a list of overrides ({str(err).splitlines()[0]})") from None
     if not isinstance(before, list) or not all(isinstance(o, str) for o in before):
         raise UserError(f"resume={target}: {saved} is not a list of overrides")
@@ -573,7 +595,7 @@ def resume_args(args: list[str]) -> list[str]:
         raise UserError(f"resume={target}: {folder} already finished (metrics.json says complete)")
     if state == "running":
         raise UserError(f"resume={target}: {folder} is in use: {why}")
-    saved_cfg = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
+    saved_cfg = load_run_file(folder / ".hydra" / "config.yaml")  # read and checked by nlpexp_run_error
     for key in ("task", "model"):
         given = [a.split("=", 1)[1].strip("'\"") for a in rest if a.lstrip("+~").startswith(f"{key}=")]
         own = saved_cfg[key]["name"]
@@ -613,17 +635,35 @@ def _saved_run_choices(args: list[str]) -> list[str]:
     saved = Path(ckpt).expanduser() / ".hydra" / "config.yaml"
     if not saved.exists():
         return []
-    from omegaconf import OmegaConf
+    from nlpexp.runtime import load_run_file
 
     try:
-        cfg = OmegaConf.load(saved)
-        task = cfg.get("task", {}).get("name")
-    except Exception:  # noqa: BLE001 -- an unreadable saved config: the pre-run check says so in one line
+        cfg = load_run_file(saved)
+        names = {key: str(cfg[key]["name"]) for key in ("task", "model") if isinstance((cfg or {}).get(key), dict)
+                 and isinstance(cfg[key].get("name"), str)}
+    except (OSError, ValueError, AttributeError):  # unreadable: the pre-run check says so in one line
         return []
+    task = names.get("task")
     if given.get("task") and task and given["task"] != task:  # before the registry says the model does not fit
-        raise UserError(f"ckpt={ckpt} is a task={task} run (model={cfg.model.name}), not task={given['task']}: "
-                        f"drop task= (it is taken from the run) or give task={task}")
-    return [f"{key}={cfg[key].name}" for key in ("task", "model") if key not in given and key in cfg]
+        raise UserError(f"ckpt={ckpt} is a task={task} run (model={names.get('model', '?')}), not "
+                        f"task={given['task']}: drop task= (it is taken from the run) or give task={task}")
+    return [f"{key}={name}" for key, name in names.items() if key not in given]
+
+
+def ckpt_arg_errors(args: list[str]) -> None:
+    """The saved runs ckpt= names on the command line (one, a soup's [a,b], a sweep's a,b) are checked before any
+    of their files is read: no links (an eval/ link wrote the eval run outside the run, a linked model file loaded
+    another run's), no FIFOs (a read waits forever)."""
+    from nlpexp.runtime import check_run_folder
+
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if not eq or key.lstrip("+~") != "ckpt":
+            continue
+        for item in value.strip().strip("[]").split(","):
+            folder = Path(item.strip().strip("'\"")).expanduser()
+            if item.strip() and folder.is_dir() and os.path.lexists(folder / ".hydra"):  # a run folder, as ckpt= is
+                check_run_folder(folder.resolve())
 
 
 def _model_folders(args: list[str]) -> list[str]:
@@ -709,6 +749,7 @@ def main() -> None:
         print_help()
         return
     try:
+        ckpt_arg_errors(args)
         args = _model_folders(args + _saved_run_choices(args))
     except UserError as err:
         fail(str(err))

@@ -71,6 +71,16 @@ def run_job(cfg: DictConfig):
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    if not distributed.is_worker():  # sweep jobs (single runs: checked before Hydra made anything, checked again)
+        problem = next(filter(None, (runtime.run_folder_error(f) for f in [run_dir, *runtime.ckpt_folders(cfg)])),
+                       None)
+        if multirun and run_dir.is_symlink():  # a job folder is the sweep's own, never a link out of it
+            problem = f"{run_dir} is a symbolic link: a run folder holds no links; remove it"
+        if problem:  # a link in the folder: nothing of this job is written (the folder is not ours to mark)
+            if multirun:
+                print(f"nlpexp: error: {problem}: this job is not run", file=sys.stderr)
+                return None
+            fail(problem)
     if multirun and not distributed.is_worker():  # a sweep run again into its folder: what this job's folder holds
         earlier, found = runtime.earlier_job(run_dir, _overrides())
         if earlier == "complete":  # reused as it is: nothing written, its objective returned to the sweeper
@@ -159,10 +169,7 @@ def _interrupted(stop: KeyboardInterrupt, run_dir: Path, cfg: DictConfig, main_r
     signum = getattr(stop, "signum", signal.SIGINT)
     name = signal.Signals(signum).name
     path = run_dir / "metrics.json"
-    try:
-        done = json.loads(path.read_text()).get("status") == "complete"
-    except (OSError, ValueError, AttributeError):
-        done = False
+    done = (runtime.read_metrics(run_dir) or {}).get("status") == "complete"
     latest = runtime.latest_checkpoint(run_dir) if run_dir.is_dir() else None
     where = f"after {latest.name}" if latest else "before its first checkpoint"
     if main_rank and not done and run_dir.is_dir():
