@@ -10,8 +10,8 @@ redacted here too). Each report file is written to a temp name and renamed into 
 naming the file (exit 2) and no truncated report.
 """
 import argparse
-import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -20,23 +20,36 @@ from hydra.experimental.callback import Callback
 
 from nlpexp.errors import UserError
 from nlpexp.report_html import WriteError, write_atomic, write_html
+from nlpexp.runtime import RunFileError, load_run_file
 from nlpexp.secrets import redact, redact_text
 
 IGNORED_OVERRIDES = {"resume"}  # how a run was started, not what it computed
 LOWER_IS_BETTER = ("loss", "perplexity", "wall_time")
 
 
-def _read_overrides(run: Path) -> list[str]:
-    import yaml
+def _read_hydra(run: Path, name: str, kind: type):
+    """run/.hydra/<name> (None: there is none). A run folder is data: a file that is a link, a FIFO, too large,
+    not YAML, of another shape, or with a !!python tag (yaml.safe_load refuses it) raises RunFileError."""
+    path = run / ".hydra" / name
+    if not os.path.lexists(path):
+        return None
+    found = load_run_file(path)
+    found = kind() if found is None else found
+    if not isinstance(found, kind) or (kind is list and not all(isinstance(o, str) for o in found)):
+        raise RunFileError(f"{path} is not a {'list of overrides' if kind is list else 'mapping'}")
+    return found
 
-    path = run / ".hydra" / "overrides.yaml"
-    return list(yaml.safe_load(path.read_text()) or []) if path.exists() else []
+
+def _read_overrides(run: Path) -> list[str]:
+    try:
+        return _read_hydra(run, "overrides.yaml", list) or []
+    except (OSError, ValueError):
+        return []
 
 
 def collect_runs(root: Path) -> list[dict]:
-    """Every run below root: its metrics.json (or status "incomplete") plus the overrides it was started with."""
-    import yaml
-
+    """Every run below root: its metrics.json (or status "incomplete") plus the overrides it was started with; a
+    run whose .hydra/ files cannot be read shows as "unreadable" (never averaged in)."""
     root = Path(root)
     folders = {p.parent for p in root.rglob("metrics.json")} | {p.parent for p in root.rglob(".hydra")}
     if (root / ".hydra").is_dir() or (root / "metrics.json").exists():
@@ -46,18 +59,28 @@ def collect_runs(root: Path) -> list[dict]:
         if run.parent.name in ("eval", "predict"):  # eval/predict of a saved run: not a training run
             continue
         path = run / "metrics.json"
-        try:
-            summary = json.loads(path.read_text()) if path.exists() else {"status": "incomplete"}
+        try:  # a link, a FIFO (it would wait forever), 100000 nested [ (RecursionError): unreadable
+            summary = load_run_file(path) if os.path.lexists(path) else {"status": "incomplete"}
         except (OSError, ValueError):
             summary = None
         if not isinstance(summary, dict):  # torn, or not a JSON object (a list, a number)
             summary = {"status": "incomplete", "error": "unreadable metrics.json"}
-        if "task" not in summary and (run / ".hydra" / "config.yaml").exists():
-            saved = yaml.safe_load((run / ".hydra" / "config.yaml").read_text()) or {}
-            summary.setdefault("task", (saved.get("task") or {}).get("name"))
-            summary.setdefault("model", (saved.get("model") or {}).get("name"))
-            summary.setdefault("tags", list(saved.get("tags") or []))
-        runs.append(redact({"run_dir": str(run), "overrides": _read_overrides(run), **summary}))
+        try:
+            overrides = _read_hydra(run, "overrides.yaml", list) or []
+            saved = _read_hydra(run, "config.yaml", dict) if "task" not in summary else None
+        except (OSError, ValueError) as err:
+            why = str(err).replace(str(run), "").lstrip("/")
+            runs.append(redact({"run_dir": str(run), "overrides": [], **summary, "status": "unreadable",
+                                "error": f"unreadable .hydra file: {why}"}))
+            continue
+        if saved is not None:
+            summary.setdefault("task", (saved.get("task") or {}).get("name") if isinstance(saved.get("task"), dict)
+                               else None)
+            summary.setdefault("model", (saved.get("model") or {}).get("name")
+                               if isinstance(saved.get("model"), dict) else None)
+            tags = saved.get("tags")
+            summary.setdefault("tags", [str(t) for t in tags] if isinstance(tags, list) else [])
+        runs.append(redact({"run_dir": str(run), "overrides": overrides, **summary}))
     return runs
 
 
@@ -262,21 +285,30 @@ def optuna_best(root: Path) -> list[tuple[str, str]]:
     """(title, optimization_results.yaml text) per Optuna study below root. A study fed by several sweepers (the
     cluster recipe: worker_k/ folders) has one file per sweeper, each the study's best when that sweeper ended:
     the best of them by the study's direction (from the sweep's saved Hydra config)."""
-    import yaml
+    def read(path: Path) -> dict:  # written by Hydra, but data: unreadable (link, FIFO, !!python tag) reads as {}
+        try:
+            found = load_run_file(path)
+        except (OSError, ValueError):
+            return {}
+        return found if isinstance(found, dict) else {}
 
     def sweeper_of(sweep: Path) -> dict:  # hydra.sweeper of the sweep (submitit writes no multirun.yaml)
         for saved in [sweep / "multirun.yaml", *sorted(sweep.glob("*/.hydra/hydra.yaml"))]:
             if saved.exists():
-                found = yaml.safe_load(saved.read_text()) or {}
-                return (found.get("hydra", found) or {}).get("sweeper") or {}
+                found = read(saved)
+                hydra = found.get("hydra", found)
+                sweeper = hydra.get("sweeper") if isinstance(hydra, dict) else None
+                return sweeper if isinstance(sweeper, dict) else {}
         return {}
 
     studies: dict = {}
     for path in sorted(Path(root).rglob("optimization_results.yaml")):
+        results = read(path)
+        if not results:  # unreadable: no best trial to show
+            continue
         sweeper = sweeper_of(path.parent)
         key = (str(sweeper.get("storage")) if sweeper.get("storage") else str(path.parent), sweeper.get("study_name"))
-        studies.setdefault(key, []).append((path, yaml.safe_load(path.read_text()) or {},
-                                            str(sweeper.get("direction", "maximize"))))
+        studies.setdefault(key, []).append((path, results, str(sweeper.get("direction", "maximize"))))
     found = []
     for (_, name), files in studies.items():
         sign = -1 if "minimize" in files[0][2] else 1
@@ -286,7 +318,7 @@ def optuna_best(root: Path) -> list[tuple[str, str]]:
         said = [f"study {name}"] if name else []
         said += [f"best of {len(files)} sweepers: {where}"] if len(files) > 1 else [str(where)] if where else []
         found.append(("Optuna best trial" + (f" ({', '.join(said)})" if said else ""),
-                      redact_text(path.read_text().strip())))
+                      redact_text(path.read_text(encoding="utf-8").strip())))  # read (and found regular) above
     return found
 
 
