@@ -129,6 +129,8 @@ def damage(folder, hashes: bool = True) -> str | None:
     sha256 of entries that have one (False: sizes only)."""
     folder = Path(folder)
     listed = folder / MANIFEST
+    if listed.is_symlink():  # another folder's list would vouch for another folder's files
+        return f"{MANIFEST} is a link, not a saved file"
     if not listed.is_file():
         return None
     try:
