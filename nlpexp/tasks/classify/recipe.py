@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from nlpexp import registry
 from nlpexp.errors import UserError
+from nlpexp.saved import MANIFEST, load_error
 from nlpexp.metrics import accuracy, classification_metrics, plot_confusion, plot_history
 from nlpexp.tasks.classify.contract import Classifier, ClassifierAdapter, WeightedClassifier
 from nlpexp.tasks.classify.data import (dataset_name, label_names, labels_from_data, load_eval_set, load_file,
@@ -133,6 +134,11 @@ def load_run(cfg, device: str, ckpt=None) -> tuple:
     best = ckpt / "checkpoints" / "best"
     if not best.exists():
         raise UserError(f"{ckpt} has no checkpoints/best (did that run finish?)")
+    if not (best / MANIFEST).is_file():  # without it nothing can tell an edited or swapped file (nor a missing one
+        # the library then fetches from its cache); every save writes it, so its absence is damage
+        raise load_error(best, f"{MANIFEST} is missing: the list of the saved files with their sha256, written by "
+                               "every save, without which an edited or missing file cannot be told; train the run "
+                               "again")
     if (ckpt / "labels.json").exists():  # labels taken from the data at training time
         saved.task.labels = json.loads((ckpt / "labels.json").read_text())
     clf: Classifier = adapter(saved.model.name).load(best, device)
@@ -140,19 +146,97 @@ def load_run(cfg, device: str, ckpt=None) -> tuple:
 
 
 def evaluate(cfg, run_dir: Path, device: str):
+    """The saved run on its own test split (data.eval_split): the split is made from the run's saved data options
+    and seed, and a differing seed= / data.split= / data.split_seed= / data.per_label= is refused (its test split
+    would hold rows the run trained on). data.path=<another file> scores that whole file (cross-evaluation); it and
+    any other dataset leave out the texts the run trained on, counted."""
     saved, clf = load_run(cfg, device)
     labels = label_names(saved.task)
+    given = user_data_keys()
     data = saved.data.copy()
-    for key in user_data_keys():  # data.* given on this command line win over the saved run's
+    for key in given:  # data.* given on this command line win over the saved run's
         data[key] = cfg.data[key]
-    if cfg.data.get("path") and data.get("path") == cfg.data.path:  # a whole file to score, no split
+    own = same_dataset(data, saved.data)
+    if own:
+        resplit_error(cfg, saved, data)
+    if data.get("path") and not own:  # a whole other file to score, no split
         frame, split = load_file(data, labels), "file"  # labels read as in training (label_names, label_map)
     else:
         split = data.eval_split
         frame = load_splits(data, labels, saved.seed)[split]
+    overlap = {}
+    if not own:  # another dataset may hold texts the run trained on: they are left out
+        frame, overlap = leave_out_trained(frame, saved, labels, str(data.get("path") or dataset_name(data)))
     metrics, report = score(clf, frame, labels, "test" if split == "file" else split, run_dir)
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
-    return {"metrics": metrics, "per_class": report, "evaluated": {"ckpt": str(cfg.ckpt), "split": split}}
+    return {"metrics": metrics, "per_class": report, "evaluated": {"ckpt": str(cfg.ckpt), "split": split},
+            "samples": {split: len(frame)}, **overlap}
+
+
+SOURCE_KEYS = ("source", "embedded", "hub_id", "hub_config", "revision")  # with data.path: which dataset
+
+
+def same_dataset(data, saved_data) -> bool:
+    """`data` names the dataset the run was trained on (the same file, however its path is written)."""
+    def file(d):
+        return Path(str(d.path)).expanduser().resolve() if d.get("path") else None
+
+    if file(data) or file(saved_data):
+        return file(data) == file(saved_data)
+    return all(data.get(k) == saved_data.get(k) for k in SOURCE_KEYS)
+
+
+def resplit_error(cfg, saved, data) -> None:
+    """A seed or data option given on this command line that would split the run's own data otherwise than in
+    training (`data`: the saved data options with this command line's data.* over them): refused in one line
+    (that test split would hold rows the run trained on)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    given = {o.lstrip("+~").split("=", 1)[0] for o in HydraConfig.get().overrides.task}
+
+    def split_seed(seed, d):
+        return int(seed) if d.get("split_seed") is None else int(d.split_seed)
+
+    run = f"ckpt={cfg.ckpt}"
+    mine = split_seed(cfg.seed if "seed" in given else saved.seed, data)
+    if ("seed" in given or "data.split_seed" in given) and mine != split_seed(saved.seed, saved.data):
+        what = "seed" if saved.data.get("split_seed") is None else "data.split_seed"
+        value = saved.seed if what == "seed" else saved.data.split_seed
+        raise UserError(f"{run} was trained with {what}={value}: its test split is made with that seed, and another "
+                        f"one's test split holds rows the run trained on; drop {'seed=' if 'seed' in given else ''}"
+                        f"{' and ' if {'seed', 'data.split_seed'} <= given else ''}"
+                        f"{'data.split_seed=' if 'data.split_seed' in given else ''} (mode=eval splits as the run "
+                        "did), or give data.path=<a file of held-out texts>")
+    for key in ("split", "per_label"):
+        mine, theirs = data.get(key), saved.data.get(key)
+        mine, theirs = (OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for v in (mine, theirs))
+        if f"data.{key}" in given and mine != theirs:
+            shown = json.dumps(theirs).replace(" ", "")
+            raise UserError(f"{run} was trained with data.{key}={shown}: its test split is made with that, and "
+                            f"another data.{key} gives a test split holding rows the run trained on; drop "
+                            f"data.{key}= (mode=eval splits as the run did), or give data.path=<a file of held-out "
+                            "texts>")
+
+
+def leave_out_trained(frame: pd.DataFrame, saved, labels, origin: str) -> tuple[pd.DataFrame, dict]:
+    """`frame` without the texts of the saved run's training split (texts match after stripping whitespace, as in
+    remove_duplicates), and how many were left out. When the training split cannot be read again (a moved file, a
+    hub dataset not in the cache) that is said on stderr and the frame is scored whole."""
+    import sys
+
+    try:
+        trained = set(load_splits(saved.data, labels, saved.seed)["train"]["text"].astype(str).str.strip())
+    except UserError as err:
+        print(f"nlpexp: note: cannot check {origin} for texts the run trained on ({err}); scored whole",
+              file=sys.stderr)
+        return frame, {}
+    seen = frame["text"].astype(str).str.strip().isin(trained)
+    if seen.all():
+        raise UserError(f"{origin}: every one of its {len(frame)} texts is one the run trained on: evaluate on "
+                        "held-out texts (drop data.path= to score the run's own test split)")
+    if seen.any():
+        print(f"{origin}: left out {int(seen.sum())} of {len(frame)} rows whose text the run trained on")
+    return frame[~seen].reset_index(drop=True), {"train_overlap_removed": int(seen.sum())}
 
 
 def soup(cfg, run_dir: Path, device: str):
