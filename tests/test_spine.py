@@ -232,7 +232,7 @@ def test_a_users_conf_folder_is_searched_first(nlpexp, tmp_path):
     (tmp_path / "conf" / "experiment").mkdir(parents=True)
     (tmp_path / "conf" / "experiment" / "mine.yaml").write_text(MINE)
     (tmp_path / "conf" / "local").mkdir()
-    (tmp_path / "conf" / "local" / "default.yaml").write_text("# @package _global_\nmodel:\n  window: 3\n")
+    (tmp_path / "conf" / "local" / "default.yaml").write_text("model:\n  window: 3\n")  # top-level keys, no header
     res = nlpexp("experiment=mine", "+smoke=true")
     assert res.code == 0, res.err[-2000:]
     (run,) = res.run_dirs()
