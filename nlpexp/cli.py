@@ -7,7 +7,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from nlpexp.errors import UserError
+from nlpexp.errors import UserError, permission_message
 from nlpexp.run import fail
 
 CONF_MODULE = "nlpexp.conf"
@@ -753,6 +753,8 @@ def main() -> None:
         args = _model_folders(args + _saved_run_choices(args))
     except UserError as err:
         fail(str(err))
+    except PermissionError as err:
+        fail(permission_message(err))
     from nlpexp import distributed
 
     if distributed.is_worker():
@@ -782,6 +784,8 @@ def main() -> None:
             sweep_preflight(args)
     except UserError as err:
         fail(str(err))
+    except PermissionError as err:  # a file the check reads (data, a saved run) the user may not read
+        fail(permission_message(err))
     for note in NOTES:
         print(note, file=sys.stderr)
     if any(a in ("-m", "--multirun") for a in args):

@@ -13,3 +13,12 @@ def disk_full(err: BaseException | None) -> bool:
             return True
         err = err.__cause__ or err.__context__
     return False
+
+
+def permission_message(err: PermissionError) -> str:
+    """One line for a file or folder nlpexp may not open (chmod, another user's files)."""
+    import getpass
+
+    where = err.filename or "a file"
+    return (f"permission denied: {where} (nlpexp runs as {getpass.getuser()}): make it readable (and its folder "
+            "writable where a run writes), or choose another")

@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nlpexp import precision, secrets, watchdog
-from nlpexp.errors import UserError, disk_full
+from nlpexp.errors import UserError, disk_full, permission_message
 
 # the overrides the pre-run check validated in this process (cli.preflight): their run is not checked twice
 _CHECKED: list = []
@@ -245,6 +245,8 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
         result = registry.runner(cfg.task.name).run(cfg, run_dir, device)
     except UserError as err:
         return _refused(str(err), run_dir, multirun, main_rank, cleanup)
+    except PermissionError as err:  # a data file or saved model the user may not read: bad input, one line
+        return _refused(permission_message(err), run_dir, multirun, main_rank, cleanup)
     except Exception as err:
         if disk_full(err):  # no traceback: the folder is marked failed (what was written stays, visibly failed)
             return _refused(disk_full_message(err, run_dir), run_dir, multirun, main_rank, None)

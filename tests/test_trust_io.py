@@ -314,3 +314,24 @@ def test_a_wholly_cp1252_or_latin1_file_still_reads(tmp_path, capsys):
     frame = read_labelled_file(path)
     assert list(frame["label"]) == ["positive", "neutral"] and "Z\u00fcrich" in frame["text"][0]
     assert "is not UTF-8; read as latin-1" in capsys.readouterr().err
+
+
+def test_a_data_file_nlpexp_may_not_read_is_one_line(tmp_path):
+    """chmod 000 (root reads anything: it runs without the capability that lets it)."""
+    import shutil
+
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\n" + "".join(f"text {i} here,{'ab'[i % 2]}\n" for i in range(40)))
+    data.chmod(0)
+    prefix = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("root without setpriv reads any file")
+        prefix = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+                  "--bounding-set=-dac_override,-dac_read_search", "--"]
+    proc = subprocess.run([*prefix, sys.executable, "-m", "nlpexp", "model=doc2vec", "+smoke=true",
+                           f"data.path={data}"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert lines[0].startswith(f"nlpexp: error: permission denied: {data}")
+    assert not (tmp_path / "outputs").exists()
