@@ -70,7 +70,7 @@ def collect_runs(root: Path) -> list[dict]:
             saved = _read_hydra(run, "config.yaml", dict) if "task" not in summary else None
         except (OSError, ValueError) as err:
             why = str(err).replace(str(run), "").lstrip("/")
-            runs.append(redact({"run_dir": str(run), "overrides": [], **summary, "status": "unreadable",
+            runs.append(redact({**summary, "overrides": [], "run_dir": str(run), "status": "unreadable",
                                 "error": f"unreadable .hydra file: {why}"}))
             continue
         if saved is not None:
@@ -80,7 +80,7 @@ def collect_runs(root: Path) -> list[dict]:
                                if isinstance(saved.get("model"), dict) else None)
             tags = saved.get("tags")
             summary.setdefault("tags", [str(t) for t in tags] if isinstance(tags, list) else [])
-        runs.append(redact({"run_dir": str(run), "overrides": overrides, **summary}))
+        runs.append(redact({"overrides": overrides, **summary, "run_dir": str(run)}))  # where it is now
     return runs
 
 
@@ -339,6 +339,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
     tags = [t.strip() for t in args.tags.split(",") if t.strip()] if args.tags else None
+    if metrics:  # a mistyped name would be a column of NaN
+        reported = sorted({k for r in collect_runs(args.dir) for k in (r.get("metrics") or {})})
+        unknown = [m for m in metrics if m not in reported]
+        if unknown:
+            print(f"nlpexp-report: error: --metrics {','.join(unknown)}: no run below {args.dir} reports "
+                  f"{'it' if len(unknown) == 1 else 'them'} (they report: {', '.join(reported) or 'no metrics'})",
+                  file=sys.stderr)
+            sys.exit(2)
     if tags and not with_tags(collect_runs(args.dir), tags):
         print(f"nlpexp-report: error: no runs below {args.dir} carry the tags {', '.join(tags)}", file=sys.stderr)
         sys.exit(2)

@@ -149,6 +149,23 @@ def test_a_sweep_job_with_a_secret_is_recognised_when_the_sweep_runs_again(tmp_p
     assert runtime.earlier_job(tmp_path, ["seed=2", *job[1:]])[0] == "other"
 
 
+def test_a_copied_run_is_named_by_where_it_is_and_a_mistyped_metric_is_refused(tmp_path, capsys):
+    fake_run(tmp_path / "a", {"val_accuracy": 0.5})
+    saved = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    (tmp_path / "a" / "metrics.json").write_text(json.dumps({**saved, "run_dir": "/elsewhere/old"}))
+    import shutil
+
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    report.main([str(tmp_path)])
+    table = (tmp_path / "report.md").read_text()
+    assert "| a " in table and "| b " in table and "/elsewhere/old" not in table
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        report.main([str(tmp_path), "--metrics", "val_acc"])
+    assert stop.value.code == 2
+    assert "--metrics val_acc: no run below" in capsys.readouterr().err
+
+
 # -- 3. a full disk under --out ------------------------------------------------------------------------------------
 def test_report_to_a_full_disk_is_one_line_and_no_truncated_file(tmp_path, capsys):
     if os.geteuid() != 0:
