@@ -125,6 +125,18 @@ def group_option_errors(overrides: list[str], roots: list[Path]) -> None:
                             f"(then {group}=<its name>) or give the folder holding {group}/ with --config-dir")
 
 
+def user_config_errors(roots: list[Path]) -> None:
+    """A config file of the user's (./conf, --config-dir) that is a FIFO, a device or a socket: one line (Hydra takes
+    it for no file and an optional config such as conf/local/default.yaml would be skipped in silence)."""
+    from nlpexp.readers import special_file_error
+
+    for root in roots:
+        for path in root.rglob("*.yaml"):
+            problem = special_file_error(path)
+            if problem:
+                raise UserError(f"config {problem}")
+
+
 def compose(overrides: list[str]):
     """The config these overrides compose to (no run folder, nothing built); composition errors in one line."""
     from hydra import compose as hydra_compose
@@ -314,7 +326,9 @@ def checked_config(overrides: list[str], config_dir: str | None):
     from nlpexp import registry
     from nlpexp.validate import check_config
 
-    group_option_errors(overrides, config_roots(overrides, config_dir))
+    roots = config_roots(overrides, config_dir)
+    group_option_errors(overrides, roots)
+    user_config_errors([r for r in roots if r.resolve() != CONF_DIR.resolve() and "site-packages" not in r.parts])
     for group, known in (("task", registry.TASKS), ("model", registry.MODELS)):
         for item in overrides:
             key, _, value = item.lstrip("+~").partition("=")

@@ -261,3 +261,13 @@ def test_end_to_end_links_and_job_names_are_refused_and_a_real_run_into_a_linked
     res = nlpexp(f"resume={run}")
     assert res.code == 2 and res.err.strip() == f"nlpexp: error: {run / '.lock'} {LINK}", res.err[-3000:]
     assert victim.read_text() == "precious\n"
+
+
+def test_a_fifo_among_the_users_configs_is_one_line(tmp_path, monkeypatch):
+    from nlpexp.cli import checked_config
+
+    (tmp_path / "conf" / "local").mkdir(parents=True)
+    os.mkfifo(tmp_path / "conf" / "local" / "default.yaml")  # optional: Hydra would skip it in silence
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="conf/local/default.yaml is a FIFO"):
+        checked_config(["model=doc2vec"], None)
