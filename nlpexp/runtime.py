@@ -496,7 +496,9 @@ def folder_state(folder: Path) -> tuple[str, str]:
         return "failed", f"that run failed ({str(status.get('error', '?'))[:160]})"
     if state == "unreadable":
         return "unreadable", "its metrics.json is unreadable"
-    if state is not None or (folder / LOCK).exists():
+    # a lock without .hydra/overrides.yaml: killed before Hydra had written the run's settings (nothing to resume:
+    # the folder is free for the same command again)
+    if state is not None or (folder / LOCK).exists() and (folder / ".hydra" / "overrides.yaml").exists():
         pid = _recorded_pid(folder)
         return "unfinished", ("its process" + (f" (pid {pid})" if pid else "") +
                               " stopped before metrics.json said complete")

@@ -271,3 +271,12 @@ def test_a_fifo_among_the_users_configs_is_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match="conf/local/default.yaml is a FIFO"):
         checked_config(["model=doc2vec"], None)
+
+
+def test_a_run_killed_before_hydra_wrote_its_settings_leaves_a_free_folder(tmp_path):
+    """kill -9 right after the pre-run check took the lock: nothing to resume, the same command may run there."""
+    (tmp_path / ".lock").write_text("123\n")
+    assert folder_state(tmp_path)[0] == "empty"
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- model=doc2vec\n")
+    assert folder_state(tmp_path)[0] == "unfinished"  # from here on resume= continues it
