@@ -8,8 +8,11 @@ rename. check_files (loading runs it first) reads that list: a file missing, of 
 sha256 (an edited config.json, a tokenizer.json swapped for another model's) is one line naming the file. Entries
 that are absolute, climb out of the folder (`..`) or name a link are refused without being opened or stat-ed.
 
-Folders of earlier versions still load: a list of sizes only ({"name": bytes}) is checked for sizes, a folder
-without saved_files.json is not checked (the library's own error, turned into one line, is what it gets).
+Folders of earlier versions still load: a list of sizes only ({"name": bytes}) is checked for sizes. A saved
+run's model folder (ckpt=<run>: checkpoints/best, checkpoints/final, an embedder or encoder folder) is loaded
+with `require=True`: without saved_files.json it is refused (require_manifest), since nothing could then tell an
+edited, swapped or missing file; every save (write_dir) writes it. A folder the user brings from elsewhere
+(model.pretrained=<folder>) has none and is loaded without it (the library's own error, one line).
 A file is hashed once per process (its hash is remembered by path, size, mtime and inode).
 """
 import errno
@@ -156,9 +159,25 @@ def damage(folder, hashes: bool = True) -> str | None:
     return None
 
 
-def check_files(folder) -> None:
-    """The files saved_files.json lists are there as they were written (size, and sha256 where listed); folders
-    written before it existed: no check; files beside the listed ones are ignored. Raises load_error's line."""
+MISSING = (f"{MANIFEST} is missing: the list of the saved files with their sha256, written by every save, without "
+           "which an edited or missing file cannot be told; train the run again")
+
+
+def require_manifest(folder) -> None:
+    """A saved run's model folder must hold saved_files.json (every save writes it): deleting it must not skip the
+    sha256 check. Raises load_error's line naming it missing."""
+    listed = Path(folder) / MANIFEST
+    if not listed.is_file() and not listed.is_symlink():  # a link is damage(): named as such there
+        raise load_error(folder, MISSING)
+
+
+def check_files(folder, require: bool = False) -> None:
+    """The files saved_files.json lists are there as they were written (size, and sha256 where listed); files
+    beside the listed ones are ignored. `require`: a saved run's folder (ckpt=), refused without the list
+    (require_manifest); else (a folder from elsewhere, written before the list existed) no list, no check.
+    Raises load_error's line."""
+    if require:
+        require_manifest(folder)
     reason = damage(folder)
     if reason is not None:
         raise load_error(folder, reason)
@@ -178,11 +197,12 @@ def _damage_errors() -> tuple:
 
 
 @contextmanager
-def loading(folder, check: bool = True):
-    """Wrap the load of a saved run's model: check_files first (`check`), then the damage errors become load_error's
-    one line. UserErrors and running out of memory pass through unchanged."""
+def loading(folder, check: bool = True, require: bool = False):
+    """Wrap the load of a saved run's model: check_files first (`check`; `require`: refused without saved_files.json,
+    for a saved run's folder), then the damage errors become load_error's one line. UserErrors and running out of
+    memory pass through unchanged."""
     if check:
-        check_files(folder)
+        check_files(folder, require=require)
     try:
         yield
     except UserError:

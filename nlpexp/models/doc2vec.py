@@ -84,20 +84,96 @@ def save_doc2vec(d2v, folder: Path, export_native: bool = False) -> None:
     (folder / "doc2vec_vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
 
 
-def load_doc2vec(folder: Path, model_cfg, seed: int):
+# The saved settings gensim is rebuilt with, and what each must be: its compiled inference trusts them (a
+# vector_size wider than the saved vectors read past the arrays and ended the process with SIGSEGV).
+SETTINGS = {"vector_size": (1, None), "window": (1, None), "min_count": (1, None), "epochs": (1, None),
+            "dm": (0, 1), "dbow_words": (0, 1), "infer_epochs": (1, None)}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def settings_problem(model, where: str, seed=None) -> str | None:
+    """What in the saved model settings (`model`: a dict or config; `where`: the file they came from, named in the
+    line) cannot rebuild a Doc2Vec (None: nothing); `seed` too when given. Read before gensim sees any of it."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(model):
+        model = OmegaConf.to_container(model)
+    if not isinstance(model, dict):
+        return f"{where} holds no model settings"
+    if seed is not None and (not _is_int(seed) or not 0 <= seed < 2 ** 32):
+        return f"{where}'s seed {seed!r} is not an integer in [0, 2^32)"
+    for key, (low, high) in SETTINGS.items():
+        value = model.get(key)
+        if key == "infer_epochs" and value is None:
+            continue
+        if not _is_int(value) or value < low or (high is not None and value > high):
+            return f"{where}'s {key} is {value!r}, not an integer " + \
+                (f"in [{low}, {high}]" if high is not None else f">= {low}")
+    if not isinstance(model.get("lowercase"), bool):
+        return f"{where}'s lowercase is {model.get('lowercase')!r}, not true or false"
+    return None
+
+
+def vocab_problem(vocab) -> str | None:
+    """What in doc2vec_vocab.json cannot be a saved vocabulary (None: nothing)."""
+    if not isinstance(vocab, dict):
+        return "doc2vec_vocab.json is not a vocabulary"
+    words, counts, sample_int = vocab.get("words"), vocab.get("counts"), vocab.get("sample_int")
+    if not all(isinstance(x, list) for x in (words, counts, sample_int)) or not words \
+            or not len(words) == len(counts) == len(sample_int):
+        return "doc2vec_vocab.json's words, counts and sample_int are not lists of one length"
+    if not all(isinstance(w, str) for w in words) or len(set(words)) != len(words):
+        return "doc2vec_vocab.json's words are not distinct strings"
+    if not all(_is_int(c) and 0 <= c < 2 ** 63 for c in counts) or \
+            not all(_is_int(v) and 0 <= v < 2 ** 32 for v in sample_int):
+        return "doc2vec_vocab.json's counts or sample_int are not non-negative integers in range"
+    return None
+
+
+def arrays_problem(arrays: dict, rows: int, size: int) -> str | None:
+    """The word vectors and negative-sampling weights ({file name: array}) against the vocabulary and the settings:
+    words x vector_size floats, finite (None: they fit)."""
+    for name, array in arrays.items():
+        if not isinstance(array, np.ndarray) or array.dtype.kind != "f":
+            return f"{name} is not an array of floats"
+        if array.shape != (rows, size):
+            return f"{name} has shape {tuple(array.shape)}, not {(rows, size)} ({rows} words, vector_size {size})"
+        if not np.isfinite(array).all():
+            return f"{name} holds NaN or infinite values"
+    return None
+
+
+def load_doc2vec(folder: Path, model_cfg, seed: int, where: str = "the saved settings"):
     """The Doc2Vec save_doc2vec wrote, rebuilt with train_doc2vec's settings: it infers the same vectors. Reads
-    only the NPY/JSON files (a doc2vec.model beside them is never opened); damaged files are one line."""
+    only the NPY/JSON files (a doc2vec.model beside them is never opened). The settings (`where`: the file they
+    were read from) and the vocabulary are checked before gensim sees them, the arrays against them after
+    (settings_problem, vocab_problem, arrays_problem): a damaged or edited file is load_error's one line, never a
+    crash of gensim's compiled code."""
     from gensim.models.doc2vec import Doc2Vec
 
-    from nlpexp.saved import loading
+    from nlpexp.saved import load_error, loading
 
     with loading(folder):
+        problem = settings_problem(model_cfg, where, seed)
+        if problem:
+            raise load_error(folder, problem)
         vocab = json.loads((folder / "doc2vec_vocab.json").read_text(encoding="utf-8"))
+        problem = vocab_problem(vocab)
+        if problem:
+            raise load_error(folder, problem)
         vectors = np.load(folder / "doc2vec_word_vectors.npy", allow_pickle=False)
         syn1neg = np.load(folder / "doc2vec_syn1neg.npy", allow_pickle=False)
         words, counts, sample_int = vocab["words"], vocab["counts"], vocab["sample_int"]
-        if not len(words) == len(counts) == len(sample_int) == len(vectors) == len(syn1neg):
-            raise ValueError("the vocabulary and the weight arrays differ in length")
+        problem = arrays_problem({"doc2vec_word_vectors.npy": vectors, "doc2vec_syn1neg.npy": syn1neg}, len(words),
+                                 int(model_cfg.vector_size))
+        if problem:
+            raise load_error(folder, problem)
+        # gensim's compiled inference reads the arrays as C-ordered float32 (REAL): any other layout is made so
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        syn1neg = np.ascontiguousarray(syn1neg, dtype=np.float32)
     c = model_cfg
     d2v = Doc2Vec(vector_size=c.vector_size, window=c.window, min_count=c.min_count, epochs=c.epochs, dm=c.dm,
                   dbow_words=c.dbow_words, seed=seed, workers=1, hashfxn=stable_hash)

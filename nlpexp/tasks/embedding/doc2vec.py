@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nlpexp.models.doc2vec import (infer_epochs, infer_vector, load_doc2vec, save_doc2vec, text_seed, tokenize,
-                                   train_doc2vec)
+from nlpexp.models.doc2vec import (infer_epochs, infer_vector, load_doc2vec, save_doc2vec, settings_problem,
+                                   text_seed, tokenize, train_doc2vec)
 from nlpexp.saved import loading, write_dir
 from nlpexp.tasks.embedding.checks import MODEL_KEYS
 from nlpexp.tasks.embedding.contract import read_settings, write_settings
@@ -48,9 +48,18 @@ def embedder(cfg, train_texts, device: str) -> Doc2VecEmbedder:
 
 
 def load(folder: Path, device: str) -> Doc2VecEmbedder:
+    """A saved run's embedder. settings.json, the vocabulary and the arrays are checked before and after gensim
+    sees them (models/doc2vec.py load_doc2vec): an edited file is one line, never a crash."""
     from omegaconf import OmegaConf
+
+    from nlpexp.saved import load_error
 
     with loading(folder):  # NPY/JSON only: a doc2vec.model (gensim's pickle) beside them is never opened
         saved = read_settings(folder)
+        problem = None if isinstance(saved, dict) else "settings.json holds no settings"
+        problem = problem or settings_problem(saved.get("model"), "settings.json", saved.get("seed"))
+        if problem:
+            raise load_error(folder, problem)
         model_cfg = OmegaConf.create(saved["model"])
-        return Doc2VecEmbedder(model_cfg, saved["seed"], load_doc2vec(folder, model_cfg, saved["seed"]))
+        return Doc2VecEmbedder(model_cfg, saved["seed"],
+                               load_doc2vec(folder, model_cfg, saved["seed"], where="settings.json"))

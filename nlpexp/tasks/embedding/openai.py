@@ -45,8 +45,11 @@ class OpenAIEmbedder:
         return np.asarray(out, dtype=np.float32)
 
     def save(self, folder: Path) -> None:
-        """The engine and request settings only (never the key)."""
-        write_settings(folder, {"engine": self.engine, "batch_size": self.batch_size, "timeout": self.timeout})
+        """The engine and request settings only (never the key), written whole with its saved_files.json."""
+        from nlpexp.saved import write_dir
+
+        with write_dir(folder) as tmp:
+            write_settings(tmp, {"engine": self.engine, "batch_size": self.batch_size, "timeout": self.timeout})
 
 
 def embedder(cfg, train_texts, device: str) -> OpenAIEmbedder:
@@ -54,5 +57,8 @@ def embedder(cfg, train_texts, device: str) -> OpenAIEmbedder:
 
 
 def load(folder: Path, device: str) -> OpenAIEmbedder:
-    saved = read_settings(folder)
-    return OpenAIEmbedder(saved["engine"], saved["batch_size"], saved["timeout"])
+    from nlpexp.saved import loading
+
+    with loading(folder):
+        saved = read_settings(folder)
+        return OpenAIEmbedder(saved["engine"], saved["batch_size"], saved["timeout"])

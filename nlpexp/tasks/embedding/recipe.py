@@ -304,7 +304,7 @@ def apply(cfg, run_dir: Path, device: str):
     folder = ckpt / "checkpoints"
     if not (folder / "embedder.json").exists():
         raise UserError(f"{ckpt} has no checkpoints/embedder.json (is it a finished task=embedding run?)")
-    from nlpexp.saved import loading
+    from nlpexp.saved import loading, require_manifest
 
     source = Path(str(cfg.input)).expanduser()
     from nlpexp.readers import read_texts
@@ -312,6 +312,8 @@ def apply(cfg, run_dir: Path, device: str):
     texts = None if source.suffix.lower() == ".npy" else read_texts(source, ("text", "sentence", "text_1", "content"))
     with loading(folder):
         matrix = np.load(folder / "matrix.npy", allow_pickle=False) if (folder / "matrix.npy").exists() else None
+    if texts is not None:  # the embedder's folder: refused without its saved_files.json (its loader checks the rest)
+        require_manifest(folder / ("encoder" if saved.task.method == "finetune" else "embedder"))
     if texts is None:
         try:
             vectors = np.load(source, allow_pickle=False)

@@ -117,14 +117,15 @@ def save_checkpoint(model: NovelModel, codec: Codec, folder: Path, seq_len: int,
 
 
 def load_checkpoint(folder: Path, device: str):
-    """(model on `device`, codec, seq_len) from a checkpoint folder."""
+    """(model on `device`, codec, seq_len) from a checkpoint folder; one without saved_files.json is refused
+    (saved.require_manifest: its files could not be checked)."""
     from safetensors.torch import load_model
 
     from nlpexp.saved import loading
 
     if not (folder / "model.json").exists():
         raise UserError(f"{folder} holds no novel checkpoint (model.json missing; did that run finish?)")
-    with loading(folder):
+    with loading(folder, require=True):
         saved = json.loads((folder / "model.json").read_text())
         model = adapter(saved["model"]).from_spec(saved["spec"])
         load_model(model, str(folder / "model.safetensors"), device="cpu")

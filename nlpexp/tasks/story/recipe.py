@@ -62,10 +62,11 @@ def train(cfg, run_dir: Path, device: str):
 
 
 def load_checkpoint(folder: Path, device: str):
-    """(model, tokenizer) of a checkpoints/final folder, through the adapter named in its story_model.json."""
+    """(model, tokenizer) of a checkpoints/final folder, through the adapter named in its story_model.json; a
+    folder without saved_files.json is refused (saved.require_manifest: its files could not be checked)."""
     from nlpexp.saved import loading
 
-    with loading(folder):
+    with loading(folder, require=True):
         name = read_spec(folder)["model"]
     return adapter(name).load(folder, device)
 
@@ -309,15 +310,128 @@ def verdict(metrics: dict, prefixes: list[str]) -> str:
 
 
 def evaluate_saved(cfg, run_dir: Path, device: str):
-    """mode=eval ckpt=<run>: the saved model on this config's test split under this config's decoding settings."""
+    """mode=eval ckpt=<run>: the saved model on its own test stories under this config's decoding settings. The
+    data options are the saved run's, with the data.* given on this command line over them; on the run's own data
+    a data.test_size= or data.max_stories= other than the run's is refused (the split is by position: its test
+    stories would include stories the run trained on). Another dataset (data.path=, data.source=, ...) or another
+    data.test_path= is scored without the stories the run trained on, counted. (seed= only seeds the decoding.)"""
     from nlpexp.tasks.story.data import load_stories
 
-    model, tok = load_checkpoint(Path(str(cfg.ckpt)).expanduser() / "checkpoints" / "final", device)
-    data = load_stories(cfg.data)
+    ckpt = Path(str(cfg.ckpt)).expanduser()
+    saved_data = saved_run_data(ckpt)
+    given = given_keys()
+    data = saved_data.copy()
+    for key in given:  # data.* given on this command line win over the saved run's
+        if key.startswith("data."):
+            data[key.split(".", 1)[1]] = cfg.data.get(key.split(".", 1)[1])
+    own = same_stories(data, saved_data)
+    if own:
+        resplit_error(cfg, saved_data, data, given)
+    model, tok = load_checkpoint(ckpt / "checkpoints" / "final", device)
+    stories = load_stories(data)
+    overlap = {}
+    if not own or _file(data.get("test_path")) != _file(saved_data.get("test_path")):
+        stories, overlap = leave_out_trained(stories, saved_data)
     run_dir.mkdir(parents=True, exist_ok=True)
-    metrics, found = evaluate(cfg, model, tok, data, encode_pairs(tok, data["test"]), run_dir, device)
-    return {"metrics": metrics, "objective": "", "origin": data["origin"], "left_out": data["counts"],
+    metrics, found = evaluate(cfg, model, tok, stories, encode_pairs(tok, stories["test"]), run_dir, device)
+    return {"metrics": metrics, "objective": "", "origin": stories["origin"], "left_out": stories["counts"],
+            "stories": {k: len(stories[k]) for k in ("validation", "test")}, **overlap,
             "decoding": decode_settings(cfg.generate), **found}
+
+
+def saved_run_data(ckpt: Path):
+    """The saved run's data options (its .hydra/config.yaml, read bounded), as a config."""
+    from omegaconf import OmegaConf
+
+    from nlpexp.runtime import load_run_file
+
+    try:
+        saved = load_run_file(ckpt / ".hydra" / "config.yaml")
+    except (OSError, ValueError) as err:
+        raise UserError(f"ckpt={ckpt}: its .hydra/config.yaml is unreadable ({err})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("data"), dict):
+        raise UserError(f"ckpt={ckpt}: its .hydra/config.yaml holds no data options (is it a task=story run?)")
+    return OmegaConf.create(saved["data"])
+
+
+def given_keys() -> set[str]:
+    """The keys set on this command line (none when Hydra is not running)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return {o.lstrip("+~").split("=", 1)[0] for o in HydraConfig.get().overrides.task}
+    except ValueError:
+        return set()
+
+
+def _file(value):
+    """The first file of a data.path / data.test_path value, resolved (None: none)."""
+    from nlpexp.tasks.story.data import _paths
+
+    paths = _paths(value)
+    return paths[0].resolve() if paths else None
+
+
+STORY_SOURCE_KEYS = ("source", "embedded", "hub_id", "hub_config", "hub_split", "revision")
+
+
+def same_stories(data, saved_data) -> bool:
+    """`data` names the main story source the run was trained on (the same first file, however written)."""
+    if data.get("path") or saved_data.get("path"):
+        return _file(data.get("path")) == _file(saved_data.get("path"))
+    return all(data.get(k) == saved_data.get(k) for k in STORY_SOURCE_KEYS)
+
+
+def resplit_error(cfg, saved_data, data, given: set) -> None:
+    """A data.test_size= / data.max_stories= given on this command line that cuts the run's own stories otherwise
+    than in training: refused in one line naming the run's value (its test stories are the last ones by position;
+    another cut puts stories the run trained on among them)."""
+    from nlpexp.tasks.story.data import DEFAULT_TEST_SIZE
+
+    def effective(key, d):
+        value = d.get(key)
+        if key == "test_size" and value is None and not d.get("test_path"):
+            value = DEFAULT_TEST_SIZE
+        return None if value is None else float(value)
+
+    for key in ("test_size", "max_stories"):
+        if f"data.{key}" in given and effective(key, data) != effective(key, saved_data):
+            shown = saved_data.get(key)
+            shown = "null" if shown is None else int(shown) if float(shown).is_integer() else shown  # 8.0: 8
+            raise UserError(f"ckpt={cfg.ckpt} was trained with data.{key}={shown}: its test stories are the last ones "
+                            f"of its data by position, and another data.{key} tests on stories the run trained on; "
+                            f"drop data.{key}= (mode=eval splits as the run did), or give data.test_path=<a file of "
+                            "held-out stories>")
+
+
+def leave_out_trained(stories: dict, saved_data) -> tuple[dict, dict]:
+    """`stories` without the validation and test stories the saved run trained on (compared as story_key), and how
+    many were left out. When its training stories cannot be read again that is said on stderr and none are."""
+    import sys
+
+    from nlpexp.tasks.story.data import load_stories, story_key
+
+    try:
+        trained = set(story_key(load_stories(saved_data)["train"]))
+    except UserError as err:
+        print(f"nlpexp: note: cannot check {stories['origin']} for stories the run trained on ({err}); scored whole",
+              file=sys.stderr)
+        return stories, {}
+    removed = {}
+    for part in ("validation", "test"):
+        if not len(stories[part]):  # (an empty part may have lost its columns)
+            continue
+        seen = [key in trained for key in story_key(stories[part])]
+        if any(seen):
+            removed[part] = sum(seen)
+            stories[part] = stories[part][[not s for s in seen]].reset_index(drop=True)
+    if not len(stories["test"]):
+        raise UserError(f"{stories['origin']}: every test story is one the run trained on: evaluate on held-out "
+                        "stories (drop data.* to score the run's own test stories)")
+    if removed:
+        print(f"{stories['origin']}: left out stories the run trained on ("
+              + ", ".join(f"{k} {v}" for k, v in removed.items()) + ")")
+    return stories, {"train_overlap_removed": removed}
 
 
 def generate(cfg, run_dir: Path, device: str):
