@@ -39,9 +39,11 @@ def value_error(value, meta: dict, kind: str = "a number") -> str | None:
             return f"must be a finite number (got {value!r})"
         lo = ("gt", "(") if "gt" in meta else ("ge", "[") if "ge" in meta else None
         hi = ("lt", ")") if "lt" in meta else ("le", "]") if "le" in meta else None
-        fails = (lo and not (value > meta["gt"] if lo[0] == "gt" else value >= meta["ge"])) or \
-            (hi and not (value < meta["lt"] if hi[0] == "lt" else value <= meta["le"]))
+        too_low = lo and not (value > meta["gt"] if lo[0] == "gt" else value >= meta["ge"])
+        fails = too_low or (hi and not (value < meta["lt"] if hi[0] == "lt" else value <= meta["le"]))
         if fails:
+            if too_low and kind == "an integer":  # a count below its floor: the floor (its cap only says how big)
+                hi = None
             if lo and hi:
                 need = f"in {lo[1]}{meta[lo[0]]}, {meta[hi[0]]}{hi[1]}"
             else:

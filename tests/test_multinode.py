@@ -26,27 +26,32 @@ STOP_AFTER_CHECKPOINT_6 = """
 import importlib.abc, importlib.util, os, sys, time
 from pathlib import Path
 
-def patch(trainer_class):
-    save = trainer_class._save_checkpoint
-    def save_then_wait(self, *args, **kwargs):
-        save(self, *args, **kwargs)
-        if self.state.global_step == 6:
-            import torch.distributed as dist
-            dist.barrier()
-            Path(os.environ["MN_MARKS"], os.environ["RANK"]).write_text(str(os.getpid()))
-            time.sleep(600)
-    trainer_class._save_checkpoint = save_then_wait
+def patch(module):  # nlpexp's Trainer subclass: its _save_checkpoint renames checkpoint-N into place
+    make = module.resumable_trainer
+    def resumable_trainer(seed):
+        trainer_class = make(seed)
+        save = trainer_class._save_checkpoint
+        def save_then_wait(self, *args, **kwargs):
+            save(self, *args, **kwargs)
+            if self.state.global_step == 6:
+                import torch.distributed as dist
+                dist.barrier()
+                Path(os.environ["MN_MARKS"], os.environ["RANK"]).write_text(str(os.getpid()))
+                time.sleep(600)
+        trainer_class._save_checkpoint = save_then_wait
+        return trainer_class
+    module.resumable_trainer = resumable_trainer
 
 class Hook(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != "transformers.trainer":
+        if name != "nlpexp.tasks.classify.trainer":
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)
         run = spec.loader.exec_module
         def exec_module(module):
             run(module)
-            patch(module.Trainer)
+            patch(module)
         spec.loader.exec_module = exec_module
         return spec
 
