@@ -67,94 +67,54 @@ class Doc2VecClassifier:
         return {}
 
 
-# classifier.json's model settings: what each must be (gensim's compiled inference trusts them: a vector_size larger
-# than the saved vectors' width read past the arrays and ended the process with SIGSEGV)
-SETTINGS = {"vector_size": (1, None), "window": (1, None), "min_count": (1, None), "epochs": (1, None),
-            "dm": (0, 1), "dbow_words": (0, 1), "infer_epochs": (1, None)}
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def meta_problem(meta, vocab) -> str | None:
-    """What in classifier.json / doc2vec_vocab.json cannot be a saved classifier (None: nothing): read before gensim
-    is given any of it, so an edited file (with or without saved_files.json) is one line, never a crash."""
+def labels_problem(meta) -> str | None:
+    """What in classifier.json is not a saved classifier's (None: nothing); its model settings, the vocabulary and
+    the word arrays are load_doc2vec's to check (models/doc2vec.py), before gensim sees them."""
     if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
         return "classifier.json holds no model settings"
-    labels, seed, model = meta.get("labels"), meta.get("seed"), meta["model"]
+    labels = meta.get("labels")
     if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels) \
             or len(set(labels)) != len(labels):
         return "classifier.json's labels are not a list of two or more distinct names"
-    if not _is_int(seed) or not 0 <= seed < 2 ** 32:
-        return f"classifier.json's seed {seed!r} is not an integer in [0, 2^32)"
-    for key, (low, high) in SETTINGS.items():
-        value = model.get(key)
-        if key == "infer_epochs" and value is None:
-            continue
-        if not _is_int(value) or value < low or (high is not None and value > high):
-            return f"classifier.json's {key} is {value!r}, not an integer " + \
-                (f"in [{low}, {high}]" if high is not None else f">= {low}")
-    if not isinstance(model.get("lowercase"), bool):
-        return f"classifier.json's lowercase is {model.get('lowercase')!r}, not true or false"
-    if not isinstance(vocab, dict):
-        return "doc2vec_vocab.json is not a vocabulary"
-    words, counts, sample_int = vocab.get("words"), vocab.get("counts"), vocab.get("sample_int")
-    if not all(isinstance(x, list) for x in (words, counts, sample_int)) or not words \
-            or not len(words) == len(counts) == len(sample_int):
-        return "doc2vec_vocab.json's words, counts and sample_int are not lists of one length"
-    if not all(isinstance(w, str) for w in words) or len(set(words)) != len(words):
-        return "doc2vec_vocab.json's words are not distinct strings"
-    if not all(_is_int(c) and 0 <= c < 2 ** 63 for c in counts) or \
-            not all(_is_int(v) and 0 <= v < 2 ** 32 for v in sample_int):
-        return "doc2vec_vocab.json's counts or sample_int are not non-negative integers in range"
+    if meta.get("seed") is None:  # (its range: load_doc2vec)
+        return "classifier.json has no seed"
     return None
 
 
-def arrays_problem(clf) -> str | None:
-    """The loaded arrays against the settings: word vectors and negative-sampling weights (words x vector_size,
-    float32, finite), the regression's coef (labels x vector_size) and intercept (labels)."""
-    size, rows, n_labels = int(clf.cfg.vector_size), len(clf.d2v.wv.index_to_key), len(clf.labels)
-    for name, array, shape in (("doc2vec_word_vectors.npy", clf.d2v.wv.vectors, (rows, size)),
-                               ("doc2vec_syn1neg.npy", clf.d2v.syn1neg, (rows, size)),
-                               ("logreg_coef.npy", clf.coef, (n_labels, size)),
+def regression_problem(clf) -> str | None:
+    """The regression's arrays against the settings: coef (labels x vector_size floats, finite) and intercept."""
+    size, n_labels = int(clf.cfg.vector_size), len(clf.labels)
+    for name, array, shape in (("logreg_coef.npy", clf.coef, (n_labels, size)),
                                ("logreg_intercept.npy", clf.intercept, (n_labels,))):
         if not isinstance(array, np.ndarray) or array.dtype.kind != "f":
             return f"{name} is not an array of floats"
         if array.shape != shape:
-            return (f"{name} has shape {tuple(array.shape)}, not {shape} ({rows} words, vector_size {size}, "
-                    f"{n_labels} labels in classifier.json)")
-        if not np.isfinite(array).all() and name != "logreg_intercept.npy":
-            return f"{name} holds NaN or infinite values"
-    if np.isnan(clf.intercept).any() or np.isposinf(clf.intercept).any():
-        return "logreg_intercept.npy holds NaN or +infinite values"
+            return f"{name} has shape {tuple(array.shape)}, not {shape} ({n_labels} labels, vector_size {size})"
+    if not np.isfinite(clf.coef).all() or np.isnan(clf.intercept).any() or np.isposinf(clf.intercept).any():
+        return "logreg_coef.npy or logreg_intercept.npy holds NaN or infinite values"
     return None
 
 
 def load(folder: Path, device: str) -> Doc2VecClassifier:
     """A saved run's classifier (gensim has no device: `device` is part of the one load signature only).
-    classifier.json and the vocabulary are checked before gensim sees them, the arrays against them after
-    (meta_problem, arrays_problem): an edited file is load_error's one line."""
+    Everything is checked before it is used (labels_problem, load_doc2vec, regression_problem): an edited file is
+    load_error's one line, never a crash of gensim's compiled code."""
     from omegaconf import OmegaConf
 
     from nlpexp.saved import load_error
 
     with loading(folder):  # NPY/JSON only: a doc2vec.model (gensim's pickle) beside them is never opened
         meta = json.loads((folder / "classifier.json").read_text())
-        vocab = json.loads((folder / "doc2vec_vocab.json").read_text(encoding="utf-8"))
-        problem = meta_problem(meta, vocab)
+        problem = labels_problem(meta)
         if problem:
             raise load_error(folder, problem)
         clf = Doc2VecClassifier(OmegaConf.create(meta["model"]), meta["labels"], meta["seed"])
-        clf.d2v = load_doc2vec(folder, clf.cfg, clf.seed)
+        clf.d2v = load_doc2vec(folder, clf.cfg, clf.seed, where="classifier.json")
         clf.coef = np.load(folder / "logreg_coef.npy", allow_pickle=False)
         clf.intercept = np.load(folder / "logreg_intercept.npy", allow_pickle=False)
-        problem = arrays_problem(clf)
+        problem = regression_problem(clf)
         if problem:
             raise load_error(folder, problem)
-        # gensim's compiled inference reads the arrays as C-ordered float32 (REAL): any other layout is made so
-        clf.d2v.wv.vectors = np.ascontiguousarray(clf.d2v.wv.vectors, dtype=np.float32)
-        clf.d2v.syn1neg = np.ascontiguousarray(clf.d2v.syn1neg, dtype=np.float32)
     return clf
 
 
