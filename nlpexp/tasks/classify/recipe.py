@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from nlpexp import registry
 from nlpexp.errors import UserError
-from nlpexp.saved import MANIFEST, load_error
+from nlpexp.saved import require_manifest
 from nlpexp.metrics import accuracy, classification_metrics, plot_confusion, plot_history
 from nlpexp.tasks.classify.contract import Classifier, ClassifierAdapter, WeightedClassifier
 from nlpexp.tasks.classify.data import (dataset_name, label_names, labels_from_data, load_eval_set, load_file,
@@ -134,11 +134,7 @@ def load_run(cfg, device: str, ckpt=None) -> tuple:
     best = ckpt / "checkpoints" / "best"
     if not best.exists():
         raise UserError(f"{ckpt} has no checkpoints/best (did that run finish?)")
-    if not (best / MANIFEST).is_file():  # without it nothing can tell an edited or swapped file (nor a missing one
-        # the library then fetches from its cache); every save writes it, so its absence is damage
-        raise load_error(best, f"{MANIFEST} is missing: the list of the saved files with their sha256, written by "
-                               "every save, without which an edited or missing file cannot be told; train the run "
-                               "again")
+    require_manifest(best)  # every save writes it: without it an edited or swapped file could not be told
     if (ckpt / "labels.json").exists():  # labels taken from the data at training time
         saved.task.labels = json.loads((ckpt / "labels.json").read_text())
     clf: Classifier = adapter(saved.model.name).load(best, device)
