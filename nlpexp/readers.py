@@ -290,6 +290,21 @@ def read_texts(path, columns=TEXT_COLUMNS) -> list[str]:
     return texts
 
 
+def _remove_stale_outputs(final: Path) -> None:
+    """The hidden temporary files a killed earlier write of `final` left (their process is gone)."""
+    for stale in final.parent.glob(f".{final.name}.*.tmp"):
+        pid = stale.name[len(final.name) + 2:-4]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        except OSError:
+            pass
+
+
 @contextlib.contextmanager
 def atomic_output(target, mode: str = "w"):
     """An output file the user named (output=...), written whole or not at all: the handle writes a hidden
@@ -306,6 +321,7 @@ def atomic_output(target, mode: str = "w"):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, final)
+        _remove_stale_outputs(final)
     except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink()

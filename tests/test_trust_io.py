@@ -335,3 +335,17 @@ def test_a_data_file_nlpexp_may_not_read_is_one_line(tmp_path):
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert lines[0].startswith(f"nlpexp: error: permission denied: {data}")
     assert not (tmp_path / "outputs").exists()
+
+
+def test_an_output_write_removes_what_a_killed_one_left(tmp_path):
+    from nlpexp.readers import atomic_output
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = tmp_path / f".preds.csv.{dead.stdout.strip()}.tmp"  # kill -9 mid-write: its process is gone
+    left.write_text("half")
+    live = tmp_path / f".preds.csv.{os.getppid()}.tmp"  # another process still writing: left alone
+    live.write_text("busy")
+    with atomic_output(tmp_path / "preds.csv") as handle:
+        handle.write("text,label\n")
+    assert (tmp_path / "preds.csv").read_text() == "text,label\n"
+    assert not left.exists() and live.exists()
