@@ -192,3 +192,28 @@ def test_an_edited_doc2vec_classifier_json_is_one_line_never_a_crash(trained, tm
     (best / "classifier.json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match=re.escape(needle)):
         doc2vec.load(best, "cpu").predict_proba(["profit rose"])
+
+
+def test_a_config_json_of_another_architecture_listed_as_saved_is_refused(tmp_path):
+    """Even with saved_files.json made to match it: the weights it names are not in model.safetensors."""
+    import hashlib
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from nlpexp.errors import UserError
+    from nlpexp.saved import write_dir
+    from nlpexp.tasks.classify import hf
+
+    with write_dir(tmp_path / "best") as tmp:
+        BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1,
+                                                 num_attention_heads=2, intermediate_size=8)).save_pretrained(tmp)
+    best = tmp_path / "best"
+    config = json.loads((best / "config.json").read_text())
+    (best / "config.json").write_text(json.dumps({**config, "model_type": "gpt2", "n_embd": 8, "n_layer": 1,
+                                                  "n_head": 2, "architectures": ["GPT2ForSequenceClassification"]}))
+    listed = json.loads((best / "saved_files.json").read_text())
+    data = (best / "config.json").read_bytes()
+    listed["config.json"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (best / "saved_files.json").write_text(json.dumps(listed))
+    with pytest.raises(UserError, match=r"weights of its config.json's gpt2 are not in model.safetensors"):
+        hf.load(best, "cpu")

@@ -7,7 +7,7 @@ architecture small from `model.small` with a WordPiece tokenizer trained on the 
 from pathlib import Path
 
 from nlpexp.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
-from nlpexp.saved import loading
+from nlpexp.saved import load_error, loading
 from nlpexp.tasks.classify import lora, trainer
 
 
@@ -41,7 +41,11 @@ def load(folder: Path, device: str) -> trainer.TorchClassifier:
         if lora.is_adapter(folder):  # model.lora.r > 0, not merged: the adapter on its base model
             model = lora.load(folder, AutoModelForSequenceClassification)
         else:
-            model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True,
-                                                                       trust_remote_code=False)
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                folder, use_safetensors=True, trust_remote_code=False, output_loading_info=True)
+            unloaded = [*info.get("missing_keys", []), *info.get("mismatched_keys", [])]
+            if unloaded:  # config.json of another architecture than the weights: they would be drawn at random
+                raise load_error(folder, f"{len(unloaded)} weights of its config.json's {model.config.model_type} are "
+                                         f"not in model.safetensors (e.g. {sorted(map(str, unloaded))[0]})")
         return trainer.TorchClassifier(AutoTokenizer.from_pretrained(folder), model, device,
                                        trainer.saved_max_length(folder), trainer.saved_precision(folder, device))
