@@ -609,6 +609,8 @@ def resume_args(args: list[str]) -> list[str]:
         raise UserError(f"resume={target}: {folder} already finished (metrics.json says complete)")
     if state == "running":
         raise UserError(f"resume={target}: {folder} is in use: {why}")
+    if state == "unreadable":  # said once the pre-run check has passed
+        NOTES.append(f"nlpexp: warning: {folder}: {why} (torn, or not nlpexp's): it is rewritten as the run goes on")
     saved_cfg = load_run_file(folder / ".hydra" / "config.yaml")  # read and checked by nlpexp_run_error
     for key in ("task", "model"):
         given = [a.split("=", 1)[1].strip("'\"") for a in rest if a.lstrip("+~").startswith(f"{key}=")]
