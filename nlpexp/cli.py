@@ -703,9 +703,16 @@ def _model_folders(args: list[str]) -> list[str]:
             kind, family = "sentence-transformers", ("sentence_transformers",)
         else:
             try:
-                kind = str(json.loads((folder / "config.json").read_text()).get("model_type") or "unknown")
-            except ValueError:
-                raise UserError(f"model={value}: its config.json is not JSON") from None
+                config = json.loads((folder / "config.json").read_text())
+                kind = str(config.get("model_type") or "unknown")
+            except (ValueError, AttributeError):
+                raise UserError(f"model={value}: its config.json is not a JSON object") from None
+            if config.get("auto_map"):
+                raise UserError(f"model={value}: its config.json maps the model to code of its own (auto_map), which "
+                                "nlpexp never runs (trust_remote_code stays off)")
+            if not any(folder.glob("*.safetensors")):
+                raise UserError(f"model={value}: no *.safetensors weights in it (nlpexp loads weights only from "
+                                "safetensors: save_pretrained(folder) writes them)")
             family = ("gpt2", "gpt2_prompt") if kind == "gpt2" else ("bert", "bert_chinese", "bert_fc", "minilm")
         name = next((m for m in family if m in models), None)
         if name is None:
