@@ -4,6 +4,8 @@ Every data file of every wing is read through `read_text`: one decoding (UTF-8, 
 file with a stray non-UTF-8 line is refused, naming the line) and one refusal of what is not text (a folder, a FIFO
 or device, an empty file, binary bytes), so no reader trains on replacement characters or waits forever.
 """
+from __future__ import annotations
+
 import codecs
 import contextlib
 import csv
@@ -14,10 +16,12 @@ import sys
 from importlib import resources
 from io import StringIO
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from nlpexp.errors import UserError, disk_full
+
+if TYPE_CHECKING:  # pandas is imported by the readers that build frames: the pre-run checks stay light
+    import pandas as pd
 
 TEXT_COLUMNS = ("text", "sentence", "review", "content", "Text")
 LABEL_COLUMNS = ("label", "sentiment", "emotion", "Emotion", "gold_label")
@@ -158,6 +162,8 @@ def read_text(path) -> str:
 def read_frame(path, fmt: str) -> tuple[pd.DataFrame, int]:
     """A csv/tsv/jsonl file (through read_text) as a DataFrame (csv/tsv: every cell a string, empty cells
     ""), and the file line of its first row."""
+    import pandas as pd
+
     text = read_text(path)
     try:
         if fmt == "jsonl":
@@ -183,6 +189,8 @@ def duplicate_header_error(text: str, sep: str, path) -> None:
 
 def read_phrasebank(path: Path) -> pd.DataFrame:
     """Financial PhraseBank: one `sentence@label` per line; the sentence itself may contain '@'."""
+    import pandas as pd
+
     rows = []
     for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
@@ -221,6 +229,8 @@ def pick_column(columns, wanted, candidates, what, path):
 
 def read_table(path: Path, fmt: str, text_column=None, label_column=None) -> pd.DataFrame:
     """CSV/TSV/JSONL into columns text, label, line (the file line, for error messages)."""
+    import pandas as pd
+
     path = Path(path)
     frame, first_line = read_frame(path, fmt)
     if frame.empty:
@@ -248,6 +258,8 @@ def read_clue(path: Path) -> pd.DataFrame:
     """CLUE's JSON lines: `sentence` (or a `sentence1`/`sentence2` pair, joined by [SEP]), `label`, optional
     `label_des`. Columns text, label (label_des when the row has one, else the label id), label_id, line."""
     import json
+
+    import pandas as pd
 
     rows = []
     for lineno, line in enumerate(read_text(path).splitlines(), start=1):
