@@ -11,14 +11,7 @@ import pytest
 
 from nlpexp import secrets
 from nlpexp.errors import UserError
-
-
-def one_line(res) -> str:
-    lines = [line for line in res.err.strip().splitlines() if line.strip()]
-    assert res.code == 2, res.err[-2000:]
-    assert "Traceback" not in res.err and len(lines) == 1, res.err[-2000:]
-    assert lines[0].startswith("nlpexp: error: "), lines
-    return lines[0]
+from refusals import one_line  # tests/ is on sys.path
 
 
 # -- secrets ------------------------------------------------------------------------------------------------------

@@ -13,16 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from refusals import one_line  # tests/ is on sys.path
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
-def one_line(res) -> str:
-    lines = [line for line in res.err.strip().splitlines() if line.strip()]
-    assert res.code == 2, res.err[-2000:]
-    assert "Traceback" not in res.err and len(lines) == 1, res.err[-2000:]
-    assert lines[0].startswith("nlpexp: error: ")
-    return lines[0]
 
 
 def metrics(folder: Path) -> dict:

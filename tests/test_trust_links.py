@@ -13,6 +13,7 @@ import yaml
 from nlpexp import cli, report, runtime
 from nlpexp.errors import UserError
 from nlpexp.runtime import RunFileError, claim, folder_state, load_run_file, read_metrics, release, run_folder_error
+from refusals import refused  # tests/ is on sys.path
 
 LINK = "is a symbolic link: a run folder holds no links; remove it"
 
@@ -27,13 +28,6 @@ def run_folder(where: Path, metrics: dict | None = None) -> Path:
     (where / "checkpoints" / "best" / "classifier.json").write_text("{}")
     (where / "metrics.json").write_text(json.dumps(metrics or {"status": "complete", "metrics": {}}))
     return where
-
-
-def refused(call, *args) -> str:
-    with pytest.raises(UserError) as err:
-        call(*args)
-    assert "\n" not in str(err.value)
-    return str(err.value)
 
 
 @pytest.fixture

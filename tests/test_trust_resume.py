@@ -12,8 +12,8 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from nlpexp import cli
-from nlpexp.errors import UserError
 from nlpexp.runtime import earlier_job, folder_state, is_run_folder, system_folder_error
+from refusals import refused  # tests/ is on sys.path
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -39,13 +39,6 @@ def evil_folder(where: Path, marker: Path, line: str = "") -> Path:
     climb = "../" * 12 + str(run / ".hydra" / "evil").lstrip("/")
     (run / ".hydra" / "overrides.yaml").write_text(f"- +smoke=true\n- {line or f'experiment={climb}'}\n")
     return run
-
-
-def refused(call, *args) -> str:
-    with pytest.raises(UserError) as err:
-        call(*args)
-    assert "\n" not in str(err.value)
-    return str(err.value)
 
 
 @pytest.fixture

@@ -14,16 +14,9 @@ import pytest
 
 from nlpexp.errors import UserError
 from nlpexp.saved import MANIFEST, check_files, loading, write_dir
+from refusals import one_line  # tests/ is on sys.path
 
 MISSING = "cannot load the saved model (saved_files.json is missing"
-
-
-def one_line(res) -> str:
-    lines = [line for line in res.err.strip().splitlines() if line.strip()]
-    assert res.code == 2, res.err[-2000:]
-    assert "Traceback" not in res.err and len(lines) == 1, res.err[-2000:]
-    assert lines[0].startswith("nlpexp: error: "), lines
-    return lines[0]
 
 
 def train(root: Path, name: str, *args) -> Path:
