@@ -295,7 +295,7 @@ def preflight(args: list[str]) -> None:
         from nlpexp.runtime import resolve_device
 
         resolve_device(cfg.device.name)
-    from nlpexp import distributed
+    from nlpexp.training import distributed
 
     folder = None if distributed.is_worker() else explicit_run_dir(args)  # torchrun: the launcher holds it
     if folder is not None:
@@ -778,7 +778,7 @@ def main() -> None:
         fail(str(err))
     except PermissionError as err:
         fail(permission_message(err))
-    from nlpexp import distributed
+    from nlpexp.training import distributed
 
     if distributed.is_worker():
         if not any(a.startswith("hydra.run.dir=") for a in args) and distributed.other_node():

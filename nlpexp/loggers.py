@@ -191,7 +191,7 @@ def to_wandb(cfg, run_dir: Path, summary: dict) -> None:
 
 
 def step_logger(cfg, run_dir: Path | None):
-    """For nlpexp.loop (and the Trainer, for W&B): a callable(step, scalars) streaming training steps to
+    """For nlpexp.training.loop (and the Trainer, for W&B): a callable(step, scalars) streaming training steps to
     TensorBoard (as the Trainer's report_to does on the HF path) or W&B; None for the loggers that receive
     everything when the run ends."""
     if name(cfg) not in ("tensorboard", "wandb") or run_dir is None:

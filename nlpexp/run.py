@@ -14,7 +14,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nlpexp import precision, secrets, watchdog
+from nlpexp import secrets, watchdog
+from nlpexp.training import precision
 from nlpexp.errors import UserError, disk_full, permission_message
 
 # the overrides the pre-run check validated in this process (cli.preflight): their run is not checked twice
@@ -66,7 +67,8 @@ def run_job(cfg: DictConfig):
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from nlpexp import distributed, runtime
+    from nlpexp import runtime
+    from nlpexp.training import distributed
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -164,7 +166,8 @@ def _interrupted(stop: KeyboardInterrupt, run_dir: Path, cfg: DictConfig, main_r
     its folder, it reuses its finished jobs and resumes this one)."""
     import signal
 
-    from nlpexp import distributed, runtime
+    from nlpexp import runtime
+    from nlpexp.training import distributed
 
     signum = getattr(stop, "signum", signal.SIGINT)
     name = signal.Signals(signum).name
@@ -191,7 +194,8 @@ def _interrupted(stop: KeyboardInterrupt, run_dir: Path, cfg: DictConfig, main_r
 
 
 def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank: bool, started: float):
-    from nlpexp import console, distributed, hub, registry, runtime
+    from nlpexp import console, hub, registry, runtime
+    from nlpexp.training import distributed
     from nlpexp.validate import check_config
 
     if distributed.is_worker() and not main_rank:  # data parallel: one console, rank 0's (errors still show)
@@ -310,7 +314,8 @@ def _refused(message: str, run_dir: Path, multirun: bool, main_rank: bool, clean
     """Bad input found during the run: one line. A single run takes away what it made (cleanup: "folder" the
     folder Hydra just made, "status" the metrics.json it wrote into a folder the user gave); a sweep job, a resumed
     run or a full disk (cleanup None) leave the folder marked failed."""
-    from nlpexp import distributed, runtime
+    from nlpexp import runtime
+    from nlpexp.training import distributed
 
     if distributed.other_node():  # another node's launcher: one line, node 0's folder left alone
         fail(message)
@@ -369,7 +374,7 @@ def _is_fresh(run_dir: Path) -> bool:
 
 def _rendezvous(trainer: DictConfig, hc, multirun: bool) -> list[str]:
     """torchrun's multi-node arguments for this node; every node must write into one folder, so it is named."""
-    from nlpexp import distributed
+    from nlpexp.training import distributed
 
     node = trainer.get("node_rank")
     if node is not None and node != distributed.node_rank():  # the folder's owner was decided from the command line
@@ -384,7 +389,8 @@ def _rendezvous(trainer: DictConfig, hc, multirun: bool) -> list[str]:
 def _launch_data_parallel(cfg: DictConfig, overrides: list[str], run_dir: Path, nproc: int, multirun: bool,
                           rendezvous: list[str] | None = None):
     """This process only starts the workers; rank 0 of them writes metrics.json as any run does."""
-    from nlpexp import distributed, runtime
+    from nlpexp import runtime
+    from nlpexp.training import distributed
 
     code = distributed.launch(overrides, run_dir, nproc, rendezvous)
     if distributed.other_node():  # node 0's launcher records how the run ended

@@ -155,7 +155,7 @@ def share_gpus(hydra_cfg, device: str, nproc: int) -> str | None:
     return mine
 
 
-STATE_FILES = ("trainer_state.json", "loop_state.json")  # the Trainer's and nlpexp.loop's, each written last
+STATE_FILES = ("trainer_state.json", "loop_state.json")  # the Trainer's and nlpexp.training.loop's, each written last
 STAGING = ".staging"  # checkpoints/.staging/checkpoint-N: a Trainer step checkpoint being written (trainer.py)
 
 
@@ -190,7 +190,7 @@ def checkpoint_damage(folder: Path) -> str | None:
 
 def latest_checkpoint(run_dir: Path, skipped: list | None = None) -> Path | None:
     """The newest complete checkpoint in run_dir/checkpoints: a checkpoint-N folder (temporary names of a save in
-    progress or killed never count) that checkpoint_damage finds whole, the Trainer's or nlpexp.loop's. Newer
+    progress or killed never count) that checkpoint_damage finds whole, the Trainer's or nlpexp.training.loop's. Newer
     ones that are not whole are appended to `skipped` as (folder, why)."""
     found = [p for p in (Path(run_dir) / "checkpoints").glob("checkpoint-*") if _step(p) is not None and p.is_dir()]
     for folder in sorted(found, key=_step, reverse=True):
@@ -223,7 +223,7 @@ def resume_point(cfg, run_dir: Path):
 
     from omegaconf import open_dict
 
-    from nlpexp import distributed
+    from nlpexp.training import distributed
 
     skipped: list = []
     latest = latest_checkpoint(run_dir, skipped)

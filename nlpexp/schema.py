@@ -221,7 +221,7 @@ def input_errors(cfg) -> list[str]:
 # -- shared schemas -----------------------------------------------------------------------------------------
 @dataclass
 class DecodingControls:
-    """generate.*: the decoding controls of nlpexp/decoding.py (its CONTROLS), one meaning for every generation
+    """generate.*: the decoding controls of nlpexp/training/decoding.py (its CONTROLS), one meaning for every generation
     wing and model; each wing's generate schema extends it with its own lengths, stop rules and evaluation."""
     strategy: str = setting(MISSING, choices=("greedy", "sample", "beam"))
     temperature: float = setting(MISSING, gt=0)
@@ -270,7 +270,7 @@ class Trainer:
     soup: int = setting(MISSING, gt=0, le=100)
     nproc: int = setting(MISSING, gt=0, le=1024)
     nnodes: int = setting(1, gt=0, le=4096)
-    node_rank: Optional[int] = setting(None, ge=0)  # null: SLURM's node id (nlpexp/distributed.py)
+    node_rank: Optional[int] = setting(None, ge=0)  # null: SLURM's node id (nlpexp/training/distributed.py)
     master_addr: Optional[str] = None  # node 0's host; null: SLURM's first node
     master_port: int = setting(29500, gt=0, lt=65536)
     save_steps: int = setting(MISSING, ge=0, le=STEPS)

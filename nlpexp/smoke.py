@@ -60,7 +60,7 @@ def main(argv=None) -> None:
                 cell.mkdir(parents=True)
                 (cell / "metrics.json").write_text(json.dumps({"status": "failed", "task": task, "model": model,
                                                                "error": last.removeprefix("nlpexp: error: ")}))
-    from nlpexp.report import write_report
+    from nlpexp.report.tables import write_report
 
     result = write_report(out)
     print(result["markdown"].replace("![report](report.png)", ""))

@@ -4,7 +4,7 @@ epoch 2, step 2)."""
 
 KILL_AFTER_CHECKPOINT_6 = """
 import os, signal, sys
-from nlpexp import loop
+from nlpexp.training import loop
 from nlpexp.cli import main
 
 save = loop.save_checkpoint
@@ -35,7 +35,7 @@ def die_inside(real):
 
 import torch, safetensors.torch
 torch.save = die_inside(torch.save)  # the Trainer's optimizer.pt
-safetensors.torch.save_file = die_inside(safetensors.torch.save_file)  # nlpexp.loop's optimizer.safetensors
+safetensors.torch.save_file = die_inside(safetensors.torch.save_file)  # nlpexp.training.loop's optimizer.safetensors
 """
 KILL_TRAINER_INSIDE_CHECKPOINT_6 = KILL_INSIDE_SAVE.format(folder="checkpoint-6", file="optimizer.pt") + """
 from nlpexp.cli import main

@@ -1,4 +1,4 @@
-"""nlpexp.decoding: one generate for every model, its controls transformers LogitsProcessors. On one tiny GPT-2,
+"""nlpexp.training.decoding: one generate for every model, its controls LogitsProcessors. On one tiny GPT-2,
 our generate (driving the model through StoryGPT2's start/advance over transformers' key/value cache) and
 transformers' own generate under the same processor list write the same tokens; and each control does what
 it says, on both paths."""
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nlpexp import decoding
+from nlpexp.training import decoding
 from nlpexp.tasks.story.gpt2 import StoryGPT2
 
 VOCAB, EOS, ENDS = 48, 1, [2, 3, 4]  # ENDS: the 'sentence-ending' ids

@@ -107,7 +107,7 @@ def test_restricted_scoring_and_greedy_answer_agree_with_generate():
                                               tok.eos_token_id, tok.pad_token_id))
     clf = PromptClassifier(tok, model, ["joy", "fear", "surprise"], "Q: joy, fear, surprise?\n", "\nA:", "cpu", 48)
     # a few steps of training on "... fear": the greedy answer then spells a label, so the check has teeth
-    from nlpexp import loop
+    from nlpexp.training import loop
     from nlpexp.tasks.classify.gpt2_prompt import LMJob
 
     loop.fit(LMJob(model, [clf.sequence(t, 1) for t in texts], tok.eos_token_id, 3, 0),
@@ -196,7 +196,7 @@ def test_run_records_the_words_it_kept_whole(nlpexp, tmp_path):
 
 
 def test_cross_dataset_matrix_from_a_multirun_and_the_report(nlpexp, tmp_path):
-    from nlpexp.report import write_report
+    from nlpexp.report.tables import write_report
 
     res = nlpexp("-m", "+smoke=true", "task=emotion", "model=doc2vec", "data.embedded=emotion.csv,emotion_alt.csv",
                  "eval_on=[emotion.csv,emotion_alt.csv]", f"hydra.sweep.dir={tmp_path}/sweep")

@@ -1,4 +1,4 @@
-"""nlpexp.loop, the one hand-written training loop: accumulation, precision, deadline, checkpoints, and kill -9 +
+"""nlpexp.training.loop, the one hand-written loop: accumulation, precision, deadline, checkpoints, and kill -9 +
 resume on the paths that train in it."""
 import json
 import os
@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nlpexp import loop, runtime
+from nlpexp import runtime
+from nlpexp.training import loop
 
 sys.path.insert(0, str(Path(__file__).parent))
 from killer import KILL_AFTER_CHECKPOINT_6 as KILLER  # noqa: E402

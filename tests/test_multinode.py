@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nlpexp import distributed
+from nlpexp.training import distributed
 from nlpexp.errors import UserError
 
 # 2 epochs of 4 steps (64 smoke texts, 8 a process, 2 processes), a checkpoint every 2 steps

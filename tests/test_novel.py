@@ -9,7 +9,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from nlpexp import decoding, registry
+from nlpexp import registry
+from nlpexp.training import decoding
 from nlpexp.tasks.novel.data import (
     SPECIAL_TOKENS,
     CharVocab,

@@ -3,7 +3,7 @@ capped below bf16 with ONEDNN_MAX_CPU_ISA, as on a CPU without AVX-512)."""
 import pytest
 import torch
 
-from nlpexp import precision
+from nlpexp.training import precision
 from nlpexp.errors import UserError
 
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from nlpexp import report
+from nlpexp.report import tables as report
 
 
 def fake_run(folder, overrides, metrics=None, status="complete", wall=1.0, tags=()):

@@ -150,7 +150,7 @@ def test_weight_average_of_last_epochs_is_kept_only_when_validation_says_so(nlpe
 def test_average_weights():
     import torch
 
-    from nlpexp.tasks.classify.trainer import average_weights
+    from nlpexp.training.hf_trainer import average_weights
 
     states = [{"w": torch.tensor([1.0, 0.0]), "n": torch.tensor(2)}, {"w": torch.tensor([3.0, 2.0]),
                                                                       "n": torch.tensor(4)}]

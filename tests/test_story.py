@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from nlpexp import decoding, registry
+from nlpexp import registry
+from nlpexp.training import decoding
 from nlpexp.metrics import bleu_scores, distinct_n, repetition_rate
 from nlpexp.models.transformer import (
     causal_mask,
@@ -291,9 +292,9 @@ def _small_gpt2(freeze: int):
 
 
 def train_step(model, opt, micro_batches, params):
-    """One optimiser step of nlpexp.loop over the story model's micro-batches (clipping at 1.0, constant rate)."""
-    from nlpexp import loop
-    from nlpexp.precision import autocast
+    """One optimiser step of training.loop over the story model's micro-batches (clipping at 1.0, constant rate)."""
+    from nlpexp.training import loop
+    from nlpexp.training.precision import autocast
     from nlpexp.tasks.story.recipe import StoryJob
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
@@ -569,7 +570,7 @@ def test_bert2bert_from_minilm_trains_saves_and_generates(nlpexp, tmp_path):
 
 
 def test_recase_gives_an_uncased_model_the_prompt_s_case():
-    from nlpexp.decoding import recase
+    from nlpexp.training.decoding import recase
 
     assert recase("tom ' s dog ran . i didn ' t see it. then mary and tom left!", "Tom met Mary.") == \
         "Tom's dog ran . I didn't see it. Then Mary and Tom left!"

@@ -91,7 +91,7 @@ def test_the_search_space_follows_what_the_model_reads():
 
 
 def test_data_parallel_workers_run_the_job_once_with_its_overrides(tmp_path):
-    from nlpexp.distributed import worker_command
+    from nlpexp.training.distributed import worker_command
 
     cmd = worker_command(["trainer.lr=0.001", "hparams_search=finsent_optuna"], tmp_path, 2)
     assert "trainer.lr=0.001" in cmd and "hydra.mode=RUN" in cmd  # an Optuna trial: one run on each rank

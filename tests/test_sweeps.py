@@ -15,7 +15,7 @@ def runs_of(sweep):
 
 def test_joblib_sweep_runs_jobs_in_their_own_folders_and_reports_mean_std(nlpexp, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    from nlpexp import report
+    from nlpexp.report import tables as report
 
     sweep = tmp_path / "sweep"
     res = nlpexp("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "+smoke=true", "model=doc2vec",
@@ -81,7 +81,7 @@ def test_optuna_two_trials_record_the_best(nlpexp, tmp_path):
     for name in runs:  # each trial ran with the parameters Optuna asked for
         overrides = yaml.safe_load((sweep / name / ".hydra" / "overrides.yaml").read_text())
         assert any(o.startswith("trainer.lr=") for o in overrides)
-    from nlpexp import report
+    from nlpexp.report import tables as report
 
     assert "Optuna best trial" in report.write_report(sweep)["markdown"]
 

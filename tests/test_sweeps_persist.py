@@ -87,7 +87,7 @@ def test_a_finished_sweep_run_again_retrains_nothing_and_another_sweep_is_refuse
     assert "jobs 0, 1 complete (reused)" in res.stderr
     assert {n: (tmp_path / "s" / n / "metrics.json").read_bytes() for n in "01"} == before
     assert {n: (tmp_path / "s" / n / "metrics.json").stat().st_mtime_ns for n in "01"} == stamps
-    from nlpexp import report
+    from nlpexp.report import tables as report
 
     assert len(report.collect_runs(tmp_path / "s")) == 2  # one row per job
     saved = (tmp_path / "s" / "1" / ".hydra" / "overrides.yaml").read_text()

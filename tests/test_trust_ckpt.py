@@ -1,4 +1,4 @@
-"""Checkpoints you can trust: a step checkpoint (the Trainer's or nlpexp.loop's) is under its final name only when
+"""Checkpoints you can trust: a step checkpoint (the Trainer's or our loop's) is under its final name only when
 whole, resume skips one that is not and says so, and a saved folder's files are checked by sha256."""
 import json
 import os
@@ -11,7 +11,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from nlpexp import loop, runtime
+from nlpexp import runtime
+from nlpexp.training import loop
 from nlpexp.errors import UserError
 from nlpexp.saved import MANIFEST, check_files, loading, write_dir
 
@@ -79,7 +80,7 @@ def test_a_trainer_checkpoint_killed_mid_write_is_skipped_and_resume_equals_the_
 LOOP_JOB = """
 import sys, torch
 from pathlib import Path
-from nlpexp import loop
+from nlpexp.training import loop
 
 
 class Regression:

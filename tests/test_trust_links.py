@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nlpexp import cli, report, runtime
+from nlpexp import cli, runtime
+from nlpexp.report import tables as report
 from nlpexp.errors import UserError
 from nlpexp.runtime import RunFileError, claim, folder_state, load_run_file, read_metrics, release, run_folder_error
 from refusals import refused  # tests/ is on sys.path

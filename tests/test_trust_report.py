@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nlpexp import report, secrets
+from nlpexp import secrets
+from nlpexp.report import tables as report
 
 OPENAI = "sk-proj-Xq3vT9LmB2wZr7Ke5NpYc1HdG8sFj4Ua6Qo0IiEt"
 RANDOM = "ZfPHcjb_M8ibrw_NqjqvsmmhthpzH832x9Q"  # a generated key under a harmless key name

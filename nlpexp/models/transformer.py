@@ -10,7 +10,7 @@ import math
 import torch
 from torch import nn
 
-from nlpexp.decoding import WindowStepper
+from nlpexp.training.decoding import WindowStepper
 
 
 def scaled_dot_product_attention(q, k, v, mask=None, dropout_p: float = 0.0, training: bool = False):

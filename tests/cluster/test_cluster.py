@@ -248,7 +248,7 @@ def test_the_shipped_launcher_config_fits_the_partition_or_refuses_in_one_line(r
 def test_the_report_of_the_sweepers_parent_folder_shows_the_study_best_trial(ran):
     import yaml
 
-    from nlpexp.report import write_report
+    from nlpexp.report.tables import write_report
 
     result(ran, "recipe")
     text = write_report(ran["cwd"] / "outputs" / "optuna" / STUDY)["markdown"]

@@ -6,7 +6,7 @@ from typing import Dict, List, Optional
 from omegaconf import MISSING, OmegaConf
 
 from nlpexp import registry
-from nlpexp.loop import READS
+from nlpexp.training.loop import READS
 from nlpexp.schema import (EPOCHS, GENERATED, SAMPLES, SOURCES, TOKENS, VOCAB, Small, data_errors, input_errors,
                            run_folder_errors, setting, split_error)
 

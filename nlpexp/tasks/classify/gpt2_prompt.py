@@ -44,7 +44,7 @@ def _ids(tokenizer, text: str) -> list[int]:
 
 
 class LMJob:
-    """Causal-LM training on token sequences for nlpexp.loop (padding ignored by the loss). `loss_from[i]`: the
+    """Causal-LM training on token sequences for nlpexp.training.loop (padding ignored by the loss). `loss_from[i]`: the
     loss on sequence i counts only the tokens from that position on (e.g. the answer)."""
 
     unit = "tokens"
@@ -56,7 +56,7 @@ class LMJob:
     def batches(self, epoch: int):
         import torch
 
-        from nlpexp.loop import seeded_order
+        from nlpexp.training.loop import seeded_order
 
         order = seeded_order(len(self.sequences), self.seed, epoch)
         out = []
@@ -149,7 +149,7 @@ class PromptClassifier:
         """(label log-probabilities (N, L), greedy answer: label id or -1 when it spells no label)."""
         import torch
 
-        from nlpexp.precision import autocast
+        from nlpexp.training.precision import autocast
 
         texts = list(texts)
         logp = np.zeros((len(texts), len(self.labels)))
@@ -223,7 +223,8 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
     sequences = [clf.sequence(t, int(y)) for t, y in zip(train["text"], train["label"])]
     # loss_on=all: the study's language model on the whole string; answer: only the label tokens after the cue
     loss_from = [len(clf.prompt_ids(t)) for t in train["text"]] if mc.get("loss_on") == "answer" else None
-    from nlpexp import loggers, loop
+    from nlpexp import loggers
+    from nlpexp.training import loop
 
     best_dir = run_dir / "checkpoints" / "best"
     settings = loop.Settings.of(trainer, device)
@@ -246,7 +247,7 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
 def load(folder: Path, device: str) -> PromptClassifier:
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
-    from nlpexp.precision import of_saved
+    from nlpexp.training.precision import of_saved
 
     with loading(folder):
         spec = json.loads((Path(folder) / "prompt.json").read_text())
@@ -272,7 +273,7 @@ def generate_per_label(cfg, labels: list[str], train, run_dir: Path, device: str
     tokenizer, model = build_lm(gen_cfg, lines, int(cfg.trainer.max_length) + 8, bool(cfg.get("smoke")))
     limit = int(cfg.trainer.max_length)
     sequences = [_ids(tokenizer, line)[:limit] + [tokenizer.eos_token_id] for line in lines]
-    from nlpexp import loop
+    from nlpexp.training import loop
 
     # a step before the classifier's training: no step checkpoints of its own (a resumed run trains it again)
     settings = loop.Settings.of(cfg.trainer, device, epochs=int(aug.generator_epochs), lr=float(aug.generator_lr))

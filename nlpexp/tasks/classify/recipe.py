@@ -239,7 +239,7 @@ def soup(cfg, run_dir: Path, device: str):
     """mode=soup ckpt=[run, run, ...]: one model with the mean of the runs' weights (a uniform model soup), scored
     on the validation and test splits. The runs are fine-tunes of one model on one split (e.g. a sweep over seed
     with data.split_seed fixed); the command gives the same task, model and data options they were trained with."""
-    from nlpexp.tasks.classify.trainer import average_weights
+    from nlpexp.training.hf_trainer import average_weights
 
     runs = [Path(str(r)).expanduser() for r in cfg.ckpt]
     loaded = [load_run(cfg, device, r) for r in runs]

@@ -6,7 +6,7 @@ from typing import List, Optional
 from omegaconf import MISSING
 
 from nlpexp import registry
-from nlpexp.loop import READS
+from nlpexp.training.loop import READS
 from nlpexp.schema import (EPOCHS, SAMPLES, SOURCES, STEPS, WIDTH, data_errors, input_errors, run_folder_errors,
                            setting, split_error)
 
@@ -67,7 +67,7 @@ MODEL_KEYS = {
                 "export_native"),
     "openai": ("engine", "batch_size", "timeout"),
 }
-# the trainer.* keys the projection matrix (task.method=matrix: nlpexp.loop with plain SGD at a constant rate)
+# the trainer.* keys the projection matrix (task.method=matrix: nlpexp.training.loop with plain SGD at a constant rate)
 # reads; the fine-tune (task.method=finetune) takes its epochs, batch size, rate, warm-up, weight decay and step
 # cap from task.finetune and the rest of the loop's keys from trainer.*; hf encoders also read max_length
 MATRIX_READS = tuple(k for k in READS if k not in ("weight_decay", "warmup_ratio"))

@@ -44,7 +44,7 @@ class MeanPooledEncoder:
         import torch
 
         from nlpexp.console import Progress
-        from nlpexp.precision import autocast
+        from nlpexp.training.precision import autocast
 
         texts = list(texts)
         order = np.argsort([len(t) for t in texts], kind="stable")
@@ -83,7 +83,7 @@ def embedder(cfg, train_texts, device: str) -> MeanPooledEncoder:
     """Pretrained encoder by name; null (or a hub id in smoke runs) builds it small on the training texts."""
     from transformers import AutoModel
 
-    from nlpexp.precision import of_run
+    from nlpexp.training.precision import of_run
 
     max_length, precision = cfg.trainer.max_length, of_run(cfg, device)
     if builds_small(cfg.model, bool(cfg.get("smoke"))):
@@ -101,7 +101,7 @@ def embedder(cfg, train_texts, device: str) -> MeanPooledEncoder:
 def load(folder: Path, device: str) -> MeanPooledEncoder:
     from transformers import AutoModel, AutoTokenizer
 
-    from nlpexp.precision import of_saved
+    from nlpexp.training.precision import of_saved
 
     with loading(folder):
         saved = read_settings(folder)

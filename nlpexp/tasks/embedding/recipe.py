@@ -146,7 +146,7 @@ def init_matrix(dim: int, modified_dim: int, how: str, generator):
 
 
 class Projection:
-    """The projection matrix M for nlpexp.loop: a batch is a tensor of training-pair indices, its loss the summed
+    """The projection matrix M for our loop: a batch is a tensor of training-pair indices, its loss the summed
     squared error between cos(e1 M, e2 M) and the ±1 label."""
 
     unit = "pairs"
@@ -161,7 +161,7 @@ class Projection:
     def batches(self, epoch: int):
         import torch
 
-        from nlpexp.loop import seeded_order
+        from nlpexp.training.loop import seeded_order
 
         return list(torch.as_tensor(seeded_order(len(self.train[2]), self.seed, epoch)).split(self.batch_size))
 
@@ -225,13 +225,13 @@ class MatrixChoice:
 
 
 def train_matrix(emb: dict, task, trainer, seed: int, device: str, run_dir: Path | None = None, resume_from=None):
-    """Plain SGD (constant rate, no clipping: the original study's) in nlpexp.loop on MSE between cos(e1 M, e2 M)
+    """Plain SGD (constant rate, no clipping: the original study's) in training.loop on MSE between cos(e1 M, e2 M)
     and the ±1 label. The epoch with the best validation accuracy wins if it beats the start (epoch 0) by
     task.min_gain (default: one standard error of the start's validation accuracy); otherwise the start is kept,
     so an identity/orthogonal start never ends below the baseline."""
     import torch
 
-    from nlpexp import loop
+    from nlpexp.training import loop
 
     gen = torch.Generator().manual_seed(seed)
     data = {name: tuple(torch.from_numpy(x).to(device) for x in parts) for name, parts in emb.items()}

@@ -22,7 +22,7 @@ class SentenceEmbedder:
 
     def encode(self, texts) -> np.ndarray:
         """The library's encode (it batches by sorted length, under inference mode) in the run's precision."""
-        from nlpexp.precision import autocast
+        from nlpexp.training.precision import autocast
 
         texts = list(texts)
         with autocast(self.precision, str(self.model.device)):
@@ -97,7 +97,7 @@ def load_model(name: str, device: str, revision=None):
 
 
 def embedder(cfg, train_texts, device: str) -> SentenceEmbedder:
-    from nlpexp.precision import of_run
+    from nlpexp.training.precision import of_run
 
     m = cfg.model
     model, commit = load_model(m.pretrained, device, m.get("revision"))
@@ -105,7 +105,7 @@ def embedder(cfg, train_texts, device: str) -> SentenceEmbedder:
 
 
 def load(folder: Path, device: str) -> SentenceEmbedder:
-    from nlpexp.precision import of_saved
+    from nlpexp.training.precision import of_saved
 
     with loading(folder):
         saved = read_settings(folder)
@@ -115,7 +115,7 @@ def load(folder: Path, device: str) -> SentenceEmbedder:
 
 
 class PairJob:
-    """Labelled text pairs for nlpexp.loop with a sentence-transformers pair loss: a batch is a list of pair
+    """Labelled text pairs for nlpexp.training.loop with a sentence-transformers pair loss: a batch is a list of pair
     indices, tokenised when scored."""
 
     unit = "pairs"
@@ -125,7 +125,7 @@ class PairJob:
         self.score, self.batch_size, self.seed = score, batch_size, seed
 
     def batches(self, epoch: int):
-        from nlpexp.loop import seeded_order
+        from nlpexp.training.loop import seeded_order
 
         order = seeded_order(len(self.text_1), self.seed, epoch)
         return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
@@ -136,7 +136,7 @@ class PairJob:
     def loss_sum(self, idx):
         import torch
 
-        from nlpexp.loop import to_device
+        from nlpexp.training.loop import to_device
 
         device = next(self.model.parameters()).device
         features = [to_device(dict(self.model.preprocess([texts[i] for i in idx])), device)
@@ -146,7 +146,7 @@ class PairJob:
 
 def finetune(st_model, pairs, ft, trainer, seed: int, out_dir: Path, device: str, resume_from=None):
     """Train the encoder itself on (text_1, text_2, label) pairs with a sentence-transformers pair loss in
-    nlpexp.loop (task.finetune.* holds its epochs, batch size, rate, warm-up, weight decay and step cap;
+    nlpexp.training.loop (task.finetune.* holds its epochs, batch size, rate, warm-up, weight decay and step cap;
     trainer.* its accumulation, precision, deadline and step checkpoints); returns (embedder, per-epoch history).
 
     The library's loss modules in our loop rather than SentenceTransformerTrainer: that trainer ran at 40-130 s
@@ -154,7 +154,7 @@ def finetune(st_model, pairs, ft, trainer, seed: int, out_dir: Path, device: str
     comparison: the machine's load changed between the two timings)."""
     from sentence_transformers.sentence_transformer import losses
 
-    from nlpexp import loop
+    from nlpexp.training import loop
 
     positive = np.asarray(pairs["label"]) > 0
     if ft.loss in ("contrastive", "online_contrastive"):

@@ -10,10 +10,10 @@ vocabulary from the training text. Saved as safetensors + JSON (the BERT config 
 import torch
 from torch import nn
 
-from nlpexp.decoding import WindowStepper
+from nlpexp.training.decoding import WindowStepper
 from nlpexp.hub import builds_small, pretrained_model, pretrained_tokenizer, small_bert_config
 from nlpexp.models.bert import freeze_encoder
-from nlpexp.precision import run_lstm
+from nlpexp.training.precision import run_lstm
 from nlpexp.tasks.novel.data import CharVocab
 
 

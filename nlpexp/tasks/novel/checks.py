@@ -6,7 +6,7 @@ from typing import Any, List, Optional
 from omegaconf import MISSING
 
 from nlpexp import registry
-from nlpexp.loop import READS
+from nlpexp.training.loop import READS
 from nlpexp.schema import (GENERATED, SAMPLES, STEPS, TOKENS, VOCAB, DecodingControls, data_errors, run_folder_errors,
                            setting, split_error)
 
@@ -56,7 +56,7 @@ MODEL_KEYS = {
     "gpt2": ("pretrained", "revision", "small"),
     "transformer": ("d_model", "num_layers", "num_heads", "d_ff", "dropout"),
 }
-# the trainer.* keys the novel loop (nlpexp.loop, and the window scoring) reads
+# the trainer.* keys the novel loop (nlpexp.training.loop, and the window scoring) reads
 LOOP_READS = (*READS, "eval_batch_size")
 HINTS = {"trainer.max_length": "task=novel windows hold task.seq_len characters",
          "model.classifier_hidden": "bert_fc's next-character MLP is model.fc_hidden",

@@ -24,7 +24,7 @@ class Codec(Protocol):
 
 
 class NovelModel(Protocol):
-    """A torch module mapping (B, T) window ids to next-token logits, stepping through nlpexp.decoding."""
+    """A torch module mapping (B, T) window ids to next-token logits, stepping through nlpexp.training.decoding."""
 
     causal: bool   # forward gives (B, T, V), a next token at every position; else (B, V) after the window
     window: int

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from torch import nn
 
-from nlpexp.decoding import WindowStepper
+from nlpexp.training.decoding import WindowStepper
 from nlpexp.hub import builds_small, pretrained_model, pretrained_tokenizer, small_gpt2_config
 from nlpexp.tasks.novel.data import CharVocab
 

@@ -132,7 +132,7 @@ def load_checkpoint(folder: Path, device: str):
         return model.to(device).eval(), load_codec(folder, saved["codec"]), saved["seq_len"]
 
 
-# -- training: nlpexp.loop ----------------------------------------------------------------------------------
+# -- training: nlpexp.training.loop ----------------------------------------------------------------------------------
 def loss_fn(model, logits, y, reduction: str = "mean"):
     """Cross-entropy of every next character (causal models) or of the one after the window."""
     import torch.nn.functional as F
@@ -143,7 +143,7 @@ def loss_fn(model, logits, y, reduction: str = "mean"):
 
 
 class WindowJob:
-    """The training windows for nlpexp.loop: a micro-batch is a list of window starts, gathered when scored."""
+    """The training windows for nlpexp.training.loop: a micro-batch is a list of window starts, gathered when scored."""
 
     def __init__(self, model: NovelModel, ids, starts, seq_len: int, batch_size: int, seed: int):
         self.model, self.ids, self.starts, self.seq_len = model, ids, starts, seq_len
@@ -151,7 +151,7 @@ class WindowJob:
         self.unit = "characters" if model.causal else "windows"
 
     def batches(self, epoch: int):
-        from nlpexp.loop import seeded_order
+        from nlpexp.training.loop import seeded_order
 
         order = self.starts[seeded_order(len(self.starts), self.seed, epoch)].tolist()
         return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
@@ -200,7 +200,7 @@ def evaluate(model, ids, starts, seq_len: int, device: str, batch_size: int, pre
     import torch.nn.functional as F
 
     from nlpexp.console import Progress
-    from nlpexp.precision import autocast
+    from nlpexp.training.precision import autocast
     from nlpexp.tasks.novel.data import gather_windows
 
     model.eval()
@@ -219,9 +219,10 @@ def evaluate(model, ids, starts, seq_len: int, device: str, batch_size: int, pre
 
 
 def fit(cfg, model, data, run_dir: Path, device: str):
-    """nlpexp.loop over the training windows; evaluates every `task.eval_every` steps and at each epoch end and
+    """nlpexp.training.loop over the training windows; evaluates every `task.eval_every` steps and at each epoch end and
     keeps the best checkpoint by validation loss."""
-    from nlpexp import loggers, loop
+    from nlpexp import loggers
+    from nlpexp.training import loop
 
     tr, seq_len = cfg.trainer, int(cfg.task.seq_len)
     settings = loop.Settings.of(tr, device)
@@ -236,19 +237,19 @@ def fit(cfg, model, data, run_dir: Path, device: str):
 
 # -- generation -------------------------------------------------------------------------------------------
 def decode_settings(g) -> dict:
-    """The decoding controls every wing shares (nlpexp.decoding.CONTROLS), and bert_lstm's stateful stepping."""
-    from nlpexp.decoding import controls
+    """The decoding controls every wing shares (training.decoding.CONTROLS), and bert_lstm's stateful stepping."""
+    from nlpexp.training.decoding import controls
 
     return {**controls(g), "stateful": bool(g.stateful)}
 
 
 def continue_prompts(model, codec, prompt_ids, length: int, g, seed: int, strategy: str | None = None):
     """(n, length) continuations of the (n, L) prompt ids under the `generate` settings, all in one batch, through
-    nlpexp.decoding.generate (gpt2 too: it re-reads its window, which transformers' generate cannot); special
+    nlpexp.training.decoding.generate (gpt2 too: it re-reads its window, which transformers' generate cannot); special
     tokens never come out. `strategy` overrides generate.strategy (the held-out sample and beam continuations)."""
     import torch
 
-    from nlpexp import decoding
+    from nlpexp.training import decoding
 
     device = next(model.parameters()).device
     settings = {**decoding.controls(g), **({"strategy": strategy} if strategy else {})}
@@ -260,7 +261,7 @@ def continue_prompts(model, codec, prompt_ids, length: int, g, seed: int, strate
 
 
 def generation_metrics(prompts, outputs, codec, g, prefix: str) -> dict:
-    from nlpexp.decoding import repeat_violations
+    from nlpexp.training.decoding import repeat_violations
     from nlpexp.metrics import distinct_n, repetition_rate
 
     special = set(codec.special_ids)

@@ -2,13 +2,13 @@
 from one pretrained BERT; the decoder's cross-attention is new (Rothe, Narayan & Severyn 2020, "Leveraging
 Pre-trained Checkpoints for Sequence Generation Tasks"). The encoder reads `[CLS] first sentence [SEP]`, the
 decoder writes the rest from `[CLS]` to `[SEP]` (teacher-forced, shifted right), generating through transformers'
-`generate` under nlpexp.decoding's processors, the controls every story model uses.
+`generate` under nlpexp.training.decoding's processors, the controls every story model uses.
 
 The weights the checkpoint lacks (the cross-attention, and the LM head's transform where the BERT has no MLM head,
-as MiniLM) train at trainer.lr x model.new_lr_scale (`lr_scales`, nlpexp.loop.scaled_adamw), the rest at trainer.lr.
+as MiniLM) train at trainer.lr x model.new_lr_scale (`lr_scales`, training.loop.scaled_adamw), the rest at trainer.lr.
 
 The BERT's WordPiece vocabulary is kept. An uncased BERT (the packaged all-MiniLM-L6-v2) writes lower case: the
-text is then given sentence capitals, `I`, and the prompt's capitalised words back (nlpexp.decoding.recase),
+text is then given sentence capitals, `I`, and the prompt's capitalised words back (nlpexp.training.decoding.recase),
 since BLEU compares case. model.pretrained=null (and +smoke=true): both sides small from `model.small` over a
 WordPiece trained on the stories.
 """
@@ -70,8 +70,8 @@ class StoryBert2Bert(nn.Module):
 
     def continue_ids(self, rows, max_new: int, settings: dict, *, sentence_ids, words, eos_id: int, seed: int,
                      generator):
-        """transformers' generate (encoder once, decoder cache) under nlpexp.decoding's processors."""
-        from nlpexp import decoding
+        """transformers' generate (encoder once, decoder cache) under nlpexp.training.decoding's processors."""
+        from nlpexp.training import decoding
 
         return decoding.hf_generate(self.lm, rows, max_new, **decoding.controls(settings), pad_id=self.pad_id,
                                     eos_id=self.eos_id, banned_ids=self.banned, sentence_ids=sentence_ids,

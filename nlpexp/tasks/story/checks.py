@@ -6,7 +6,7 @@ from typing import Any, List, Optional
 from omegaconf import MISSING, OmegaConf
 
 from nlpexp import registry
-from nlpexp.loop import READS
+from nlpexp.training.loop import READS
 from nlpexp.schema import (GENERATED, SAMPLES, SOURCES, TOKENS, VOCAB, WIDTH, DecodingControls, data_errors,
                            run_folder_errors, setting)
 
@@ -107,7 +107,7 @@ def task_keys(module: str, m, smoke: bool) -> tuple:
 
 
 RENAMED = {"task.max_train_minutes": "trainer.max_minutes"}  # old key -> the key that does its job
-# the trainer.* keys the story loop (nlpexp.loop, the training loss and the validation/test scoring) reads;
+# the trainer.* keys the story loop (nlpexp.training.loop, the training loss and the validation/test scoring) reads;
 # mode=eval reads eval_batch_size and precision
 LOOP_READS = (*READS, "eval_batch_size", "label_smoothing")
 # the generate.* keys mode=generate reads; training and mode=eval read the others (and not these two)

@@ -1,5 +1,5 @@
 """GPT-2 on task=story: fine-tuned on `first sentence + rest + <|endoftext|>` (`trainer.epochs=0`: zero-shot),
-generating through transformers' `generate` under nlpexp.decoding's processors, the controls our models use.
+generating through transformers' `generate` under nlpexp.training.decoding's processors, the controls our models use.
 Hub `gpt2` with its BPE, or (model.pretrained=null) a small GPT-2 from `model.small` over a byte-level BPE
 trained on the stories."""
 from pathlib import Path
@@ -63,14 +63,14 @@ class StoryGPT2(nn.Module):
 
     def continue_ids(self, rows, max_new: int, settings: dict, *, sentence_ids, words, eos_id: int, seed: int,
                      generator):
-        """transformers' generate (its key/value cache) under nlpexp.decoding's processors of the same settings."""
-        from nlpexp import decoding
+        """transformers' generate (its key/value cache) under training.decoding's processors of the same settings."""
+        from nlpexp.training import decoding
 
         return decoding.hf_generate(self.lm, rows, max_new, **decoding.controls(settings), pad_id=self.eos_id,
                                     eos_id=self.eos_id, sentence_ids=sentence_ids,
                                     max_sentences=settings["max_sentences"], words=words, seed=seed)
 
-    # nlpexp.decoding's start/advance over transformers' key/value cache, for prompts of one length (no padding):
+    # training.decoding's start/advance over transformers' key/value cache, for prompts of one length (no padding):
     # our generate can drive GPT-2 too, and tests check it writes what transformers' generate writes
     def start(self, prompt_ids, stateful: bool = True):
         return self._step(prompt_ids, ())

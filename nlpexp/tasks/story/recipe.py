@@ -46,7 +46,7 @@ def train(cfg, run_dir: Path, device: str):
     metrics, found = evaluate(cfg, model, tok, data, pairs["test"], run_dir, device)
     if "validation" in pairs:  # the sweep objective: a validation number, never a test one
         from nlpexp.metrics import perplexity
-        from nlpexp.precision import of_run
+        from nlpexp.training.precision import of_run
 
         val_nll = mean_nll(model, model.examples(pairs["validation"], train=False), int(cfg.trainer.eval_batch_size),
                            device, of_run(cfg, device, strict=False))
@@ -78,7 +78,7 @@ def encode_pairs(tok, frame) -> list[tuple[list[int], list[int]]]:
     return list(zip(prompts, targets))
 
 
-# -- training: nlpexp.loop ----------------------------------------------------------------------------------
+# -- training: nlpexp.training.loop ----------------------------------------------------------------------------------
 def nll_sum(model: StoryModel, batch, smoothing: float = 0.0):
     """The batch's summed target-token NLL (a 0-d tensor), in fp32 whatever the autocast; `smoothing`
     (trainer.label_smoothing, training only) spreads that share of each target's mass over the vocabulary."""
@@ -90,7 +90,7 @@ def nll_sum(model: StoryModel, batch, smoothing: float = 0.0):
 
 
 class StoryJob:
-    """The story model's training examples for nlpexp.loop: a micro-batch's loss is its summed target-token NLL
+    """The story model's training examples for nlpexp.training.loop: a micro-batch's loss is its summed target-token NLL
     (label-smoothed under trainer.label_smoothing), so accumulated micro-batches give the large batch's per-token
     gradient."""
 
@@ -101,7 +101,7 @@ class StoryJob:
         self.smoothing = smoothing
 
     def batches(self, epoch: int):
-        from nlpexp.loop import seeded_order
+        from nlpexp.training.loop import seeded_order
 
         order = seeded_order(len(self.items), self.seed, epoch)
         return [self.model.collate([self.items[j] for j in order[i:i + self.batch_size]])
@@ -152,7 +152,7 @@ def mean_nll(model, items, batch_size: int, device: str, precision: str = "fp32"
     import torch
 
     from nlpexp.console import Progress
-    from nlpexp.precision import autocast
+    from nlpexp.training.precision import autocast
 
     model.eval()
     order = sorted(range(len(items)), key=lambda i: sum(len(v) for v in items[i].values() if isinstance(v, list)))
@@ -168,8 +168,9 @@ def mean_nll(model, items, batch_size: int, device: str, precision: str = "fp32"
 
 
 def fit(cfg, model: StoryModel, train_pairs, val_pairs, device: str, run_dir: Path | None = None):
-    """nlpexp.loop over the training stories (epochs=0: zero-shot, the model as built or downloaded)."""
-    from nlpexp import loggers, loop
+    """nlpexp.training.loop over the training stories (epochs=0: zero-shot, the model as built or downloaded)."""
+    from nlpexp import loggers
+    from nlpexp.training import loop
 
     tr = cfg.trainer
     items = model.examples(train_pairs, train=True)
@@ -188,8 +189,8 @@ def fit(cfg, model: StoryModel, train_pairs, val_pairs, device: str, run_dir: Pa
 
 # -- generation -------------------------------------------------------------------------------------------
 def decode_settings(g, temperature=None) -> dict:
-    """The decoding controls every wing shares (nlpexp.decoding.CONTROLS), then story's stop rules and cuts."""
-    from nlpexp.decoding import controls
+    """The decoding controls every wing shares (nlpexp.training.decoding.CONTROLS), then story's stop rules and cuts."""
+    from nlpexp.training.decoding import controls
 
     return {**controls(g), "temperature": float(g.temperature if temperature is None else temperature),
             "max_sentences": int(g.max_sentences), "cut_repeated_kgram": int(g.cut_repeated_kgram),
@@ -197,7 +198,7 @@ def decode_settings(g, temperature=None) -> dict:
 
 
 def finish_text(text: str, settings: dict) -> str:
-    from nlpexp.decoding import cut_after_sentences, cut_at_repeated_kgram
+    from nlpexp.training.decoding import cut_after_sentences, cut_at_repeated_kgram
 
     text = cut_after_sentences(text.strip(), settings["max_sentences"])
     return cut_at_repeated_kgram(text, settings["cut_repeated_kgram"])
@@ -206,12 +207,13 @@ def finish_text(text: str, settings: dict) -> str:
 def continue_prompts(model: StoryModel, tok, prompts: list[list[int]], texts: list[str], settings: dict, seed: int,
                      batch_size: int = 64, desc: str = "decode"):
     """Generated texts for the prompt ids (`texts`: the prompts as written), in the model's batches (GPT-2 and
-    bert2bert through transformers' `generate`, ours through nlpexp.decoding.generate with their own cache, all
-    under nlpexp.decoding.processors), cased like the prompt if the model writes lower case, cut after
+    bert2bert through transformers' `generate`, ours through nlpexp.training.decoding.generate with their own cache, all
+    under nlpexp.training.decoding.processors), cased like the prompt if the model writes lower case, cut after
     max_sentences and a repeated k-gram."""
     import torch
 
-    from nlpexp import console, decoding
+    from nlpexp import console
+    from nlpexp.training import decoding
 
     sentence_ids = decoding.sentence_end_ids(tok)
     words = decoding.word_ids(tok) if settings["no_empty_sentences"] else None
@@ -274,7 +276,7 @@ def evaluate(cfg, model, tok, data, test_pairs, run_dir: Path, device: str) -> t
     and, with generate.search, under the setting the validation stories chose (chosen_*): (metrics, what the
     search found), and samples.jsonl in run_dir."""
     from nlpexp.metrics import perplexity
-    from nlpexp.precision import of_run
+    from nlpexp.training.precision import of_run
 
     eb = int(cfg.trainer.eval_batch_size)
     test_nll = mean_nll(model, model.examples(test_pairs, train=False), eb, device, of_run(cfg, device, strict=False))

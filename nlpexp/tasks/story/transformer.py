@@ -1,14 +1,14 @@
 """Our own Transformer on task=story: the original study's next-token classifier (StoryNextToken) or a
 decoder-only causal LM with a key/value cache (StoryCausalLM), over a byte-level BPE trained on the training
-stories; and what our story models share (OurDecoding: decoding through nlpexp.decoding.generate, safetensors
+stories; and what our story models share (OurDecoding: decoding through nlpexp.training.decoding.generate, safetensors
 checkpoints)."""
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from nlpexp import decoding
-from nlpexp.decoding import WindowStepper
+from nlpexp.training import decoding
+from nlpexp.training.decoding import WindowStepper
 from nlpexp.errors import UserError
 from nlpexp.hub import train_byte_bpe
 from nlpexp.models.transformer import CausalLM, Embedding, EncoderLayer, lm_labels, pad_rows, padding_mask, \

@@ -9,7 +9,7 @@ else fp32. Both halves of that rule were measured on this project's machines, fp
 - AMD EPYC without AVX-512: emulated bf16 trained MiniLM-sized bert2bert at 8 tokens/s against fp32's 168.
 An explicit `bf16` on a CPU without it still runs (emulated, and said once: it is slow), except the one op oneDNN
 cannot build there, the LSTM, which runs in fp32 (`lstm`, also said once).
-The Trainer path turns the choice into TrainingArguments(bf16=, fp16=); our loop (nlpexp/loop.py) into autocast
+The Trainer path turns the choice into TrainingArguments(bf16=, fp16=); our loop (nlpexp/training/loop.py) into autocast
 and, for fp16, a GradScaler; evaluation paths run under `autocast` with the same choice.
 """
 import contextlib

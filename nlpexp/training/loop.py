@@ -1,6 +1,6 @@
 """The one training loop of every hand-written path: story, novel, gpt2_prompt (and its augmentation generator),
 the embedding projection matrix and the sentence-transformers fine-tune. Classification's torch models train in
-transformers' Trainer (nlpexp/tasks/classify/trainer.py), which reads the same trainer.* keys with the same meaning.
+transformers' Trainer (training/hf_trainer.py), which reads the same trainer.* keys with the same meaning.
 
 A path hands `fit` a Job (its model, the micro-batches of an epoch, the summed loss of a batch) and Settings (the
 trainer.* keys READS names). The loop owns the rest: AdamW (or the job's optimizer) with linear warm-up and decay,
@@ -50,7 +50,7 @@ class Settings:
     @classmethod
     def of(cls, trainer, device: str, **overrides) -> "Settings":
         """From a trainer node (keys it lacks keep their defaults); `overrides` win (e.g. a job's own epochs)."""
-        from nlpexp.precision import resolve
+        from nlpexp.training.precision import resolve
 
         known = {f.name for f in fields(cls)}
         values = {k: trainer.get(k) for k in READS if k in known and trainer.get(k) is not None}
@@ -134,7 +134,7 @@ def fit(job: Job, s: Settings, device: str, *, run_dir: Path | None = None, eval
     from transformers import get_linear_schedule_with_warmup
 
     from nlpexp import console
-    from nlpexp.precision import autocast, grad_scaler
+    from nlpexp.training.precision import autocast, grad_scaler
 
     model = job.model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]

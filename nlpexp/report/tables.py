@@ -19,12 +19,11 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 
 from nlpexp.errors import UserError
-from nlpexp.report_html import WriteError, write_atomic, write_html
+from nlpexp.report.html import LOWER_IS_BETTER, WriteError, write_atomic, write_html
 from nlpexp.runtime import RunFileError, load_run_file
 from nlpexp.secrets import redact, redact_text
 
 IGNORED_OVERRIDES = {"resume"}  # how a run was started, not what it computed
-LOWER_IS_BETTER = ("loss", "perplexity", "wall_time")
 
 
 def _read_hydra(run: Path, name: str, kind: type):

@@ -18,6 +18,8 @@ import pandas as pd
 
 from nlpexp.errors import UserError
 
+LOWER_IS_BETTER = ("loss", "perplexity", "wall_time")  # metrics whose best run is the lowest
+
 MAX_IMAGE = 2_000_000  # bytes: a larger image is linked, not embedded
 
 STYLE = """
@@ -150,7 +152,6 @@ def table_html(frame: pd.DataFrame, *, links: dict | None = None, best: dict | N
 
 
 def _best_cells(table: pd.DataFrame, metrics: list[str]) -> dict:
-    from nlpexp.report import LOWER_IS_BETTER
 
     done = table[table["status"] == "complete"]
     out = {}
