@@ -1,85 +1,55 @@
-"""Which tasks and models exist and how they go together: one record per task, one per model.
-
-A registry, not a framework: plain records that name modules, imported only when used. A task belongs to a
-wing, `nlpexp/tasks/<wing>/`, which holds its recipe (`recipe.py`), the adapters only it uses, its data readers
-and its config checks; a model names, per wing it serves, the adapter module there and the training loop that
-adapter trains in (whose trainer.* keys it reads).
+"""Which tasks and models exist and how they go together, gathered from the wings: every folder
+`nlpexp/tasks/<wing>/` declares its tasks and adapters in its `__init__.py` (records, no heavy imports), so adding a
+wing edits no file here. A model is what the wings' adapters of one name make of it: per wing, the adapter module
+and the training loop it trains in.
 """
 import importlib
-from dataclasses import dataclass
+import pkgutil
+from dataclasses import dataclass, replace
+from pathlib import Path
 from types import MappingProxyType
 
+from nlpexp import tasks as _wings
 from nlpexp.errors import UserError
-
-
-@dataclass(frozen=True)
-class Task:
-    name: str
-    wing: str                   # nlpexp/tasks/<wing>/
-    models: tuple[str, ...]     # the task x model matrix: every pair runs, offline in smoke form
-    modes: tuple[str, ...]
-    summary: str = ""
 
 
 @dataclass(frozen=True)
 class Model:
     name: str
-    adapters: MappingProxyType  # wing -> (adapter module under nlpexp/tasks/<wing>/, training loop)
+    adapters: MappingProxyType  # wing -> its Adapter record
     data_parallel: bool = False  # trainer.nproc > 1 runs it under torchrun
     needs_key: str | None = None  # a paid web API: smoke sweeps run it only when this variable is set
 
     def adapter(self, wing: str) -> str:
-        return self.adapters[wing][0]
+        return self.adapters[wing].module
 
     def loop(self, wing: str) -> str:
-        return self.adapters[wing][1] if wing in self.adapters else "none"
+        return self.adapters[wing].loop if wing in self.adapters else "none"
 
 
-def _model(name, data_parallel=False, needs_key=None, **adapters):
-    return Model(name, MappingProxyType(adapters), data_parallel, needs_key)
+def wings() -> list[str]:
+    """The folders under nlpexp/tasks/ that are packages: the wings, by name."""
+    return sorted(info.name for info in pkgutil.iter_modules(_wings.__path__) if info.ispkg)
 
 
-CLASSIFY_MODES = ("train", "eval", "predict", "soup")
-_TASKS = (
-    Task("finsent", "classify", ("minilm", "finbert", "bert", "doc2vec", "bert_fc", "bert_lstm", "transformer",
-                                 "gpt2", "gpt2_prompt"), CLASSIFY_MODES, "financial news sentiment"),
-    Task("emotion", "classify", ("minilm", "bert", "finbert", "doc2vec", "gpt2", "gpt2_prompt", "bert_fc",
-                                 "bert_lstm", "transformer"), CLASSIFY_MODES, "English emotions, 6 or 13 labels"),
-    Task("chnsenti", "classify", ("bert_chinese", "bert_chinese_mlm", "bert_fc", "bert_lstm", "transformer", "gpt2"),
-         CLASSIFY_MODES, "Chinese sentiment"),
-    Task("zh_emotion", "classify", ("bert_chinese", "bert_chinese_mlm", "bert_fc", "bert_lstm", "transformer",
-                                    "gpt2"), CLASSIFY_MODES, "Chinese emotions, 7 labels"),
-    Task("clue", "classify", ("bert_fc", "bert_chinese", "bert_lstm", "transformer", "gpt2"), CLASSIFY_MODES,
-         "CLUE-style classification, labels from the data"),
-    Task("story", "story", ("transformer_encdec", "transformer", "gpt2", "bert2bert"), ("train", "eval", "generate"),
-         "story generation, first sentence in, four out"),
-    Task("novel", "novel", ("bert_lstm", "bert_fc", "transformer", "gpt2"), ("train", "generate"),
-         "Chinese novel continuation, next character"),
-    Task("embedding", "embedding", ("sentence_transformers", "minilm", "bert", "finbert", "doc2vec", "openai"),
-         ("train", "apply"), "embedding customization on sentence pairs"),
-    Task("posenc", "posenc", ("transformer",), ("train",), "the sinusoidal positional encoding, plotted"),
-)
-_HF = {"classify": ("hf", "trainer"), "embedding": ("hf", "embedding")}
-_MODELS = (
-    _model("minilm", data_parallel=True, **_HF),
-    _model("bert", data_parallel=True, **_HF),
-    _model("finbert", data_parallel=True, **_HF),
-    _model("bert_chinese", data_parallel=True, classify=("hf", "trainer")),
-    _model("bert_chinese_mlm", classify=("mlm_prompt", "trainer")),
-    _model("bert_fc", classify=("bert_heads", "trainer"), novel=("bert", "novel")),
-    _model("bert_lstm", classify=("bert_heads", "trainer"), novel=("bert", "novel")),
-    _model("transformer", classify=("transformer", "trainer"), novel=("transformer", "novel"),
-           story=("transformer", "story")),  # posenc draws the encoding: no adapter, no training
-    _model("transformer_encdec", story=("transformer_encdec", "story")),
-    _model("bert2bert", story=("bert2bert", "story")),
-    _model("gpt2", classify=("gpt2", "trainer"), novel=("gpt2", "novel"), story=("gpt2", "story")),
-    _model("gpt2_prompt", classify=("gpt2_prompt", "lm")),
-    _model("doc2vec", classify=("doc2vec", "gensim"), embedding=("doc2vec", "embedding")),
-    _model("sentence_transformers", embedding=("sentence_transformers", "embedding")),
-    _model("openai", needs_key="OPENAI_API_KEY", embedding=("openai", "embedding")),
-)
-TASKS = MappingProxyType({t.name: t for t in _TASKS})
-MODELS = MappingProxyType({m.name: m for m in _MODELS})
+def _scan():
+    tasks, adapters = {}, {}
+    for name in wings():
+        declared = importlib.import_module(f"nlpexp.tasks.{name}")
+        for task in getattr(declared, "TASKS", ()):
+            tasks[task.name] = replace(task, wing=name)
+        for record in getattr(declared, "ADAPTERS", ()):
+            adapters.setdefault(record.model, {})[name] = record
+    models = {model: Model(model, MappingProxyType(by_wing), any(a.data_parallel for a in by_wing.values()),
+                           next((a.needs_key for a in by_wing.values() if a.needs_key), None))
+              for model, by_wing in adapters.items()}
+    for task in tasks.values():  # a model a task lists but no wing adapts (posenc draws with transformer's sizes)
+        for model in task.models:
+            models.setdefault(model, Model(model, MappingProxyType({})))
+    return MappingProxyType(tasks), MappingProxyType(models)
+
+
+TASKS, MODELS = _scan()
 
 
 def check(task: str, model: str, mode: str = "train") -> None:
@@ -110,3 +80,13 @@ def adapter(model: str, wing_name: str):
 
 def loop(model: str, wing_name: str) -> str:
     return MODELS[model].loop(wing_name)
+
+
+def conf_dirs() -> list[Path]:
+    """Each wing's YAML (task, smoke, studies): nlpexp/tasks/<wing>/conf, searched after nlpexp/conf."""
+    return [folder for name in wings() if (folder := Path(_wings.__path__[0]) / name / "conf").is_dir()]
+
+
+def shipped_roots() -> list[Path]:
+    """nlpexp's own config folders: nlpexp/conf, then each wing's."""
+    return [Path(__file__).parent / "conf", *conf_dirs()]

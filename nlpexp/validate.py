@@ -173,8 +173,8 @@ def known_root(cfg: DictConfig, key: str) -> bool:
     """A `+key=` at the top level: a setting config.yaml has, +smoke, or a config group (shipped or ./conf/)."""
     from pathlib import Path
 
-    shipped = Path(__file__).parent / "conf"
-    return key in root_keys(cfg) or key in ADDED_ROOT or (shipped / key).is_dir() or (Path("conf") / key).is_dir()
+    return key in root_keys(cfg) or key in ADDED_ROOT or any((root / key).is_dir() for root in [
+        *registry.shipped_roots(), Path("conf")])
 
 
 def other_readers(cfg: DictConfig, group: str, leaf: str) -> str | None:

@@ -3,6 +3,10 @@
 `conf/experiment/mine.yaml` in a project then runs as `nlpexp experiment=mine`, and a file there with the name of
 a shipped one (conf/model/bert.yaml) replaces it. Only nlpexp's own runs get the layer: other Hydra apps in the
 same environment are left as they are.
+
+The wings' own YAML (task, smoke, studies: nlpexp/tasks/<wing>/conf) is searched right after nlpexp's conf, so a
+wing's `task/story.yaml` or `experiment/story_study.yaml` is found like a shipped one, and the user layer still
+replaces it.
 """
 from pathlib import Path
 
@@ -15,6 +19,12 @@ class NlpexpUserConf(SearchPathPlugin):
         user = Path.cwd() / "conf"
         ours = any(e.path in ("pkg://nlpexp.conf", "pkg://nlpexp/conf") or e.path.rstrip("/").endswith("nlpexp/conf")
                    for e in search_path.get_path())
+        if ours:
+            from nlpexp.registry import conf_dirs
+
+            for folder in reversed(conf_dirs()):
+                search_path.append(provider="nlpexp-wing", path=f"file://{folder}",
+                                   anchor=SearchPathQuery(provider="main"))
         if ours and user.is_dir():
             search_path.prepend(provider="nlpexp-user", path=f"file://{user.resolve()}",
                                 anchor=SearchPathQuery(provider="main"))

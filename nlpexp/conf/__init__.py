@@ -1,14 +1,12 @@
 """The shipped configs (package data). Importing this package puts their schemas into Hydra's ConfigStore as
 schema/<group>/<name>, which every YAML here names in its defaults list: wherever these configs are composed (the
-CLI, the compose API in tests, launcher workers), the schemas are there. Cheap: no torch."""
+CLI, the compose API in tests, launcher workers), the schemas are there. Each wing's checks.py lists its own
+(SCHEMAS); wings are found by scanning nlpexp/tasks/. Cheap: no torch."""
+import importlib
+
 from hydra.core.config_store import ConfigStore
 
-from nlpexp import schema
-from nlpexp.tasks.classify import checks as classify
-from nlpexp.tasks.embedding import checks as embedding
-from nlpexp.tasks.novel import checks as novel
-from nlpexp.tasks.posenc import checks as posenc
-from nlpexp.tasks.story import checks as story
+from nlpexp import registry, schema
 
 
 def store() -> None:
@@ -20,8 +18,8 @@ def store() -> None:
     for name, node in (("csv", schema.CsvLogger), ("tensorboard", schema.TensorboardLogger),
                        ("mlflow", schema.MlflowLogger), ("wandb", schema.WandbLogger)):
         cs.store(group="schema/logger", name=name, node=node)
-    for wing in (classify, embedding, novel, posenc, story):
-        for group, name, node in wing.SCHEMAS:
+    for wing in registry.wings():
+        for group, name, node in importlib.import_module(f"nlpexp.tasks.{wing}.checks").SCHEMAS:
             cs.store(group=f"schema/{group}", name=name, node=node)
 
 

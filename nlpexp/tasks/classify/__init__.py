@@ -1,0 +1,27 @@
+"""Classification of the user's own data: financial sentiment, emotions, Chinese sentiment, CLUE-style presets."""
+from nlpexp.tasks import Adapter, Task
+
+MODES = ("train", "eval", "predict", "soup")
+TASKS = (
+    Task("finsent", ("minilm", "finbert", "bert", "doc2vec", "bert_fc", "bert_lstm", "transformer", "gpt2",
+                     "gpt2_prompt"), MODES, "financial news sentiment"),
+    Task("emotion", ("minilm", "bert", "finbert", "doc2vec", "gpt2", "gpt2_prompt", "bert_fc", "bert_lstm",
+                     "transformer"), MODES, "English emotions, 6 or 13 labels"),
+    Task("chnsenti", ("bert_chinese", "bert_chinese_mlm", "bert_fc", "bert_lstm", "transformer", "gpt2"), MODES,
+         "Chinese sentiment"),
+    Task("zh_emotion", ("bert_chinese", "bert_chinese_mlm", "bert_fc", "bert_lstm", "transformer", "gpt2"), MODES,
+         "Chinese emotions, 7 labels"),
+    Task("clue", ("bert_fc", "bert_chinese", "bert_lstm", "transformer", "gpt2"), MODES,
+         "CLUE-style classification, labels from the data"),
+)
+# loops: "trainer" (transformers' Trainer, trainer.py), "lm" (gpt2_prompt's language-model loop), "gensim" (none)
+ADAPTERS = (
+    *(Adapter(name, "hf", "trainer", data_parallel=True) for name in ("minilm", "bert", "finbert", "bert_chinese")),
+    Adapter("bert_chinese_mlm", "mlm_prompt", "trainer"),
+    Adapter("bert_fc", "bert_heads", "trainer"),
+    Adapter("bert_lstm", "bert_heads", "trainer"),
+    Adapter("transformer", "transformer", "trainer"),
+    Adapter("gpt2", "gpt2", "trainer"),
+    Adapter("gpt2_prompt", "gpt2_prompt", "lm"),
+    Adapter("doc2vec", "doc2vec", "gensim"),
+)
