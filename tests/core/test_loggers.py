@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 from killer import KILL_AFTER_CHECKPOINT_6 as KILLER  # noqa: E402
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 import hubcache  # noqa: E402
 
 SMALL = ["data.max_train_samples=64", "data.max_eval_samples=32", "trainer.max_steps=4"]

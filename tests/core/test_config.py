@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_module
 from nlpexp import registry
 from nlpexp.validate import check_config
 
-CONF = Path(__file__).parents[1] / "nlpexp" / "conf"
+CONF = Path(__file__).parents[2] / "nlpexp" / "conf"
 PAIRS = [(task.name, model) for task in registry.TASKS.values() for model in task.models]
 
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from nlpexp import runtime
 from nlpexp.training import loop
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 from killer import KILL_AFTER_CHECKPOINT_6 as KILLER  # noqa: E402
 
 

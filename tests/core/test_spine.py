@@ -266,5 +266,5 @@ def test_config_dir_and_searchpath_pass_the_same_check(nlpexp, tmp_path, how):
 
 
 def test_the_repositorys_example_experiment_composes():
-    example = Path(__file__).parents[1] / "conf" / "experiment" / "example.yaml"
+    example = Path(__file__).parents[2] / "conf" / "experiment" / "example.yaml"
     assert example.exists() and "nlpexp experiment=example" in example.read_text()

@@ -16,7 +16,7 @@ from nlpexp.training import loop
 from nlpexp.errors import UserError
 from nlpexp.saved import MANIFEST, check_files, loading, write_dir
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 from killer import KILL_INSIDE_SAVE, KILL_TRAINER_INSIDE_CHECKPOINT_6  # noqa: E402
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 RUN = ["+smoke=true", "model=bert", "device=cpu", "trainer.epochs=2", "trainer.max_steps=-1", "trainer.lr=1e-3",
        "trainer.save_steps=2"]
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 from killer import KILL_AFTER_TRAINER_CHECKPOINT_6 as KILLER  # noqa: E402  (SIGKILL right after checkpoint-6)
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-CONF = Path(__file__).resolve().parents[1] / "nlpexp" / "conf"
+CONF = Path(__file__).resolve().parents[2] / "nlpexp" / "conf"
 CELLS = sorted({(p.stem, "") for p in (CONF / "experiment").glob("*.yaml")}
                | {(p.parent.name, p.stem) for p in (CONF / "experiment_model").glob("*/*.yaml")})
 
