@@ -14,7 +14,7 @@ SIX = ["anger", "fear", "joy", "love", "sadness", "surprise"]
 
 
 def emotion_cfg(**overrides):
-    cfg = OmegaConf.load(registry.__file__.replace("registry.py", "conf/task/emotion.yaml"))
+    cfg = OmegaConf.load(registry.__file__.replace("registry.py", "tasks/classify/conf/task/emotion.yaml"))
     cfg.merge_with(OmegaConf.create(overrides))
     return cfg
 

@@ -8,11 +8,19 @@ from nlpexp import registry
 from nlpexp.validate import check_config
 
 CONF = Path(__file__).parents[2] / "nlpexp" / "conf"
+
+
+def options(group: str) -> set[str]:
+    """A config group's shipped options: nlpexp/conf and every wing's conf/."""
+    return {p.stem for root in registry.shipped_roots() for p in (root / group).glob("*.yaml")}
+
 PAIRS = [(task.name, model) for task in registry.TASKS.values() for model in task.models]
 
 
 def test_config_groups_mirror_the_registry():
-    assert {p.stem for p in (CONF / "task").glob("*.yaml")} >= set(registry.TASKS)
+    assert options("task") == set(registry.TASKS)
+    for task in registry.TASKS.values():  # in its own wing's folder
+        assert (Path(registry.__file__).parent / "tasks" / task.wing / "conf" / "task" / f"{task.name}.yaml").is_file()
     assert {p.stem for p in (CONF / "model").glob("*.yaml")} == set(registry.MODELS)
     assert {p.stem for p in (CONF / "device").glob("*.yaml")} == {"auto", "cpu", "cuda", "mps"}
 
@@ -27,9 +35,8 @@ def test_every_supported_pair_composes_and_validates(task, model):
 
 @pytest.mark.parametrize("group", ["device", "trainer", "experiment"])
 def test_every_group_option_composes(group):
-    options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-    assert options
-    for option in options:
+    assert options(group)
+    for option in sorted(options(group)):
         with initialize_config_module("nlpexp.conf", version_base="1.3"):
             compose("config", overrides=[f"{group}={option}"])
 

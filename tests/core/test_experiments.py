@@ -1,12 +1,13 @@
 """Every shipped study composes, and each of its per-model files passes the key check: a key the path does not
 read, a misspelt value or a removed setting fails here, not an hour into a study."""
-from pathlib import Path
-
 import pytest
 
-CONF = Path(__file__).resolve().parents[2] / "nlpexp" / "conf"
-CELLS = sorted({(p.stem, "") for p in (CONF / "experiment").glob("*.yaml")}
-               | {(p.parent.name, p.stem) for p in (CONF / "experiment_model").glob("*/*.yaml")})
+from nlpexp.registry import shipped_roots
+
+CELLS = sorted({(p.stem, "") for root in shipped_roots() for p in (root / "experiment").glob("*.yaml")}
+               | {(p.parent.name, p.stem) for root in shipped_roots()
+                  for p in (root / "experiment_model").glob("*/*.yaml")})
+assert len(CELLS) >= 10  # the shipped studies and their per-model files: none lost to a moved folder
 
 
 @pytest.mark.parametrize("experiment,model", CELLS, ids=[f"{e}-{m or 'default'}" for e, m in CELLS])

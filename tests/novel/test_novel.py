@@ -21,7 +21,7 @@ from nlpexp.tasks.novel.data import (
 )
 from nlpexp.metrics import distinct_n, kneser_ney_nll, repetition_rate
 
-NOVEL_DATA = OmegaConf.load(registry.__file__.replace("registry.py", "conf/task/novel.yaml")).data
+NOVEL_DATA = OmegaConf.load(registry.__file__.replace("registry.py", "tasks/novel/conf/task/novel.yaml")).data
 
 
 # -- clean-up ---------------------------------------------------------------------------------------------
