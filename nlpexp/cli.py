@@ -293,7 +293,7 @@ def preflight(args: list[str]) -> None:
     args, config_dir = config_dir_args(args)
     overrides = [a for a in args if not a.startswith("-")]
     cfg, keys = checked_config(overrides, config_dir)
-    from nlpexp.runtime import check_run_folder, ckpt_folders
+    from nlpexp.runs import check_run_folder, ckpt_folders
 
     for saved in ckpt_folders(cfg):  # (ckpt= of the command line was checked before anything of it was read)
         check_run_folder(saved.resolve())
@@ -309,7 +309,7 @@ def preflight(args: list[str]) -> None:
             cfg.get("ckpt") and not OmegaConf.is_list(cfg.ckpt) else None
         folder_errors(folder, resuming=bool(cfg.get("resume")), inside=inside)
     else:
-        from nlpexp.runtime import writable_error
+        from nlpexp.runs import writable_error
 
         parent = Path(str(cfg.ckpt)) if cfg.mode in ("eval", "predict", "generate") and cfg.get("ckpt") \
             and not OmegaConf.is_list(cfg.ckpt) else Path("outputs")
@@ -321,7 +321,7 @@ def preflight(args: list[str]) -> None:
               "nothing built, no run folder (drop dry_run=true to run it)")
         sys.exit(0)
     if folder is not None:  # held from here to the end of the run: Hydra writes .hydra/ into a folder we own
-        from nlpexp.runtime import claim
+        from nlpexp.runs import claim
 
         claim(folder)
     run.mark_checked(keys)
@@ -454,7 +454,7 @@ def earlier_jobs(args: list[str], jobs: list) -> None:
     """A sweep run again into its folder (hydra.sweep.dir=...): its numbered job folders must be this sweep's
     (the same overrides, job by job), checked before Hydra rewrites any of their .hydra/; says how many are reused
     and resumed (each job does it)."""
-    from nlpexp.runtime import earlier_job, run_folder_error
+    from nlpexp.runs import earlier_job, run_folder_error
 
     given = [a.split("=", 1)[1].strip("'\"") for a in args if a.startswith("hydra.sweep.dir=")]
     own_jobs = ("hydra.sweep.subdir=", "hparams_search=", "experiment=", "hydra/sweeper=", "hydra.sweeper.")
@@ -486,7 +486,7 @@ def explicit_run_dir(args: list[str]) -> Path | None:
 def place_errors(folder: Path, key: str, inside: Path | None = None) -> None:
     """A run (or sweep) folder is never a system folder, nor inside another run's folder (an eval/predict/generate
     run inside its ckpt run: `inside`, as nlpexp itself places them), and can be made."""
-    from nlpexp.runtime import enclosing_run, is_run_folder, system_folder_error, writable_error
+    from nlpexp.runs import enclosing_run, is_run_folder, system_folder_error, writable_error
 
     problem = system_folder_error(folder) or writable_error(folder)
     if problem:
@@ -502,7 +502,7 @@ def place_errors(folder: Path, key: str, inside: Path | None = None) -> None:
 def folder_errors(folder: Path, resuming: bool, inside: Path | None = None) -> None:
     """hydra.run.dir=<folder>: refused when it is a system folder or inside another run (place_errors), when
     another run is writing it, or when it holds an unfinished run that only resume= may continue."""
-    from nlpexp.runtime import check_run_folder, folder_state
+    from nlpexp.runs import check_run_folder, folder_state
 
     place_errors(folder, "hydra.run.dir", inside)
     check_run_folder(Path(folder).expanduser().resolve())  # Hydra and the run write into it: no links, no FIFOs
@@ -552,7 +552,7 @@ def nlpexp_run_error(folder: Path) -> str | None:
     """Why folder is not an nlpexp run folder (None: it is): its .hydra/config.yaml names a task and a model
     nlpexp has, and its metrics.json (when there is one) is nlpexp's (an object with a status)."""
     from nlpexp import registry
-    from nlpexp.runtime import load_run_file
+    from nlpexp.runs import load_run_file
 
     try:
         saved = load_run_file(folder / ".hydra" / "config.yaml")
@@ -577,7 +577,7 @@ def resume_args(args: list[str]) -> list[str]:
     becomes the saved run's own overrides + `hydra.run.dir=<that folder>`, so it continues in place. The folder
     is data, checked before anything of it is used: its overrides only task settings (replay_error), an nlpexp
     run, not finished, not in use, and the task and model of the command line (when given) its own."""
-    from nlpexp.runtime import check_run_folder, find_unfinished_run, load_run_file
+    from nlpexp.runs import check_run_folder, find_unfinished_run, load_run_file
 
     value = next(a for a in args if a.startswith("resume="))
     target = value.split("=", 1)[1].strip("'\"")
@@ -609,7 +609,7 @@ def resume_args(args: list[str]) -> list[str]:
     not_ours = nlpexp_run_error(folder)
     if not_ours:
         raise UserError(f"resume={target}: {folder} is not an nlpexp run folder ({not_ours})")
-    from nlpexp.runtime import folder_state
+    from nlpexp.runs import folder_state
 
     state, why = folder_state(folder)
     if state == "complete":
@@ -658,7 +658,7 @@ def _saved_run_choices(args: list[str]) -> list[str]:
     saved = Path(ckpt).expanduser() / ".hydra" / "config.yaml"
     if not saved.exists():
         return []
-    from nlpexp.runtime import load_run_file
+    from nlpexp.runs import load_run_file
 
     try:
         cfg = load_run_file(saved)
@@ -677,7 +677,7 @@ def ckpt_arg_errors(args: list[str]) -> None:
     """The saved runs ckpt= names on the command line (one, a soup's [a,b], a sweep's a,b) are checked before any
     of their files is read: no links (an eval/ link wrote the eval run outside the run, a linked model file loaded
     another run's), no FIFOs (a read waits forever)."""
-    from nlpexp.runtime import check_run_folder
+    from nlpexp.runs import check_run_folder
 
     for arg in args:
         key, eq, value = arg.partition("=")
@@ -827,7 +827,7 @@ def main() -> None:
         os.environ.setdefault("NLPEXP_SWEEP_GPUS", ",".join(visible_gpus()))  # the GPUs its jobs share out
         watchdog.start_reaper()
     sys.argv = sys.argv[:1] + args
-    from nlpexp.runtime import release
+    from nlpexp.runs import release
 
     try:
         hydra_main()

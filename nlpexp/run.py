@@ -67,14 +67,14 @@ def run_job(cfg: DictConfig):
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from nlpexp import runtime
+    from nlpexp import runs
     from nlpexp.training import distributed
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     if not distributed.is_worker():  # sweep jobs (single runs: checked before Hydra made anything, checked again)
-        problem = next(filter(None, (runtime.run_folder_error(f) for f in [run_dir, *runtime.ckpt_folders(cfg)])),
+        problem = next(filter(None, (runs.run_folder_error(f) for f in [run_dir, *runs.ckpt_folders(cfg)])),
                        None)
         if multirun and run_dir.is_symlink():  # a job folder is the sweep's own, never a link out of it
             problem = f"{run_dir} is a symbolic link: a run folder holds no links; remove it"
@@ -84,7 +84,7 @@ def run_job(cfg: DictConfig):
                 return None
             fail(problem)
     if multirun and not distributed.is_worker():  # a sweep run again into its folder: what this job's folder holds
-        earlier, found = runtime.earlier_job(run_dir, _overrides())
+        earlier, found = runs.earlier_job(run_dir, _overrides())
         if earlier == "complete":  # reused as it is: nothing written, its objective returned to the sweeper
             print(f"nlpexp: {run_dir}: complete with the same overrides, reused (metrics.json untouched)")
             return found.get("metrics", {}).get(found.get("objective", ""))
@@ -99,9 +99,9 @@ def run_job(cfg: DictConfig):
     if multirun and distributed.other_node():  # node > 0 of a sweep job (submitit nodes=N): node 0's choice above,
         # made from the same shared folder: a finished job is not run again, a requeued one resumes (node 0 always
         # waits for every node at the rendezvous, so this folder is as node 0 found it)
-        if runtime.folder_state(run_dir)[0] == "complete":
+        if runs.folder_state(run_dir)[0] == "complete":
             return None
-        if runtime.latest_checkpoint(run_dir):
+        if runs.latest_checkpoint(run_dir):
             with open_dict(cfg):
                 cfg.resume = str(run_dir)
     # what bad input found during the run takes away: the folder Hydra just made, else the status it wrote
@@ -112,7 +112,7 @@ def run_job(cfg: DictConfig):
         secrets.redact_hydra_files(run_dir)
     if not distributed.is_worker():  # torchrun workers: the launching process holds the folder
         try:
-            runtime.claim(run_dir)
+            runs.claim(run_dir)
         except UserError as err:  # another live run's folder: report, touch nothing of it
             if multirun:
                 print(f"nlpexp: error: {err}", file=sys.stderr)
@@ -126,7 +126,7 @@ def run_job(cfg: DictConfig):
     finally:
         _restore_sigterm(previous)
         watchdog.job_done()
-        runtime.release(run_dir)
+        runs.release(run_dir)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -166,14 +166,14 @@ def _interrupted(stop: KeyboardInterrupt, run_dir: Path, cfg: DictConfig, main_r
     its folder, it reuses its finished jobs and resumes this one)."""
     import signal
 
-    from nlpexp import runtime
+    from nlpexp import runs
     from nlpexp.training import distributed
 
     signum = getattr(stop, "signum", signal.SIGINT)
     name = signal.Signals(signum).name
     path = run_dir / "metrics.json"
-    done = (runtime.read_metrics(run_dir) or {}).get("status") == "complete"
-    latest = runtime.latest_checkpoint(run_dir) if run_dir.is_dir() else None
+    done = (runs.read_metrics(run_dir) or {}).get("status") == "complete"
+    latest = runs.latest_checkpoint(run_dir) if run_dir.is_dir() else None
     where = f"after {latest.name}" if latest else "before its first checkpoint"
     if main_rank and not done and run_dir.is_dir():
         _try_write_json(path, {"status": "interrupted", "signal": name, "overrides": _overrides(),
@@ -194,7 +194,7 @@ def _interrupted(stop: KeyboardInterrupt, run_dir: Path, cfg: DictConfig, main_r
 
 
 def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank: bool, started: float):
-    from nlpexp import console, hub, registry, runtime
+    from nlpexp import console, hub, registry, runs, runtime
     from nlpexp.training import distributed
     from nlpexp.validate import check_config
 
@@ -245,7 +245,7 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
         runtime.limit_threads(hc)
         runtime.seed_everything(cfg.seed)
         if cfg.get("resume"):
-            cfg = runtime.resume_point(cfg, run_dir)
+            cfg = runs.resume_point(cfg, run_dir)
         result = registry.runner(cfg.task.name).run(cfg, run_dir, device)
     except UserError as err:
         return _refused(str(err), run_dir, multirun, main_rank, cleanup)
@@ -314,7 +314,7 @@ def _refused(message: str, run_dir: Path, multirun: bool, main_rank: bool, clean
     """Bad input found during the run: one line. A single run takes away what it made (cleanup: "folder" the
     folder Hydra just made, "status" the metrics.json it wrote into a folder the user gave); a sweep job, a resumed
     run or a full disk (cleanup None) leave the folder marked failed."""
-    from nlpexp import runtime
+    from nlpexp import runs
     from nlpexp.training import distributed
 
     if distributed.other_node():  # another node's launcher: one line, node 0's folder left alone
@@ -329,7 +329,7 @@ def _refused(message: str, run_dir: Path, multirun: bool, main_rank: bool, clean
     if cleanup == "status":
         (run_dir / "metrics.json").unlink(missing_ok=True)
     elif cleanup == "folder":
-        runtime.release(run_dir)
+        runs.release(run_dir)
         shutil.rmtree(run_dir, ignore_errors=True)
         _remove_empty_parents(run_dir)
     fail(message)
@@ -365,7 +365,7 @@ def _try_write_json(path: Path, obj) -> None:
 
 def _is_fresh(run_dir: Path) -> bool:
     """True when the folder holds nothing but what Hydra just made (safe to remove on bad input)."""
-    from nlpexp.runtime import LOCK
+    from nlpexp.runs import LOCK
 
     if not run_dir.is_dir():
         return True
@@ -389,7 +389,7 @@ def _rendezvous(trainer: DictConfig, hc, multirun: bool) -> list[str]:
 def _launch_data_parallel(cfg: DictConfig, overrides: list[str], run_dir: Path, nproc: int, multirun: bool,
                           rendezvous: list[str] | None = None):
     """This process only starts the workers; rank 0 of them writes metrics.json as any run does."""
-    from nlpexp import runtime
+    from nlpexp import runs
     from nlpexp.training import distributed
 
     code = distributed.launch(overrides, run_dir, nproc, rendezvous)
@@ -398,7 +398,7 @@ def _launch_data_parallel(cfg: DictConfig, overrides: list[str], run_dir: Path, 
             sys.exit(code)
         return None
     path = run_dir / "metrics.json"
-    summary = runtime.read_metrics(run_dir) or {}
+    summary = runs.read_metrics(run_dir) or {}
     if code != 0 or summary.get("status") != "complete":
         if summary.get("status") != "failed" and run_dir.exists():
             _write_json(path, _failed(f"data-parallel workers exited with code {code}"))

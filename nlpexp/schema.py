@@ -156,7 +156,7 @@ def run_folder_errors(cfg, what: str = "run folder") -> list[str]:
 def saved_run_errors(cfg, folder: Path) -> list[str]:
     import yaml
 
-    from nlpexp.runtime import folder_state
+    from nlpexp.runs import folder_state
 
     name = f"ckpt={folder}"
     if not folder.exists():

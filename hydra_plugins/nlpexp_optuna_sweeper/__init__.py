@@ -128,7 +128,7 @@ def finish_orphans(impl, study, every_s: float = 5.0) -> None:
     """Tell the study the result of every RUNNING trial of this sweep folder whose sweeper is gone."""
     import optuna
 
-    from nlpexp import runtime
+    from nlpexp import runs
 
     here = str(Path(str(impl.sweep_dir)).resolve())
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -138,11 +138,11 @@ def finish_orphans(impl, study, every_s: float = 5.0) -> None:
         folder = Path(here) / str(owner["job"])
         print(f"nlpexp: trial {trial.number} (job {owner['job']}) lost its sweeper (pid {owner['pid']}): "
               f"finishing it in {folder}")
-        while runtime.folder_state(folder)[0] == "running":  # its job still runs (SLURM): its result is coming
+        while runs.folder_state(folder)[0] == "running":  # its job still runs (SLURM): its result is coming
             time.sleep(every_s)
         value = None
         try:
-            if runtime.folder_state(folder)[0] == "complete":
+            if runs.folder_state(folder)[0] == "complete":
                 found = json.loads((folder / "metrics.json").read_text())
                 value = found["metrics"][found["objective"]]
             else:  # killed with its sweeper, or never started: run again in its folder, resuming what it saved

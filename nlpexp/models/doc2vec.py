@@ -154,7 +154,7 @@ def load_doc2vec(folder: Path, model_cfg, seed: int, where: str = "the saved set
     crash of gensim's compiled code."""
     from gensim.models.doc2vec import Doc2Vec
 
-    from nlpexp.saved import load_error, loading
+    from nlpexp.runs import load_error, loading
 
     with loading(folder):
         problem = settings_problem(model_cfg, where, seed)

@@ -20,7 +20,7 @@ from hydra.experimental.callback import Callback
 
 from nlpexp.errors import UserError
 from nlpexp.report.html import LOWER_IS_BETTER, WriteError, write_atomic, write_html
-from nlpexp.runtime import RunFileError, load_run_file
+from nlpexp.runs import RunFileError, load_run_file
 from nlpexp.secrets import redact, redact_text
 
 IGNORED_OVERRIDES = {"resume"}  # how a run was started, not what it computed

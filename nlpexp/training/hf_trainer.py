@@ -182,8 +182,8 @@ def resumable_trainer(seed: int):
     from transformers.trainer_pt_utils import LengthGroupedSampler
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints
 
-    from nlpexp.runtime import STAGING
-    from nlpexp.saved import place, seal
+    from nlpexp.runs import STAGING
+    from nlpexp.runs import place, seal
 
     TRAINER_STATE_NAME = "trainer_state.json"
 

@@ -273,7 +273,7 @@ def _split(state: dict) -> tuple[dict, dict]:
 def save_checkpoint(ckpt_dir: Path, step: int, model, opt, sched, scaler, evaluate, **position) -> Path:
     """checkpoint-<step> in ckpt_dir, written whole or not at all (saved.write_dir: a temporary sibling holding
     every file and saved_files.json with their sha256, renamed into place); the newest two are kept."""
-    from nlpexp.saved import write_dir
+    from nlpexp.runs import write_dir
 
     folder = ckpt_dir / f"checkpoint-{step}"
     with write_dir(folder) as tmp:  # checkpoint-<step>.tmp-<pid>, sealed (saved_files.json) and renamed when whole
@@ -320,7 +320,7 @@ def load_checkpoint(folder: Path, model, opt, sched, scaler, evaluate) -> dict:
 
     from nlpexp.errors import UserError
 
-    from nlpexp.saved import loading
+    from nlpexp.runs import loading
 
     if not (folder / STATE).exists():
         raise UserError(f"{folder} is not a checkpoint of this loop (no {STATE}): resume needs one")

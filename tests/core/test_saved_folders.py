@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nlpexp.errors import UserError
-from nlpexp.saved import MANIFEST, loading, write_dir
+from nlpexp.runs import MANIFEST, loading, write_dir
 
 BEST = Path("checkpoints") / "best"
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from nlpexp import runtime
+from nlpexp import runs, runtime
 
 
 @pytest.fixture
@@ -54,19 +54,19 @@ def test_no_gpu_share_for_cpu_runs_one_gpu_or_other_launchers(tmp_path, monkeypa
 
 
 def test_same_overrides_and_what_a_job_folder_holds(tmp_path):
-    assert runtime.same_overrides(["+smoke=true", "model=bert"], ["model=bert", "+smoke=True"])
-    assert not runtime.same_overrides(["seed=1"], ["seed=2"])
+    assert runs.same_overrides(["+smoke=true", "model=bert"], ["model=bert", "+smoke=True"])
+    assert not runs.same_overrides(["seed=1"], ["seed=2"])
     job = tmp_path / "0"
-    assert runtime.earlier_job(job, ["seed=1"]) == (None, None)
+    assert runs.earlier_job(job, ["seed=1"]) == (None, None)
     job.mkdir()
     (job / "metrics.json").write_text(json.dumps({"status": "complete", "overrides": ["seed=1"], "metrics": {}}))
-    assert runtime.earlier_job(job, ["seed=1"])[0] == "complete"
-    state, why = runtime.earlier_job(job, ["seed=2"])
+    assert runs.earlier_job(job, ["seed=1"])[0] == "complete"
+    state, why = runs.earlier_job(job, ["seed=2"])
     assert state == "other" and "holds another job (seed=1)" in why
     (job / "metrics.json").write_text(json.dumps({"status": "running", "pid": 2 ** 22 + 7, "overrides": ["seed=1"]}))
-    assert runtime.earlier_job(job, ["seed=1"]) == ("resume", None)  # its process is gone
+    assert runs.earlier_job(job, ["seed=1"]) == ("resume", None)  # its process is gone
     (job / "metrics.json").write_text(json.dumps({"status": "failed", "error": "x", "overrides": ["seed=1"]}))
-    assert runtime.earlier_job(job, ["seed=1"]) == ("resume", None)
+    assert runs.earlier_job(job, ["seed=1"]) == ("resume", None)
 
 
 def test_a_continued_optuna_sweep_numbers_jobs_after_its_folders(tmp_path):

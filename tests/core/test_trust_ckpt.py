@@ -11,10 +11,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from nlpexp import runtime
+from nlpexp import runs
 from nlpexp.training import loop
 from nlpexp.errors import UserError
-from nlpexp.saved import MANIFEST, check_files, loading, write_dir
+from nlpexp.runs import MANIFEST, check_files, loading, write_dir
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from killer import KILL_INSIDE_SAVE, KILL_TRAINER_INSIDE_CHECKPOINT_6  # noqa: E402
@@ -46,7 +46,7 @@ def test_a_trainer_checkpoint_killed_mid_write_is_skipped_and_resume_equals_the_
     assert (half / "optimizer.pt").stat().st_size == 0  # killed in the middle of checkpoint-6's write ...
     assert not (ckpts / "checkpoint-6").exists()  # ... which never got its final name
     assert (ckpts / "checkpoint-4" / MANIFEST).is_file()
-    assert runtime.latest_checkpoint(run) == ckpts / "checkpoint-4"
+    assert runs.latest_checkpoint(run) == ckpts / "checkpoint-4"
 
     # what a save without the staging folder left (an earlier version, a full disk): checkpoint-6 under its final
     # name, its optimizer.pt empty, a trainer_state.json beside it
@@ -125,7 +125,7 @@ def test_a_loop_checkpoint_killed_mid_write_is_skipped_and_resume_ends_with_the_
 
     job: dict = {}
     exec(compile(LOOP_JOB, "job", "exec"), job)
-    cfg = runtime.resume_point(OmegaConf.create({}), run)
+    cfg = runs.resume_point(OmegaConf.create({}), run)
     assert cfg.resume_from == str(ckpts / "checkpoint-4")
     assert not half.exists()  # the killed save's temporary folder is cleared
     resumed, reference = job["Regression"](), job["Regression"]()
@@ -145,7 +145,7 @@ def test_resume_falls_back_past_incomplete_checkpoints_in_one_line(tmp_path, cap
     (ckpts / "checkpoint-8" / "optimizer.safetensors").write_bytes(b"y" * 100)  # same size, other bytes
     os.truncate(ckpts / "checkpoint-6" / "optimizer.safetensors", 10)
     (ckpts / "checkpoint-10.tmp-99").mkdir()  # a killed save's temporary folder: never a candidate
-    cfg = runtime.resume_point(OmegaConf.create({}), tmp_path)
+    cfg = runs.resume_point(OmegaConf.create({}), tmp_path)
     err = capsys.readouterr().err
     assert cfg.resume_from == str(ckpts / "checkpoint-4")
     assert err.strip() == ("nlpexp: checkpoint-8 is incomplete (optimizer.safetensors is not the file that was saved "
@@ -153,7 +153,7 @@ def test_resume_falls_back_past_incomplete_checkpoints_in_one_line(tmp_path, cap
     assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint-2", "checkpoint-4"]  # written again by training
     for folder in ckpts.iterdir():
         (folder / "optimizer.safetensors").unlink()
-    cfg = runtime.resume_point(OmegaConf.create({}), tmp_path)
+    cfg = runs.resume_point(OmegaConf.create({}), tmp_path)
     assert cfg.resume_from is None
     assert "checkpoint-4 is incomplete (optimizer.safetensors is missing) (and checkpoint-2): no complete " \
            "checkpoint: starting again from the beginning" in capsys.readouterr().err
@@ -164,10 +164,10 @@ def test_a_checkpoint_of_an_earlier_version_without_a_list_is_taken_unless_a_fil
     old.mkdir(parents=True)
     (old / "trainer_state.json").write_text("{}")
     (old / "optimizer.pt").write_bytes(b"x")
-    assert runtime.latest_checkpoint(tmp_path) == old
+    assert runs.latest_checkpoint(tmp_path) == old
     (old / "optimizer.pt").write_bytes(b"")
     skipped: list = []
-    assert runtime.latest_checkpoint(tmp_path, skipped) is None
+    assert runs.latest_checkpoint(tmp_path, skipped) is None
     assert skipped == [(old, "optimizer.pt is empty")]
 
 

@@ -194,7 +194,7 @@ def test_a_config_json_of_another_architecture_listed_as_saved_is_refused(tmp_pa
     from transformers import BertConfig, BertForSequenceClassification
 
     from nlpexp.errors import UserError
-    from nlpexp.saved import write_dir
+    from nlpexp.runs import write_dir
     from nlpexp.tasks.classify import hf
 
     with write_dir(tmp_path / "best") as tmp:

@@ -71,7 +71,7 @@ def test_ctrl_c_mid_training_records_interrupted_exits_130_and_resume_finishes_i
     stopped = metrics(run)
     assert stopped["status"] == "interrupted" and stopped["signal"] == "SIGINT"
     assert stopped["last_checkpoint"].endswith("checkpoint-2")
-    from nlpexp.runtime import folder_state, lock_owner
+    from nlpexp.runs import folder_state, lock_owner
 
     assert lock_owner(run) is None and folder_state(run)[0] == "unfinished"  # the lock went with the process
     res = nlpexp(f"resume={run}")
@@ -101,7 +101,7 @@ def test_sigterm_records_interrupted_exits_143_in_one_line(nlpexp, tmp_path, mon
     assert lines[0] == f"nlpexp: interrupted (SIGTERM) before its first checkpoint: resume={run} continues it"
     assert metrics(run)["status"] == "interrupted"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler lives only while the run does
-    from nlpexp.runtime import folder_state
+    from nlpexp.runs import folder_state
 
     assert folder_state(run)[0] == "unfinished"
     monkeypatch.setattr(runtime, "seed_everything", seed)

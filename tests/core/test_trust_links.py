@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nlpexp import cli, runtime
+from nlpexp import cli, runs
 from nlpexp.report import tables as report
 from nlpexp.errors import UserError
-from nlpexp.runtime import RunFileError, claim, folder_state, load_run_file, read_metrics, release, run_folder_error
+from nlpexp.runs import RunFileError, claim, folder_state, load_run_file, read_metrics, release, run_folder_error
 from refusals import refused  # tests/ is on sys.path
 
 LINK = "is a symbolic link: a run folder holds no links; remove it"
@@ -56,14 +56,14 @@ def test_claim_refuses_a_lock_linked_to_a_file_outside_and_leaves_that_file_alon
     message = refused(claim, run)
     assert message == f"{run / '.lock'} {LINK}"
     assert victim.read_text() == "precious\n"
-    assert runtime.lock_owner(run) is None
+    assert runs.lock_owner(run) is None
 
 
 def test_claim_refuses_a_fifo_lock_and_takes_a_regular_one(tmp_path):
     run = run_folder(tmp_path / "run", {"status": "running"})
     os.mkfifo(run / ".lock")
     assert "is not a regular file" in refused(claim, run)
-    assert runtime.lock_owner(run) is None and runtime._recorded_pid(run) is None  # neither waits on it
+    assert runs.lock_owner(run) is None and runs._recorded_pid(run) is None  # neither waits on it
     (run / ".lock").unlink()
     claim(run)
     try:
@@ -142,7 +142,7 @@ def test_a_sweep_run_again_refuses_a_job_folder_that_is_or_holds_a_link(tmp_path
 
 
 def test_a_saved_model_whose_file_list_is_a_link_does_not_load(tmp_path):
-    from nlpexp.saved import MANIFEST, check_files, write_dir
+    from nlpexp.runs import MANIFEST, check_files, write_dir
 
     for name in ("mine", "other"):
         with write_dir(tmp_path / name) as folder:

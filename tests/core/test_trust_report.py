@@ -142,12 +142,12 @@ def test_a_metrics_json_that_is_not_an_object_reports_as_unreadable(tmp_path, ca
 
 
 def test_a_sweep_job_with_a_secret_is_recognised_when_the_sweep_runs_again(tmp_path):
-    from nlpexp import runtime
+    from nlpexp import runs
 
     job = ["seed=1", f"+x.api_key={OPENAI}", f"+x.endpoint={RANDOM}"]
     (tmp_path / "metrics.json").write_text(json.dumps({"status": "complete", "overrides": secrets.redact(job)}))
-    assert runtime.earlier_job(tmp_path, job)[0] == "complete"  # saved redacted, compared redacted
-    assert runtime.earlier_job(tmp_path, ["seed=2", *job[1:]])[0] == "other"
+    assert runs.earlier_job(tmp_path, job)[0] == "complete"  # saved redacted, compared redacted
+    assert runs.earlier_job(tmp_path, ["seed=2", *job[1:]])[0] == "other"
 
 
 def test_a_copied_run_is_named_by_where_it_is_and_a_mistyped_metric_is_refused(tmp_path, capsys):

@@ -12,7 +12,7 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from nlpexp import cli
-from nlpexp.runtime import earlier_job, folder_state, is_run_folder, system_folder_error
+from nlpexp.runs import earlier_job, folder_state, is_run_folder, system_folder_error
 from refusals import refused  # tests/ is on sys.path
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

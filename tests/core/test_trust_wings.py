@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from nlpexp.errors import UserError
-from nlpexp.saved import MANIFEST, check_files, loading, write_dir
+from nlpexp.runs import MANIFEST, check_files, loading, write_dir
 from refusals import one_line  # tests/ is on sys.path
 
 MISSING = "cannot load the saved model (saved_files.json is missing"
@@ -32,7 +32,7 @@ def copy_of(run: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(run, tmp_path / run.name, ignore=shutil.ignore_patterns(".lock")))
 
 
-# -- saved.py: one switch for a saved run's folder ------------------------------------------------------------
+# -- runs.py (manifest): one switch for a saved run's folder ------------------------------------------------------------
 def test_require_refuses_a_folder_without_its_list_and_only_then(tmp_path):
     with write_dir(tmp_path / "best") as tmp:
         (tmp / "model.bin").write_bytes(b"weights")

@@ -13,7 +13,7 @@ from torch import nn
 from nlpexp.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
 from nlpexp.models.bert import freeze_encoder
 from nlpexp.training.precision import run_lstm
-from nlpexp.saved import loading
+from nlpexp.runs import loading
 from nlpexp.tasks.classify import trainer
 
 

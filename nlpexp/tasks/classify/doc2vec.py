@@ -11,7 +11,7 @@ import numpy as np
 
 from nlpexp.models.doc2vec import (infer_epochs, infer_vector, load_doc2vec, save_doc2vec, text_seed, tokenize,
                                    train_doc2vec)
-from nlpexp.saved import loading, write_dir
+from nlpexp.runs import loading, write_dir
 
 
 class Doc2VecClassifier:
@@ -101,7 +101,7 @@ def load(folder: Path, device: str) -> Doc2VecClassifier:
     load_error's one line, never a crash of gensim's compiled code."""
     from omegaconf import OmegaConf
 
-    from nlpexp.saved import load_error
+    from nlpexp.runs import load_error
 
     with loading(folder):  # NPY/JSON only: a doc2vec.model (gensim's pickle) beside them is never opened
         meta = json.loads((folder / "classifier.json").read_text())

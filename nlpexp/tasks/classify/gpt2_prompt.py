@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from nlpexp.hub import builds_small, load_pretrained, small_gpt2_config, train_byte_bpe
-from nlpexp.saved import loading, write_dir
+from nlpexp.runs import loading, write_dir
 
 
 

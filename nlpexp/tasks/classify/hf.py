@@ -7,7 +7,7 @@ architecture small from `model.small` with a WordPiece tokenizer trained on the 
 from pathlib import Path
 
 from nlpexp.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
-from nlpexp.saved import load_error, loading
+from nlpexp.runs import load_error, loading
 from nlpexp.tasks.classify import lora, trainer
 
 

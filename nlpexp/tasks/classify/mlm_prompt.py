@@ -15,7 +15,7 @@ import torch
 
 from nlpexp.errors import UserError
 from nlpexp.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
-from nlpexp.saved import loading
+from nlpexp.runs import loading
 from nlpexp.tasks.classify import trainer
 
 

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from nlpexp import registry
 from nlpexp.errors import UserError
-from nlpexp.saved import require_manifest
+from nlpexp.runs import require_manifest
 from nlpexp.metrics import accuracy, classification_metrics, plot_confusion, plot_history
 from nlpexp.tasks.classify.contract import Classifier, ClassifierAdapter, WeightedClassifier
 from nlpexp.tasks.classify.data import (dataset_name, label_names, labels_from_data, load_eval_set, load_file,

@@ -14,8 +14,8 @@ import numpy as np
 
 from nlpexp import hub
 from nlpexp.hub import builds_small
-from nlpexp.runtime import STAGING
-from nlpexp.saved import check_files, write_dir
+from nlpexp.runs import STAGING
+from nlpexp.runs import check_files, write_dir
 from nlpexp.tasks.classify import lora
 from nlpexp.tasks.classify.head_map import fit_head
 from nlpexp.training.hf_trainer import (history as _history, average_last_epochs, average_weights, early_stop,

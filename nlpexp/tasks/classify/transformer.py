@@ -7,7 +7,7 @@ from torch import nn
 
 from nlpexp.hub import train_wordpiece
 from nlpexp.models.transformer import Embedding, EncoderLayer
-from nlpexp.saved import loading
+from nlpexp.runs import loading
 from nlpexp.tasks.classify import trainer
 
 

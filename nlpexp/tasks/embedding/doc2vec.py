@@ -6,7 +6,7 @@ import numpy as np
 
 from nlpexp.models.doc2vec import (infer_epochs, infer_vector, load_doc2vec, save_doc2vec, settings_problem,
                                    text_seed, tokenize, train_doc2vec)
-from nlpexp.saved import loading, write_dir
+from nlpexp.runs import loading, write_dir
 from nlpexp.tasks.embedding.checks import MODEL_KEYS
 from nlpexp.tasks.embedding.contract import read_settings, write_settings
 
@@ -52,7 +52,7 @@ def load(folder: Path, device: str) -> Doc2VecEmbedder:
     sees them (models/doc2vec.py load_doc2vec): an edited file is one line, never a crash."""
     from omegaconf import OmegaConf
 
-    from nlpexp.saved import load_error
+    from nlpexp.runs import load_error
 
     with loading(folder):  # NPY/JSON only: a doc2vec.model (gensim's pickle) beside them is never opened
         saved = read_settings(folder)

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from nlpexp.hub import LOADED, builds_small, load_pretrained, small_bert_config, train_wordpiece
-from nlpexp.saved import loading, write_dir
+from nlpexp.runs import loading, write_dir
 from nlpexp.tasks.embedding.contract import read_settings, write_settings
 
 

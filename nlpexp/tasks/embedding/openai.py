@@ -46,7 +46,7 @@ class OpenAIEmbedder:
 
     def save(self, folder: Path) -> None:
         """The engine and request settings only (never the key), written whole with its saved_files.json."""
-        from nlpexp.saved import write_dir
+        from nlpexp.runs import write_dir
 
         with write_dir(folder) as tmp:
             write_settings(tmp, {"engine": self.engine, "batch_size": self.batch_size, "timeout": self.timeout})
@@ -57,7 +57,7 @@ def embedder(cfg, train_texts, device: str) -> OpenAIEmbedder:
 
 
 def load(folder: Path, device: str) -> OpenAIEmbedder:
-    from nlpexp.saved import loading
+    from nlpexp.runs import loading
 
     with loading(folder):
         saved = read_settings(folder)

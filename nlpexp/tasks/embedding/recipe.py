@@ -304,7 +304,7 @@ def apply(cfg, run_dir: Path, device: str):
     folder = ckpt / "checkpoints"
     if not (folder / "embedder.json").exists():
         raise UserError(f"{ckpt} has no checkpoints/embedder.json (is it a finished task=embedding run?)")
-    from nlpexp.saved import loading, require_manifest
+    from nlpexp.runs import loading, require_manifest
 
     source = Path(str(cfg.input)).expanduser()
     from nlpexp.readers import read_texts

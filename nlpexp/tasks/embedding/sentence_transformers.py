@@ -7,7 +7,7 @@ import numpy as np
 
 from nlpexp.errors import UserError
 from nlpexp.hub import packaged_model_path, pin
-from nlpexp.saved import load_error, loading, write_dir
+from nlpexp.runs import load_error, loading, write_dir
 from nlpexp.tasks.embedding.contract import read_settings, write_settings
 
 

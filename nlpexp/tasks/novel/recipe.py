@@ -107,7 +107,7 @@ def verdict(metrics: dict) -> str:
 def save_checkpoint(model: NovelModel, codec: Codec, folder: Path, seq_len: int, model_name: str) -> None:
     from safetensors.torch import save_model
 
-    from nlpexp.saved import write_dir
+    from nlpexp.runs import write_dir
 
     with write_dir(folder) as tmp:  # written whole or not at all
         save_model(model, str(tmp / "model.safetensors"))
@@ -121,7 +121,7 @@ def load_checkpoint(folder: Path, device: str):
     (saved.require_manifest: its files could not be checked)."""
     from safetensors.torch import load_model
 
-    from nlpexp.saved import loading
+    from nlpexp.runs import loading
 
     if not (folder / "model.json").exists():
         raise UserError(f"{folder} holds no novel checkpoint (model.json missing; did that run finish?)")

@@ -64,7 +64,7 @@ def train(cfg, run_dir: Path, device: str):
 def load_checkpoint(folder: Path, device: str):
     """(model, tokenizer) of a checkpoints/final folder, through the adapter named in its story_model.json; a
     folder without saved_files.json is refused (saved.require_manifest: its files could not be checked)."""
-    from nlpexp.saved import loading
+    from nlpexp.runs import loading
 
     with loading(folder, require=True):
         name = read_spec(folder)["model"]
@@ -345,7 +345,7 @@ def saved_run_data(ckpt: Path):
     """The saved run's data options (its .hydra/config.yaml, read bounded), as a config."""
     from omegaconf import OmegaConf
 
-    from nlpexp.runtime import load_run_file
+    from nlpexp.runs import load_run_file
 
     try:
         saved = load_run_file(ckpt / ".hydra" / "config.yaml")

@@ -13,7 +13,7 @@ from nlpexp.errors import UserError
 from nlpexp.hub import train_byte_bpe
 from nlpexp.models.transformer import CausalLM, Embedding, EncoderLayer, lm_labels, pad_rows, padding_mask, \
     self_attention_step
-from nlpexp.saved import loading, write_dir
+from nlpexp.runs import loading, write_dir
 from nlpexp.tasks.story.contract import batches_by_length, fit_decoder_positions, read_spec, write_spec
 
 

@@ -21,7 +21,7 @@ from nlpexp.models.transformer import (
     padding_mask,
     project_kv,
 )
-from nlpexp.saved import loading
+from nlpexp.runs import loading
 from nlpexp.tasks.story.contract import batches_in_order, read_spec
 from nlpexp.tasks.story.transformer import OurDecoding, load_ours
 
