@@ -81,7 +81,7 @@ def test_a_continued_optuna_sweep_numbers_jobs_after_its_folders(tmp_path):
 def test_the_search_space_follows_what_the_model_reads():
     import optuna
 
-    from nlpexp.search import classify
+    from nlpexp.tasks.classify.search import classify
 
     for model, keys in (("doc2vec", {"model.vector_size", "model.window", "model.epochs", "model.C"}),
                         ("minilm", {"trainer.lr", "trainer.batch_size", "trainer.epochs", "trainer.weight_decay"})):

@@ -95,7 +95,7 @@ def test_optuna_refuses_a_key_its_search_space_tunes_in_one_line(nlpexp, tmp_pat
     assert res.code == 2 and "Traceback" not in res.err and not sweep.exists()
     assert res.err.strip().splitlines() == [
         "nlpexp: error: trainer.epochs=3: hparams_search=finsent_optuna tunes trainer.epochs itself "
-        "(nlpexp.search.classify): drop trainer.epochs=3, or search with your own space "
+        "(nlpexp.tasks.classify.search.classify): drop trainer.epochs=3, or search with your own space "
         "(hydra.sweeper.custom_search_space=null hydra.sweeper.params...)"]
     res = nlpexp("-m", "hparams_search=finsent_optuna", "+smoke=true", "trainer.warmup_ratio=0.2", "dry_run=true",
                  f"hydra.sweep.dir={sweep}")

@@ -187,8 +187,6 @@ def _train_errors(cfg) -> list[str]:
         errors += [f"trainer.soup={tr.soup} trains its ingredients one after another: use {fix}"
                    for clash, fix in clashes if clash]
     errors += _lora_errors(cfg)
-    if model.name == "transformer" and model.d_model % model.num_heads:
-        errors.append(f"model.d_model={model.d_model} must be divisible by model.num_heads={model.num_heads}")
     aug = cfg.get("augment")
     if aug is not None and aug.generated_per_label and aug.min_tokens > aug.max_tokens:
         errors.append(f"augment.min_tokens ({aug.min_tokens}) must not exceed augment.max_tokens ({aug.max_tokens})")
