@@ -64,8 +64,11 @@ def apply_smoke(cfg, overrides: list[str]):
     """cfg with conf/smoke.yaml applied: only keys the config has, never keys the user set on the command line."""
     from omegaconf import OmegaConf, open_dict
 
+    from nlpexp.registry import shipped_roots
+
     conf = Path(__file__).parent / "conf"
-    groups = {p.name for p in conf.iterdir() if p.is_dir()}  # `model=bert` picks a file, it sets no value
+    # `model=bert`, `task=story` pick a file, they set no value (task/, experiment/: the wings' conf folders)
+    groups = {p.name for root in shipped_roots() for p in root.iterdir() if p.is_dir()}
     user_keys = {item.lstrip("+~").split("=", 1)[0] for item in overrides} - groups
     overlay = OmegaConf.to_container(OmegaConf.load(conf / "smoke.yaml"))
     cfg = cfg.copy()

