@@ -61,29 +61,43 @@ def git_commit() -> str | None:
 
 
 def apply_smoke(cfg, overrides: list[str]):
-    """cfg with conf/smoke.yaml applied: only keys the config has, never keys the user set on the command line."""
+    """cfg with its wing's smoke file (nlpexp/tasks/<wing>/conf/smoke.yaml) applied: only keys the config has, never
+    keys the user set on the command line, and a null (model.pretrained: build small) replaces only a hub id where the
+    key may be null: packaged weights and local folders load offline and stay. The file's `per_model.<model>` keys
+    follow for that model's runs alone, by the same rules except that a null replaces any weights."""
     from omegaconf import OmegaConf, open_dict
 
-    from nlpexp.registry import shipped_roots
+    from nlpexp.hub import is_hub_id
+    from nlpexp.registry import TASKS, shipped_roots
 
-    conf = Path(__file__).parent / "conf"
     # `model=bert`, `task=story` pick a file, they set no value (task/, experiment/: the wings' conf folders)
     groups = {p.name for root in shipped_roots() for p in root.iterdir() if p.is_dir()}
     user_keys = {item.lstrip("+~").split("=", 1)[0] for item in overrides} - groups
-    overlay = OmegaConf.to_container(OmegaConf.load(conf / "smoke.yaml"))
+    task = TASKS.get(str(cfg.task.name))  # an unknown task: no overlay, the config check names it
+    path = Path(__file__).parent / "tasks" / task.wing / "conf" / "smoke.yaml" if task else None
+    overlay = (OmegaConf.to_container(OmegaConf.load(path)) or {}) if path and path.is_file() else {}
+    per_model = overlay.pop("per_model", None) or {}
     cfg = cfg.copy()
 
-    def walk(node: dict, prefix: str):
+    def replaces(dotted: str, current) -> bool:
+        """A null in place of `current`: a hub id (needs the network), where the schema lets the key be null."""
+        parent, _, leaf = dotted.rpartition(".")
+        node = (OmegaConf.select(cfg, parent) if parent else cfg)._get_node(leaf)
+        return isinstance(current, str) and is_hub_id(current) and node._is_optional()
+
+    def walk(node: dict, prefix: str, any_weights: bool):
         for key, value in node.items():
             dotted = f"{prefix}{key}"
-            if dotted in user_keys or OmegaConf.select(cfg, dotted, default="<absent>") == "<absent>":
+            current = OmegaConf.select(cfg, dotted, default="<absent>")
+            if dotted in user_keys or isinstance(current, str) and current == "<absent>":
                 continue
             if isinstance(value, dict):  # leaf by leaf: a model's `small` may hold only some of the keys
-                walk(value, dotted + ".")
-            else:
+                walk(value, dotted + ".", any_weights)
+            elif value is not None or (any_weights and current is not None) or replaces(dotted, current):
                 OmegaConf.update(cfg, dotted, value, merge=True)
 
-    walk(overlay, "")
+    walk(overlay, "", False)
+    walk(per_model.get(str(cfg.model.name)) or {}, "", True)
     with open_dict(cfg):
         cfg.smoke = True
     return cfg
