@@ -1,15 +1,19 @@
 """The runner's training loop vs a bare torch loop for MiniLM on Financial PhraseBank: same model, data, batches,
 steps and precision, measured in one run. Goal: runner / bare wall time <= 1.05 for the training phase.
 
-The runner: nlpexp's own `fit` for `task=finsent model=minilm trainer.epochs=1 trainer.max_steps=N`, called
-in-process (model built, label words added, texts tokenised, then `_train`: its TrainingArguments, its epoch-seeded
-length-grouped sampler, DataCollatorWithPadding, the transformers Trainer). The bare loop: a torch DataLoader whose
-batches are the runner's own sampler's (the same indices in the same order) over the same tokenised texts, padded to
-the longest text of each batch, then forward, backward, clip to the same norm, the Trainer's AdamW (same
-implementation, lr, betas, eps, weight decay off for biases and LayerNorm), the same linear warm-up and decay; both
-start from the same weights with the same seed (and their own dropout random stream). fp32 by default, or
-`--precision bf16`: the runner gets `trainer.precision=bf16`, the bare loop torch.autocast("cpu", torch.bfloat16)
-around the forward; the precision the runner's Trainer really trained in is read back and must be the one asked.
+The runner: the `nlpexp` command itself, `nlpexp task=finsent model=minilm trainer.epochs=1 trainer.max_steps=N`,
+run in-process through its entry point (nlpexp.cli.main: the config checks, the run folder, the model built, label
+words added, texts tokenised, its TrainingArguments, its epoch-seeded length-grouped sampler,
+DataCollatorWithPadding, the transformers Trainer, the test evaluation). The bench reaches into it only through
+transformers: Trainer.train is wrapped for the run, to add a callback and to take the runner's own trainer, model,
+tokenised texts and tokenizer from it. The bare loop: a copy of the runner's model as train() receives it (the
+same weights, by construction), a torch DataLoader whose batches are the runner's own sampler's (the same indices
+in the same order) over the runner's tokenised texts, padded to the longest text of each batch, then forward,
+backward, clip to the same norm, the Trainer's AdamW (same implementation, lr, betas, eps, weight decay off for
+biases and LayerNorm), the same linear warm-up and decay, the same seed (and its own dropout random stream). fp32
+by default, or `--precision bf16`: the runner gets `trainer.precision=bf16`, the bare loop torch.autocast("cpu",
+torch.bfloat16) around the forward; the precision the runner's Trainer really trained in is read back and must be
+the one asked.
 
 The two run in lockstep, to cancel the noise of a shared machine: a Trainer callback runs one step of the bare loop
 next to each optimiser step of the runner, after it on even steps and before it on odd ones (R B B R ..., its time
@@ -17,23 +21,27 @@ taken out of the runner's), so both see the same load, step by step. Before that
 the runner's first batches: the first pass over a batch shape costs ~10 steps (process-wide, on whichever side
 meets it first), and the longest batch comes first. Timed on both sides: the training phase only, from the start
 of the first step to the end of the last optimiser step (the runner's from on_train_begin to its last
-on_step_end). Model loading, tokenising, the runner's setup and its end-of-epoch evaluation and checkpoint are left
-out (printed apart; the validation split is capped to --eval-samples texts, data.max_eval_samples, to keep the
-bench short). Every step is checked to see the same batch (shape and token sum) on both sides, and the per-step
-losses are compared. The lockstep run is repeated (--repeats, the same batches each time) and the ratio compares
-each side's sum over steps of each step's best time across the repeats (load only ever adds time); the plain
-totals, a 95% interval (the step pairs resampled), cross-checks that a burst of load moves less (paired per-step
-median, per-phase medians, CPU time) and a verdict against the goal are printed with it. With --profile, or when
-the ratio is above 1.05, a step is split into data / forward+backward+clip / optimizer.step / scheduler+zero_grad
-on both sides, and the collators are timed alone.
+on_step_end). The runner's start-up, model loading, tokenising, setup and its end-of-epoch evaluation and
+checkpoint are left out (printed apart; the validation and test splits are capped to --eval-samples texts,
+data.max_eval_samples, to keep the bench short). Every step is checked to see the same batch (shape and token sum)
+on both sides, and the per-step losses are compared. The lockstep run is repeated (--repeats, the same batches
+each time; each repeat's runner must start from the first one's weights) and the ratio compares each side's sum
+over steps of each step's best time across the repeats (load only ever adds time); the plain totals, a 95%
+interval (the step pairs resampled), cross-checks that a burst of load moves less (paired per-step median,
+per-phase medians, CPU time) and a verdict against the goal are printed with it. With --profile, or when the ratio
+is above 1.05, a step is split into data / forward+backward+clip / optimizer.step / scheduler+zero_grad on both
+sides, and the collators are timed alone.
 
     python bench/overhead.py [--data PATH] [--steps 60] [--repeats 2] [--precision fp32|bf16]
                              [--eval-samples 128] [--profile]
+    python bench/overhead.py --tiny   # seconds: MiniLM's architecture built small (model.pretrained=null), the
+                                      # embedded sample, 2 steps x 2 repeats (the test suite runs this)
 """
 import argparse
 import contextlib
+import copy
 import gc
-import math
+import io
 import os
 import statistics
 import sys
@@ -117,7 +125,8 @@ class BareLoop:
         torch.set_rng_state(outer)
 
     def collate(self, idx):
-        """Pad to the longest text of the batch, as DataCollatorWithPadding does."""
+        """Pad to the longest text of the batch, as DataCollatorWithPadding does (input_ids with the pad id, the
+        other token columns with 0)."""
         import torch
 
         cols = self.columns
@@ -126,9 +135,8 @@ class BareLoop:
         def padded(key, value):
             return torch.tensor([cols[key][i] + [value] * (width - len(cols[key][i])) for i in idx])
 
-        return {"input_ids": padded("input_ids", self.pad_id), "token_type_ids": padded("token_type_ids", 0),
-                "attention_mask": padded("attention_mask", 0),
-                "labels": torch.tensor([cols["label"][i] for i in idx])}
+        batch = {key: padded(key, self.pad_id if key == "input_ids" else 0) for key in cols if key != "label"}
+        return {**batch, "labels": torch.tensor([cols["label"][i] for i in idx])}
 
     def step(self) -> float:
         import torch
@@ -175,36 +183,12 @@ class BareLoop:
         return sum(e - s for s, e in zip(self.stamps["start"], self.stamps["step_end"]))
 
 
-def compose(data: str | None, steps: int, precision: str, eval_samples: int):
-    """The runner's config; trainer.precision is given whenever this checkout has the key (so that the fp32 run
-    is fp32 whatever `auto` means), and a bf16 run refuses to start without it."""
-    from nlpexp.cli import compose as nlpexp_compose
-    from nlpexp.errors import UserError
-    from nlpexp.validate import check_config
-
-    overrides = ["task=finsent", "model=minilm", "trainer.epochs=1", f"trainer.max_steps={steps}",
-                 f"data.max_eval_samples={eval_samples}"] + ([f"data.path={data}"] if data else [])
-    if "precision" in nlpexp_compose(overrides).trainer or precision != "fp32":
-        overrides.append(f"trainer.precision={precision}")
-    try:
-        cfg = nlpexp_compose(overrides)
-        check_config(cfg, overrides)
-    except UserError as err:
-        sys.exit(f"bench/overhead.py: the runner refuses {' '.join(overrides)}: {err}")
-    return cfg
-
-
-def initial_model(cfg, labels, splits):
-    """What `fit` builds before training: the pretrained MiniLM with its head, the label words added as tokens."""
-    from nlpexp.runtime import seed_everything
-    from nlpexp.tasks.classify import hf
-    from nlpexp.tasks.classify.trainer import keep_whole_list, keep_whole_words
-
-    seed_everything(cfg.seed)  # as run_job does before the recipe: the head starts as the runner's does
-    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
-        tokenizer, model = hf.build(cfg.model, labels, splits["train"]["text"], cfg.trainer.max_length, False)
-        keep_whole_words(tokenizer, model, keep_whole_list(cfg, labels))
-    return tokenizer, model
+def runner_overrides(data: str | None, steps: int, precision: str, eval_samples: int, tiny: bool) -> list[str]:
+    """The `nlpexp` command's arguments (trainer.precision always given: `auto` means bf16 on a CPU with native
+    bf16)."""
+    return (["task=finsent", "model=minilm", "trainer.epochs=1", f"trainer.max_steps={steps}",
+             f"data.max_eval_samples={eval_samples}", f"trainer.precision={precision}"]
+            + ([f"data.path={data}"] if data else []) + (["model.pretrained=null"] if tiny else []))
 
 
 def optimizer_setup(trainer) -> dict:
@@ -218,19 +202,21 @@ def optimizer_setup(trainer) -> dict:
             "decay": set(trainer.get_decay_parameter_names(trainer.model))}
 
 
-def lockstep(cfg, labels, splits, run_dir: Path, make_bare) -> dict:
-    """One in-process `fit` (the runner's code path) whose Trainer gets a timing callback and our probe; the
-    callback builds the bare loop when training begins (the runner's optimizer and batches are known then) and
-    runs one bare step next to each runner step (after it on even steps, before it on odd ones)."""
+def lockstep(overrides: list[str], run_dir: Path, shared: dict, precision: str) -> dict:
+    """One run of the `nlpexp` command, in-process (nlpexp.cli.main, its run folder run_dir), whose Trainer's
+    train() is wrapped for the run: the wrapper copies the model it is given (the first run: the bare loop's model),
+    adds our probe and a timing callback; the callback builds the bare loop when training begins (the runner's
+    optimizer and batches are known then) and runs one bare step next to each runner step (after it on even steps,
+    before it on odd ones). `shared` carries the bare loop's model and the first run's start weights across runs."""
     import torch
+    import transformers
+    from hydra.core.global_hydra import GlobalHydra
     from transformers import TrainerCallback
 
-    from nlpexp.runtime import seed_everything
-    from nlpexp.tasks.classify import hf
-    from nlpexp.tasks.classify import trainer as loop
+    from nlpexp.cli import main as nlpexp_main
 
     stamps = {k: [] for k in ("step_begin", "pre_opt", "opt", "step_end", "paused", "cpu_end", "cpu_paused")}
-    seen, original_train, original_class = {}, loop._train, loop.resumable_trainer
+    seen, original_train = {}, transformers.Trainer.train
 
     class Lockstep(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):
@@ -238,13 +224,25 @@ def lockstep(cfg, labels, splits, run_dir: Path, make_bare) -> dict:
             seen["setup"] = optimizer_setup(trainer)
             size = args.per_device_train_batch_size * args.gradient_accumulation_steps
             order = list(iter(trainer._get_train_sampler()))  # the runner's sampler, same (seed, epoch 0)
+            per_epoch = -(-len(order) // size)
+            if args.max_steps > per_epoch:
+                seen["error"] = (f"--steps {args.max_steps} is more than one epoch ({per_epoch} steps of {size}) on "
+                                 "this data")
+                raise RuntimeError(seen["error"])
             seen["batches"] = [order[k:k + size] for k in range(0, args.max_steps * size, size)]
+            columns = trainer.train_dataset.to_dict()  # plain lists (a datasets Column reads each row back)
+            pad_id = trainer.processing_class.pad_token_id
+
+            def make_bare(batches):
+                return BareLoop(shared["model"], seen["start_state"], columns, batches, seen["setup"], precision,
+                                args.seed, pad_id)
+
             # untimed: the first batches' shapes once through (the longest batch comes first; the first pass
             # over a new shape costs 10x a step, process-wide, and would fall on whichever side meets it first)
-            warm_up = make_bare(seen["batches"][:WARM_UP], seen["setup"])
+            warm_up = make_bare(seen["batches"][:WARM_UP])
             warm_up.run(min(WARM_UP, len(seen["batches"])))
             warm_up.close()
-            seen["bare"] = make_bare(seen["batches"], seen["setup"])
+            seen["bare"] = make_bare(seen["batches"])
             stamps["begin"], stamps["cpu_begin"] = time.perf_counter(), time.process_time()
             seen["bare_setup"] = stamps["begin"] - entered
 
@@ -272,39 +270,47 @@ def lockstep(cfg, labels, splits, run_dir: Path, make_bare) -> dict:
             stamps["paused"].append((paused, time.perf_counter()))  # (from, to)
             stamps["cpu_paused"].append(time.process_time() - cpu)
 
-    def timed_class(seed):
-        class Timed(original_class(seed)):
-            def __init__(self, *args, **kwargs):
-                super().__init__(*args, **kwargs)
-                self.add_callback(Lockstep())  # after the runner's own callbacks
-                seen["trainer"] = self
-
-        return Timed
-
-    def timed_train(cfg_, model, *args, **kwargs):
-        state = model.state_dict()
-        seen["start"] = state.keys() == seen["start_state"].keys() and all(
-            torch.equal(state[k], seen["start_state"][k]) for k in state)
+    def timed_train(trainer, *args, **kwargs):
+        if "trainer" in seen:
+            raise RuntimeError("bench/overhead.py times one Trainer.train() per run; this run called it twice")
+        model = trainer.model
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if "model" not in shared:  # the first run: the bare loop's model, a copy of the runner's as it trains it
+            shared["model"], shared["start_state"] = copy.deepcopy(model), state
+        first = shared["start_state"]
+        seen["same_start"] = state.keys() == first.keys() and all(torch.equal(state[k], first[k]) for k in state)
+        seen["start_state"], seen["trainer"] = state, trainer
+        trainer.add_callback(Lockstep())  # after the runner's own callbacks
         seen["probe"] = Probe(model)
         seen["entered"] = time.perf_counter()
         try:
-            trainer, out = original_train(cfg_, model, *args, **kwargs)
+            out = original_train(trainer, *args, **kwargs)
         finally:
             seen["returned"] = time.perf_counter()
             seen["probe"].close()
         seen["train_runtime"] = out.metrics.get("train_runtime")
-        return trainer, out
+        return out
 
-    seen["start_state"] = make_bare.start_state
-    loop._train, loop.resumable_trainer = timed_train, timed_class
+    argv, code, out, err = sys.argv, 0, io.StringIO(), io.StringIO()
+    transformers.Trainer.train = timed_train
     try:
-        seed_everything(cfg.seed)
-        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
-            hf.fit(cfg, labels, splits, run_dir, "cpu")
+        sys.argv = ["nlpexp", *overrides, f"hydra.run.dir={run_dir}"]
+        GlobalHydra.instance().clear()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            nlpexp_main()
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
     finally:
-        loop._train, loop.resumable_trainer = original_train, original_class
+        transformers.Trainer.train = original_train
+        sys.argv = argv
+        GlobalHydra.instance().clear()
         if "bare" in seen:
             seen["bare"].close()
+    if "error" in seen:
+        sys.exit(f"bench/overhead.py: {seen['error']}")
+    if code or not stamps["step_end"] or "train_runtime" not in seen:
+        sys.exit(f"bench/overhead.py: the runner failed (exit {code}): nlpexp {' '.join(overrides)}\n"
+                 f"{(out.getvalue() + err.getvalue())[-3000:]}")
     trainer, s = seen["trainer"], stamps
 
     def net(a, b):  # the runner's time from a to b, the bare steps in between taken out
@@ -323,10 +329,12 @@ def lockstep(cfg, labels, splits, run_dir: Path, make_bare) -> dict:
     window = (s["begin"], s["step_end"][-1])
     gc_pauses = [g for g in GC_PAUSES if window[0] <= g[0] <= window[1]]
     return {"train_s": sum(per_step), "per_step": per_step, "cpu_s": sum(cpu), "gc": gc_pauses, "phases": parts,
-            "bare": seen["bare"],
+            "bare": seen["bare"], "model": trainer.model, "tokenizer": trainer.processing_class,
+            "dataset": trainer.train_dataset, "train_size": len(trainer.train_dataset),
+            "eval_size": len(trainer.eval_dataset), "batch_size": trainer.args.per_device_train_batch_size,
             "setup_s": s["begin"] - seen["entered"] - seen["bare_setup"],
             "after_s": net(s["step_end"][-1], seen["returned"]), "probe": seen["probe"],
-            "train_runtime": seen["train_runtime"] - paused - seen["bare_setup"], "same_start": seen["start"],
+            "train_runtime": seen["train_runtime"] - paused - seen["bare_setup"], "same_start": seen["same_start"],
             "setup": seen["setup"], "batches": seen["batches"],
             "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
             "mixed_precision": str(trainer.accelerator.mixed_precision)}
@@ -367,9 +375,6 @@ def bootstrap(runner: list[float], bare: list[float], draws: int = 2000) -> tupl
 
 def main() -> None:
     import torch
-    from datasets import Dataset
-
-    from nlpexp.tasks.classify.data import label_names, load_splits
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA) if DEFAULT_DATA.exists() else None,
@@ -379,45 +384,23 @@ def main() -> None:
                         help="lockstep runs (each a whole runner fit); >1: each step's best of them is compared")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--eval-samples", type=int, default=128,
-                        help="validation texts (the runner's end-of-epoch evaluation, not timed)")
+                        help="validation and test texts (the runner's evaluations, not timed)")
     parser.add_argument("--profile", action="store_true", help="the per-phase split even when the goal is met")
+    parser.add_argument("--tiny", action="store_true",
+                        help="seconds: MiniLM built small (model.pretrained=null), the embedded sample, 2 steps x 2 "
+                             "runs, 8 evaluation texts (a check that the bench works, not a measurement)")
     opts = parser.parse_args()
+    if opts.tiny:
+        opts.data, opts.steps, opts.repeats, opts.eval_samples = None, 2, 2, 8
     wall, load_before = time.perf_counter(), os.getloadavg()[0]
     gc.callbacks.append(_gc_timer)
-    cfg = compose(opts.data, opts.steps, opts.precision, opts.eval_samples)
-    labels = label_names(cfg.task)
-    splits = load_splits(cfg.data, labels, cfg.seed)
-    per_epoch = math.ceil(len(splits["train"]) / cfg.trainer.batch_size)
-    if opts.steps > per_epoch:
-        sys.exit(f"bench/overhead.py: --steps {opts.steps} is more than one epoch ({per_epoch} steps of "
-                 f"{cfg.trainer.batch_size}) on this data")
-    tokenizer, model = initial_model(cfg, labels, splits)
-    start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):
-        encoded = Dataset.from_dict({"text": list(splits["train"]["text"]),
-                                     "label": list(splits["train"]["label"])}).map(
-            lambda b: tokenizer(b["text"], truncation=True, max_length=cfg.trainer.max_length), batched=True,
-            remove_columns=["text"])  # as fit's encode()
-    columns = encoded.to_dict()  # plain lists (a datasets Column reads each row back from Arrow)
-
-    def make_bare(batches, setup):
-        return BareLoop(model, start_state, columns, batches, setup, opts.precision, cfg.seed,
-                        tokenizer.pad_token_id)
-
-    make_bare.start_state = start_state
-    # untimed warm-up of the kernels and the allocator (and at the start of each run, over its first batches)
-    size = cfg.trainer.batch_size
-    warm = {"lr": 2e-5, "weight_decay": 0.0, "betas": (0.9, 0.999), "eps": 1e-8, "fused": True, "foreach": None,
-            "warmup": 1, "max_grad_norm": 1.0, "decay": set()}
-    warm_up = make_bare([list(range(k, k + size)) for k in range(0, 4 * size, size)], warm)
-    warm_up.run(4)
-    warm_up.close()
-    runs = []
+    overrides = runner_overrides(opts.data, opts.steps, opts.precision, opts.eval_samples, opts.tiny)
+    runs, shared = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(opts.repeats):
-            runs.append(lockstep(cfg, labels, splits, Path(tmp) / f"run{i}", make_bare))
+            runs.append(lockstep(overrides, Path(tmp) / f"run{i}", shared, opts.precision))
     first, setup = runs[0], runs[0]["setup"]
-    costs = collator_costs(tokenizer, encoded, first["bare"], first["batches"][:40])
+    costs = collator_costs(first["tokenizer"], first["dataset"], first["bare"], first["batches"][:40])
     if opts.precision != first["precision"]:
         sys.exit(f"bench/overhead.py: asked for {opts.precision}, the runner's Trainer trained in "
                  f"{first['precision']}: the comparison would not be fair")
@@ -434,14 +417,17 @@ def main() -> None:
         len(r["probe"].batches) == opts.steps for r in runs)
     dloss = max(abs(a - b) for r in runs for a, b in zip(r["probe"].losses, r["bare"].probe.losses))
     tokens = sum(shape[0] * shape[1] for shape, _ in first["probe"].batches)
-    print(f"MiniLM ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters) on "
-          f"{opts.data or 'the embedded sample'}: train split {len(splits['train'])}, {opts.steps} steps of batch "
+    model, size = first["model"], first["batch_size"]
+    built = f", built small: {model.config.num_hidden_layers} layers of {model.config.hidden_size}" if opts.tiny else ""
+    print(f"MiniLM ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters{built}) on "
+          f"{opts.data or 'the embedded sample'}: train split {first['train_size']}, {opts.steps} steps of batch "
           f"{size} ({tokens} padded tokens) x {opts.repeats} lockstep runs, {torch.get_num_threads()} threads, "
           f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"runner trained in {first['precision']} (accelerate mixed_precision={first['mixed_precision']}), bare "
           f"loop {opts.precision}; both: {setup['optim']} (fused={setup['fused']}), lr {setup['lr']:g}, "
           f"{setup['scheduler']} schedule with {setup['warmup']} warm-up steps, clip {setup['max_grad_norm']}")
-    print(f"same start weights: {all(r['same_start'] for r in runs)}; the runner's batches in the runner's order "
+    print(f"same start weights (each run's runner vs the first's, copied to the bare loop): "
+          f"{all(r['same_start'] for r in runs)}; the runner's batches in the runner's order "
           f"on both sides, every step: {same_batches}; mean loss runner "
           f"{statistics.mean(first['probe'].losses):.4f}, bare {statistics.mean(first['bare'].probe.losses):.4f} "
           f"(largest per-step difference {dloss:.1e})")
@@ -468,7 +454,7 @@ def main() -> None:
                "cannot be told from the goal at this load")
     print(f"verdict: the runner's training phase {verdict} (<= {GOAL})")
     print(f"runner outside the training phase (not timed above): setup {first['setup_s']:.1f}s, end of epoch "
-          f"(evaluation of {len(splits['validation'])} texts, checkpoint, best-model reload) {first['after_s']:.1f}s; "
+          f"(evaluation of {first['eval_size']} texts, checkpoint, best-model reload) {first['after_s']:.1f}s; "
           f"the Trainer's own train_runtime (the evaluation included, the bare steps taken out) "
           f"{first['train_runtime']:.1f}s")
     if opts.profile or ratio > GOAL:
