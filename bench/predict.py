@@ -8,6 +8,8 @@ sentences (or the embedded sample) repeated to N. The runner is timed as the who
 (`pipe(texts)`, its default batch of 1), and with batch_size=64 for reference.
 
     python bench/predict.py [--data PATH] [--texts 10000]
+    python bench/predict.py --tiny   # seconds: MiniLM built small (model.pretrained=null), 64 embedded texts
+Ends with `ratio X.XX`: the runner's texts/s over the pipeline's at its default batch.
 """
 import argparse
 import os
@@ -22,27 +24,41 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/datasets/fin
 
 
 def nlpexp(*args, cwd: Path) -> None:
-    subprocess.run([sys.executable, "-m", "nlpexp", *args], cwd=cwd, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    run = subprocess.run([sys.executable, "-m", "nlpexp", *args], cwd=cwd, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    if run.returncode != 0:
+        sys.exit(f"bench/predict.py: nlpexp {' '.join(args)} failed (exit {run.returncode}): {run.stderr[-2000:]}")
 
 
 def main() -> None:
-    import torch
-    from transformers import pipeline
-
-    from nlpexp.readers import read_labelled_file
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA) if DEFAULT_DATA.exists() else None)
     parser.add_argument("--texts", type=int, default=10_000)
+    parser.add_argument("--tiny", action="store_true",
+                        help="seconds: MiniLM built small (model.pretrained=null), 64 texts of the embedded sample "
+                             "(a check that the bench works, not a measurement)")
     opts = parser.parse_args()
-    source = opts.data or Path(__file__).parents[1] / "nlpexp/resources/finsent.csv"
-    pool = read_labelled_file(source)["text"].tolist()
-    texts = [pool[i % len(pool)] for i in range(opts.texts)]
+    if opts.tiny:
+        opts.data, opts.texts = None, 64
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        nlpexp("+smoke=true", "model=minilm", f"hydra.run.dir={tmp / 'run'}", cwd=tmp)
+        # the model trains (untimed) while this process imports what it needs and reads the texts
+        with open(tmp / "train.err", "w") as err:
+            train = subprocess.Popen([sys.executable, "-m", "nlpexp", "+smoke=true", "model=minilm",
+                                      *(["model.pretrained=null"] if opts.tiny else []),
+                                      f"hydra.run.dir={tmp / 'run'}"], cwd=tmp, stdout=subprocess.DEVNULL, stderr=err)
+        import torch
+        from transformers import pipeline
+
+        from nlpexp.readers import read_labelled_file
+
+        source = opts.data or Path(__file__).parents[1] / "nlpexp/resources/finsent.csv"
+        pool = read_labelled_file(source)["text"].tolist()
+        texts = [pool[i % len(pool)] for i in range(opts.texts)]
         (tmp / "texts.txt").write_text("\n".join(texts) + "\n")
+        if train.wait() != 0:
+            sys.exit(f"bench/predict.py: the training run failed (exit {train.returncode}): "
+                     f"{(tmp / 'train.err').read_text()[-2000:]}")
         started = time.perf_counter()
         nlpexp("mode=predict", f"ckpt={tmp / 'run'}", f"input={tmp / 'texts.txt'}", f"output={tmp / 'p.csv'}",
                cwd=tmp)
@@ -54,7 +70,8 @@ def main() -> None:
             started = time.perf_counter()
             pipe(texts, batch_size=batch)
             rates[batch] = opts.texts / (time.perf_counter() - started)
-    print(f"{opts.texts} texts from {source}; MiniLM classifier; {torch.get_num_threads()} threads")
+    built = " (built small: model.pretrained=null)" if opts.tiny else ""
+    print(f"{opts.texts} texts from {source}; MiniLM classifier{built}; {torch.get_num_threads()} threads")
     print(f"{'':<52}{'texts/s':>9}")
     print(f"{'nlpexp mode=predict (whole command, start-up included)':<52}{ours:>9.1f}")
     print(f"{'transformers pipeline, default batch (1), after loading':<52}{rates[1]:>9.1f}")
