@@ -52,6 +52,7 @@ bench: install
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/lora.py
 	$(BIN)/python bench/precision.py
+	$(BIN)/python bench/kill_resume.py
 
 clean:
 	rm -rf $(VENV) outputs multirun

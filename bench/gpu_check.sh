@@ -207,7 +207,7 @@ import time
 from pathlib import Path
 
 from nlpexp import registry, smoke
-from nlpexp.report import collect_runs
+from nlpexp.report.tables import collect_runs
 
 out, device, tasks, jobs, results = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 tasks = list(registry.TASKS) if tasks == "all" else tasks.split(",")

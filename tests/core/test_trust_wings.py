@@ -32,7 +32,7 @@ def copy_of(run: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(run, tmp_path / run.name, ignore=shutil.ignore_patterns(".lock")))
 
 
-# -- runs.py (manifest): one switch for a saved run's folder ------------------------------------------------------------
+# -- runs.py (manifest): one switch for a saved run's folder ----------------------------------------------------
 def test_require_refuses_a_folder_without_its_list_and_only_then(tmp_path):
     with write_dir(tmp_path / "best") as tmp:
         (tmp / "model.bin").write_bytes(b"weights")
