@@ -1,6 +1,6 @@
-"""The pieces of the hub path that need no cache: a pretrained head kept by label name, `model=<folder>`, story
-texts split into sentences, hub datasets with fewer splits."""
-import json
+"""The classify wing's pieces of the hub path that need no cache: a pretrained head kept by label name, hub
+datasets with fewer splits. (`model=<folder>`: tests/core/test_model_folders.py; story texts split into sentences:
+tests/story/test_story.py.)"""
 
 import pandas as pd
 import pytest
@@ -51,45 +51,6 @@ def test_fit_head_on_gpt2_score_layer_without_bias():
                                                      pad_token_id=0))
     info = fit_head(model, ["a", "b", "c"], {}, "gpt2")
     assert info["new"] == ["a", "b", "c"] and model.score.out_features == 3 and model.score.bias is None
-
-
-def test_model_folder_picks_the_config_of_its_architecture(tmp_path):
-    from nlpexp import cli
-
-    for kind, task, expected in (("gpt2", "story", "gpt2"), ("bert", "finsent", "bert"),
-                                 ("bert", "chnsenti", "bert_chinese"), ("bert", "novel", "bert_fc")):
-        folder = tmp_path / f"{kind}-{task}"
-        folder.mkdir()
-        (folder / "config.json").write_text(json.dumps({"model_type": kind}))
-        (folder / "model.safetensors").write_bytes(b"")
-        assert cli._model_folders([f"task={task}", f"model={folder}", "seed=1"]) == \
-            [f"task={task}", f"model={expected}", f"model.pretrained={folder.resolve()}", "seed=1"]
-    st = tmp_path / "st"
-    st.mkdir()
-    (st / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    (st / "modules.json").write_text("[]")
-    assert cli._model_folders(["task=embedding", f"model={st}"])[1] == "model=sentence_transformers"
-    assert cli._model_folders(["model=minilm", "model=a,b"]) == ["model=minilm", "model=a,b"]
-    with pytest.raises(UserError, match="a bert model folder, and task=story takes none of"):
-        cli._model_folders(["task=story", f"model={tmp_path / 'bert-finsent'}"])
-    (tmp_path / "bert-finsent" / "model.safetensors").unlink()
-    with pytest.raises(UserError, match=r"no \*.safetensors weights in it"):
-        cli._model_folders([f"model={tmp_path / 'bert-finsent'}"])
-    (tmp_path / "bert-finsent" / "config.json").write_text(json.dumps({"model_type": "bert", "auto_map": {
-        "AutoModel": "modeling_evil.EvilModel"}}))
-    with pytest.raises(UserError, match=r"code of its own \(auto_map\), which nlpexp never runs"):
-        cli._model_folders([f"model={tmp_path / 'bert-finsent'}"])
-
-
-def test_story_text_column_splits_into_five_sentences_and_counts_the_rest(capsys):
-    from nlpexp.tasks.story.data import _pairs, split_sentences
-
-    assert split_sentences('Tom left. He said "hi!" Was it late? Yes. Fine.') == \
-        ["Tom left.", 'He said "hi!"', "Was it late?", "Yes.", "Fine."]
-    frame = pd.DataFrame({"text": ["A a. B b. C c. D d. E e.", "Too short. Only two."]})
-    pairs, left_out = _pairs(frame, "hub")
-    assert left_out == 1 and pairs.to_dict("records") == [{"prompt": "A a.", "reference": "B b. C c. D d. E e."}]
-    assert "left out 1 of 2 stories" in capsys.readouterr().out
 
 
 def test_hub_dataset_with_one_split_or_two_is_split_seeded(monkeypatch):

