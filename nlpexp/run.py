@@ -45,7 +45,7 @@ def fail(message: str) -> None:
 def _needs_hub(cfg: DictConfig) -> bool:
     from nlpexp.hub import is_hub_id
 
-    hub_model = is_hub_id(cfg.model.get("pretrained")) and not cfg.get("smoke")
+    hub_model = is_hub_id(cfg.model.get("pretrained"))  # a smoke run's hub id is null by now (apply_smoke)
     hub_data = cfg.get("data") is not None and cfg.data.source == "hub" and not cfg.data.get("path")
     return hub_model or hub_data
 

@@ -31,6 +31,7 @@ def no_complete_run(cwd):
     (["trainer.lr=-0.1"], ["trainer.lr must be a number > 0"]),
     (["trainer.epochs=0", "model=bert_fc"], ["trainer.epochs=0 (zero-shot) scores a pretrained model", "head is new"]),
     (["trainer.epochs=0", "model.pretrained=null"], ["model.pretrained=null builds an untrained model"]),
+    (["trainer.epochs=0", "model=bert", "+smoke=true"], ["+smoke=true builds hub models small and untrained"]),
     (["data.path=/no/such/Sentences_50Agree.txt"], ["data file not found", "/no/such/Sentences_50Agree.txt"]),
     (["trainer.nosuchkey=1"], ["trainer.nosuchkey"]),
     (["mode=predict"], ["needs ckpt="]),

@@ -60,7 +60,7 @@ def test_every_story_model_reloads_on_the_device_it_is_given(tmp_path, cuda_visi
     from nlpexp.tasks.story.recipe import adapter, load_checkpoint
 
     cfg = smoke_cfg("task=story", f"model={model}")
-    tok, built = adapter(model).build(cfg, ["A cat sat on a mat. It slept."] * 20, True)
+    tok, built = adapter(model).build(cfg, ["A cat sat on a mat. It slept."] * 20)
     built.save(tmp_path, tok)
     cuda_visible()
     for device in ("cpu", "meta"):
@@ -73,8 +73,8 @@ def test_every_novel_model_reloads_on_the_device_it_is_given(tmp_path, cuda_visi
     from nlpexp.tasks.novel.recipe import adapter, load_checkpoint, save_checkpoint
 
     cfg = smoke_cfg("task=novel", f"model={model}", "model.pretrained=null" if model != "transformer" else "seed=1")
-    codec = adapter(model).codec(cfg.model, "天地玄黄宇宙洪荒日月盈昃", cfg.data, True)
-    save_checkpoint(adapter(model).build(cfg.model, codec, 8, True), codec, tmp_path, 8, model)
+    codec = adapter(model).codec(cfg.model, "天地玄黄宇宙洪荒日月盈昃", cfg.data)
+    save_checkpoint(adapter(model).build(cfg.model, codec, 8), codec, tmp_path, 8, model)
     cuda_visible()
     for device in ("cpu", "meta"):
         loaded, reloaded_codec, seq_len = load_checkpoint(tmp_path, device)

@@ -69,14 +69,14 @@ class BertClassifier(nn.Module):
         (Path(folder) / "classifier.json").write_text(json.dumps(spec, indent=1))
 
 
-def build_classifier(model_cfg, labels: list[str], train_texts, max_length: int, smoke: bool = False):
+def build_classifier(model_cfg, labels: list[str], train_texts, max_length: int):
     """(tokenizer, BertClassifier): a hub/local/packaged BERT, or (pretrained=null, or a hub id in smoke runs)
     a small BERT from `model.small` with a WordPiece vocabulary trained on the training texts."""
     from transformers import BertModel
 
     head = "fc" if model_cfg.name == "bert_fc" else "lstm"
     bert = None
-    if builds_small(model_cfg, smoke):
+    if builds_small(model_cfg):
         small = model_cfg.small
         tokenizer = train_wordpiece(train_texts, small.get("vocab_size", 8000))
         config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2)

@@ -235,9 +235,9 @@ def _zero_shot_errors(cfg) -> list[str]:
         return [f"trainer.epochs=0 (zero-shot) scores a pretrained model as it is; model={model.name} starts "
                 "untrained (" + ("its head is new" if module == "bert_heads" else "it is trained from scratch")
                 + "): use trainer.epochs >= 1"]
-    if builds_small(model, bool(cfg.get("smoke"))):
+    if builds_small(model):  # a smoke run's hub id is null by now (its wing's smoke file)
         return ["trainer.epochs=0 (zero-shot) scores a pretrained model as it is, but " + (
-            "+smoke=true builds hub models small and untrained" if model.get("pretrained") else
+            "+smoke=true builds hub models small and untrained" if cfg.get("smoke") else
             "model.pretrained=null builds an untrained model") + ": give model.pretrained=<hub id or local folder>"]
     clashes = [(tr.nproc > 1, "trainer.nproc"), (tr.nnodes > 1, "trainer.nnodes"), (tr.soup > 1, "trainer.soup"),
                (bool(tr.average_last), "trainer.average_last")]

@@ -8,14 +8,14 @@ from nlpexp.tasks.classify import hf, trainer
 
 
 
-def build_classifier(model_cfg, labels: list[str], train_texts, max_length: int, smoke: bool = False):
+def build_classifier(model_cfg, labels: list[str], train_texts, max_length: int):
     """(tokenizer, GPT2ForSequenceClassification). GPT-2 has no pad token: padding is end-of-text, and the
     config's pad_token_id tells the head to read the last token before the padding."""
     from transformers import GPT2ForSequenceClassification
 
     names = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
              "label2id": {name: i for i, name in enumerate(labels)}}
-    if builds_small(model_cfg, smoke):
+    if builds_small(model_cfg):
         tokenizer = train_byte_bpe(train_texts, int(model_cfg.small.get("vocab_size") or 2000))
         config = small_gpt2_config(model_cfg.small, len(tokenizer), max(int(max_length), 64), tokenizer.eos_token_id,
                                    tokenizer.pad_token_id, **names)

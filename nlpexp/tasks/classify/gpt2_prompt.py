@@ -11,8 +11,9 @@ teacher-forced along L, every next-token argmax is L's token, so both come from 
 labels the restricted answer is the unrestricted one whenever that is a label, so restricted scoring can only
 gain: on the answers that are no label.
 
-Hub `gpt2` with its byte-level BPE; model.pretrained=null (and smoke runs) build a small GPT-2 from `model.small`
-with a byte-level BPE trained on the training texts. Saved with save_pretrained (safetensors) + prompt.json.
+Hub `gpt2` with its byte-level BPE; model.pretrained=null (a hub id in smoke runs) builds a small GPT-2 from
+`model.small` with a byte-level BPE trained on the training texts. Saved with save_pretrained (safetensors) +
+prompt.json.
 """
 import json
 import time
@@ -25,11 +26,11 @@ from nlpexp.runs import loading, write_dir
 
 
 
-def build_lm(model_cfg, texts, n_positions: int, smoke: bool = False):
+def build_lm(model_cfg, texts, n_positions: int):
     """(tokenizer, GPT2LMHeadModel): the hub model, or a small one with a BPE trained on `texts`."""
     from transformers import GPT2LMHeadModel
 
-    if builds_small(model_cfg, smoke):
+    if builds_small(model_cfg):
         tokenizer = train_byte_bpe(texts, int(model_cfg.small.get("vocab_size") or 2000))
         return tokenizer, GPT2LMHeadModel(small_gpt2_config(model_cfg.small, len(tokenizer), n_positions,
                                                             tokenizer.eos_token_id, tokenizer.pad_token_id))
@@ -218,7 +219,7 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
     train = splits["train"]
     tokenizer, model = build_lm(cfg.model, [question + t + mc.answer_cue + " " + labels[y]
                                             for t, y in zip(train["text"], train["label"])],
-                                max_length + 8, bool(cfg.get("smoke")))
+                                max_length + 8)
     clf = PromptClassifier(tokenizer, model, labels, question, str(mc.answer_cue), device, max_length)
     sequences = [clf.sequence(t, int(y)) for t, y in zip(train["text"], train["label"])]
     # loss_on=all: the study's language model on the whole string; answer: only the label tokens after the cue
@@ -270,7 +271,7 @@ def generate_per_label(cfg, labels: list[str], train, run_dir: Path, device: str
     aug = cfg.augment
     gen_cfg = OmegaConf.create({"pretrained": aug.generator, "small": OmegaConf.to_container(aug.generator_small)})
     lines = [f"{labels[int(y)]}: {t}" for t, y in zip(train["text"], train["label"])]
-    tokenizer, model = build_lm(gen_cfg, lines, int(cfg.trainer.max_length) + 8, bool(cfg.get("smoke")))
+    tokenizer, model = build_lm(gen_cfg, lines, int(cfg.trainer.max_length) + 8)
     limit = int(cfg.trainer.max_length)
     sequences = [_ids(tokenizer, line)[:limit] + [tokenizer.eos_token_id] for line in lines]
     from nlpexp.training import loop

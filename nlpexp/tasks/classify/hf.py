@@ -12,13 +12,13 @@ from nlpexp.tasks.classify import lora, trainer
 
 
 
-def build(model_cfg, labels: list[str], train_texts, max_length: int, smoke: bool = False):
+def build(model_cfg, labels: list[str], train_texts, max_length: int):
     """(tokenizer, model) for sequence classification with len(labels) outputs."""
     from transformers import AutoModelForSequenceClassification
 
     id2label = dict(enumerate(labels))
     label2id = {name: i for i, name in enumerate(labels)}
-    if builds_small(model_cfg, smoke):
+    if builds_small(model_cfg):
         small = model_cfg.small
         tokenizer = train_wordpiece(train_texts, small.vocab_size)
         config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2,

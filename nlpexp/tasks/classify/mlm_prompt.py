@@ -97,7 +97,7 @@ def prompt_mlm_class():
     return BertPromptMLM
 
 
-def build(model_cfg, labels: list[str], train_texts, max_length: int, smoke: bool = False):
+def build(model_cfg, labels: list[str], train_texts, max_length: int):
     """(PromptTokenizer, BertPromptMLM) for trainer.fit."""
 
     bad = [name for name in labels if len(name) != 1]
@@ -107,7 +107,7 @@ def build(model_cfg, labels: list[str], train_texts, max_length: int, smoke: boo
     template, choices = str(model_cfg.prompt), "、".join(labels)
     cls = prompt_mlm_class()
     name = model_cfg.get("pretrained")
-    if builds_small(model_cfg, smoke):
+    if builds_small(model_cfg):
         small = model_cfg.small
         # the prompt's and the labels' characters are in the vocabulary even when the training texts lack them
         tokenizer = train_wordpiece(list(train_texts) + [template.format(text="", choices=choices)] + labels,

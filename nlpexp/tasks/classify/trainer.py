@@ -2,7 +2,7 @@
 Trainer (made resumable and given the run's console in nlpexp/training/hf_trainer.py): dynamic padding, the best
 epoch by validation, LP-FT head start, whole-word tokens, weight averages of the last epochs and model soups.
 
-An adapter hands `fit` a builder `(model_cfg, labels, train_texts, max_length, smoke) -> (tokenizer, model)`
+An adapter hands `fit` a builder `(model_cfg, labels, train_texts, max_length) -> (tokenizer, model)`
 whose model's forward takes input_ids, attention_mask, token_type_ids, labels and returns .loss and .logits
 (batch, labels), with config.num_labels and save_pretrained(folder). `fit` returns a `TorchClassifier`.
 """
@@ -153,9 +153,9 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model,
 
     tr = cfg.trainer
     precision = of_run(cfg, device)
-    tokenizer, model = build_model(cfg.model, labels, splits["train"]["text"], tr.max_length, bool(cfg.get("smoke")))
+    tokenizer, model = build_model(cfg.model, labels, splits["train"]["text"], tr.max_length)
     head = None
-    if pretrained_head and not builds_small(cfg.model, bool(cfg.get("smoke"))):
+    if pretrained_head and not builds_small(cfg.model):
         head = fit_head(model, labels, cfg.data.get("label_map"), str(cfg.model.pretrained))
     if int(tr.epochs) == 0:
         return zero_shot(cfg, tokenizer, model, labels, run_dir, device, head)
@@ -167,7 +167,7 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model,
         init_head_from_probe(model, tokenizer, splits["train"]["text"], splits["train"]["label"], tr.max_length,
                              cfg.seed)
     if lora.wanted(cfg.model):
-        if builds_small(cfg.model, bool(cfg.get("smoke"))):  # no pretrained base to load it onto: keep this one
+        if builds_small(cfg.model):  # no pretrained base to load it onto: keep this one
             lora.keep_base(model, run_dir / "checkpoints" / lora.BASE)
         model = lora.wrap(model, cfg.model.lora)
 
@@ -221,7 +221,7 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model,
     base = None
     if adapters and cfg.model.lora.merge:  # one plain model that from_pretrained loads
         model = model.merge_and_unload()
-    elif adapters and builds_small(cfg.model, bool(cfg.get("smoke"))):
+    elif adapters and builds_small(cfg.model):
         base = {"pretrained": lora.BASE, "folder": str(run_dir / "checkpoints" / lora.BASE)}
     elif adapters:
         pretrained = str(cfg.model.pretrained)

@@ -55,7 +55,7 @@ class EncoderClassifier(nn.Module):
         (Path(folder) / "classifier.json").write_text(json.dumps(self.settings, indent=1))
 
 
-def build_classifier(model_cfg, labels: list[str], train_texts, max_length: int, smoke: bool = False):
+def build_classifier(model_cfg, labels: list[str], train_texts, max_length: int):
     """(WordPiece tokenizer trained on the training texts, EncoderClassifier) for trainer.fit."""
     tokenizer = train_wordpiece(train_texts, model_cfg.get("vocab_size", 8000))
     model = EncoderClassifier(len(tokenizer), len(labels), model_cfg.d_model, model_cfg.num_layers,

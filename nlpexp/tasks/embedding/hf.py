@@ -80,13 +80,13 @@ class MeanPooledEncoder:
 
 
 def embedder(cfg, train_texts, device: str) -> MeanPooledEncoder:
-    """Pretrained encoder by name; null (or a hub id in smoke runs) builds it small on the training texts."""
+    """Pretrained encoder by name; null (a hub id in smoke runs) builds it small on the training texts."""
     from transformers import AutoModel
 
     from nlpexp.training.precision import of_run
 
     max_length, precision = cfg.trainer.max_length, of_run(cfg, device)
-    if builds_small(cfg.model, bool(cfg.get("smoke"))):
+    if builds_small(cfg.model):
         small = cfg.model.small
         tokenizer = train_wordpiece(train_texts, small.vocab_size)
         config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2)

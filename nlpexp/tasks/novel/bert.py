@@ -85,19 +85,19 @@ class BertNextChar(WindowStepper, nn.Module):
         return self.out(out[:, -1]), (window, h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous())
 
 
-def codec(model_cfg, train_text: str, data_cfg, smoke: bool = False) -> CharVocab:
-    if builds_small(model_cfg, smoke):
+def codec(model_cfg, train_text: str, data_cfg) -> CharVocab:
+    if builds_small(model_cfg):
         return CharVocab.from_text(train_text, int(data_cfg.min_freq), data_cfg.get("max_vocab"))
     vocab = pretrained_tokenizer(model_cfg.pretrained, model_cfg.get("revision")).get_vocab()
     return CharVocab([t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])])
 
 
-def build(model_cfg, vocab: CharVocab, seq_len: int, smoke: bool = False) -> BertNextChar:
+def build(model_cfg, vocab: CharVocab, seq_len: int) -> BertNextChar:
     from transformers import BertModel
 
     head = "fc" if model_cfg.name == "bert_fc" else "lstm"
     bert = None
-    if builds_small(model_cfg, smoke):
+    if builds_small(model_cfg):
         small = model_cfg.small
         config = small_bert_config(small, len(vocab), vocab.pad_id, seq_len + 1)
     else:

@@ -61,16 +61,16 @@ class GPT2NextToken(WindowStepper, nn.Module):
         return {"gpt2_config": self.lm.config.to_dict(), "window": self.window}
 
 
-def codec(model_cfg, train_text: str, data_cfg, smoke: bool = False):
-    if builds_small(model_cfg, smoke):
+def codec(model_cfg, train_text: str, data_cfg):
+    if builds_small(model_cfg):
         return CharVocab.from_text(train_text, int(data_cfg.min_freq), data_cfg.get("max_vocab"))
     return BPECodec(pretrained_tokenizer(model_cfg.pretrained, model_cfg.get("revision")))
 
 
-def build(model_cfg, vocab, seq_len: int, smoke: bool = False) -> GPT2NextToken:
+def build(model_cfg, vocab, seq_len: int) -> GPT2NextToken:
     from transformers import GPT2LMHeadModel
 
-    if builds_small(model_cfg, smoke):
+    if builds_small(model_cfg):
         return GPT2NextToken(small_gpt2_config(model_cfg.small, len(vocab), seq_len, vocab.cls_id, vocab.pad_id),
                              seq_len)
     lm = pretrained_model(model_cfg.pretrained, GPT2LMHeadModel, model_cfg.get("revision"))

@@ -30,9 +30,9 @@ def train(cfg, run_dir: Path, device: str):
     from nlpexp.metrics import perplexity, plot_history
     from nlpexp.tasks.novel.data import load_novel
 
-    seq_len, smoke = int(cfg.task.seq_len), bool(cfg.get("smoke"))
+    seq_len = int(cfg.task.seq_len)
     builder = adapter(cfg.model.name)
-    data = load_novel(cfg.data, seq_len, lambda text: builder.codec(cfg.model, text, cfg.data, smoke))
+    data = load_novel(cfg.data, seq_len, lambda text: builder.codec(cfg.model, text, cfg.data))
     codec = data["codec"]
     window = int(cfg.generate.repeat_window)
     if window and len(codec) <= window + 2:  # before training: the samples after it could never be drawn
@@ -41,7 +41,7 @@ def train(cfg, run_dir: Path, device: str):
                         f"{max(len(codec) - 2, 0)} or give a longer text")
     print(f"data: {data['origin']}: {len(data['text'])} characters, vocabulary {len(codec)}, windows "
           + ", ".join(f"{k} {len(v)}" for k, v in data["starts"].items()))
-    model = builder.build(cfg.model, codec, seq_len, smoke)
+    model = builder.build(cfg.model, codec, seq_len)
     history, info = fit(cfg, model, data, run_dir, device)
     model, codec, _ = load_checkpoint(run_dir / "checkpoints" / "best", device)
 

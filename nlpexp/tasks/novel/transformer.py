@@ -5,11 +5,11 @@ from nlpexp.tasks.novel.data import CharVocab
 
 
 
-def codec(model_cfg, train_text: str, data_cfg, smoke: bool = False) -> CharVocab:
+def codec(model_cfg, train_text: str, data_cfg) -> CharVocab:
     return CharVocab.from_text(train_text, int(data_cfg.min_freq), data_cfg.get("max_vocab"))
 
 
-def build(model_cfg, vocab, seq_len: int, smoke: bool = False) -> CausalLM:
+def build(model_cfg, vocab, seq_len: int) -> CausalLM:
     return CausalLM(len(vocab), model_cfg.d_model, model_cfg.num_layers, model_cfg.num_heads, model_cfg.d_ff,
                     model_cfg.dropout, max_len=seq_len, pad_id=vocab.pad_id, window=seq_len)
 

@@ -90,13 +90,13 @@ def _lowercase(tokenizer) -> bool:
     return tokenizer.tokenize("A")[:1] == tokenizer.tokenize("a")[:1]
 
 
-def build(cfg, train_texts, smoke: bool = False):
+def build(cfg, train_texts):
     """(tokenizer, StoryBert2Bert) warm-started from model.pretrained on both sides, or small from config."""
     from transformers import BertConfig, BertLMHeadModel, BertModel, EncoderDecoderConfig, EncoderDecoderModel
 
     m = cfg.model
     scales = {}
-    if smoke or builds_small(m, smoke):  # +smoke=true: seconds, small on both sides (warm starts: tests/test_story)
+    if builds_small(m):  # +smoke=true too (story's smoke file, per_model): small on both sides, in seconds
         tok = train_wordpiece(train_texts, int(m.small.vocab_size))
         enc = small_bert_config(m.small, len(tok), tok.pad_token_id, int(cfg.task.max_len))
         dec = small_bert_config(m.small, len(tok), tok.pad_token_id, int(cfg.task.max_len), is_decoder=True,

@@ -94,7 +94,7 @@ MODEL_KEYS = {
 }
 
 
-def task_keys(module: str, m, smoke: bool) -> tuple:
+def task_keys(module: str, m) -> tuple:
     """The task.* keys an adapter reads when it builds its model (trainer runs; saved runs read none)."""
     from nlpexp.hub import builds_small
 
@@ -102,7 +102,7 @@ def task_keys(module: str, m, smoke: bool) -> tuple:
         return ("bpe_vocab_size", "max_len" if m.get("objective") == "causal_lm" else "window")
     if module == "transformer_encdec":
         return ("bpe_vocab_size", "max_len")
-    small = builds_small(m, smoke)  # gpt2 and bert2bert built small; pretrained ones bring their tokenizer
+    small = builds_small(m)  # gpt2 and bert2bert built small; pretrained ones bring their tokenizer
     return {"gpt2": ("bpe_vocab_size", "max_len"), "bert2bert": ("max_len",)}[module] if small else ()
 
 
@@ -133,7 +133,7 @@ def reads(cfg) -> dict:
     model = {"name", *MODEL_KEYS[module]} if cfg.mode == "train" else {"name"}
     if cfg.mode == "generate" and not cfg.get("ckpt"):
         model |= {"pretrained", "revision"}  # the configured pretrained model generates as it is
-    task = {"name", *task_keys(module, cfg.model, bool(cfg.get("smoke")))} if cfg.mode == "train" else {"name"}
+    task = {"name", *task_keys(module, cfg.model)} if cfg.mode == "train" else {"name"}
     root = {"train": set(), "eval": {"ckpt"}, "generate": {"ckpt", "prompt"}}[cfg.mode]
     every = {f.name for f in fields(StoryGenerate)}
     generate = set(GENERATE_READS) if cfg.mode == "generate" else every - {"temperature", "num_samples"}
@@ -152,7 +152,7 @@ def check(cfg) -> list[str]:
                       "data.path: give one (data.test_size=null)")
     if cfg.mode == "train" and (cfg.trainer.get("patience") or 0) > 0 and not cfg.data.get("val_size"):
         errors.append("trainer.patience stops on validation loss: give validation stories (data.val_size=200)")
-    # a study's bert2bert cell still smoke-tests (+smoke=true builds it small: nothing to scale, the key idles)
+    # a study's bert2bert cell still smoke-tests (story's smoke file builds it small, new_lr_scale 1: nothing to scale)
     if cfg.mode == "train" and cfg.model.get("new_lr_scale", 1.0) != 1.0 and cfg.model.get("pretrained") is None:
         errors.append("model.new_lr_scale scales the weights a warm start lacks: a small-built bert2bert "
                       "(model.pretrained=null) has none, every weight trains at trainer.lr")

@@ -1,7 +1,7 @@
 """What the story recipe asks of a model adapter (transformer, transformer_encdec, gpt2, bert2bert).
 
 An adapter module provides (checks.py lists the model.* keys each one reads)
-  build(cfg, train_texts, smoke) -> (tokenizer, StoryModel)
+  build(cfg, train_texts) -> (tokenizer, StoryModel)
   load(folder, device) -> (StoryModel, tokenizer)          a checkpoints/final folder written by StoryModel.save
   pretrained(cfg, device) -> (StoryModel, tokenizer)       mode=generate without ckpt (UserError when it has none)
 """
@@ -43,7 +43,7 @@ class StoryModel(Protocol):
 class StoryAdapter(Protocol):
     """An adapter module (see the module docstring)."""
 
-    def build(self, cfg, train_texts: list[str], smoke: bool) -> tuple:
+    def build(self, cfg, train_texts: list[str]) -> tuple:
         """(tokenizer, StoryModel)."""
 
     def load(self, folder: Path, device: str) -> tuple:

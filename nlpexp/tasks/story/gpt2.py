@@ -93,12 +93,12 @@ class StoryGPT2(nn.Module):
             write_spec(tmp, "gpt2", {})
 
 
-def build(cfg, train_texts, smoke: bool = False):
+def build(cfg, train_texts):
     """(tokenizer, StoryGPT2): the hub model with its BPE, or a small GPT-2 over a BPE trained on the stories."""
     from transformers import GPT2LMHeadModel
 
     m = cfg.model
-    if builds_small(m, smoke):
+    if builds_small(m):
         tok = train_byte_bpe(train_texts, int(cfg.task.bpe_vocab_size))
         lm = GPT2LMHeadModel(small_gpt2_config(m.small, len(tok), int(cfg.task.max_len), tok.eos_token_id,
                                                tok.pad_token_id))

@@ -32,12 +32,11 @@ def train(cfg, run_dir: Path, device: str):
 
     from nlpexp.tasks.story.data import load_stories
 
-    smoke = bool(cfg.get("smoke"))
     data = load_stories(cfg.data)
     print(f"data: {data['origin']}: stories " + ", ".join(f"{k} {len(data[k])}" for k in ("train", "validation",
                                                                                            "test")))
     train_texts = (data["train"]["prompt"] + " " + data["train"]["reference"]).tolist()
-    tok, model = adapter(cfg.model.name).build(cfg, train_texts, smoke)
+    tok, model = adapter(cfg.model.name).build(cfg, train_texts)
     model.to(device)
     pairs = {k: encode_pairs(tok, data[k]) for k in ("train", "validation", "test") if len(data[k])}
     history, info = fit(cfg, model, pairs["train"], pairs.get("validation"), device, run_dir)

@@ -159,7 +159,7 @@ class StoryNextToken(OurDecoding, WindowStepper, nn.Module):
         return self(batch["ids"]), batch["labels"]
 
 
-def build(cfg, train_texts, smoke: bool = False):
+def build(cfg, train_texts):
     """(byte-level BPE trained on the training stories, model); one extra id past the tokenizer's pads."""
     tok = train_byte_bpe(train_texts, int(cfg.task.bpe_vocab_size))
     m, vocab_size, pad_id, bos_id = cfg.model, len(tok) + 1, len(tok), tok.eos_token_id

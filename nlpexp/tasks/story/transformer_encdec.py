@@ -113,7 +113,7 @@ class StoryEncDec(OurDecoding, nn.Module):
         return [r[: self.max_len] for r in rows], min(max_new, self.max_len - 1)
 
 
-def build(cfg, train_texts, smoke: bool = False):
+def build(cfg, train_texts):
     """(byte-level BPE trained on the training stories, StoryEncDec); one extra id past the tokenizer's pads."""
     tok = train_byte_bpe(train_texts, int(cfg.task.bpe_vocab_size))
     m = cfg.model
