@@ -288,9 +288,11 @@ def preflight(args: list[str]) -> None:
     """Compose and check the config before Hydra creates a run folder: every error found, in one line."""
     from omegaconf import OmegaConf
 
+    from nlpexp import run
+
     args, config_dir = config_dir_args(args)
     overrides = [a for a in args if not a.startswith("-")]
-    cfg, _ = checked_config(overrides, config_dir)
+    cfg, keys = checked_config(overrides, config_dir)
     from nlpexp.runs import check_run_folder, ckpt_folders
 
     for saved in ckpt_folders(cfg):  # (ckpt= of the command line was checked before anything of it was read)
@@ -322,6 +324,7 @@ def preflight(args: list[str]) -> None:
         from nlpexp.runs import claim
 
         claim(folder)
+    run.mark_checked(keys)
 
 
 def checked_config(overrides: list[str], config_dir: str | None):

@@ -18,6 +18,18 @@ from nlpexp import secrets, watchdog
 from nlpexp.training import precision
 from nlpexp.errors import UserError, disk_full, permission_message
 
+# the overrides the pre-run check validated in this process (cli.preflight): their run is not checked twice
+_CHECKED: list = []
+
+
+def mark_checked(overrides: list[str]) -> None:
+    _CHECKED[:] = [sorted(overrides)]
+
+
+def checked(overrides: list[str]) -> bool:
+    return bool(_CHECKED) and _CHECKED[0] == sorted(overrides)
+
+
 def _run_dir(task: str, model: str, mode: str, ckpt) -> str:
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     if mode in ("eval", "predict", "generate") and ckpt:
@@ -194,7 +206,8 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
             if (run_dir / ".hydra").is_dir() and main_rank:  # the saved config is the one that ran
                 OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
                 secrets.redact_hydra_files(run_dir)
-        check_config(cfg, list(hc.overrides.task))  # every job checks what it runs (a few ms; sweep jobs, workers)
+        if not checked(list(hc.overrides.task)):  # sweep jobs, torchrun workers: the pre-run check did not see them
+            check_config(cfg, list(hc.overrides.task))
         if cfg.get("dry_run"):  # a sweep's job (single runs stop in the pre-run check): checked, nothing built
             print(f"nlpexp: config OK: {' '.join(hc.overrides.task)}; nothing built")
             if cleanup == "folder" and main_rank:
