@@ -337,6 +337,11 @@ def word_ids(tokenizer) -> list[int]:
                   if any(c.isalnum() for c in tokenizer.convert_tokens_to_string([token])))
 
 
+def folds_case(tokenizer) -> bool:
+    """Whether a tokenizer writes lower case whatever it reads (an uncased BERT's WordPiece): `recase` then."""
+    return tokenizer.tokenize("A")[:1] == tokenizer.tokenize("a")[:1]
+
+
 def recase(text: str, prompt: str) -> str:
     """Text an uncased WordPiece model wrote, given case back: `didn ' t` joined, the prompt's capitalised words
     (names), `I`, and a capital at the start of every sentence."""

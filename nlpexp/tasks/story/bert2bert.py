@@ -18,16 +18,15 @@ from torch import nn
 
 from nlpexp.hub import builds_small, pretrained_model, pretrained_tokenizer, small_bert_config, train_wordpiece
 from nlpexp.runs import loading, write_dir
-from nlpexp.tasks.story.contract import batches_in_order, write_spec
+from nlpexp.tasks.story.contract import Built, batches_in_order, write_spec
 
 
 class StoryBert2Bert(nn.Module):
     objective = "encdec"
 
-    def __init__(self, lm, tokenizer, lowercase: bool, lr_scales: dict | None = None):
+    def __init__(self, lm, tokenizer):
         super().__init__()
-        self.lm, self.tokenizer, self.lowercase = lm, tokenizer, bool(lowercase)
-        self.lr_scales = lr_scales or {}  # the warm start's new weights: trainer.lr x model.new_lr_scale
+        self.lm, self.tokenizer = lm, tokenizer
         self.pad_id, self.eos_id = tokenizer.pad_token_id, tokenizer.sep_token_id
         self.start_id = tokenizer.cls_token_id
         self.max_len = int(lm.config.decoder.max_position_embeddings)
@@ -82,12 +81,7 @@ class StoryBert2Bert(nn.Module):
         with write_dir(folder) as tmp:  # written whole or not at all
             self.lm.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
-            write_spec(tmp, "bert2bert", {"lowercase": self.lowercase})
-
-
-def _lowercase(tokenizer) -> bool:
-    """Whether the tokenizer folds case (an uncased BERT)."""
-    return tokenizer.tokenize("A")[:1] == tokenizer.tokenize("a")[:1]
+            write_spec(tmp, "bert2bert", {})
 
 
 def build(cfg, train_texts):
@@ -115,7 +109,7 @@ def build(cfg, train_texts):
     if m.freeze_embeddings:  # both sides' word embeddings, and with them the decoder's tied output layer
         for side in (lm.encoder, lm.decoder.bert):
             side.embeddings.word_embeddings.weight.requires_grad_(False)
-    return tok, StoryBert2Bert(lm, tok, _lowercase(tok), scales)
+    return Built(tok, StoryBert2Bert(lm, tok), lr_scales=scales)
 
 
 def load(folder: Path, device: str):
@@ -125,10 +119,10 @@ def load(folder: Path, device: str):
     from nlpexp.tasks.story.contract import read_spec
 
     with loading(folder):
-        spec = read_spec(folder)["spec"]
+        read_spec(folder)  # a bert2bert folder (story_model.json)
         lm = EncoderDecoderModel.from_pretrained(folder, dtype=torch.float32, use_safetensors=True)
         tok = AutoTokenizer.from_pretrained(folder)
-        return StoryBert2Bert(lm, tok, spec["lowercase"]).to(device).eval(), tok
+        return StoryBert2Bert(lm, tok).to(device).eval(), tok
 
 
 def pretrained(cfg, device: str):

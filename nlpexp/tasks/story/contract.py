@@ -1,10 +1,11 @@
 """What the story recipe asks of a model adapter (transformer, transformer_encdec, gpt2, bert2bert).
 
 An adapter module provides (checks.py lists the model.* keys each one reads)
-  build(cfg, train_texts) -> (tokenizer, StoryModel)
+  build(cfg, train_texts) -> Built                          the tokenizer, the model and its optional extras
   load(folder, device) -> (StoryModel, tokenizer)          a checkpoints/final folder written by StoryModel.save
   pretrained(cfg, device) -> (StoryModel, tokenizer)       mode=generate without ckpt (UserError when it has none)
 """
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -14,8 +15,6 @@ class StoryModel(Protocol):
 
     objective: str   # next_token | causal_lm | encdec | gpt2: recorded in metrics.json
     max_len: int     # positions the model holds
-    lowercase: bool  # writes lower case (an uncased BERT): the recipe gives its text case back
-    lr_scales: dict  # parameter name -> multiple of trainer.lr (a warm start's new weights); the rest at trainer.lr
 
     def examples(self, pairs: list[tuple[list[int], list[int]]], train: bool) -> list[dict]:
         """Training/scoring items; in training every target token is scored, else only the continuation's."""
@@ -40,11 +39,21 @@ class StoryModel(Protocol):
         """Weights, tokenizer and story_model.json (which adapter loads it back)."""
 
 
+@dataclass
+class Built:
+    """What `build` gives the recipe: the tokenizer and the model, and what only some models have, each with a
+    default (a model that gains a capability sets one more field; its siblings do not change)."""
+    tokenizer: object
+    model: StoryModel
+    lr_scales: dict = field(default_factory=dict)  # parameter name -> multiple of trainer.lr (a warm start's new
+                                                   # weights); the rest train at trainer.lr
+
+
 class StoryAdapter(Protocol):
     """An adapter module (see the module docstring)."""
 
-    def build(self, cfg, train_texts: list[str]) -> tuple:
-        """(tokenizer, StoryModel)."""
+    def build(self, cfg, train_texts: list[str]) -> Built:
+        """The tokenizer and the model, untrained or warm-started."""
 
     def load(self, folder: Path, device: str) -> tuple:
         """(StoryModel on `device`, tokenizer) from a folder StoryModel.save wrote."""

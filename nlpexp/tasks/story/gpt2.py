@@ -8,7 +8,7 @@ from torch import nn
 
 from nlpexp.hub import builds_small, pretrained_model, pretrained_tokenizer, small_gpt2_config, train_byte_bpe
 from nlpexp.runs import loading, write_dir
-from nlpexp.tasks.story.contract import batches_in_order, fit_decoder_positions, write_spec
+from nlpexp.tasks.story.contract import Built, batches_in_order, fit_decoder_positions, write_spec
 
 
 
@@ -24,8 +24,6 @@ def freeze_layers(lm, n: int) -> None:
 
 class StoryGPT2(nn.Module):
     objective = "causal_lm"
-    lr_scales: dict = {}  # every weight at trainer.lr
-    lowercase = False
 
     def __init__(self, lm, tokenizer):
         super().__init__()
@@ -106,7 +104,7 @@ def build(cfg, train_texts):
         tok = pretrained_tokenizer(m.pretrained, m.get("revision"))
         lm = pretrained_model(m.pretrained, GPT2LMHeadModel, m.get("revision"))
     freeze_layers(lm, int(m.freeze_layers))
-    return tok, StoryGPT2(lm, tok)
+    return Built(tok, StoryGPT2(lm, tok))
 
 
 def load(folder: Path, device: str):

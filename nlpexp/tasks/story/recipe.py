@@ -36,10 +36,10 @@ def train(cfg, run_dir: Path, device: str):
     print(f"data: {data['origin']}: stories " + ", ".join(f"{k} {len(data[k])}" for k in ("train", "validation",
                                                                                            "test")))
     train_texts = (data["train"]["prompt"] + " " + data["train"]["reference"]).tolist()
-    tok, model = adapter(cfg.model.name).build(cfg, train_texts)
-    model.to(device)
+    built = adapter(cfg.model.name).build(cfg, train_texts)
+    tok, model = built.tokenizer, built.model.to(device)
     pairs = {k: encode_pairs(tok, data[k]) for k in ("train", "validation", "test") if len(data[k])}
-    history, info = fit(cfg, model, pairs["train"], pairs.get("validation"), device, run_dir)
+    history, info = fit(cfg, model, pairs["train"], pairs.get("validation"), device, run_dir, built.lr_scales)
     model.save(run_dir / "checkpoints" / "final", tok)
 
     metrics, found = evaluate(cfg, model, tok, data, pairs["test"], run_dir, device)
@@ -166,7 +166,8 @@ def mean_nll(model, items, batch_size: int, device: str, precision: str = "fp32"
     return nll / max(count, 1)
 
 
-def fit(cfg, model: StoryModel, train_pairs, val_pairs, device: str, run_dir: Path | None = None):
+def fit(cfg, model: StoryModel, train_pairs, val_pairs, device: str, run_dir: Path | None = None,
+        lr_scales: dict | None = None):
     """nlpexp.training.loop over the training stories (epochs=0: zero-shot, the model as built or downloaded)."""
     from nlpexp import loggers
     from nlpexp.training import loop
@@ -178,7 +179,7 @@ def fit(cfg, model: StoryModel, train_pairs, val_pairs, device: str, run_dir: Pa
     validation = ValidationLoss(model, val_items, int(tr.eval_batch_size), device, settings.precision,
                                 keep=settings.patience > 0)
     job = StoryJob(model, items, int(tr.batch_size), int(cfg.seed), float(tr.get("label_smoothing") or 0.0))
-    history, info = loop.fit(job, settings, device, optimizer=loop.scaled_adamw(model, model.lr_scales),
+    history, info = loop.fit(job, settings, device, optimizer=loop.scaled_adamw(model, lr_scales or {}),
                              run_dir=run_dir, resume_from=cfg.get("resume_from"),
                              on_log=loggers.step_logger(cfg, run_dir), evaluate=validation)
     if "early_stop" in info:
@@ -215,6 +216,7 @@ def continue_prompts(model: StoryModel, tok, prompts: list[list[int]], texts: li
     from nlpexp.training import decoding
 
     sentence_ids = decoding.sentence_end_ids(tok)
+    lowercase = decoding.folds_case(tok)  # an uncased BERT writes lower case: its text is given case back
     words = decoding.word_ids(tok) if settings["no_empty_sentences"] else None
     out: list = [None] * len(prompts)
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(int(seed))  # multinomial's device
@@ -225,7 +227,7 @@ def continue_prompts(model: StoryModel, tok, prompts: list[list[int]], texts: li
                                      eos_id=tok.eos_token_id, seed=int(seed) + k, generator=gen)
             for i, row in zip(group, ids):
                 text = tok.decode(row, skip_special_tokens=True)
-                out[i] = finish_text(decoding.recase(text, texts[i]) if model.lowercase else text, settings)
+                out[i] = finish_text(decoding.recase(text, texts[i]) if lowercase else text, settings)
             bar.update(len(group))
     return out
 

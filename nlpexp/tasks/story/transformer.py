@@ -14,7 +14,7 @@ from nlpexp.hub import train_byte_bpe
 from nlpexp.models.transformer import CausalLM, Embedding, EncoderLayer, lm_labels, pad_rows, padding_mask, \
     self_attention_step
 from nlpexp.runs import loading, write_dir
-from nlpexp.tasks.story.contract import batches_by_length, fit_decoder_positions, read_spec, write_spec
+from nlpexp.tasks.story.contract import Built, batches_by_length, fit_decoder_positions, read_spec, write_spec
 
 
 
@@ -22,7 +22,6 @@ class OurDecoding:
     """StoryModel's generation and checkpoint methods for our models (they hold `settings` and `objective`)."""
 
     adapter = "transformer"  # the registry's model name, written into story_model.json
-    lowercase = False  # they write the BPE's text as it is
 
     def prompt_groups(self, prompts, batch_size: int):
         return batches_by_length(prompts, batch_size)
@@ -59,7 +58,6 @@ class StoryCausalLM(OurDecoding, CausalLM):
     each new token runs through the layers once against the cached keys/values of the tokens before it."""
 
     objective = "causal_lm"
-    lr_scales: dict = {}  # every weight at trainer.lr
 
     def __init__(self, *args, bos_id: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
@@ -110,7 +108,6 @@ class StoryNextToken(OurDecoding, WindowStepper, nn.Module):
 
     causal = False
     objective = "next_token"
-    lr_scales: dict = {}  # every weight at trainer.lr
 
     def __init__(self, vocab_size: int, d_model: int = 256, num_layers: int = 2, num_heads: int = 4,
                  d_ff: int = 1024, dropout: float = 0.1, window: int = 32, pad_id: int = 0, bos_id: int = 0):
@@ -166,8 +163,8 @@ def build(cfg, train_texts):
     common = dict(d_model=m.d_model, num_layers=m.num_layers, num_heads=m.num_heads, d_ff=m.d_ff, dropout=m.dropout,
                   pad_id=pad_id, bos_id=bos_id)
     if m.objective == "causal_lm":
-        return tok, StoryCausalLM(vocab_size, max_len=int(cfg.task.max_len), **common)
-    return tok, StoryNextToken(vocab_size, window=int(cfg.task.window), **common)
+        return Built(tok, StoryCausalLM(vocab_size, max_len=int(cfg.task.max_len), **common))
+    return Built(tok, StoryNextToken(vocab_size, window=int(cfg.task.window), **common))
 
 
 def load(folder: Path, device: str):

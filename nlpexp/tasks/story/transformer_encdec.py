@@ -22,7 +22,7 @@ from nlpexp.models.transformer import (
     project_kv,
 )
 from nlpexp.runs import loading
-from nlpexp.tasks.story.contract import batches_in_order, read_spec
+from nlpexp.tasks.story.contract import Built, batches_in_order, read_spec
 from nlpexp.tasks.story.transformer import OurDecoding, load_ours
 
 
@@ -34,7 +34,6 @@ def shift_right(target, bos_id: int):
 
 class StoryEncDec(OurDecoding, nn.Module):
     objective = "encdec"
-    lr_scales: dict = {}  # every weight at trainer.lr
     adapter = "transformer_encdec"
 
     def __init__(self, vocab_size: int, d_model: int = 256, num_layers: int = 3, num_heads: int = 4,
@@ -117,8 +116,9 @@ def build(cfg, train_texts):
     """(byte-level BPE trained on the training stories, StoryEncDec); one extra id past the tokenizer's pads."""
     tok = train_byte_bpe(train_texts, int(cfg.task.bpe_vocab_size))
     m = cfg.model
-    return tok, StoryEncDec(len(tok) + 1, m.d_model, m.num_layers, m.num_heads, m.d_ff, m.dropout,
-                            int(cfg.task.max_len), pad_id=len(tok), bos_id=tok.eos_token_id, eos_id=tok.eos_token_id)
+    return Built(tok, StoryEncDec(len(tok) + 1, m.d_model, m.num_layers, m.num_heads, m.d_ff, m.dropout,
+                                  int(cfg.task.max_len), pad_id=len(tok), bos_id=tok.eos_token_id,
+                                  eos_id=tok.eos_token_id))
 
 
 def load(folder: Path, device: str):
