@@ -51,10 +51,6 @@ class NovelAdapter(Protocol):
 
 
 def load_codec(folder: Path, kind: str) -> Codec:
-    from nlpexp.tasks.novel.data import CharVocab
+    from nlpexp.tasks.novel.data import BPECodec, CharVocab
 
-    if kind == "chars":
-        return CharVocab.load(folder)
-    from nlpexp.tasks.novel.gpt2 import BPECodec
-
-    return BPECodec.load(folder)
+    return CharVocab.load(folder) if kind == "chars" else BPECodec.load(folder)

@@ -101,6 +101,36 @@ class CharVocab:
         return cls(json.loads((Path(folder) / "vocab.json").read_text(encoding="utf-8"))["tokens"])
 
 
+class BPECodec:
+    """A hub tokenizer behind the same calls as CharVocab (encode, decode, len, special ids, save)."""
+
+    kind = "bpe"
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.unk_id = tokenizer.unk_token_id
+        self.special_ids = sorted(set(tokenizer.all_special_ids))
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids, skip_special: bool = True) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special)
+
+    def save(self, folder: Path) -> None:
+        self.tokenizer.save_pretrained(folder)
+
+    @classmethod
+    def load(cls, folder: Path) -> "BPECodec":
+        from transformers import AutoTokenizer
+
+        return cls(AutoTokenizer.from_pretrained(folder))
+
+
 def split_by_position(n: int, fractions) -> list[tuple[int, int]]:
     """[start, end) character ranges of train, validation, test: consecutive, in text order."""
     cuts = [0]

@@ -3,44 +3,12 @@ small GPT2Config built from `model.small` over a character vocabulary from the t
 
 Saved as safetensors + JSON (the GPT2 config) + the vocabulary (vocab.json) or the BPE tokenizer files.
 """
-from pathlib import Path
 
 from torch import nn
 
 from nlpexp.training.decoding import WindowStepper
 from nlpexp.hub import builds_small, pretrained_model, pretrained_tokenizer, small_gpt2_config
-from nlpexp.tasks.novel.data import CharVocab
-
-
-
-class BPECodec:
-    """A hub tokenizer behind the same calls as CharVocab (encode, decode, len, special ids, save)."""
-
-    kind = "bpe"
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.unk_id = tokenizer.unk_token_id
-        self.special_ids = sorted(set(tokenizer.all_special_ids))
-
-    def __len__(self) -> int:
-        return len(self.tokenizer)
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def decode(self, ids, skip_special: bool = True) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special)
-
-    def save(self, folder: Path) -> None:
-        self.tokenizer.save_pretrained(folder)
-
-    @classmethod
-    def load(cls, folder: Path) -> "BPECodec":
-        from transformers import AutoTokenizer
-
-        return cls(AutoTokenizer.from_pretrained(folder))
+from nlpexp.tasks.novel.data import BPECodec, CharVocab
 
 
 class GPT2NextToken(WindowStepper, nn.Module):
