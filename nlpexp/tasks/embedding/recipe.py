@@ -66,10 +66,10 @@ def train(cfg, run_dir: Path, device: str):
         with tempfile.TemporaryDirectory() as tmp:  # an HF encoder passes through a folder to become one
             st_model = embedder.sentence_transformer(Path(tmp))
         # the train split only: the validation pairs stay unseen, so val_accuracy is an honest sweep objective
-        from nlpexp.tasks.embedding import sentence_transformers
+        from nlpexp.tasks.embedding.finetune import finetune
 
-        tuned, history, trained = sentence_transformers.finetune(st_model, splits["train"], task.finetune, cfg.trainer,
-                                                                 cfg.seed, ckpt, device, cfg.get("resume_from"))
+        tuned, history, trained = finetune(st_model, splits["train"], task.finetune, cfg.trainer, cfg.seed, ckpt,
+                                           device, cfg.get("resume_from"))
         info.update(trained)
         tuned_emb = embed_splits(open_cache(None), tuned, splits)
         after = {name: cosine(a, b) for name, (a, b, _) in tuned_emb.items()}
@@ -325,9 +325,9 @@ def apply(cfg, run_dir: Path, device: str):
             raise UserError(f"{source}: expected an (n, {matrix.shape[0]}) array, got {vectors.shape}")
     else:
         if saved.task.method == "finetune":
-            from nlpexp.tasks.embedding import sentence_transformers
+            from nlpexp.tasks.embedding.finetune import load_finetuned
 
-            embedder = sentence_transformers.load_finetuned(folder / "encoder", device)
+            embedder = load_finetuned(folder / "encoder", device)
         else:
             embedder = adapter(saved.model.name).load(folder / "embedder", device)
         cache = open_cache(saved.task.cache if saved.task.method != "finetune" else None)
