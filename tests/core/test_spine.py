@@ -60,8 +60,8 @@ def test_every_story_model_reloads_on_the_device_it_is_given(tmp_path, cuda_visi
     from nlpexp.tasks.story.recipe import adapter, load_checkpoint
 
     cfg = smoke_cfg("task=story", f"model={model}")
-    tok, built = adapter(model).build(cfg, ["A cat sat on a mat. It slept."] * 20)
-    built.save(tmp_path, tok)
+    built = adapter(model).build(cfg, ["A cat sat on a mat. It slept."] * 20)
+    built.model.save(tmp_path, built.tokenizer)
     cuda_visible()
     for device in ("cpu", "meta"):
         loaded, _ = load_checkpoint(tmp_path, device)
