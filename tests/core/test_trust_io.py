@@ -46,12 +46,21 @@ main()
 RUN = ["+smoke=true", "trainer.epochs=2", "trainer.max_steps=-1", "trainer.save_steps=2"]
 
 
+def default_sigint() -> None:
+    """The child starts as from a terminal: SIGINT at its default and not blocked, so Python turns it into
+    KeyboardInterrupt. Both are inherited: a process started with SIGINT ignored or blocked (as this pytest worker
+    may be, after another test's library ran in it) never sees Ctrl-C; in the full suite the parked run then
+    trained to the end and exited 0."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_mid_training_records_interrupted_exits_130_and_resume_finishes_it(nlpexp, tmp_path):
     script, marker, run = tmp_path / "park.py", tmp_path / "parked", tmp_path / "run"
     script.write_text(PARK)
     proc = subprocess.Popen([sys.executable, str(script), str(marker), *RUN, f"hydra.run.dir={run}"], cwd=tmp_path,
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=default_sigint)
     try:
         deadline = time.time() + 240
         while not marker.exists():
