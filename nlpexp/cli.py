@@ -11,7 +11,6 @@ from nlpexp.errors import UserError, permission_message
 from nlpexp.run import fail
 
 CONF_MODULE = "nlpexp.conf"
-CONF_DIR = Path(__file__).parent / "conf"
 # Hydra's own flags; with any of these but --config-dir the pre-run check is Hydra's (sweeps check each job)
 HYDRA_FLAGS = {"-m", "--multirun", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
                "--version", "--config-name", "-cn", "--config-path", "-cp", "--package", "-p", "--resolve", "--run",
@@ -76,12 +75,6 @@ def searchpath_override(overrides: list[str], config_dir: str | None) -> list[st
     return items + ([f"hydra.searchpath=[{','.join(paths)}]"] if paths else [])
 
 
-def shipped_roots() -> list[Path]:
-    from nlpexp.registry import shipped_roots
-
-    return shipped_roots()
-
-
 def config_roots(overrides: list[str], config_dir: str | None) -> list[Path]:
     """The folders Hydra will search for config groups, as a run with these overrides would: ./conf (the user
     layer, hydra_plugins/nlpexp_user_conf), nlpexp's own conf, --config-dir and hydra.searchpath, Hydra's own."""
@@ -90,6 +83,8 @@ def config_roots(overrides: list[str], config_dir: str | None) -> list[Path]:
     paths = [p.split("=", 1)[1] for p in searchpath_override(
         [o for o in overrides if o.startswith("hydra.searchpath=")], config_dir)]
     given = [p.strip().strip("'\"") for p in (paths[0].strip("[]").split(",") if paths else []) if p.strip()]
+    from nlpexp.registry import shipped_roots
+
     roots = [Path.cwd() / "conf", *shipped_roots()]
     for entry in given + ["pkg://hydra.conf"]:
         scheme, _, where = entry.rpartition("://")
@@ -334,7 +329,7 @@ def checked_config(overrides: list[str], config_dir: str | None):
 
     roots = config_roots(overrides, config_dir)
     group_option_errors(overrides, roots)
-    shipped = {r.resolve() for r in shipped_roots()}
+    shipped = {r.resolve() for r in registry.shipped_roots()}
     user_config_errors([r for r in roots if r.resolve() not in shipped and "site-packages" not in r.parts])
     for group, known in (("task", registry.TASKS), ("model", registry.MODELS)):
         for item in overrides:
@@ -748,7 +743,7 @@ def print_help() -> None:
     from nlpexp import registry
 
     def options(group: str) -> str:
-        return "|".join(sorted({p.stem for root in shipped_roots() for p in (root / group).glob("*.yaml")}))
+        return "|".join(sorted({p.stem for root in registry.shipped_roots() for p in (root / group).glob("*.yaml")}))
 
     lines = ["usage: nlpexp [key=value ...] [-m] [--config-dir DIR]   (Hydra's own flags: nlpexp --hydra-help)",
              "", "tasks: task=<task> model=<model> mode=<mode>"]
