@@ -82,7 +82,11 @@ def build(ckpt: str | None):
     chars = sorted(set(PROMPT)) + [chr(0x4E00 + i) for i in range(4400)]
     vocab = CharVocab.from_text("".join(dict.fromkeys(chars)))
     torch.manual_seed(0)
-    return bert.build(cfg.model, vocab, cfg.task.seq_len).eval(), vocab, cfg.task.seq_len
+    from nlpexp import registry
+    from nlpexp.schema import typed
+
+    config = typed(cfg.model, registry.MODELS[cfg.model.name].adapters["novel"].config)
+    return bert.build(config, vocab, cfg.task.seq_len).eval(), vocab, cfg.task.seq_len
 
 
 def main() -> None:

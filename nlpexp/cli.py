@@ -279,11 +279,10 @@ def grammar_errors(args: list[str]) -> None:
                             f"{quote_hint(key, value)}") from None
 
 
-def preflight(args: list[str]) -> None:
-    """Compose and check the config before Hydra creates a run folder: every error found, in one line."""
+def preflight(args: list[str]) -> list[str]:
+    """Compose and check the config before Hydra creates a run folder: every error found, in one line. Returns
+    the overrides it checked (the run does not check them again)."""
     from omegaconf import OmegaConf
-
-    from nlpexp import run
 
     args, config_dir = config_dir_args(args)
     overrides = [a for a in args if not a.startswith("-")]
@@ -319,7 +318,7 @@ def preflight(args: list[str]) -> None:
         from nlpexp.runs import claim
 
         claim(folder)
-    run.mark_checked(keys)
+    return keys
 
 
 def checked_config(overrides: list[str], config_dir: str | None):
@@ -636,12 +635,14 @@ def resume_args(args: list[str]) -> list[str]:
 NOTES: list[str] = []  # lines for stderr once the command is known to run (a refusal stays one line)
 
 
-def hydra_main():
+def hydra_main(checked: list[str] | None = None):
+    """Hydra's main over run_job; `checked`: the overrides the pre-run check validated."""
     import hydra
 
-    from nlpexp.run import run_job
+    from nlpexp.run import checked_job, run_job
 
-    return hydra.main(version_base="1.3", config_path="conf", config_name="config")(run_job)()
+    job = run_job if checked is None else checked_job(checked)
+    return hydra.main(version_base="1.3", config_path="conf", config_name="config")(job)()
 
 
 def _saved_run_choices(args: list[str]) -> list[str]:
@@ -803,8 +804,9 @@ def main() -> None:
                             "own folders (resume=true says the same)")
         if any(a.startswith("resume=") for a in args) and not distributed.is_worker() and not sweep:
             args = resume_args(args)  # (workers: their parent did it; a sweep's jobs each resume their own folder)
+        checked = None
         if not any(a.split("=")[0] in HYDRA_FLAGS for a in args):
-            preflight(args)
+            checked = preflight(args)
         elif any(a in ("-m", "--multirun") for a in args) and not any(a in NO_CHECK_FLAGS for a in args):
             sweep_preflight(args)
     except UserError as err:
@@ -825,7 +827,7 @@ def main() -> None:
     from nlpexp.runs import release
 
     try:
-        hydra_main()
+        hydra_main(checked)
     except KeyboardInterrupt:  # Ctrl-C outside a run's own handling (Hydra starting up, a sweep's launcher)
         print("nlpexp: interrupted (SIGINT): a run folder it made says so; run the same command again (resume= "
               "continues a run, hydra.sweep.dir=<its folder> a sweep)", file=sys.stderr)

@@ -41,7 +41,7 @@ def is_hub_id(name) -> bool:
 def builds_small(model_cfg) -> bool:
     """model.pretrained=null: build the architecture small from `model.small` (a smoke run's wing file nulls a hub
     id: nlpexp/runtime.py apply_smoke)."""
-    return model_cfg.get("pretrained") is None
+    return getattr(model_cfg, "pretrained", None) is None
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

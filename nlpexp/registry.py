@@ -1,7 +1,7 @@
 """Which tasks and models exist and how they go together, gathered from the wings: every folder
 `nlpexp/tasks/<wing>/` declares its tasks and adapters in its `__init__.py` (records, no heavy imports), so adding a
 wing edits no file here. A model is what the wings' adapters of one name make of it: per wing, the adapter module
-and the training loop it trains in.
+and the dataclasses of what it reads.
 """
 import importlib
 import pkgutil
@@ -22,9 +22,6 @@ class Model:
 
     def adapter(self, wing: str) -> str:
         return self.adapters[wing].module
-
-    def loop(self, wing: str) -> str:
-        return self.adapters[wing].loop if wing in self.adapters else "none"
 
 
 def wings() -> list[str]:
@@ -76,10 +73,6 @@ def runner(task: str):
 def adapter(model: str, wing_name: str):
     """The model's adapter module in a wing, e.g. adapter('bert_fc', 'novel') -> nlpexp.tasks.novel.bert."""
     return importlib.import_module(f"nlpexp.tasks.{wing_name}.{MODELS[model].adapter(wing_name)}")
-
-
-def loop(model: str, wing_name: str) -> str:
-    return MODELS[model].loop(wing_name)
 
 
 def conf_dirs() -> list[Path]:

@@ -18,18 +18,6 @@ from nlpexp import secrets, watchdog
 from nlpexp.training import precision
 from nlpexp.errors import UserError, disk_full, permission_message
 
-# the overrides the pre-run check validated in this process (cli.preflight): their run is not checked twice
-_CHECKED: list = []
-
-
-def mark_checked(overrides: list[str]) -> None:
-    _CHECKED[:] = [sorted(overrides)]
-
-
-def checked(overrides: list[str]) -> bool:
-    return bool(_CHECKED) and _CHECKED[0] == sorted(overrides)
-
-
 def _run_dir(task: str, model: str, mode: str, ckpt) -> str:
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     if mode in ("eval", "predict", "generate") and ckpt:
@@ -62,8 +50,18 @@ def _needs_hub(cfg: DictConfig) -> bool:
     return hub_model or hub_data
 
 
-def run_job(cfg: DictConfig):
-    """Bookkeeping around one run: the task runner only computes and writes its own outputs."""
+def checked_job(checked: list[str]):
+    """What Hydra calls for the run whose overrides the pre-run check (cli.preflight) already checked: run_job,
+    which then does not check them again."""
+    def run_checked(cfg: DictConfig):
+        return run_job(cfg, checked)
+
+    return run_checked
+
+
+def run_job(cfg: DictConfig, checked: list[str] | None = None):
+    """Bookkeeping around one run: the task runner only computes and writes its own outputs. `checked`: the
+    overrides the pre-run check validated (sweep jobs and torchrun workers: None, so each checks itself)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -120,7 +118,7 @@ def run_job(cfg: DictConfig):
             fail(str(err))
     previous = _on_sigterm_interrupt()
     try:
-        return _run(cfg, hc, run_dir, multirun, cleanup, main_rank, started)
+        return _run(cfg, hc, run_dir, multirun, cleanup, main_rank, started, checked)
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (a scheduler's, kill): recorded, one line, exit 130/143
         _interrupted(stop, run_dir, cfg, main_rank, hc.sweep.dir if multirun else None)
     finally:
@@ -193,10 +191,11 @@ def _interrupted(stop: KeyboardInterrupt, run_dir: Path, cfg: DictConfig, main_r
     sys.exit(128 + int(signum))
 
 
-def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank: bool, started: float):
+def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank: bool, started: float,
+         checked: list[str] | None = None):
     from nlpexp import console, hub, registry, runs, runtime
     from nlpexp.training import distributed
-    from nlpexp.validate import check_config
+    from nlpexp.validate import as_consumed, check_config
 
     if distributed.is_worker() and not main_rank:  # data parallel: one console, rank 0's (errors still show)
         sys.stdout = open(os.devnull, "w", encoding="utf-8")
@@ -206,7 +205,7 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
             if (run_dir / ".hydra").is_dir() and main_rank:  # the saved config is the one that ran
                 OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
                 secrets.redact_hydra_files(run_dir)
-        if not checked(list(hc.overrides.task)):  # sweep jobs, torchrun workers: the pre-run check did not see them
+        if checked is None or sorted(checked) != sorted(hc.overrides.task):  # sweep jobs, torchrun workers
             check_config(cfg, list(hc.overrides.task))
         if cfg.get("dry_run"):  # a sweep's job (single runs stop in the pre-run check): checked, nothing built
             print(f"nlpexp: config OK: {' '.join(hc.overrides.task)}; nothing built")
@@ -246,7 +245,7 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
         runtime.seed_everything(cfg.seed)
         if cfg.get("resume"):
             cfg = runs.resume_point(cfg, run_dir)
-        result = registry.runner(cfg.task.name).run(cfg, run_dir, device)
+        result = registry.runner(cfg.task.name).run(as_consumed(cfg), run_dir, device)
     except UserError as err:
         return _refused(str(err), run_dir, multirun, main_rank, cleanup)
     except PermissionError as err:  # a data file or saved model the user may not read: bad input, one line

@@ -10,17 +10,21 @@ entries are made in nlpexp/conf/__init__.py, next to the YAML that names them.
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 from omegaconf import MISSING
 
 
 def setting(default=MISSING, *, gt=None, ge=None, lt=None, le=None, choices=None, check: Callable | None = None,
-            each: dict | None = None):
-    """A schema field with its checks: bounds (gt/ge/lt/le), allowed `choices`, `check(value) -> error | None`,
-    `each` (bounds for every item of a list)."""
-    meta = {k: v for k, v in dict(gt=gt, ge=ge, lt=lt, le=le, choices=choices, check=check, each=each).items()
-            if v is not None}
+            each: dict | None = None, hint: str | None = None, instead: dict | None = None, modes: tuple = None):
+    """A config field with its checks: bounds (gt/ge/lt/le), allowed `choices`, `check(value) -> error | None`,
+    `each` (bounds for every item of a list). `hint`: what to tell a run that gets this key and does not read it
+    (who reads it). `instead`: {'group.key': why} the keys of other groups whose job this field does where it is
+    read (e.g. task=novel's task.seq_len for trainer.max_length); a hint may be a function of the run's config.
+    `modes`: the modes that read it (default: every
+    mode that reads its dataclass)."""
+    meta = {k: v for k, v in dict(gt=gt, ge=ge, lt=lt, le=le, choices=choices, check=check, each=each, hint=hint,
+                                  instead=instead, modes=modes).items() if v is not None}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -244,39 +248,66 @@ class Small:
     vocab_size: Optional[int] = setting(None, gt=0, le=VOCAB)
 
 
-def _freeze(value) -> str | None:
-    ok = value in (None, True, False, "none", "all", "all_but_pooler") or (
-        isinstance(value, int) and not isinstance(value, bool) and value >= 0)
-    return None if ok else f"must be none, all, all_but_pooler or a number of layers >= 0 (got {value!r})"
+# -- trainer.*: the dataclass of each training loop (its Adapter record names it); the composed trainer node holds
+# the keys of every loop, and a run refuses those its loop does not read ---------------------------------------
+@dataclass
+class LoopSteps:
+    """What every torch loop reads: accumulation, the deadline, step saves, precision (all task.method=finetune
+    reads of trainer.*: its schedule is task.finetune's)."""
+    grad_accum: int = setting(MISSING, gt=0, le=WIDTH)
+    max_minutes: Optional[float] = setting(None, gt=0, le=1_000_000)
+    save_steps: int = setting(MISSING, ge=0, le=STEPS)
+    precision: str = setting("auto", choices=("auto", "fp32", "bf16", "fp16"))
 
 
 @dataclass
-class Trainer:
-    """trainer.*: which keys a training loop reads is declared with the loop (see the wings' checks.py)."""
+class LoopCore(LoopSteps):
+    """nlpexp.training.loop at a constant rate (the embedding matrix): how long, how big, how fast, when to stop."""
     epochs: int = setting(MISSING, ge=0, le=EPOCHS)
     batch_size: int = setting(MISSING, gt=0, le=WIDTH)
-    eval_batch_size: int = setting(MISSING, gt=0, le=WIDTH)
     lr: float = setting(MISSING, gt=0)
-    weight_decay: float = setting(MISSING, ge=0)
-    warmup_ratio: float = setting(MISSING, ge=0, lt=1)
-    grad_accum: int = setting(MISSING, gt=0, le=WIDTH)
-    label_smoothing: float = setting(MISSING, ge=0, lt=1)
-    max_length: int = setting(MISSING, gt=0, le=TOKENS)
     max_steps: int = setting(MISSING, check=lambda v: None if v == -1 or 0 < v <= STEPS else
                              f"must be -1 (no cap) or an integer in [1, {STEPS}] (got {v!r})")
+    patience: int = setting(0, ge=0, le=EPOCHS)
+
+
+@dataclass
+class Loop(LoopCore):
+    """nlpexp/training/loop.py: AdamW with linear warm-up and decay."""
+    weight_decay: float = setting(MISSING, ge=0)
+    warmup_ratio: float = setting(MISSING, ge=0, lt=1)
+
+
+@dataclass
+class HFTrainerLoop(Loop):
+    """nlpexp/training/hf_trainer.py: the transformers Trainer (classification), in one process or several."""
+    eval_batch_size: int = setting(MISSING, gt=0, le=WIDTH)
+    label_smoothing: float = setting(MISSING, ge=0, lt=1)
+    max_length: int = setting(MISSING, gt=0, le=TOKENS)
     best_metric: str = setting(MISSING, choices=("accuracy", "macro_f1", "weighted_precision", "weighted_recall"))
     keep_checkpoints: bool = MISSING
     average_last: int = setting(MISSING, ge=0, le=1000)
     soup: int = setting(MISSING, gt=0, le=100)
     nproc: int = setting(MISSING, gt=0, le=1024)
-    nnodes: int = setting(1, gt=0, le=4096)
-    node_rank: Optional[int] = setting(None, ge=0)  # null: SLURM's node id (nlpexp/training/distributed.py)
-    master_addr: Optional[str] = None  # node 0's host; null: SLURM's first node
-    master_port: int = setting(29500, gt=0, lt=65536)
-    save_steps: int = setting(MISSING, ge=0, le=STEPS)
-    max_minutes: Optional[float] = setting(None, gt=0, le=1_000_000)
-    precision: str = setting("auto", choices=("auto", "fp32", "bf16", "fp16"))
-    patience: int = setting(0, ge=0, le=EPOCHS)
+
+
+def ONE_PROCESS(cfg) -> str:  # noqa: N802 (a hint computed for the run: which models train data parallel)
+    from nlpexp import registry
+
+    return (f"model {cfg.model.name} trains in one process (data parallel: "
+            + ", ".join(m.name for m in registry.MODELS.values() if m.data_parallel) + ")")
+
+
+@dataclass
+class DistributedHFTrainerLoop(HFTrainerLoop):
+    """The Trainer under torchrun over several machines: the data-parallel models (their Adapter records)."""
+    nnodes: int = setting(1, gt=0, le=4096, hint=ONE_PROCESS)
+    node_rank: Optional[int] = setting(None, ge=0, hint=ONE_PROCESS)  # null: SLURM's node id (training/distributed.py)
+    master_addr: Optional[str] = setting(None, hint=ONE_PROCESS)  # node 0's host; null: SLURM's first node
+    master_port: int = setting(29500, gt=0, lt=65536, hint=ONE_PROCESS)
+
+
+Trainer = DistributedHFTrainerLoop  # the composed trainer node: every key of some loop
 
 
 @dataclass
@@ -310,7 +341,9 @@ class WandbLogger:
     mode: Optional[str] = setting(None, choices=("online", "offline", "disabled"))  # null: WANDB_MODE, else W&B's
 
 
-# the model files (nlpexp/conf/model/): one schema each
+# -- model.*: what several wings' adapters share; each adapter's own dataclass (its Adapter record's `config`,
+# in the wing's checks.py) builds on these. The schema a model's YAML is composed with is the union of the
+# dataclasses of its adapters (nlpexp/conf/__init__.py), and a run refuses the keys its adapter does not read ------
 @dataclass
 class Pretrained:
     """A hub id, a local folder or a packaged name in `pretrained`; null builds the architecture from `small`."""
@@ -331,18 +364,10 @@ class Lora:
     merge: bool = False  # save the merged model (plain from_pretrained) instead of the adapter
 
 
-@dataclass
-class HFEncoder(Pretrained):
-    """minilm, bert, finbert, bert_chinese: an HF encoder with a classification head (or mean-pooled embedder)."""
-    head_init: str = setting("random", choices=("random", "probe"))
-    lora: Lora = field(default_factory=Lora)
-
-
-@dataclass
-class BertMLMPrompt(Pretrained):
-    prompt: str = setting(MISSING, check=lambda v: None if "{text}" in v and "[MASK]" in v else
-                          "must contain {text} and [MASK]")
-    mlm_probability: float = setting(0.0, ge=0, lt=1)
+def _freeze(value) -> str | None:
+    ok = value in (None, True, False, "none", "all", "all_but_pooler") or (
+        isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+    return None if ok else f"must be none, all, all_but_pooler or a number of layers >= 0 (got {value!r})"
 
 
 @dataclass
@@ -350,46 +375,11 @@ class BertHead(Pretrained):
     """bert_fc and bert_lstm: a BERT encoder and a head of ours (next character or classification)."""
     dropout: float = setting(MISSING, ge=0, lt=1)
     freeze: Any = setting("none", check=_freeze)
-    causal: bool = False
 
 
 @dataclass
-class BertFC(BertHead):
-    pool: str = setting("last", choices=("last", "cls"))
-    fc_hidden: int = setting(MISSING, gt=0, le=WIDTH)
-    classifier_hidden: int = setting(MISSING, gt=0, le=WIDTH)
-
-
-@dataclass
-class BertLSTM(BertHead):
-    hidden_size: int = setting(MISSING, gt=0, le=WIDTH)
-    num_layers: int = setting(MISSING, gt=0, le=LAYERS)
-
-
-@dataclass
-class GPT2(Pretrained):
-    freeze_layers: int = setting(0, ge=0, le=LAYERS)
-    lora: Lora = field(default_factory=Lora)
-
-
-@dataclass
-class Bert2Bert(Pretrained):
-    """bert2bert: transformers' EncoderDecoderModel with both sides warm-started from one BERT."""
-    freeze_embeddings: bool = False  # keep the pretrained word embeddings (and the tied output layer) fixed
-    new_lr_scale: float = setting(1.0, gt=0)  # the weights the warm start lacks train at trainer.lr x this
-
-
-@dataclass
-class GPT2Prompt(Pretrained):
-    question: str = setting(MISSING, check=lambda v: None if "{labels}" in v else
-                            "must contain {labels} (the label words are listed in the prompt)")
-    answer_cue: str = setting(MISSING, check=lambda v: None if v.strip() else "must not be empty")
-    loss_on: str = setting("all", choices=("all", "answer"))
-
-
-@dataclass
-class TransformerEncDec:
-    """Our own Transformer's sizes (transformer_encdec; transformer adds its own keys)."""
+class TransformerSizes:
+    """Our own Transformer's sizes."""
     name: str = MISSING
     d_model: int = setting(MISSING, gt=0, le=WIDTH)
     num_layers: int = setting(MISSING, gt=0, le=LAYERS)
@@ -397,48 +387,90 @@ class TransformerEncDec:
     d_ff: int = setting(MISSING, gt=0, le=4 * WIDTH)
     dropout: float = setting(MISSING, ge=0, lt=1)
 
-
-@dataclass
-class Transformer(TransformerEncDec):
-    objective: str = setting("next_token", choices=("next_token", "causal_lm"))
-    vocab_size: int = setting(MISSING, gt=0, le=VOCAB)
+    def check(self, cfg) -> list[str]:
+        return [f"model.d_model={self.d_model} must be divisible by model.num_heads={self.num_heads}"] \
+            if self.d_model % self.num_heads else []
 
 
 @dataclass
-class Doc2Vec:
+class Doc2VecEmbedder:
+    """gensim's Doc2Vec, as an embedder."""
+    WITHOUT_TRAINER: ClassVar[str] = ("model=doc2vec trains with gensim: its settings are model.vector_size, "
+                                      "model.window, model.min_count, model.epochs and model.C")
     name: str = MISSING
     vector_size: int = setting(MISSING, gt=0, le=WIDTH)
     window: int = setting(MISSING, gt=0, le=TOKENS)
     min_count: int = setting(MISSING, gt=0, le=SAMPLES)
-    epochs: int = setting(MISSING, gt=0, le=EPOCHS)
+    epochs: int = setting(MISSING, gt=0, le=EPOCHS, instead={"trainer.epochs": "Doc2Vec trains for model.epochs"})
     dm: int = setting(0, choices=(0, 1))
     dbow_words: int = setting(1, choices=(0, 1))
     infer_epochs: Optional[int] = setting(None, gt=0, le=EPOCHS)
     lowercase: bool = True
-    C: float = setting(MISSING, gt=0)
-    class_weight: Optional[str] = setting(None, choices=("balanced",))
     export_native: bool = False  # also write gensim's own doc2vec.model (pickle-based, for gensim); never loaded back
 
 
+# -- the top-level keys only some modes read (the rest: seed, mode, resume, dry_run ... every run reads) --------
 @dataclass
-class SentenceTransformers:
-    name: str = MISSING
-    pretrained: str = MISSING
-    revision: Optional[str] = None
-    batch_size: int = setting(MISSING, gt=0, le=WIDTH)
-    normalize: bool = False
+class SavedRun:
+    """The modes that read a saved run."""
+    ckpt: Any = setting(None, hint="the saved-run modes read it: mode=eval|predict|soup|generate|apply")
 
 
 @dataclass
-class OpenAI:
-    name: str = MISSING
-    engine: str = MISSING
-    batch_size: int = setting(MISSING, gt=0, le=WIDTH)
-    timeout: float = setting(MISSING, gt=0, le=86_400)
+class Inputs(SavedRun):
+    """A saved run applied to a file (mode=predict|apply)."""
+    input: Optional[str] = setting(None, hint="mode=predict|apply ckpt=<run> reads it")
+    output: Optional[str] = setting(None, hint="mode=predict|apply ckpt=<run> reads it")
 
 
-MODEL_SCHEMAS = {"minilm": HFEncoder, "bert": HFEncoder, "finbert": HFEncoder, "bert_chinese": HFEncoder,
-                 "bert_chinese_mlm": BertMLMPrompt, "bert_fc": BertFC, "bert_lstm": BertLSTM, "gpt2": GPT2,
-                 "gpt2_prompt": GPT2Prompt, "transformer": Transformer, "transformer_encdec": TransformerEncDec,
-                 "bert2bert": Bert2Bert,
-                 "doc2vec": Doc2Vec, "sentence_transformers": SentenceTransformers, "openai": OpenAI}
+@dataclass
+class Predict(Inputs):
+    text: Optional[str] = setting(None, hint="mode=predict ckpt=<run> reads it")
+
+
+@dataclass
+class Generate(SavedRun):
+    prompt: Optional[str] = setting(None, hint="mode=generate reads it")
+
+
+@dataclass
+class GenerateLength(Generate):
+    length: Optional[int] = setting(None, hint="task=novel mode=generate reads it")
+
+
+MODE_ARGS = (Predict, GenerateLength)  # every top-level key some mode reads is a field of one of these
+
+
+def consumed_fields(classes) -> dict:
+    """{name: dataclass field} of every field of the given dataclasses (the first declaration of a name)."""
+    found = {}
+    for cls in classes:
+        for f in fields(cls):
+            found.setdefault(f.name, f)
+    return found
+
+
+def typed(node, cls: type):
+    """The instance of dataclass `cls` holding the values of its fields in `node` (the rest of the node is what
+    other adapters of the same model read)."""
+    from omegaconf import OmegaConf
+
+    values = OmegaConf.to_container(node, resolve=True)
+    names = {f.name for f in fields(cls)}
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls),
+                                               {k: v for k, v in values.items() if k in names}))
+
+
+def union(name: str, classes) -> type:
+    """One dataclass holding the fields of all `classes` (the first declaration of a name wins): the schema a
+    shared YAML is composed with when several adapters read it, each its own part."""
+    from dataclasses import make_dataclass
+
+    import dataclasses
+
+    def copy(f):
+        if f.default_factory is not dataclasses.MISSING:
+            return field(default_factory=f.default_factory, metadata=f.metadata)
+        return field(default=f.default, metadata=f.metadata)
+
+    return make_dataclass(name, [(f.name, f.type, copy(f)) for f in consumed_fields(classes).values()])

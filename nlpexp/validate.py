@@ -1,27 +1,23 @@
 """The one config check, run before any run folder exists (and by `dry_run=true`): every error at once.
 
 1. the task x model x mode is one the registry knows;
-2. every typed node against its schema (nlpexp/schema.py, the wings' checks.py): unknown keys, ranges, choices;
-3. the wing's own checks across keys (files that must exist, what a mode needs);
-4. every key given on the command line that this task x model x mode does not read is refused, with what
-   reads it instead.
+2. every typed node against its schema (nlpexp/schema.py, the wings' config.py): unknown keys, ranges, choices;
+3. the rules across keys: each dataclass's own `check` (the model's adapter, the typed nodes), then the wing's
+   (files that must exist, what a mode needs);
+4. every key given on the command line that this task x model x mode does not read is refused: it is not a field
+   of a dataclass the run consumes (its wing's `consumes`: the adapter's, its loop's, the mode's), said with what
+   reads it instead (the fields' metadata).
 No heavy import: torch, transformers and the adapters stay unloaded.
 """
 import importlib
 import re
+from dataclasses import fields, is_dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
 from nlpexp import registry
 from nlpexp.errors import UserError
-from nlpexp.schema import typed_errors
-
-# top-level keys that only some modes read (the rest: seed, mode, resume, dry_run ... are read by every run),
-# and who reads them
-MODE_KEYS = {"ckpt": "the saved-run modes read it: mode=eval|predict|soup|generate|apply",
-             "text": "mode=predict ckpt=<run> reads it", "input": "mode=predict|apply ckpt=<run> reads it",
-             "output": "mode=predict|apply ckpt=<run> reads it", "prompt": "mode=generate reads it",
-             "length": "task=novel mode=generate reads it"}
+from nlpexp.schema import MODE_ARGS, consumed_fields, typed, typed_errors
 
 
 def config_errors(cfg: DictConfig, overrides=()) -> list[str]:
@@ -47,13 +43,14 @@ def config_errors(cfg: DictConfig, overrides=()) -> list[str]:
                           ("classify" if key == "text" else "continue"))
         elif value is not None and any(ord(c) < 32 and c not in "\t\n\r" or ord(c) == 127 for c in str(value)):
             errors.append(f"{key}= holds control characters: it is not text")
-    model = cfg.model
-    if "d_model" in model and "num_heads" in model and model.num_heads > 0 and model.d_model % model.num_heads:
-        errors.append(f"model.d_model={model.d_model} must be divisible by model.num_heads={model.num_heads}")
-    if errors:  # the wing's checks read the typed values: only once they are sound
+    if errors:  # the rules across keys read the typed values: only once they are sound
         return errors
-    errors += checks.check(cfg)
-    errors += unread_errors(cfg, overrides, checks.reads(cfg))
+    adapter = registry.MODELS[cfg.model.name].adapters.get(registry.wing(cfg.task.name))
+    model = typed(cfg.model, adapter.config) if adapter else None
+    loop = typed(cfg.trainer, adapter.trainer) if adapter and adapter.trainer and cfg.mode == "train" else None
+    errors += [e for node in [model, loop, *typed_nodes(cfg)] if hasattr(node, "check") for e in node.check(cfg)]
+    errors += checks.check(cfg, adapter, model)
+    errors += unread_errors(cfg, overrides, checks.consumes(cfg, adapter, model))
     precision = (cfg.get("trainer") or {}).get("precision")
     if precision == "fp16" and cfg.device.name in ("cpu", "mps"):
         errors.append(f"trainer.precision=fp16 needs a CUDA GPU (device={cfg.device.name}): use bf16 or fp32")
@@ -129,13 +126,51 @@ def interpolation_error(cfg: DictConfig) -> None:
         raise UserError(f"{key + ': ' if key else ''}cannot resolve its ${{...}}: {why}") from None
 
 
-def unread_errors(cfg: DictConfig, overrides, declared: dict) -> list[str]:
+def as_consumed(cfg: DictConfig) -> DictConfig:
+    """The run's config as its recipe reads it: the model node typed by the adapter's dataclass and the trainer
+    node by its loop's (what the wing's `consumes` names), the keys other adapters and loops read left out, and
+    the trainer node gone where nothing reads it (a Doc2Vec): code that reads a key its dataclass lacks fails."""
+    from omegaconf import open_dict
+
+    from nlpexp.schema import union
+
+    adapter = registry.MODELS[cfg.model.name].adapters.get(registry.wing(cfg.task.name))
+    if adapter is None or cfg.mode != "train":  # the other modes read the saved run's config
+        return cfg
+    model = typed(cfg.model, adapter.config)
+    consumed = wing_checks(registry.wing(cfg.task.name)).consumes(cfg, adapter, model)
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        for group in ("model", "trainer"):
+            readers = consumed.get(group)
+            if isinstance(readers, str):
+                del cfg[group]
+            elif readers:
+                cls = readers[0] if len(readers) == 1 else union(group, readers)
+                cfg[group] = OmegaConf.structured(typed(cfg[group], cls))
+    return cfg
+
+
+def typed_nodes(cfg: DictConfig) -> list:
+    """The top-level nodes composition typed with a dataclass (task, data, generate ...; the model and trainer
+    are typed by the run's adapter and loop), as instances."""
+    nodes = []
+    for key in cfg:
+        node = cfg.get(key)
+        if key not in ("model", "trainer") and isinstance(node, DictConfig) and is_dataclass(OmegaConf.get_type(node)):
+            nodes.append(OmegaConf.to_object(node))
+    return nodes
+
+
+def unread_errors(cfg: DictConfig, overrides, consumed: dict) -> list[str]:
     """Command-line `group.key=value` overrides that nothing on this path reads.
 
-    declared["reads"]: group -> the keys read ('' = top-level keys; None = all of the group); groups it does not
-    name are not checked. declared["hints"]: 'group.key' or 'group' -> what to use instead."""
-    reads, hints = declared["reads"], declared["hints"]
+    consumed: group ('' = top-level keys) -> the dataclasses whose fields this run reads (a field whose metadata
+    names `modes` is read in those modes only), or a string saying why none of the group is read; groups it does
+    not name are not checked."""
     path = f"task={cfg.task.name} model={cfg.model.name}" + (f" mode={cfg.mode}" if cfg.mode != "train" else "")
+    mode_keys = consumed_fields(MODE_ARGS)
+    readers = [c for value in consumed.values() if not isinstance(value, str) for c in value]
     errors = []
     for item in overrides:
         key = item.lstrip("+~").split("=", 1)[0]
@@ -148,14 +183,44 @@ def unread_errors(cfg: DictConfig, overrides, declared: dict) -> list[str]:
                 errors.append(f"{key}: unknown top-level key (the top-level keys are: {', '.join(root_keys(cfg))}; "
                               "a setting of a group is group.key=value)")
                 continue
-            if key not in MODE_KEYS:
+            if key not in mode_keys:
                 continue
-        if group not in reads or reads[group] is None or leaf in reads[group]:
+        if group not in consumed:
             continue
-        hint = hints.get(key) or hints.get(f"{group}.{leaf}") or hints.get(group) or other_readers(cfg, group, leaf) \
-            or MODE_KEYS.get(key)
+        where = f"{group}.{leaf}" if group else leaf
+        read = {} if isinstance(consumed[group], str) else consumed_fields(consumed[group])
+        if leaf in read and cfg.mode in read[leaf].metadata.get("modes", (cfg.mode,)):
+            continue
+        hint = instead_hint(readers, where) or (consumed[group] if isinstance(consumed[group], str) else None) \
+            or field_hint(cfg, group, leaf, read, mode_keys) \
+            or next((c.UNREAD for c in consumed[group] if getattr(c, "UNREAD", None)), None) \
+            or other_readers(cfg, group, leaf) or (f"it reads trainer.{', trainer.'.join(read)}" if group == "trainer"
+                                                  and read else None)
         errors.append(f"{key} is not read by {path}" + (f" ({hint})" if hint else ""))
     return errors
+
+
+def instead_hint(readers, where: str) -> str | None:
+    """A field read here that does the job of `where` ('group.key'): its metadata's `instead`, or its class's
+    INSTEAD."""
+    for cls in readers:
+        for f in fields(cls):
+            if where in f.metadata.get("instead", {}):
+                return f.metadata["instead"][where]
+        if where in getattr(cls, "INSTEAD", {}):
+            return cls.INSTEAD[where]
+    return None
+
+
+def field_hint(cfg: DictConfig, group: str, leaf: str, read: dict, mode_keys: dict) -> str | None:
+    """The key's own `hint`: who reads it (its field in the run's consumers, the composed node's schema, or the
+    modes' top-level keys)."""
+    node = cfg.get(group) if group else None
+    schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+    known = read.get(leaf) or (consumed_fields([schema]).get(leaf) if is_dataclass(schema) else None) \
+        or (mode_keys.get(leaf) if not group else None)
+    hint = known.metadata.get("hint") if known is not None else None
+    return hint(cfg) if callable(hint) else hint
 
 
 ADDED_ROOT = ("smoke",)  # top-level keys a `+key=` adds on purpose (+smoke=true)
@@ -178,12 +243,12 @@ def known_root(cfg: DictConfig, key: str) -> bool:
 
 
 def other_readers(cfg: DictConfig, group: str, leaf: str) -> str | None:
-    """For a model key: which other tasks of the same model read it."""
+    """For a model key: the other tasks of the same model whose adapter's dataclass has it."""
     if group != "model":
         return None
     record = registry.MODELS[cfg.model.name]
-    wings = [w for w in record.adapters if w != registry.wing(cfg.task.name)
-             and leaf in wing_checks(w).MODEL_KEYS.get(record.adapter(w), ())]
+    wings = [w for w, adapter in record.adapters.items() if w != registry.wing(cfg.task.name)
+             and leaf in {f.name for f in fields(adapter.config)}]
     tasks = [t.name for t in registry.TASKS.values() if t.wing in wings and cfg.model.name in t.models]
     return f"read by task={'|'.join(tasks)}" if tasks else None
 
@@ -201,5 +266,5 @@ def renamed_hint(key: str) -> str | None:
 
 
 def wing_checks(wing: str):
-    """nlpexp/tasks/<wing>/checks.py: the wing's schemas, what its adapters and loops read, its own checks."""
+    """nlpexp/tasks/<wing>/checks.py: what each mode of the wing consumes, and its checks across nodes."""
     return importlib.import_module(f"nlpexp.tasks.{wing}.checks")

@@ -81,11 +81,14 @@ def test_bert_lstm_keeps_its_state_and_matches_rereading_on_the_first_step():
     from nlpexp.tasks.novel import bert
 
     vocab = CharVocab.from_text("天地玄黄宇宙洪荒日月盈昃辰宿列张寒来暑往秋收冬藏")
+    from nlpexp.schema import typed
+    from nlpexp.tasks.novel.config import NextCharBertLSTM
+
     cfg = OmegaConf.create({"name": "bert_lstm", "pretrained": None, "hidden_size": 16, "num_layers": 2,
-                            "small": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-                                      "intermediate_size": 32}})
+                            "dropout": 0.1, "small": {"hidden_size": 16, "num_hidden_layers": 1,
+                                                      "num_attention_heads": 2, "intermediate_size": 32}})
     torch.manual_seed(0)
-    model = bert.build(cfg, vocab, 8).eval()
+    model = bert.build(typed(cfg, NextCharBertLSTM), vocab, 8).eval()
     prompt = torch.tensor([vocab.encode("天地玄黄宇宙洪荒")] * 2)
     with torch.no_grad():
         first, state = model.start(prompt, stateful=True)

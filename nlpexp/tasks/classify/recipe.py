@@ -60,7 +60,8 @@ def train(cfg, run_dir: Path, device: str):
     pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
     plot_history(history, run_dir / "history.png")
     (run_dir / "report.json").write_text(json.dumps(reports, indent=2))
-    return {"metrics": metrics, "per_class": reports["test"], "objective": f"val_{cfg.trainer.best_metric}",
+    best = (cfg.get("trainer") or {}).get("best_metric", "accuracy")  # gensim, gpt2_prompt: kept by accuracy
+    return {"metrics": metrics, "per_class": reports["test"], "objective": f"val_{best}",
             "samples": {k: len(v) for k, v in splits.items()}, **removed, **info, **extra}
 
 

@@ -7,7 +7,7 @@ from nlpexp import registry
 def classify(cfg, trial) -> None:
     """Classification: gensim's Doc2Vec tunes its embedding and classifier; every other model its optimiser
     (the Trainer loop's and gpt2_prompt's LM loop read the same four keys)."""
-    if registry.loop(cfg.model.name, "classify") == "gensim":
+    if registry.MODELS[cfg.model.name].adapters["classify"].trainer is None:  # gensim: no trainer.* read
         trial.suggest_int("model.vector_size", 50, 300, log=True)
         trial.suggest_int("model.window", 2, 10)
         trial.suggest_int("model.epochs", 10, 40)

@@ -1,7 +1,8 @@
 """What the embedding recipe asks of a model adapter (hf, sentence_transformers, doc2vec, openai).
 
-An adapter module provides (checks.py lists the model.* keys each one reads)
-  embedder(cfg, train_texts, device) -> Embedder    (doc2vec trains on the training texts; the others ignore them)
+An adapter module provides (its config: the dataclass its Adapter record names, in config.py)
+  embedder(config, encodes, seed, train_texts, device) -> Embedder    encodes: the trainer.* dataclass
+      config.encodes names (None: it reads none); doc2vec trains on the training texts, the others ignore them
   load(folder, device) -> Embedder                  a folder Embedder.save wrote
 """
 import json
@@ -29,7 +30,7 @@ class FineTunable(Embedder, Protocol):
 
 
 class EmbedderAdapter(Protocol):
-    def embedder(self, cfg, train_texts: list[str], device: str) -> Embedder: ...
+    def embedder(self, config, encodes, seed: int, train_texts: list[str], device: str) -> Embedder: ...
 
     def load(self, folder: Path, device: str) -> Embedder: ...
 

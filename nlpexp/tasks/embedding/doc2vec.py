@@ -7,7 +7,9 @@ import numpy as np
 from nlpexp.models.doc2vec import (infer_epochs, infer_vector, load_doc2vec, save_doc2vec, settings_problem,
                                    text_seed, tokenize, train_doc2vec)
 from nlpexp.runs import loading, write_dir
-from nlpexp.tasks.embedding.checks import MODEL_KEYS
+from dataclasses import fields
+
+from nlpexp.tasks.embedding.config import Doc2VecEmbedderConfig
 from nlpexp.tasks.embedding.contract import read_settings, write_settings
 
 
@@ -40,11 +42,15 @@ class Doc2VecEmbedder:
     def save(self, folder: Path) -> None:
         with write_dir(folder) as tmp:  # written whole or not at all
             save_doc2vec(self.d2v, tmp, bool(self.cfg.get("export_native")))
-            write_settings(tmp, {"seed": self.seed, "model": {k: self.cfg.get(k) for k in MODEL_KEYS["doc2vec"]}})
+            read = [f.name for f in fields(Doc2VecEmbedderConfig) if f.name != "name"]
+            write_settings(tmp, {"seed": self.seed, "model": {k: self.cfg.get(k) for k in read}})
 
 
-def embedder(cfg, train_texts, device: str) -> Doc2VecEmbedder:
-    return Doc2VecEmbedder(cfg.model, cfg.seed).train(list(train_texts))
+def embedder(m, encodes, seed: int, train_texts, device: str) -> Doc2VecEmbedder:
+    """m: config.Doc2VecEmbedderConfig (it reads no trainer.*), as the node gensim's wrapper reads."""
+    from omegaconf import OmegaConf
+
+    return Doc2VecEmbedder(OmegaConf.structured(m), seed).train(list(train_texts))
 
 
 def load(folder: Path, device: str) -> Doc2VecEmbedder:

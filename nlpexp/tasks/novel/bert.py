@@ -14,6 +14,7 @@ from nlpexp.training.decoding import WindowStepper
 from nlpexp.hub import builds_small, pretrained_model, pretrained_tokenizer, small_bert_config
 from nlpexp.models.bert import freeze_encoder
 from nlpexp.training.precision import run_lstm
+from nlpexp.tasks.novel.config import NextCharBertFC
 from nlpexp.tasks.novel.data import CharVocab
 
 
@@ -85,29 +86,30 @@ class BertNextChar(WindowStepper, nn.Module):
         return self.out(out[:, -1]), (window, h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous())
 
 
-def codec(model_cfg, train_text: str, data_cfg) -> CharVocab:
-    if builds_small(model_cfg):
+def codec(m, train_text: str, data_cfg) -> CharVocab:
+    if builds_small(m):
         return CharVocab.from_text(train_text, int(data_cfg.min_freq), data_cfg.get("max_vocab"))
-    vocab = pretrained_tokenizer(model_cfg.pretrained, model_cfg.get("revision")).get_vocab()
+    vocab = pretrained_tokenizer(m.pretrained, m.revision).get_vocab()
     return CharVocab([t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])])
 
 
-def build(model_cfg, vocab: CharVocab, seq_len: int) -> BertNextChar:
+def build(m, vocab: CharVocab, seq_len: int) -> BertNextChar:
+    """m: config.NextCharBertFC (bert_fc: an MLP head) or config.NextCharBertLSTM (bert_lstm: an LSTM head)."""
     from transformers import BertModel
 
-    head = "fc" if model_cfg.name == "bert_fc" else "lstm"
     bert = None
-    if builds_small(model_cfg):
-        small = model_cfg.small
-        config = small_bert_config(small, len(vocab), vocab.pad_id, seq_len + 1)
+    if builds_small(m):
+        config = small_bert_config(m.small, len(vocab), vocab.pad_id, seq_len + 1)
     else:
-        bert = pretrained_model(model_cfg.pretrained, BertModel, model_cfg.get("revision"), add_pooling_layer=False)
+        bert = pretrained_model(m.pretrained, BertModel, m.revision, add_pooling_layer=False)
         config = bert.config
-    model = BertNextChar(config, head, vocab.cls_id, seq_len, pool=model_cfg.get("pool", "last"),
-                         fc_hidden=model_cfg.get("fc_hidden", 512), lstm_hidden=model_cfg.get("hidden_size", 256),
-                         lstm_layers=model_cfg.get("num_layers", 1), dropout=model_cfg.get("dropout", 0.1),
-                         causal=bool(model_cfg.get("causal", False)), bert=bert)
-    freeze_encoder(model.bert, model_cfg.get("freeze"))
+    if isinstance(m, NextCharBertFC):
+        head = dict(head="fc", pool=m.pool, fc_hidden=m.fc_hidden)
+    else:
+        head = dict(head="lstm", lstm_hidden=m.hidden_size, lstm_layers=m.num_layers)
+    model = BertNextChar(config, cls_id=vocab.cls_id, window=seq_len, dropout=m.dropout, causal=bool(m.causal),
+                         bert=bert, **head)
+    freeze_encoder(model.bert, m.freeze)
     return model
 
 

@@ -1,8 +1,8 @@
 """What the novel recipe asks of a model adapter (bert for bert_fc/bert_lstm, gpt2, transformer).
 
 An adapter module provides (checks.py lists the model.* keys each one reads)
-  codec(model_cfg, train_text, data_cfg) -> Codec              characters (CharVocab) or a hub tokenizer (BPECodec)
-  build(model_cfg, codec, seq_len) -> NovelModel
+  codec(config, train_text, data_cfg) -> Codec              characters (CharVocab) or a hub tokenizer (BPECodec)
+  build(config, codec, seq_len) -> NovelModel               config: the dataclass its Adapter record names
   from_spec(spec) -> NovelModel                                 the untrained model NovelModel.spec() describes
 """
 from pathlib import Path
@@ -43,9 +43,9 @@ class NovelModel(Protocol):
 
 
 class NovelAdapter(Protocol):
-    def codec(self, model_cfg, train_text: str, data_cfg) -> Codec: ...
+    def codec(self, config, train_text: str, data_cfg) -> Codec: ...
 
-    def build(self, model_cfg, codec: Codec, seq_len: int) -> NovelModel: ...
+    def build(self, config, codec: Codec, seq_len: int) -> NovelModel: ...
 
     def from_spec(self, spec: dict) -> NovelModel: ...
 

@@ -29,19 +29,19 @@ class GPT2NextToken(WindowStepper, nn.Module):
         return {"gpt2_config": self.lm.config.to_dict(), "window": self.window}
 
 
-def codec(model_cfg, train_text: str, data_cfg):
-    if builds_small(model_cfg):
+def codec(m, train_text: str, data_cfg):
+    """m: config.NextCharGPT2."""
+    if builds_small(m):
         return CharVocab.from_text(train_text, int(data_cfg.min_freq), data_cfg.get("max_vocab"))
-    return BPECodec(pretrained_tokenizer(model_cfg.pretrained, model_cfg.get("revision")))
+    return BPECodec(pretrained_tokenizer(m.pretrained, m.revision))
 
 
-def build(model_cfg, vocab, seq_len: int) -> GPT2NextToken:
+def build(m, vocab, seq_len: int) -> GPT2NextToken:
     from transformers import GPT2LMHeadModel
 
-    if builds_small(model_cfg):
-        return GPT2NextToken(small_gpt2_config(model_cfg.small, len(vocab), seq_len, vocab.cls_id, vocab.pad_id),
-                             seq_len)
-    lm = pretrained_model(model_cfg.pretrained, GPT2LMHeadModel, model_cfg.get("revision"))
+    if builds_small(m):
+        return GPT2NextToken(small_gpt2_config(m.small, len(vocab), seq_len, vocab.cls_id, vocab.pad_id), seq_len)
+    lm = pretrained_model(m.pretrained, GPT2LMHeadModel, m.revision)
     return GPT2NextToken(lm.config, seq_len, lm=lm)
 
 

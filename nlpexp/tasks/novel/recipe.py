@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nlpexp import registry
 from nlpexp.errors import UserError
+from nlpexp.schema import typed
 from nlpexp.tasks.novel.contract import Codec, NovelAdapter, NovelModel, load_codec
 
 
@@ -32,7 +33,8 @@ def train(cfg, run_dir: Path, device: str):
 
     seq_len = int(cfg.task.seq_len)
     builder = adapter(cfg.model.name)
-    data = load_novel(cfg.data, seq_len, lambda text: builder.codec(cfg.model, text, cfg.data))
+    config = typed(cfg.model, registry.MODELS[cfg.model.name].adapters["novel"].config)
+    data = load_novel(cfg.data, seq_len, lambda text: builder.codec(config, text, cfg.data))
     codec = data["codec"]
     window = int(cfg.generate.repeat_window)
     if window and len(codec) <= window + 2:  # before training: the samples after it could never be drawn
@@ -41,7 +43,7 @@ def train(cfg, run_dir: Path, device: str):
                         f"{max(len(codec) - 2, 0)} or give a longer text")
     print(f"data: {data['origin']}: {len(data['text'])} characters, vocabulary {len(codec)}, windows "
           + ", ".join(f"{k} {len(v)}" for k, v in data["starts"].items()))
-    model = builder.build(cfg.model, codec, seq_len)
+    model = builder.build(config, codec, seq_len)
     history, info = fit(cfg, model, data, run_dir, device)
     model, codec, _ = load_checkpoint(run_dir / "checkpoints" / "best", device)
 

@@ -19,10 +19,10 @@ class PosencTask:
 SCHEMAS = [("posenc", "task", PosencTask)]
 
 
-def reads(cfg) -> dict:
+def consumes(cfg, adapter, model) -> dict:
     hint = "task=posenc draws the encoding of task.d_model and task.positions: it trains nothing"
-    return {"reads": {"trainer": set(), "model": {"name"}, "": set()}, "hints": {"trainer": hint, "model": hint}}
+    return {"trainer": hint, "model": hint, "": ()}
 
 
-def check(cfg) -> list[str]:
+def check(cfg, adapter, model) -> list[str]:
     return []

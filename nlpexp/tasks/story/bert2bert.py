@@ -84,20 +84,20 @@ class StoryBert2Bert(nn.Module):
             write_spec(tmp, "bert2bert", {})
 
 
-def build(cfg, train_texts):
-    """(tokenizer, StoryBert2Bert) warm-started from model.pretrained on both sides, or small from config."""
+def build(m, task, train_texts):
+    """(tokenizer, StoryBert2Bert) warm-started from model.pretrained on both sides, or small from config.
+    m: config.Bert2Bert; task: what m.task() names (a small-built one reads its positions)."""
     from transformers import BertConfig, BertLMHeadModel, BertModel, EncoderDecoderConfig, EncoderDecoderModel
 
-    m = cfg.model
     scales = {}
     if builds_small(m):  # +smoke=true too (story's smoke file, per_model): small on both sides, in seconds
         tok = train_wordpiece(train_texts, int(m.small.vocab_size))
-        enc = small_bert_config(m.small, len(tok), tok.pad_token_id, int(cfg.task.max_len))
-        dec = small_bert_config(m.small, len(tok), tok.pad_token_id, int(cfg.task.max_len), is_decoder=True,
+        enc = small_bert_config(m.small, len(tok), tok.pad_token_id, int(task.max_len))
+        dec = small_bert_config(m.small, len(tok), tok.pad_token_id, int(task.max_len), is_decoder=True,
                                 add_cross_attention=True)
         lm = EncoderDecoderModel(EncoderDecoderConfig.from_encoder_decoder_configs(enc, dec))
     else:
-        revision = m.get("revision")
+        revision = m.revision
         tok = pretrained_tokenizer(m.pretrained, revision)
         encoder = pretrained_model(m.pretrained, BertModel, revision)  # with its pooler: loads back whole
         bert = BertConfig.from_dict({**encoder.config.to_dict(), "is_decoder": True, "add_cross_attention": True})
@@ -125,7 +125,7 @@ def load(folder: Path, device: str):
         return StoryBert2Bert(lm, tok).to(device).eval(), tok
 
 
-def pretrained(cfg, device: str):
+def pretrained(m, device: str):
     from nlpexp.errors import UserError
 
     raise UserError("bert2bert's cross-attention is new and untrained: pass ckpt=<run folder> of a trained "

@@ -1,9 +1,11 @@
 """What the story recipe asks of a model adapter (transformer, transformer_encdec, gpt2, bert2bert).
 
-An adapter module provides (checks.py lists the model.* keys each one reads)
-  build(cfg, train_texts) -> Built                          the tokenizer, the model and its optional extras
-  load(folder, device) -> (StoryModel, tokenizer)          a checkpoints/final folder written by StoryModel.save
-  pretrained(cfg, device) -> (StoryModel, tokenizer)       mode=generate without ckpt (UserError when it has none)
+An adapter module provides (its config: the dataclass its Adapter record names, in config.py)
+  build(config, task, train_texts) -> Built          the tokenizer, the model and its optional extras; task: the
+                                                     task.* dataclass config.task() names
+  load(folder, device) -> (StoryModel, tokenizer)    a checkpoints/final folder written by StoryModel.save
+  pretrained(model, device) -> (StoryModel, tokenizer)  mode=generate without ckpt (model: config.PretrainedModel;
+                                                     UserError when it has none)
 """
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,13 +54,13 @@ class Built:
 class StoryAdapter(Protocol):
     """An adapter module (see the module docstring)."""
 
-    def build(self, cfg, train_texts: list[str]) -> Built:
+    def build(self, config, task, train_texts: list[str]) -> Built:
         """The tokenizer and the model, untrained or warm-started."""
 
     def load(self, folder: Path, device: str) -> tuple:
         """(StoryModel on `device`, tokenizer) from a folder StoryModel.save wrote."""
 
-    def pretrained(self, cfg, device: str) -> tuple:
+    def pretrained(self, model, device: str) -> tuple:
         """(StoryModel, tokenizer) as configured, untrained; UserError when the model has no pretrained weights."""
 
 

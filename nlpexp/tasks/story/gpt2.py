@@ -91,18 +91,18 @@ class StoryGPT2(nn.Module):
             write_spec(tmp, "gpt2", {})
 
 
-def build(cfg, train_texts):
-    """(tokenizer, StoryGPT2): the hub model with its BPE, or a small GPT-2 over a BPE trained on the stories."""
+def build(m, task, train_texts):
+    """(tokenizer, StoryGPT2): the hub model with its BPE, or a small GPT-2 over a BPE trained on the stories.
+    m: config.StoryGPT2; task: what m.task() names (a small-built one reads the BPE size and positions)."""
     from transformers import GPT2LMHeadModel
 
-    m = cfg.model
     if builds_small(m):
-        tok = train_byte_bpe(train_texts, int(cfg.task.bpe_vocab_size))
-        lm = GPT2LMHeadModel(small_gpt2_config(m.small, len(tok), int(cfg.task.max_len), tok.eos_token_id,
+        tok = train_byte_bpe(train_texts, int(task.bpe_vocab_size))
+        lm = GPT2LMHeadModel(small_gpt2_config(m.small, len(tok), int(task.max_len), tok.eos_token_id,
                                                tok.pad_token_id))
     else:
-        tok = pretrained_tokenizer(m.pretrained, m.get("revision"))
-        lm = pretrained_model(m.pretrained, GPT2LMHeadModel, m.get("revision"))
+        tok = pretrained_tokenizer(m.pretrained, m.revision)
+        lm = pretrained_model(m.pretrained, GPT2LMHeadModel, m.revision)
     freeze_layers(lm, int(m.freeze_layers))
     return Built(tok, StoryGPT2(lm, tok))
 
@@ -117,15 +117,15 @@ def load(folder: Path, device: str):
         return model.to(device).eval(), model.tokenizer
 
 
-def pretrained(cfg, device: str):
-    """The configured pretrained GPT-2 as it is (mode=generate without ckpt)."""
+def pretrained(m, device: str):
+    """The configured pretrained GPT-2 as it is (mode=generate without ckpt; m: config.PretrainedModel)."""
     from transformers import GPT2LMHeadModel
 
     from nlpexp.errors import UserError
 
-    if not cfg.model.get("pretrained"):
+    if not m.pretrained:
         raise UserError("model.pretrained=null has no weights to generate with: pass ckpt=<run folder> of a trained "
                         "task=story run, or model.pretrained=<hub id or folder>")
-    tok = pretrained_tokenizer(cfg.model.pretrained, cfg.model.get("revision"))
-    model = StoryGPT2(pretrained_model(cfg.model.pretrained, GPT2LMHeadModel, cfg.model.get("revision")), tok)
+    tok = pretrained_tokenizer(m.pretrained, m.revision)
+    model = StoryGPT2(pretrained_model(m.pretrained, GPT2LMHeadModel, m.revision), tok)
     return model.to(device).eval(), tok

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from nlpexp import registry
 from nlpexp.errors import UserError
+from nlpexp.schema import typed
+from nlpexp.tasks.story.config import PretrainedModel
 from nlpexp.tasks.story.contract import StoryAdapter, StoryModel, read_spec
 
 
@@ -36,7 +38,8 @@ def train(cfg, run_dir: Path, device: str):
     print(f"data: {data['origin']}: stories " + ", ".join(f"{k} {len(data[k])}" for k in ("train", "validation",
                                                                                            "test")))
     train_texts = (data["train"]["prompt"] + " " + data["train"]["reference"]).tolist()
-    built = adapter(cfg.model.name).build(cfg, train_texts)
+    config = typed(cfg.model, registry.MODELS[cfg.model.name].adapters["story"].config)
+    built = adapter(cfg.model.name).build(config, typed(cfg.task, config.task()), train_texts)
     tok, model = built.tokenizer, built.model.to(device)
     pairs = {k: encode_pairs(tok, data[k]) for k in ("train", "validation", "test") if len(data[k])}
     history, info = fit(cfg, model, pairs["train"], pairs.get("validation"), device, run_dir, built.lr_scales)
@@ -441,7 +444,7 @@ def generate(cfg, run_dir: Path, device: str):
     if cfg.get("ckpt"):
         model, tok = load_checkpoint(Path(str(cfg.ckpt)).expanduser() / "checkpoints" / "final", device)
     else:
-        model, tok = adapter(cfg.model.name).pretrained(cfg, device)
+        model, tok = adapter(cfg.model.name).pretrained(typed(cfg.model, PretrainedModel), device)
     prompt = str(cfg.prompt)
     ids = tok(prompt, add_special_tokens=False)["input_ids"]
     if not ids:

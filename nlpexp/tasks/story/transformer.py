@@ -156,15 +156,16 @@ class StoryNextToken(OurDecoding, WindowStepper, nn.Module):
         return self(batch["ids"]), batch["labels"]
 
 
-def build(cfg, train_texts):
-    """(byte-level BPE trained on the training stories, model); one extra id past the tokenizer's pads."""
-    tok = train_byte_bpe(train_texts, int(cfg.task.bpe_vocab_size))
-    m, vocab_size, pad_id, bos_id = cfg.model, len(tok) + 1, len(tok), tok.eos_token_id
+def build(m, task, train_texts):
+    """(byte-level BPE trained on the training stories, model); one extra id past the tokenizer's pads.
+    m: config.StoryTransformer; task: what m.task() names (BPE size, and the window or the positions)."""
+    tok = train_byte_bpe(train_texts, int(task.bpe_vocab_size))
+    vocab_size, pad_id, bos_id = len(tok) + 1, len(tok), tok.eos_token_id
     common = dict(d_model=m.d_model, num_layers=m.num_layers, num_heads=m.num_heads, d_ff=m.d_ff, dropout=m.dropout,
                   pad_id=pad_id, bos_id=bos_id)
     if m.objective == "causal_lm":
-        return Built(tok, StoryCausalLM(vocab_size, max_len=int(cfg.task.max_len), **common))
-    return Built(tok, StoryNextToken(vocab_size, window=int(cfg.task.window), **common))
+        return Built(tok, StoryCausalLM(vocab_size, max_len=int(task.max_len), **common))
+    return Built(tok, StoryNextToken(vocab_size, window=int(task.window), **common))
 
 
 def load(folder: Path, device: str):
@@ -174,6 +175,6 @@ def load(folder: Path, device: str):
     return load_ours(model, folder, device)
 
 
-def pretrained(cfg, device: str):
-    raise UserError(f"model={cfg.model.name} has no pretrained weights to generate with: pass ckpt=<run folder> "
+def pretrained(m, device: str):
+    raise UserError(f"model={m.name} has no pretrained weights to generate with: pass ckpt=<run folder> "
                     "of a trained task=story run")

@@ -112,12 +112,12 @@ class StoryEncDec(OurDecoding, nn.Module):
         return [r[: self.max_len] for r in rows], min(max_new, self.max_len - 1)
 
 
-def build(cfg, train_texts):
-    """(byte-level BPE trained on the training stories, StoryEncDec); one extra id past the tokenizer's pads."""
-    tok = train_byte_bpe(train_texts, int(cfg.task.bpe_vocab_size))
-    m = cfg.model
+def build(m, task, train_texts):
+    """(byte-level BPE trained on the training stories, StoryEncDec); one extra id past the tokenizer's pads.
+    m: config.StoryEncDec; task: what m.task() names (BPE size, positions)."""
+    tok = train_byte_bpe(train_texts, int(task.bpe_vocab_size))
     return Built(tok, StoryEncDec(len(tok) + 1, m.d_model, m.num_layers, m.num_heads, m.d_ff, m.dropout,
-                                  int(cfg.task.max_len), pad_id=len(tok), bos_id=tok.eos_token_id,
+                                  int(task.max_len), pad_id=len(tok), bos_id=tok.eos_token_id,
                                   eos_id=tok.eos_token_id))
 
 
@@ -129,7 +129,7 @@ def load(folder: Path, device: str):
     return load_ours(model, folder, device)
 
 
-def pretrained(cfg, device: str):
+def pretrained(m, device: str):
     from nlpexp.tasks.story import transformer
 
-    return transformer.pretrained(cfg, device)
+    return transformer.pretrained(m, device)
