@@ -20,10 +20,11 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/nlpexp
 
-# TEST_JOBS pytest workers (pytest-xdist), each test file on one of them (its module fixtures built once)
+# TEST_JOBS pytest workers (pytest-xdist), each test file on one of them (its module fixtures built once), the
+# longest files first (tests/conftest.py LONGEST_FIRST; xdist's own order is by number of tests)
 TEST_JOBS ?= 2
 test: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile --durations=15 -m "not cluster"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder --durations=15 -m "not cluster"
 
 # the cluster recipe (docs/sweeps-and-clusters.md) on a real PostgreSQL and a single-node SLURM started on
 # localhost (tests/cluster: root; apt-installs postgresql slurm-wlm munge when missing; stops what it started).

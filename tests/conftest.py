@@ -7,16 +7,61 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never touch the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Under pytest-xdist (make test: one worker per core) each worker, and every process a test starts, gets its share
+# of the cores for torch's threads: on 2 cores, 2 workers with 2 threads each spin waiting for a busy core (a smoke
+# run then costs twice the CPU). Set before torch is imported; a value already in the environment is kept.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 
 SLOW_MODULES = {"test_resume_ddp", "test_sweeps", "test_hub", "test_sweeps_persist"}  # processes, launchers, kill -9
 
 
+# make test runs `pytest -n 2 --dist loadfile --no-loadscope-reorder`: each test file goes whole to one worker (its
+# module fixtures built once), the files in the order below (xdist's own order is by number of tests, which left the
+# few long files, one to eleven tests each, for the end, on one worker while the other was done). Longest first:
+# these, as measured (CPU-seconds, one file at a time, one torch thread: from ~200 for test_sweeps_persist down to
+# ~16), then the other files with slow tests (most slow tests first), then the unit tests (most tests first), which
+# fill the end so that both workers finish at about the same time. The order changes nothing a test checks; a file
+# missing here only runs later.
+LONGEST_FIRST = (
+    "core/test_sweeps_persist.py", "core/test_hub.py", "core/test_benches.py", "core/test_smoke_matrix.py",
+    "core/test_multinode.py", "core/test_saved_folders.py", "classify/test_finsent.py",
+    "classify/test_classification_heads.py", "core/test_resume_ddp.py", "classify/test_emotion.py",
+    "embedding/test_embedding.py", "classify/test_contract_classify.py", "core/test_loggers.py",
+    "core/test_console.py", "core/test_trust_io.py", "core/test_sweeps.py", "story/test_story.py", "core/test_spine.py",
+    "core/test_trust.py", "core/test_loop.py", "core/test_trust_ckpt.py", "classify/test_lora.py",
+    "core/test_trust_report.py", "core/test_errors.py", "novel/test_novel.py",
+)
+
+
+def longest_first(items) -> list:
+    """`items` file by file (each file's tests in their order), the longest files first (see LONGEST_FIRST)."""
+    files: dict[str, list] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+
+    def rank(path: str) -> tuple:
+        known = [i for i, name in enumerate(LONGEST_FIRST) if path.endswith(name)]
+        if known:
+            return 0, known[0]
+        slow = sum(1 for item in files[path] if item.get_closest_marker("slow"))
+        return (1, -slow) if slow else (2, -len(files[path]))
+
+    return [item for path in sorted(files, key=rank) for item in files[path]]
+
+
 def pytest_collection_modifyitems(items):
     """`slow`: every test that runs the command end to end (the nlpexp fixture), trains, or starts processes;
-    `make test-fast` runs the others (the unit tests)."""
+    `make test-fast` runs the others (the unit tests). Under xdist: the files in the order above."""
     for item in items:
         if "nlpexp" in getattr(item, "fixturenames", ()) or item.module.__name__ in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items[:] = longest_first(items)
 
 
 class Result:

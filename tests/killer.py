@@ -63,3 +63,60 @@ trainer.resumable_trainer = resumable_trainer
 sys.argv = ["nlpexp", *sys.argv[1:]]
 main()
 """
+
+# A sitecustomize.py (on PYTHONPATH) that parks a run right after its first Trainer checkpoint is complete, for a
+# test to kill it there: in the process whose checkpoints go to $PARK_RUN/checkpoints only (a sweep's job 1, its
+# other jobs train through), whichever process that is (the sweep's own, or a job process submitit started with
+# the sweep's environment). No race with a run that would otherwise finish before the kill comes.
+PARK_AFTER_FIRST_TRAINER_CHECKPOINT = """
+import importlib.abc, importlib.util, os, sys, time
+from pathlib import Path
+
+def patch(module):  # nlpexp's Trainer subclass: its _save_checkpoint renames checkpoint-N into place
+    make = module.resumable_trainer
+    def resumable_trainer(seed):
+        trainer_class = make(seed)
+        save = trainer_class._save_checkpoint
+        def save_then_park(self, *args, **kwargs):
+            save(self, *args, **kwargs)
+            if Path(self.args.output_dir).resolve() == Path(os.environ["PARK_RUN"], "checkpoints").resolve():
+                time.sleep(300)  # the test kills this process here
+        trainer_class._save_checkpoint = save_then_park
+        return trainer_class
+    module.resumable_trainer = resumable_trainer
+
+class Hook(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "nlpexp.tasks.classify.trainer":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+        def exec_module(module):
+            run(module)
+            patch(module)
+        spec.loader.exec_module = exec_module
+        return spec
+
+if os.environ.get("PARK_RUN"):
+    sys.meta_path.insert(0, Hook())
+"""
+
+# `nlpexp <args>` that stops in the middle of writing its final model (checkpoints/best, written whole or not at all:
+# the files are in best.tmp-<pid>, not yet sealed and renamed), for a test to kill it there, however fast the model
+# saves.
+PARK_INSIDE_FINAL_SAVE = """
+import sys, time
+from pathlib import Path
+from nlpexp import runs
+from nlpexp.cli import main
+
+seal = runs.seal
+def park_then_seal(folder, *args, **kwargs):
+    if Path(folder).name.startswith("best.tmp-"):
+        time.sleep(300)  # the test kills this process here
+    return seal(folder, *args, **kwargs)
+runs.seal = park_then_seal
+sys.argv = ["nlpexp", *sys.argv[1:]]
+main()
+"""

@@ -24,17 +24,11 @@ def rows(n: int, start: int = 0) -> str:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A doc2vec run (+smoke: 64 training rows) on a 240-row CSV."""
-    import subprocess
-    import sys
+    from saved_runs import train  # tests/ is on sys.path
 
     root = tmp_path_factory.mktemp("trained")
     (root / "train.csv").write_text("text,label\n" + rows(80))
-    run = root / "run"
-    proc = subprocess.run([sys.executable, "-m", "nlpexp", "model=doc2vec", "+smoke=true", "seed=3",
-                           f"data.path={root / 'train.csv'}", f"hydra.run.dir={run}"], cwd=root, text=True,
-                          capture_output=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run
+    return train(root, "run", "model=doc2vec", "seed=3", f"data.path={root / 'train.csv'}")
 
 
 def copy_of(run, tmp_path):

@@ -54,17 +54,29 @@ def test_kill_9_mid_epoch_then_resume_equals_the_uninterrupted_run(nlpexp, tmp_p
     assert again.code == 2 and "already finished" in again.err
 
 
-def test_two_process_gloo_run_writes_one_run_folder(nlpexp):
-    res = nlpexp("+smoke=true", "model=bert", "device=cpu", "trainer.nproc=2")
-    assert res.code == 0, res.err[-3000:]
-    (run,) = res.run_dirs()
+@pytest.fixture(scope="module")
+def data_parallel(tmp_path_factory):
+    """`nlpexp +smoke=true model=bert device=cpu trainer.nproc=2` run once, as a user runs it (its folder and its
+    console are checked by the two tests below). OMP_NUM_THREADS unset, as on a user's machine (conftest.py sets it
+    under xdist): torchrun's banner would say so."""
+    cwd = tmp_path_factory.mktemp("data_parallel")
+    env = {**{k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "nlpexp", "+smoke=true", "model=bert", "device=cpu",
+                           "trainer.nproc=2"], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+    return proc, cwd
+
+
+def test_two_process_gloo_run_writes_one_run_folder(data_parallel):
+    proc, cwd = data_parallel
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = sorted(p.parent for p in cwd.rglob(".hydra"))
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["status"] == "complete" and summary["processes"] == 2
     preds = pd.read_csv(run / "predictions.csv")
     assert summary["metrics"]["test_accuracy"] == pytest.approx((preds["predicted"] == preds["gold"]).mean(), abs=1e-6)
     assert len(preds) == 32
     assert (run / "checkpoints" / "best" / "config.json").exists()
-    assert list(res.cwd.rglob("metrics.json")) == [run / "metrics.json"]
+    assert list(cwd.rglob("metrics.json")) == [run / "metrics.json"]
 
 
 def test_data_parallel_is_refused_for_single_process_models(tmp_path):
@@ -74,10 +86,8 @@ def test_data_parallel_is_refused_for_single_process_models(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
-def test_a_data_parallel_run_has_one_console(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "nlpexp", "+smoke=true", "model=bert", "device=cpu",
-                           "trainer.nproc=2"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+def test_a_data_parallel_run_has_one_console(data_parallel):
+    proc, _ = data_parallel
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert out.count("data: train 64") == 1 and out.count("train  4/4 100%") == 1  # rank 0's lines only

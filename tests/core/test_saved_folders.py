@@ -13,6 +13,7 @@ import pytest
 
 from nlpexp.errors import UserError
 from nlpexp.runs import MANIFEST, loading, write_dir
+from saved_runs import in_process  # tests/ is on sys.path
 
 BEST = Path("checkpoints") / "best"
 
@@ -41,9 +42,10 @@ def runs(tmp_path_factory):
     jobs = {"minilm": ["model=minilm"], "doc2vec": ["model=doc2vec"],
             "emb_doc2vec": ["task=embedding", "model=doc2vec"],
             "emb_st": ["task=embedding", "model=sentence_transformers", "task.method=finetune"]}
-    for name, args in jobs.items():
-        proc = cli(*args, "+smoke=true", f"hydra.run.dir={root / name}", cwd=root)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+    for name, args in jobs.items():  # in this process (saved_runs.in_process): the checks below are the commands'
+        code, said = in_process(root, "+smoke=true", *args, f"hydra.run.dir={root / name}",
+                                env={"TOKENIZERS_PARALLELISM": "false", "NLPEXP_CACHE_DIR": str(root / "cache")})
+        assert code == 0, said
         assert json.loads((root / name / "metrics.json").read_text())["status"] == "complete"
     return root
 
@@ -122,7 +124,7 @@ def test_export_native_writes_gensim_format_that_load_ignores(tmp_path):
     ("delete_tokenizer", "tokenizer.json is missing"),
     ("truncate_weights_unlisted", "saved_files.json is missing"),  # a folder without its list is refused
 ])
-def test_damaged_minilm_run_is_one_line(runs, tmp_path, damage, needle):
+def test_damaged_minilm_run_is_one_line(runs, nlpexp, tmp_path, damage, needle):
     run = copy_run(runs, "minilm", tmp_path)
     best = run / BEST
     if damage.startswith("truncate_weights"):
@@ -133,8 +135,9 @@ def test_damaged_minilm_run_is_one_line(runs, tmp_path, damage, needle):
         (best / "config.json").unlink()
     if damage == "delete_tokenizer":
         (best / "tokenizer.json").unlink()
-    proc = cli("mode=eval", f"ckpt={run}", f"hydra.run.dir={tmp_path / 'eval'}", cwd=tmp_path)
-    assert_one_line_error(proc, str(best), "cannot load the saved model", needle, "incomplete or damaged")
+    res = nlpexp("mode=eval", f"ckpt={run}", f"hydra.run.dir={tmp_path / 'eval'}")  # in this process: its imports
+    assert_one_line_error(subprocess.CompletedProcess([], res.code, res.out, res.err), str(best),
+                          "cannot load the saved model", needle, "incomplete or damaged")
 
 
 # -- sentence-transformers modules.json: only the library's own classes ---------------------------------------

@@ -59,8 +59,11 @@ def test_every_classifier_reloads_on_the_device_it_is_given(tmp_path, cuda_visib
 def test_every_story_model_reloads_on_the_device_it_is_given(tmp_path, cuda_visible, model):
     from nlpexp.tasks.story.recipe import adapter, load_checkpoint
 
+    from nlpexp.schema import typed
+
     cfg = smoke_cfg("task=story", f"model={model}")
-    built = adapter(model).build(cfg, ["A cat sat on a mat. It slept."] * 20)
+    config = typed(cfg.model, registry.MODELS[model].adapters["story"].config)
+    built = adapter(model).build(config, typed(cfg.task, config.task()), ["A cat sat on a mat. It slept."] * 20)
     built.model.save(tmp_path, built.tokenizer)
     cuda_visible()
     for device in ("cpu", "meta"):
@@ -73,8 +76,11 @@ def test_every_novel_model_reloads_on_the_device_it_is_given(tmp_path, cuda_visi
     from nlpexp.tasks.novel.recipe import adapter, load_checkpoint, save_checkpoint
 
     cfg = smoke_cfg("task=novel", f"model={model}", "model.pretrained=null" if model != "transformer" else "seed=1")
-    codec = adapter(model).codec(cfg.model, "天地玄黄宇宙洪荒日月盈昃", cfg.data)
-    save_checkpoint(adapter(model).build(cfg.model, codec, 8), codec, tmp_path, 8, model)
+    from nlpexp.schema import typed
+
+    config = typed(cfg.model, registry.MODELS[model].adapters["novel"].config)
+    codec = adapter(model).codec(config, "天地玄黄宇宙洪荒日月盈昃", cfg.data)
+    save_checkpoint(adapter(model).build(config, codec, 8), codec, tmp_path, 8, model)
     cuda_visible()
     for device in ("cpu", "meta"):
         loaded, reloaded_codec, seq_len = load_checkpoint(tmp_path, device)
@@ -85,7 +91,11 @@ def test_a_small_hf_embedder_reloads_on_the_device_it_is_given(tmp_path, cuda_vi
     from nlpexp.tasks.embedding import hf
 
     cfg = smoke_cfg("task=embedding", "model=bert", "model.pretrained=null")
-    hf.embedder(cfg, ["a cat", "a dog sat"] * 10, "cpu").save(tmp_path)
+    from nlpexp.schema import typed
+    from nlpexp.tasks.embedding.config import EncodesTruncated, HFEmbedder
+
+    encodes = typed(cfg.trainer, EncodesTruncated)
+    hf.embedder(typed(cfg.model, HFEmbedder), encodes, 0, ["a cat", "a dog sat"] * 10, "cpu").save(tmp_path)
     cuda_visible()
     for device in ("cpu", "meta"):
         assert parameter_devices(hf.load(tmp_path, device)) == {device}
@@ -171,7 +181,7 @@ def test_a_key_given_in_eval_mode_is_refused_it_is_the_saved_runs(nlpexp, tmp_pa
     (["+model.foo=1"], "model.foo: unknown key (the keys of model are: name, pretrained, revision, small, head_init, "
                           "lora)"),
     (["task=story", "model=transformer_encdec", "model.objective=causal_lm"],
-     "model.objective: no such key (Key 'objective' not in 'TransformerEncDec')"),
+     "model.objective: no such key (Key 'objective' not in 'model=transformer_encdec')"),
     (["model=bert_fc", "model.freeze=some"], "model.freeze must be none, all, all_but_pooler or a number of layers"),
     (["trainer.warmup_ratio=1.5"], "trainer.warmup_ratio must be in [0, 1) (got 1.5)"),
     (["data.eval_split=dev"], "data.eval_split must be one of train, validation, test (got 'dev')"),

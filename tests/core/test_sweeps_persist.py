@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from killer import PARK_AFTER_FIRST_TRAINER_CHECKPOINT  # tests/ is on sys.path
 
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
 
@@ -78,7 +79,7 @@ def test_creating_one_study_from_four_processes_at_once_never_fails(tmp_path):
 
 
 def test_a_finished_sweep_run_again_retrains_nothing_and_another_sweep_is_refused(tmp_path):
-    args = ["-m", "+smoke=true", "model=doc2vec,minilm", "hydra.sweep.dir=s"]
+    args = ["-m", "+smoke=true", "model=doc2vec,bert", "hydra.sweep.dir=s"]
     ok(nlpexp(tmp_path, *args))
     before = {n: (tmp_path / "s" / n / "metrics.json").read_bytes() for n in "01"}
     stamps = {n: (tmp_path / "s" / n / "metrics.json").stat().st_mtime_ns for n in "01"}
@@ -101,11 +102,16 @@ def test_a_finished_sweep_run_again_retrains_nothing_and_another_sweep_is_refuse
 @pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
 def test_a_sweep_killed_mid_job_finishes_on_rerun_with_that_job_resumed(tmp_path, launcher):
     """basic: the sweep's process is killed while job 1 trains; submitit_local: job 1's own process is (a
-    preempted job). Run again, job 0 is reused and job 1 continues from its last checkpoint in its folder."""
-    args = ["-m", *([] if launcher == "basic" else [f"hydra/launcher={launcher}"]), "+smoke=true", "model=minilm",
+    preempted job). Run again, job 0 is reused and job 1 continues from its last checkpoint in its folder.
+    A small model (built from model.small), and job 1 parked after its first checkpoint until the kill (a hook on
+    PYTHONPATH, first run only): a run of seconds is still killed in the middle."""
+    args = ["-m", *([] if launcher == "basic" else [f"hydra/launcher={launcher}"]), "+smoke=true", "model=bert",
             "seed=1,2", "trainer.max_steps=-1", "trainer.epochs=4", "hydra.sweep.dir=k"]
-    proc = nlpexp(tmp_path, *args, wait=False)
     job = tmp_path / "k" / "1"
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(PARK_AFTER_FIRST_TRAINER_CHECKPOINT)
+    hook = os.pathsep.join(filter(None, [str(tmp_path / "hook"), os.environ.get("PYTHONPATH")]))
+    proc = nlpexp(tmp_path, *args, wait=False, env={"PYTHONPATH": hook, "PARK_RUN": str(job)})
     wait_for_checkpoint(job, proc)
     if launcher == "basic":
         os.killpg(proc.pid, signal.SIGKILL)
@@ -127,7 +133,7 @@ def test_a_sweep_killed_mid_job_finishes_on_rerun_with_that_job_resumed(tmp_path
 def test_jobs_side_by_side_each_get_their_own_gpus(tmp_path, launcher, nproc, expected):
     """Simulated: four GPUs faked through CUDA_VISIBLE_DEVICES (the CPU build of torch ignores it): joblib's two
     workers take one GPU each, submitit_local's two jobs with trainer.nproc=2 two each."""
-    model = "doc2vec" if nproc == 1 else "minilm"
+    model = "doc2vec" if nproc == 1 else "bert"
     extra = [] if nproc == 1 else ["trainer.nproc=2"]
     ok(nlpexp(tmp_path, "-m", f"hydra/launcher={launcher}", "+smoke=true", f"model={model}", "seed=1,2", *extra,
               "hydra.sweep.dir=g", env={"CUDA_VISIBLE_DEVICES": "0,1,2,3"}))
@@ -136,7 +142,7 @@ def test_jobs_side_by_side_each_get_their_own_gpus(tmp_path, launcher, nproc, ex
 
 
 def test_an_optuna_trial_trains_data_parallel_in_one_folder(tmp_path):
-    ok(nlpexp(tmp_path, "-m", "hparams_search=finsent_optuna", "+smoke=true", "model=minilm", "trainer.nproc=2",
+    ok(nlpexp(tmp_path, "-m", "hparams_search=finsent_optuna", "+smoke=true", "model=bert", "trainer.nproc=2",
               "hydra.sweeper.n_trials=1", "hydra.sweep.dir=o"))
     assert sorted(p.name for p in (tmp_path / "o").iterdir() if p.is_dir()) == ["0"]
     m = metrics(tmp_path / "o" / "0")

@@ -60,12 +60,18 @@ def test_resume_never_replays_hydra_overrides(nlpexp, tmp_path):
 
 def test_one_run_per_folder_kill_leaves_it_visibly_unfinished_and_resume_takes_it_over(nlpexp, tmp_path):
     """A second run into a live folder is refused; a run killed while saving its final model leaves a folder that
-    eval/predict refuse and a fresh run will not reuse; resume= takes the stale lock over and finishes it."""
-    run = tmp_path / "run"
-    first = start("+smoke=true", f"hydra.run.dir={run}", "trainer.save_steps=2", cwd=tmp_path)
+    eval/predict refuse and a fresh run will not reuse; resume= takes the stale lock over and finishes it. A small
+    model (built from model.small), parked in the middle of that save until the kill (tests/killer.py)."""
+    from killer import PARK_INSIDE_FINAL_SAVE  # tests/ is on sys.path
+
+    run, script = tmp_path / "run", tmp_path / "park.py"
+    script.write_text(PARK_INSIDE_FINAL_SAVE)
+    first = subprocess.Popen([sys.executable, str(script), "+smoke=true", "model=bert", f"hydra.run.dir={run}",
+                              "trainer.save_steps=2"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         wait_for(lambda: status(run) == "running")
-        assert "is in use" in one_line(nlpexp("+smoke=true", f"hydra.run.dir={run}"))
+        assert "is in use" in one_line(nlpexp("+smoke=true", "model=bert", f"hydra.run.dir={run}"))
         best = run / "checkpoints"
         wait_for(lambda: any(p.name.startswith("best") for p in best.glob("*")) if best.exists() else False,
                  every=0.01)  # the final save has begun
@@ -75,7 +81,7 @@ def test_one_run_per_folder_kill_leaves_it_visibly_unfinished_and_resume_takes_i
     assert status(run) != "complete"
     assert "not a finished run" in one_line(nlpexp("mode=eval", f"ckpt={run}"))
     assert "not a finished run" in one_line(nlpexp("mode=predict", f"ckpt={run}", "text=shares fell"))
-    assert "holds an unfinished run" in one_line(nlpexp("+smoke=true", f"hydra.run.dir={run}"))
+    assert "holds an unfinished run" in one_line(nlpexp("+smoke=true", "model=bert", f"hydra.run.dir={run}"))
     res = nlpexp(f"resume={run}")
     assert res.code == 0, res.err[-3000:]
     assert status(run) == "complete"
