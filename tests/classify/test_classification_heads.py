@@ -43,10 +43,15 @@ def test_eval_and_predict_reload_the_saved_heads(nlpexp, tmp_path):
 
 
 def small_cfg(name, **extra):
+    """The model's dataclass (its Adapter record's `config`), as recipe.fit_inputs hands it to the adapter: a small
+    BERT (pretrained=null); the settings the dataclass has no field for are left out."""
+    from nlpexp.schema import typed
+
     small = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
              "vocab_size": 300}
-    return OmegaConf.create({"name": name, "pretrained": None, "small": small, "classifier_hidden": 200,
+    node = OmegaConf.create({"name": name, "pretrained": None, "small": small, "classifier_hidden": 200,
                              "hidden_size": 24, "num_layers": 1, "dropout": 0.1, **extra})
+    return typed(node, registry.MODELS[name].adapters["classify"].config)
 
 
 TEXTS = ["房间很干净，服务也好", "太吵了，再也不来", "早餐丰富，位置方便", "前台态度很差"] * 3
@@ -76,9 +81,9 @@ def test_lstm_and_transformer_ignore_padding():
     """A text scores the same alone and right-padded in a batch with a longer one (last non-pad / mean pool)."""
     from nlpexp.tasks.classify import bert_heads, transformer
 
-    cfg = small_cfg("bert_lstm", d_model=32, num_heads=2, d_ff=64, vocab_size=300)
-    cfg.num_layers = 1
-    for build in (bert_heads.build_classifier, transformer.build_classifier):
+    sizes = {"d_model": 32, "num_heads": 2, "d_ff": 64, "vocab_size": 300}
+    for build, cfg in ((bert_heads.build_classifier, small_cfg("bert_lstm")),
+                       (transformer.build_classifier, small_cfg("transformer", **sizes))):
         tok, model = build(cfg, ["负", "正"], TEXTS, 32)
         model.eval()
         with torch.no_grad():

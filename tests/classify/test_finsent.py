@@ -108,6 +108,8 @@ def test_probe_initialised_head_predicts_like_the_linear_probe():
     from omegaconf import OmegaConf
     from sklearn.linear_model import LogisticRegression
 
+    from nlpexp.schema import typed
+    from nlpexp.tasks.classify.config import HFClassifier
     from nlpexp.tasks.classify.hf import build
     from nlpexp.tasks.classify.trainer import init_head_from_probe
 
@@ -115,7 +117,8 @@ def test_probe_initialised_head_predicts_like_the_linear_probe():
     gold = [i % 3 for i in range(60)]
     small = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
              "vocab_size": 200}
-    tok, model = build(OmegaConf.create({"pretrained": None, "small": small}), ["neg", "neu", "pos"], texts, 32)
+    config = typed(OmegaConf.create({"name": "minilm", "pretrained": None, "small": small}), HFClassifier)
+    tok, model = build(config, ["neg", "neu", "pos"], texts, 32)
     init_head_from_probe(model, tok, texts, gold, 32, seed=0)
     model.eval()
     enc = tok(texts, padding=True, return_tensors="pt")

@@ -44,7 +44,7 @@ def test_every_classifier_reloads_on_the_device_it_is_given(tmp_path, cuda_visib
         if model == "doc2vec" else smoke_cfg(f"task={task}", f"model={model}", "trainer.max_steps=1")
     labels = label_names(cfg.task)
     splits = load_splits(cfg.data, labels, cfg.seed)
-    trained, _, _ = recipe.adapter(model).fit(cfg, labels, splits, tmp_path, "cpu")
+    trained, _, _ = recipe.adapter(model).fit(*recipe.fit_inputs(cfg, tmp_path, "cpu"), labels, splits)
     before = trained.predict_proba(["Profit rose.", "Sales fell."])
     cuda_visible()
     for device in ("cpu", "meta"):  # meta: a device this machine surely does not default to

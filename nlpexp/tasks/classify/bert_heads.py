@@ -15,8 +15,8 @@ from nlpexp.models.bert import freeze_encoder
 from nlpexp.training.precision import run_lstm
 from nlpexp.runs import loading
 from nlpexp.tasks.classify import trainer
-
-
+from nlpexp.tasks.classify.config import BertHeadClassifier, BertLSTMClassifier
+from nlpexp.tasks.classify.contract import FitRun
 
 
 class BertClassifier(nn.Module):
@@ -69,30 +69,33 @@ class BertClassifier(nn.Module):
         (Path(folder) / "classifier.json").write_text(json.dumps(spec, indent=1))
 
 
-def build_classifier(model_cfg, labels: list[str], train_texts, max_length: int):
+def build_classifier(model_cfg: BertHeadClassifier | BertLSTMClassifier, labels: list[str], train_texts,
+                     max_length: int):
     """(tokenizer, BertClassifier): a hub/local/packaged BERT, or (pretrained=null, or a hub id in smoke runs)
-    a small BERT from `model.small` with a WordPiece vocabulary trained on the training texts."""
+    a small BERT from `model.small` with a WordPiece vocabulary trained on the training texts. The head is the
+    dataclass's: BertLSTMClassifier (bert_lstm) an LSTM, BertHeadClassifier (bert_fc) the MLP."""
     from transformers import BertModel
 
-    head = "fc" if model_cfg.name == "bert_fc" else "lstm"
+    if isinstance(model_cfg, BertLSTMClassifier):
+        head, sizes = "lstm", {"lstm_hidden": model_cfg.hidden_size, "lstm_layers": model_cfg.num_layers}
+    else:
+        head, sizes = "fc", {"fc_hidden": model_cfg.classifier_hidden}
     bert = None
     if builds_small(model_cfg):
         small = model_cfg.small
-        tokenizer = train_wordpiece(train_texts, small.get("vocab_size", 8000))
+        tokenizer = train_wordpiece(train_texts, small.vocab_size)
         config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2)
     else:
-        tokenizer, bert = load_pretrained(model_cfg.pretrained, BertModel, model_cfg.get("revision"),
+        tokenizer, bert = load_pretrained(model_cfg.pretrained, BertModel, model_cfg.revision,
                                           add_pooling_layer=head == "fc")
         config = bert.config
-    model = BertClassifier(config, head, len(labels), fc_hidden=model_cfg.get("classifier_hidden", 200),
-                           lstm_hidden=model_cfg.get("hidden_size", 256), lstm_layers=model_cfg.get("num_layers", 1),
-                           dropout=model_cfg.get("dropout", 0.1), bert=bert)
-    freeze_encoder(model.bert, model_cfg.get("freeze"))
+    model = BertClassifier(config, head, len(labels), dropout=model_cfg.dropout, bert=bert, **sizes)
+    freeze_encoder(model.bert, model_cfg.freeze)
     return tokenizer, model
 
 
-def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
-    return trainer.fit(cfg, labels, splits, run_dir, device, build_model=build_classifier)
+def fit(model: BertHeadClassifier | BertLSTMClassifier, run: FitRun, labels: list[str], splits):
+    return trainer.fit(model, run, labels, splits, build_model=build_classifier)
 
 
 def load(folder: Path, device: str) -> trainer.TorchClassifier:

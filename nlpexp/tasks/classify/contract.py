@@ -1,9 +1,30 @@
 """What the classification recipe asks of a model adapter (hf, bert_heads, transformer, gpt2, mlm_prompt,
-gpt2_prompt, doc2vec: one module each, named by the registry)."""
+gpt2_prompt, doc2vec: one module each, named by the registry), and what it hands one to fit: the adapter's own
+model.* dataclass (its Adapter record's `config`) and a FitRun. No adapter sees the run's whole config."""
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Optional, Protocol
 
 import numpy as np
+
+from nlpexp.schema import Loop
+from nlpexp.tasks.classify.config import Tokenizer
+
+
+@dataclass(frozen=True)
+class FitRun:
+    """What fitting reads besides model.*, made once from the run's config by recipe.fit_inputs."""
+    trainer: Optional[Loop]       # the adapter's loop (its Adapter record's `trainer`, typed); None: gensim (doc2vec)
+    seed: int
+    run_dir: Path                 # the fit's folder: checkpoints/best and the loop's checkpoints go under it
+    device: str
+    tokenizer: Optional[Tokenizer]  # tokenizer.keep_whole (the WordPiece encoders); None: the task has no such node
+    label_map: dict               # data.label_map: a pretrained head's classes are matched to the labels through it
+    resume_from: Optional[str]    # the checkpoint resume chose (None: from the start)
+    verbose: bool                 # the libraries' own progress bars and log lines
+    logger: str                   # logger.name
+    report_to: Callable[[Path], list]      # loggers.hf_report_to of the run, for a fit's folder
+    step_logger: Callable[[Path], Optional[Callable]]  # loggers.step_logger of the run, for a fit's folder
 
 
 class Classifier(Protocol):
@@ -30,11 +51,12 @@ class WeightedClassifier(Classifier, Protocol):
 
 
 class ClassifierAdapter(Protocol):
-    """An adapter module (checks.py lists the model.* keys each one reads; the others are refused)."""
+    """An adapter module (its Adapter record names the dataclass of the model.* keys it reads, config.py; the others
+    are refused)."""
 
-    def fit(self, cfg, labels: list[str], splits: dict, run_dir: Path, device: str) -> tuple:
-        """(Classifier saved under run_dir/checkpoints/best, per-epoch history rows, info for metrics.json);
-        (None, [], {}) on data-parallel ranks other than 0."""
+    def fit(self, model, run: FitRun, labels: list[str], splits: dict) -> tuple:
+        """`model`: the adapter's model.* dataclass. (Classifier saved under run.run_dir/checkpoints/best, per-epoch
+        history rows, info for metrics.json); (None, [], {}) on data-parallel ranks other than 0."""
 
     def load(self, folder: Path, device: str) -> Classifier:
         """The classifier saved in `folder`, on `device`."""

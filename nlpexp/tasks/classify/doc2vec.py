@@ -12,6 +12,8 @@ import numpy as np
 from nlpexp.models.doc2vec import (infer_epochs, infer_vector, load_doc2vec, save_doc2vec, text_seed, tokenize,
                                    train_doc2vec)
 from nlpexp.runs import loading, write_dir
+from nlpexp.tasks.classify import config
+from nlpexp.tasks.classify.contract import FitRun
 
 
 class Doc2VecClassifier:
@@ -118,11 +120,16 @@ def load(folder: Path, device: str) -> Doc2VecClassifier:
     return clf
 
 
-def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
+def fit(model: config.Doc2VecClassifier, run: FitRun, labels: list[str], splits):
+    """gensim reads no trainer.* (run.trainer is None) and has no device."""
+    from omegaconf import OmegaConf
+
     started = time.time()
     train = splits["train"]
-    clf = Doc2VecClassifier(cfg.model, labels, cfg.seed).fit(list(train["text"]), list(train["label"]))
+    # as a node: models/doc2vec.py reads it as it reads a loaded classifier's settings (with .get)
+    clf = Doc2VecClassifier(OmegaConf.structured(model), labels, run.seed).fit(list(train["text"]),
+                                                                              list(train["label"]))
     seconds = time.time() - started
-    clf.save(run_dir / "checkpoints" / "best")
-    info = {"train_samples_per_s": round(len(train) * cfg.model.epochs / max(seconds, 1e-9), 2)}
+    clf.save(run.run_dir / "checkpoints" / "best")
+    info = {"train_samples_per_s": round(len(train) * model.epochs / max(seconds, 1e-9), 2)}
     return clf, [], info

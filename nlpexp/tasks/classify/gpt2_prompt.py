@@ -23,18 +23,21 @@ import numpy as np
 
 from nlpexp.hub import builds_small, load_pretrained, small_gpt2_config, train_byte_bpe
 from nlpexp.runs import loading, write_dir
+from nlpexp.schema import Pretrained
+from nlpexp.tasks.classify.config import Augment, GPT2PromptClassifier, PromptLoop
+from nlpexp.tasks.classify.contract import FitRun
 
 
 
-def build_lm(model_cfg, texts, n_positions: int):
+def build_lm(model_cfg: Pretrained, texts, n_positions: int):
     """(tokenizer, GPT2LMHeadModel): the hub model, or a small one with a BPE trained on `texts`."""
     from transformers import GPT2LMHeadModel
 
     if builds_small(model_cfg):
-        tokenizer = train_byte_bpe(texts, int(model_cfg.small.get("vocab_size") or 2000))
+        tokenizer = train_byte_bpe(texts, int(model_cfg.small.vocab_size or 2000))
         return tokenizer, GPT2LMHeadModel(small_gpt2_config(model_cfg.small, len(tokenizer), n_positions,
                                                             tokenizer.eos_token_id, tokenizer.pad_token_id))
-    tokenizer, model = load_pretrained(model_cfg.pretrained, GPT2LMHeadModel, model_cfg.get("revision"))
+    tokenizer, model = load_pretrained(model_cfg.pretrained, GPT2LMHeadModel, model_cfg.revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer, model
@@ -212,29 +215,30 @@ def question_for(model_cfg, labels) -> str:
     return str(model_cfg.question).format(labels=", ".join(labels))
 
 
-def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
-    mc, trainer = cfg.model, cfg.trainer
+def fit(model: GPT2PromptClassifier, run: FitRun, labels: list[str], splits):
+    mc, trainer, device, run_dir = model, run.trainer, run.device, run.run_dir
     question = question_for(mc, labels)
     max_length = int(trainer.max_length)
     train = splits["train"]
-    tokenizer, model = build_lm(cfg.model, [question + t + mc.answer_cue + " " + labels[y]
-                                            for t, y in zip(train["text"], train["label"])],
+    tokenizer, model = build_lm(mc, [question + t + mc.answer_cue + " " + labels[y]
+                                     for t, y in zip(train["text"], train["label"])],
                                 max_length + 8)
     clf = PromptClassifier(tokenizer, model, labels, question, str(mc.answer_cue), device, max_length)
     sequences = [clf.sequence(t, int(y)) for t, y in zip(train["text"], train["label"])]
     # loss_on=all: the study's language model on the whole string; answer: only the label tokens after the cue
-    loss_from = [len(clf.prompt_ids(t)) for t in train["text"]] if mc.get("loss_on") == "answer" else None
-    from nlpexp import loggers
+    loss_from = [len(clf.prompt_ids(t)) for t in train["text"]] if mc.loss_on == "answer" else None
+    from omegaconf import OmegaConf
+
     from nlpexp.training import loop
 
     best_dir = run_dir / "checkpoints" / "best"
-    settings = loop.Settings.of(trainer, device)
+    settings = loop.Settings.of(OmegaConf.structured(trainer), device)  # the node Settings.of reads
     clf.precision = settings.precision
-    job = LMJob(model, sequences, tokenizer.eos_token_id, int(trainer.batch_size), int(cfg.seed), loss_from)
+    job = LMJob(model, sequences, tokenizer.eos_token_id, int(trainer.batch_size), int(run.seed), loss_from)
     started = time.time()
     history, info = loop.fit(job, settings, device, run_dir=run_dir, desc="gpt2_prompt",
                              evaluate=BestEpoch(clf, splits["validation"], labels, best_dir),
-                             resume_from=cfg.get("resume_from"), on_log=loggers.step_logger(cfg, run_dir))
+                             resume_from=run.resume_from, on_log=run.step_logger(run_dir))
     if settings.epochs == 0:  # zero-shot: the pretrained language model prompted as it is
         clf.save(best_dir)
         info["zero_shot"] = True
@@ -260,32 +264,33 @@ def load(folder: Path, device: str) -> PromptClassifier:
 
 # --- generation-augmented training: a label-conditioned generator (recipe.augment) ---
 
-def generate_per_label(cfg, labels: list[str], train, run_dir: Path, device: str):
-    """Fine-tune a GPT-2 on `<label>: <text><|endoftext|>` over the training split, then sample
-    augment.generated_per_label texts of min_tokens..max_tokens tokens per label.
-    Returns a DataFrame text, label (id), line."""
+def generate_per_label(aug: Augment, trainer: PromptLoop, seed: int, labels: list[str], train, run_dir: Path,
+                       device: str):
+    """Fine-tune a GPT-2 on `<label>: <text><|endoftext|>` over the training split (in this module's loop, with
+    `trainer`'s settings but augment.generator_epochs and generator_lr), then sample augment.generated_per_label
+    texts of min_tokens..max_tokens tokens per label. Returns a DataFrame text, label (id), line."""
     import pandas as pd
     import torch
     from omegaconf import OmegaConf
 
-    aug = cfg.augment
-    gen_cfg = OmegaConf.create({"pretrained": aug.generator, "small": OmegaConf.to_container(aug.generator_small)})
+    gen_cfg = Pretrained(name="generator", pretrained=aug.generator, small=aug.generator_small)
     lines = [f"{labels[int(y)]}: {t}" for t, y in zip(train["text"], train["label"])]
-    tokenizer, model = build_lm(gen_cfg, lines, int(cfg.trainer.max_length) + 8)
-    limit = int(cfg.trainer.max_length)
+    tokenizer, model = build_lm(gen_cfg, lines, int(trainer.max_length) + 8)
+    limit = int(trainer.max_length)
     sequences = [_ids(tokenizer, line)[:limit] + [tokenizer.eos_token_id] for line in lines]
     from nlpexp.training import loop
 
     # a step before the classifier's training: no step checkpoints of its own (a resumed run trains it again)
-    settings = loop.Settings.of(cfg.trainer, device, epochs=int(aug.generator_epochs), lr=float(aug.generator_lr))
-    loop.fit(LMJob(model, sequences, tokenizer.eos_token_id, int(cfg.trainer.batch_size), int(cfg.seed)),
+    settings = loop.Settings.of(OmegaConf.structured(trainer), device, epochs=int(aug.generator_epochs),
+                                lr=float(aug.generator_lr))
+    loop.fit(LMJob(model, sequences, tokenizer.eos_token_id, int(trainer.batch_size), int(seed)),
              settings, device, desc="generator")
     with write_dir(run_dir / "checkpoints" / "generator") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     n = int(aug.generated_per_label)
     rows = []
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(seed)
     for y, name in enumerate(labels):
         prompt = torch.as_tensor([_ids(tokenizer, f"{name}:")] * n, device=device)
         with torch.no_grad():

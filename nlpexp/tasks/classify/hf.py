@@ -9,10 +9,11 @@ from pathlib import Path
 from nlpexp.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
 from nlpexp.runs import load_error, loading
 from nlpexp.tasks.classify import lora, trainer
+from nlpexp.tasks.classify.config import HFClassifier
+from nlpexp.tasks.classify.contract import FitRun
 
 
-
-def build(model_cfg, labels: list[str], train_texts, max_length: int):
+def build(model_cfg: HFClassifier, labels: list[str], train_texts, max_length: int):
     """(tokenizer, model) for sequence classification with len(labels) outputs."""
     from transformers import AutoModelForSequenceClassification
 
@@ -26,12 +27,12 @@ def build(model_cfg, labels: list[str], train_texts, max_length: int):
         return tokenizer, AutoModelForSequenceClassification.from_config(config)
     # with its own head as saved (its labels, its order: trainer.fit maps it to the task's labels by name), or a
     # fresh one when the checkpoint has none
-    return load_pretrained(model_cfg.pretrained, AutoModelForSequenceClassification, model_cfg.get("revision"))
+    return load_pretrained(model_cfg.pretrained, AutoModelForSequenceClassification, model_cfg.revision)
 
 
-def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
-    return trainer.fit(cfg, labels, splits, run_dir, device, build_model=build, keep_whole=True,
-                       pretrained_head=True)
+def fit(model: HFClassifier, run: FitRun, labels: list[str], splits):
+    return trainer.fit(model, run, labels, splits, build_model=build, keep_whole=True, pretrained_head=True,
+                       probe_head=model.head_init == "probe", lora_cfg=model.lora)
 
 
 def load(folder: Path, device: str) -> trainer.TorchClassifier:

@@ -20,9 +20,9 @@ ADAPTER = "adapter_config.json"
 BASE = "base"  # a model built small: its frozen base, saved beside the adapter
 
 
-def wanted(model_cfg) -> bool:
-    lora = model_cfg.get("lora")
-    return bool(lora) and int(lora.get("r") or 0) > 0
+def wanted(lora) -> bool:
+    """`lora`: model.lora (schema.Lora) of the adapters that read it, None for the others."""
+    return lora is not None and lora.r > 0
 
 
 def wrap(model, lora):
@@ -31,7 +31,7 @@ def wrap(model, lora):
 
     from nlpexp.errors import UserError
 
-    targets = list(lora.target_modules) if lora.get("target_modules") else None
+    targets = list(lora.target_modules) if lora.target_modules else None
     config = LoraConfig(task_type=TaskType.SEQ_CLS, r=int(lora.r), lora_alpha=int(lora.alpha),
                         lora_dropout=float(lora.dropout), target_modules=targets)
     try:
@@ -56,7 +56,7 @@ def describe(model, lora) -> dict:
     """What metrics.json says of the adapters: the settings, the modules they sit on, whether it was merged."""
     config = model.peft_config["default"]
     return {"r": int(lora.r), "alpha": int(lora.alpha), "dropout": float(lora.dropout),
-            "target_modules": sorted(config.target_modules), "merged": bool(lora.get("merge"))}
+            "target_modules": sorted(config.target_modules), "merged": bool(lora.merge)}
 
 
 def keep_base(model, folder: Path) -> None:

@@ -17,7 +17,8 @@ from nlpexp.errors import UserError
 from nlpexp.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
 from nlpexp.runs import loading
 from nlpexp.tasks.classify import trainer
-
+from nlpexp.tasks.classify.config import MLMPromptClassifier
+from nlpexp.tasks.classify.contract import FitRun
 
 
 class PromptTokenizer:
@@ -97,7 +98,7 @@ def prompt_mlm_class():
     return BertPromptMLM
 
 
-def build(model_cfg, labels: list[str], train_texts, max_length: int):
+def build(model_cfg: MLMPromptClassifier, labels: list[str], train_texts, max_length: int):
     """(PromptTokenizer, BertPromptMLM) for trainer.fit."""
 
     bad = [name for name in labels if len(name) != 1]
@@ -106,7 +107,7 @@ def build(model_cfg, labels: list[str], train_texts, max_length: int):
                         f"{', '.join(bad)}")
     template, choices = str(model_cfg.prompt), "、".join(labels)
     cls = prompt_mlm_class()
-    name = model_cfg.get("pretrained")
+    name = model_cfg.pretrained
     if builds_small(model_cfg):
         small = model_cfg.small
         # the prompt's and the labels' characters are in the vocabulary even when the training texts lack them
@@ -115,7 +116,7 @@ def build(model_cfg, labels: list[str], train_texts, max_length: int):
         config = small_bert_config(small, len(tokenizer), tokenizer.pad_token_id, max(max_length, 64) + 2)
         model = cls(config)
     else:
-        tokenizer, model = load_pretrained(name, cls, model_cfg.get("revision"))
+        tokenizer, model = load_pretrained(name, cls, model_cfg.revision)
     label_ids = [tokenizer.convert_tokens_to_ids(name) for name in labels]
     if tokenizer.unk_token_id in label_ids:
         raise UserError(f"label characters missing from the {name or 'trained'} vocabulary: "
@@ -125,13 +126,13 @@ def build(model_cfg, labels: list[str], train_texts, max_length: int):
     model.config.update({"prompt": template, "prompt_labels": list(labels), "prompt_label_ids": label_ids,
                          "prompt_mask_id": tokenizer.mask_token_id, "prompt_max_length": max_length,
                          "prompt_special_ids": sorted(set(tokenizer.all_special_ids)),
-                         "prompt_mlm_probability": float(model_cfg.get("mlm_probability", 0.0))})
+                         "prompt_mlm_probability": float(model_cfg.mlm_probability)})
     model.config.num_labels = len(labels)
     return PromptTokenizer(tokenizer, template, choices, max_length), model
 
 
-def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
-    return trainer.fit(cfg, labels, splits, run_dir, device, build_model=build)
+def fit(model: MLMPromptClassifier, run: FitRun, labels: list[str], splits):
+    return trainer.fit(model, run, labels, splits, build_model=build)
 
 
 def load(folder: Path, device: str) -> trainer.TorchClassifier:

@@ -6,9 +6,11 @@ predict: a saved run's best checkpoint on text="..." or input=<file>
 soup:    the mean of finished runs' weights, scored as one model
 Outputs: checkpoints/best, history.csv, predictions.csv, confusion_matrix.png, history.png, report.json.
 The adapters (contract.py) are one module per model: hf, bert_heads, transformer, gpt2 and mlm_prompt train in
-trainer.py's Trainer loop, gpt2_prompt in its own language-model loop, doc2vec with gensim.
+trainer.py's Trainer loop, gpt2_prompt in its own language-model loop, doc2vec with gensim. Each fit gets its
+model.* dataclass and a FitRun (fit_inputs), never the whole config.
 """
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,9 @@ from nlpexp import registry
 from nlpexp.errors import UserError
 from nlpexp.runs import require_manifest
 from nlpexp.metrics import accuracy, classification_metrics, plot_confusion, plot_history
-from nlpexp.tasks.classify.contract import Classifier, ClassifierAdapter, WeightedClassifier
+from nlpexp.schema import typed
+from nlpexp.tasks.classify.config import Augment, PromptLoop, Tokenizer
+from nlpexp.tasks.classify.contract import Classifier, ClassifierAdapter, FitRun, WeightedClassifier
 from nlpexp.tasks.classify.data import (dataset_name, label_names, labels_from_data, load_eval_set, load_file,
                                         load_splits, read_splits)
 
@@ -32,6 +36,22 @@ def adapter(model: str) -> ClassifierAdapter:
     return registry.adapter(model, "classify")
 
 
+def fit_inputs(cfg, run_dir: Path, device: str) -> tuple:
+    """(the chosen adapter's model.* dataclass, FitRun): all that its fit reads of the run's config."""
+    from functools import partial
+
+    from nlpexp import loggers
+
+    record = registry.MODELS[cfg.model.name].adapters["classify"]
+    run = FitRun(trainer=typed(cfg.trainer, record.trainer) if record.trainer else None, seed=cfg.seed,
+                 run_dir=run_dir, device=device,
+                 tokenizer=typed(cfg.tokenizer, Tokenizer) if cfg.get("tokenizer") is not None else None,
+                 label_map=OmegaConf.to_container(cfg.data.label_map, resolve=True),
+                 resume_from=cfg.get("resume_from"), verbose=bool(cfg.get("verbose")), logger=loggers.name(cfg),
+                 report_to=partial(loggers.hf_report_to, cfg), step_logger=partial(loggers.step_logger, cfg))
+    return typed(cfg.model, record.config), run
+
+
 def train(cfg, run_dir: Path, device: str):
     if cfg.task.get("labels") or cfg.task.get("label_sets"):
         labels = label_names(cfg.task)
@@ -41,9 +61,10 @@ def train(cfg, run_dir: Path, device: str):
     splits, removed = read_splits(cfg.data, labels, cfg.seed)  # removed: duplicates left out, for metrics.json
     print(f"data: train {len(splits['train'])}, validation {len(splits['validation'])}, test {len(splits['test'])}")
     extra_metrics, extra = {}, {}
+    model, run = fit_inputs(cfg, run_dir, device)
     if cfg.get("augment") and cfg.augment.generated_per_label:
-        splits, extra_metrics = augment(cfg, labels, splits, run_dir, device)
-    clf, history, info = adapter(cfg.model.name).fit(cfg, labels, splits, run_dir, device)
+        splits, extra_metrics = augment(cfg, labels, splits, model, run)
+    clf, history, info = adapter(cfg.model.name).fit(model, run, labels, splits)
     if clf is None:  # a data-parallel rank other than 0: rank 0 scores and writes the outputs
         return None
     metrics, reports = {}, {}
@@ -101,15 +122,19 @@ def cross_evaluate(cfg, clf, labels, splits, run_dir: Path):
     return metrics, {"cross_eval": {"train": train_name, "accuracy": row}}
 
 
-def augment(cfg, labels, splits, run_dir: Path, device: str):
+def augment(cfg, labels, splits, model, run: FitRun):
     """Generation-augmented training: a label-conditioned GPT-2 trained on the training split writes
     augment.generated_per_label short texts per label (generated.csv). Also trains the classifier without them
     (without_augment/) and on them alone (generated_only/), for the original study's comparison and cross checks:
     the real-data classifier tested on the generated texts, the generated-data classifier on the real test split.
-    Returns the training split with the generated texts added, and those metrics."""
+    `model`, `run`: the classifier's fit inputs (fit_inputs). Returns the training split with the generated texts
+    added, and those metrics."""
     from nlpexp.tasks.classify.gpt2_prompt import generate_per_label
 
-    generated = generate_per_label(cfg, labels, splits["train"], run_dir, device)
+    run_dir = run.run_dir
+    # the generator trains in gpt2_prompt's loop, with the trainer.* that loop reads (checks.consumes)
+    generated = generate_per_label(typed(cfg.augment, Augment), typed(cfg.trainer, PromptLoop), run.seed, labels,
+                                   splits["train"], run_dir, run.device)
     pd.DataFrame({"text": generated["text"], "label": [labels[i] for i in generated["label"]]}).to_csv(
         run_dir / "generated.csv", index=False)
     builder = adapter(cfg.model.name)
@@ -117,7 +142,7 @@ def augment(cfg, labels, splits, run_dir: Path, device: str):
     for name, train_part in (("without_augment", splits["train"]), ("generated_only", generated)):
         folder = run_dir / name
         folder.mkdir(exist_ok=True)
-        clf = builder.fit(cfg, labels, {**splits, "train": train_part}, folder, device)[0]
+        clf = builder.fit(model, replace(run, run_dir=folder), labels, {**splits, "train": train_part})[0]
         if name == "without_augment":
             metrics["noaug_test_accuracy"] = accuracy(clf, splits["test"])
             metrics["real_on_generated_accuracy"] = accuracy(clf, generated)

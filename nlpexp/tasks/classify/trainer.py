@@ -2,9 +2,10 @@
 Trainer (made resumable and given the run's console in nlpexp/training/hf_trainer.py): dynamic padding, the best
 epoch by validation, LP-FT head start, whole-word tokens, weight averages of the last epochs and model soups.
 
-An adapter hands `fit` a builder `(model_cfg, labels, train_texts, max_length) -> (tokenizer, model)`
-whose model's forward takes input_ids, attention_mask, token_type_ids, labels and returns .loss and .logits
-(batch, labels), with config.num_labels and save_pretrained(folder). `fit` returns a `TorchClassifier`.
+An adapter hands `fit` its model.* dataclass, the run's FitRun (contract.py) and a builder
+`(model_cfg, labels, train_texts, max_length) -> (tokenizer, model)` (model_cfg: that dataclass) whose model's
+forward takes input_ids, attention_mask, token_type_ids, labels and returns .loss and .logits (batch, labels),
+with config.num_labels and save_pretrained(folder). `fit` returns a `TorchClassifier`.
 """
 import json
 import shutil
@@ -16,7 +17,10 @@ from nlpexp import hub
 from nlpexp.hub import builds_small
 from nlpexp.runs import STAGING
 from nlpexp.runs import check_files, write_dir
+from nlpexp.schema import Lora
 from nlpexp.tasks.classify import lora
+from nlpexp.tasks.classify.config import Tokenizer
+from nlpexp.tasks.classify.contract import FitRun
 from nlpexp.tasks.classify.head_map import fit_head
 from nlpexp.training.hf_trainer import (history as _history, average_last_epochs, average_weights, early_stop,
                                         resumable_trainer, save_every, show_progress, stop_after, stop_early,
@@ -122,25 +126,34 @@ def keep_whole_words(tokenizer, model, words) -> list[str]:
     return split
 
 
-def keep_whole_list(cfg, labels: list[str]) -> list[str]:
-    """tokenizer.keep_whole: null means the label words; [] turns it off; tasks without the key keep none."""
-    if cfg.get("tokenizer") is None:
+def keep_whole_list(tokenizer: Tokenizer | None, labels: list[str]) -> list[str]:
+    """tokenizer.keep_whole: null means the label words; [] turns it off; tasks without the node keep none."""
+    if tokenizer is None:
         return []
-    words = cfg.tokenizer.get("keep_whole")
+    words = tokenizer.keep_whole
     return list(labels) if words is None else [str(w) for w in words]
 
 
-def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model, keep_whole: bool = False,
-        pretrained_head: bool = False):
+def run_precision(run: FitRun) -> str:
+    """The precision trainer.precision asks for on the run's device (precision.of_run, from the typed loop)."""
+    from nlpexp.training.precision import resolve
+
+    return resolve(run.trainer.precision, run.device)
+
+
+def fit(model_cfg, run: FitRun, labels: list[str], splits, build_model, keep_whole: bool = False,
+        pretrained_head: bool = False, probe_head: bool = False, lora_cfg: Lora | None = None):
     """Fine-tune with the Trainer (dynamic padding, length-grouped batches), keep the best epoch by validation.
 
     Under torchrun (trainer.nproc > 1) every rank trains; only rank 0 gets a classifier back (None elsewhere).
-    `build_model`: the adapter's (tokenizer, model) builder (see the module docstring). `keep_whole`: the
-    adapter's tokenizer is WordPiece, so tokenizer.keep_whole applies (hf encoders). `pretrained_head`: a loaded
-    model comes with its own classification head (or a fresh one), mapped to the task's labels by name
-    (head_map.fit_head). `trainer.epochs=0` (zero-shot): the model is scored as it is built or loaded.
-    `trainer.soup=N` (N > 1): N fine-tunes from the same start (seeds seed..seed+N-1: data order and dropout
-    differ), then one model with the mean of their weights (a uniform "model soup").
+    `model_cfg`: the adapter's model.* dataclass, handed to `build_model`, the adapter's (tokenizer, model) builder
+    (see the module docstring). `keep_whole`: the adapter's tokenizer is WordPiece, so tokenizer.keep_whole
+    applies (hf encoders). `pretrained_head`: a loaded model comes with its own classification head (or a fresh
+    one), mapped to the task's labels by name (head_map.fit_head). `probe_head`: the head starts from a linear
+    probe (model.head_init=probe). `lora_cfg`: model.lora of the adapters that read it (hf, gpt2).
+    `trainer.epochs=0` (zero-shot): the model is scored as it is built or loaded. `trainer.soup=N` (N > 1): N
+    fine-tunes from the same start (seeds seed..seed+N-1: data order and dropout differ), then one model with the
+    mean of their weights (a uniform "model soup").
     """
     import time
 
@@ -149,27 +162,26 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model,
 
     from nlpexp.metrics import accuracy
 
-    from nlpexp.training.precision import of_run
-
-    tr = cfg.trainer
-    precision = of_run(cfg, device)
-    tokenizer, model = build_model(cfg.model, labels, splits["train"]["text"], tr.max_length)
+    tr, run_dir, device = run.trainer, run.run_dir, run.device
+    precision = run_precision(run)
+    tokenizer, model = build_model(model_cfg, labels, splits["train"]["text"], tr.max_length)
     head = None
-    if pretrained_head and not builds_small(cfg.model):
-        head = fit_head(model, labels, cfg.data.get("label_map"), str(cfg.model.pretrained))
+    if pretrained_head and not builds_small(model_cfg):
+        head = fit_head(model, labels, run.label_map, str(model_cfg.pretrained))
     if int(tr.epochs) == 0:
-        return zero_shot(cfg, tokenizer, model, labels, run_dir, device, head)
-    whole = keep_whole_list(cfg, labels) if keep_whole and not lora.wanted(cfg.model) else []
+        return zero_shot(run, tokenizer, model, labels, head)
+    with_lora = lora.wanted(lora_cfg)
+    whole = keep_whole_list(run.tokenizer, labels) if keep_whole and not with_lora else []
     added = keep_whole_words(tokenizer, model, whole)
     if whole:
         print(f"tokenizer: added as whole tokens: {', '.join(added) or 'none (every word is one token already)'}")
-    if cfg.model.get("head_init") == "probe":
+    if probe_head:
         init_head_from_probe(model, tokenizer, splits["train"]["text"], splits["train"]["label"], tr.max_length,
-                             cfg.seed)
-    if lora.wanted(cfg.model):
-        if builds_small(cfg.model):  # no pretrained base to load it onto: keep this one
+                             run.seed)
+    if with_lora:
+        if builds_small(model_cfg):  # no pretrained base to load it onto: keep this one
             lora.keep_base(model, run_dir / "checkpoints" / lora.BASE)
-        model = lora.wrap(model, cfg.model.lora)
+        model = lora.wrap(model, lora_cfg)
 
     def encode(frame):
         ds = Dataset.from_dict({"text": list(frame["text"]), "label": list(frame["label"])})
@@ -179,12 +191,12 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model,
     data = {"train": encode(splits["train"]), "validation": encode(splits["validation"]),
             "collator": DataCollatorWithPadding(tokenizer)}
     ckpt_dir = run_dir / "checkpoints"
-    n_soup = int(tr.get("soup") or 1)
+    n_soup = int(tr.soup)
     if n_soup < 2:
-        trainer, out = _train(cfg, model, tokenizer, data, labels, run_dir, ckpt_dir, device, cfg.seed)
+        trainer, out = _train(run, model, tokenizer, data, labels, ckpt_dir, run.seed)
         if not trainer.is_world_process_zero():
             return None, [], {}
-        averaged = average_last_epochs(trainer, ckpt_dir, int(tr.get("average_last") or 0), tr.best_metric)
+        averaged = average_last_epochs(trainer, ckpt_dir, int(tr.average_last), tr.best_metric)
         history, samples_per_s = _history(trainer.state.log_history), out.metrics["train_samples_per_second"]
         chosen = Path(trainer.state.best_model_checkpoint or "").name  # checkpoint-<step>: removed below
         extra = {"best_checkpoint": str(ckpt_dir / "best"), "best_step": int(chosen.split("-")[-1])
@@ -196,10 +208,10 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model,
         states, scores, history, ingredients = [], [], [], []
         for i in range(n_soup):
             model.load_state_dict(start)
-            seed = int(cfg.seed) + i
+            seed = int(run.seed) + i
             print(f"soup: ingredient {i + 1}/{n_soup} (seed {seed})")
             folder = ckpt_dir / f"ingredient-{i + 1}"
-            trainer, _ = _train(cfg, model, tokenizer, data, labels, run_dir, folder, device, seed)
+            trainer, _ = _train(run, model, tokenizer, data, labels, folder, seed)
             states.append({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
             scores.append(float(trainer.state.best_metric))
             history += [{"ingredient": i + 1, **row} for row in _history(trainer.state.log_history)]
@@ -217,16 +229,16 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model,
     model = trainer.model
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    adapters = lora.describe(model, cfg.model.lora) if lora.wanted(cfg.model) else None
+    adapters = lora.describe(model, lora_cfg) if with_lora else None
     base = None
-    if adapters and cfg.model.lora.merge:  # one plain model that from_pretrained loads
+    if adapters and lora_cfg.merge:  # one plain model that from_pretrained loads
         model = model.merge_and_unload()
-    elif adapters and builds_small(cfg.model):
+    elif adapters and builds_small(model_cfg):
         base = {"pretrained": lora.BASE, "folder": str(run_dir / "checkpoints" / lora.BASE)}
     elif adapters:
-        pretrained = str(cfg.model.pretrained)
+        pretrained = str(model_cfg.pretrained)
         base = {"pretrained": pretrained, "revision": (hub.LOADED["models"].get(pretrained) or {}).get("commit")
-                or cfg.model.get("revision")}
+                or model_cfg.revision}
     clf = TorchClassifier(tokenizer, model, device, tr.max_length, precision, lora_base=base)
     clf.save(ckpt_dir / "best")
     if not tr.keep_checkpoints:
@@ -245,11 +257,10 @@ def fit(cfg, labels: list[str], splits, run_dir: Path, device: str, build_model,
     return clf, history, info
 
 
-def zero_shot(cfg, tokenizer, model, labels: list[str], run_dir: Path, device: str, head: dict | None):
+def zero_shot(run: FitRun, tokenizer, model, labels: list[str], head: dict | None):
     """trainer.epochs=0: the pretrained model scored as it is (its head mapped by label name), saved as the run's
     best checkpoint. A head that knows none of the task's labels would score noise: refused."""
     from nlpexp.errors import UserError
-    from nlpexp.training.precision import of_run
 
     if head is not None and not head["mapped"]:
         raise UserError(f"trainer.epochs=0 scores the pretrained head as it is, but {head['from']}'s head has no "
@@ -257,45 +268,43 @@ def zero_shot(cfg, tokenizer, model, labels: list[str], run_dir: Path, device: s
                         "or name its classes with data.label_map")
     if head is not None and head["new"]:
         print(f"zero-shot: {head['from']}'s head has no class for {', '.join(head['new'])}: those rows are untrained")
-    precision = of_run(cfg, device)
-    clf = TorchClassifier(tokenizer, model, device, cfg.trainer.max_length, precision)
-    clf.save(run_dir / "checkpoints" / "best")
+    precision = run_precision(run)
+    clf = TorchClassifier(tokenizer, model, run.device, run.trainer.max_length, precision)
+    clf.save(run.run_dir / "checkpoints" / "best")
     info = {"zero_shot": True, "precision": precision, "trainable_params": 0,
             "total_params": sum(p.numel() for p in model.parameters())}
     return clf, [], {**info, **({"head": head} if head else {})}
 
 
-def _train(cfg, model, tokenizer, data: dict, labels: list[str], run_dir: Path, out_dir: Path, device: str,
-           seed: int):
+def _train(run: FitRun, model, tokenizer, data: dict, labels: list[str], out_dir: Path, seed: int):
     """One Trainer run from the model's current weights, checkpoints in out_dir; the best epoch by validation is
     loaded at the end. Returns (trainer, the train() output)."""
     from transformers import TrainingArguments
 
-    from nlpexp import loggers
     from nlpexp.training import distributed
     from nlpexp.metrics import classification_metrics
 
-    from nlpexp.training.precision import of_run, trainer_flags
+    from nlpexp.training.precision import trainer_flags
 
-    tr = cfg.trainer
+    tr, run_dir, device = run.trainer, run.run_dir, run.device
 
     def compute_metrics(pred):
         logits, gold = pred
         return classification_metrics(gold, logits, labels)[0]
 
-    parallel, verbose = distributed.world_size() > 1, bool(cfg.get("verbose"))
+    parallel, verbose = distributed.world_size() > 1, run.verbose
     args = TrainingArguments(
         output_dir=str(out_dir), num_train_epochs=tr.epochs, max_steps=tr.max_steps,
         per_device_train_batch_size=tr.batch_size, per_device_eval_batch_size=tr.eval_batch_size,
         gradient_accumulation_steps=tr.grad_accum, learning_rate=tr.lr, weight_decay=tr.weight_decay,
-        warmup_steps=tr.warmup_ratio, label_smoothing_factor=tr.get("label_smoothing", 0.0),
+        warmup_steps=tr.warmup_ratio, label_smoothing_factor=tr.label_smoothing,
         eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
         load_best_model_at_end=True, metric_for_best_model=tr.best_metric, greater_is_better=True,
-        save_total_limit=None if tr.keep_checkpoints or tr.get("average_last") else 2,
+        save_total_limit=None if tr.keep_checkpoints or tr.average_last else 2,
         seed=seed, data_seed=seed,
         use_cpu=device == "cpu", train_sampling_strategy="group_by_length",
-        report_to=loggers.hf_report_to(cfg, run_dir),
-        disable_tqdm=not verbose, dataloader_num_workers=0, save_only_model=False, **trainer_flags(of_run(cfg, device)),
+        report_to=run.report_to(run_dir),
+        disable_tqdm=not verbose, dataloader_num_workers=0, save_only_model=False, **trainer_flags(run_precision(run)),
         ddp_backend=("nccl" if device == "cuda" else "gloo") if parallel else None)
     trainer_class = resumable_trainer(seed)
     trainer = trainer_class(model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
@@ -303,13 +312,13 @@ def _train(cfg, model, tokenizer, data: dict, labels: list[str], run_dir: Path, 
                             compute_metrics=compute_metrics,
                             callbacks=[*([save_every(int(tr.save_steps))] if tr.save_steps else []),
                                        *([stop_after(float(tr.max_minutes))] if tr.max_minutes else []),
-                                       *([stop_early(int(tr.patience))] if tr.get("patience") else [])])
+                                       *([stop_early(int(tr.patience))] if tr.patience else [])])
     if not verbose:
         show_progress(trainer, float(tr.epochs))
-    if loggers.name(cfg) == "wandb" and trainer.is_world_process_zero():  # TensorBoard streams through report_to
-        trainer.add_callback(stream_logs(loggers.step_logger(cfg, run_dir)))
-    if cfg.get("resume_from"):  # as resume chose it (its hashes are remembered: not read twice)
-        check_files(cfg.resume_from)
-    out = trainer.train(resume_from_checkpoint=cfg.get("resume_from"))
+    if run.logger == "wandb" and trainer.is_world_process_zero():  # TensorBoard streams through report_to
+        trainer.add_callback(stream_logs(run.step_logger(run_dir)))
+    if run.resume_from:  # as resume chose it (its hashes are remembered: not read twice)
+        check_files(run.resume_from)
+    out = trainer.train(resume_from_checkpoint=run.resume_from)
     trainer.accelerator.wait_for_everyone()  # every rank has loaded the best epoch before rank 0 prunes checkpoints
     return trainer, out

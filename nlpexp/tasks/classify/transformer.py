@@ -9,7 +9,8 @@ from nlpexp.hub import train_wordpiece
 from nlpexp.models.transformer import Embedding, EncoderLayer
 from nlpexp.runs import loading
 from nlpexp.tasks.classify import trainer
-
+from nlpexp.tasks.classify.config import TransformerClassifier
+from nlpexp.tasks.classify.contract import FitRun
 
 
 class EncoderClassifier(nn.Module):
@@ -55,17 +56,17 @@ class EncoderClassifier(nn.Module):
         (Path(folder) / "classifier.json").write_text(json.dumps(self.settings, indent=1))
 
 
-def build_classifier(model_cfg, labels: list[str], train_texts, max_length: int):
+def build_classifier(model_cfg: TransformerClassifier, labels: list[str], train_texts, max_length: int):
     """(WordPiece tokenizer trained on the training texts, EncoderClassifier) for trainer.fit."""
-    tokenizer = train_wordpiece(train_texts, model_cfg.get("vocab_size", 8000))
+    tokenizer = train_wordpiece(train_texts, model_cfg.vocab_size)
     model = EncoderClassifier(len(tokenizer), len(labels), model_cfg.d_model, model_cfg.num_layers,
                               model_cfg.num_heads, model_cfg.d_ff, model_cfg.dropout, max_len=max_length + 2,
                               pad_id=tokenizer.pad_token_id)
     return tokenizer, model
 
 
-def fit(cfg, labels: list[str], splits, run_dir: Path, device: str):
-    return trainer.fit(cfg, labels, splits, run_dir, device, build_model=build_classifier)
+def fit(model: TransformerClassifier, run: FitRun, labels: list[str], splits):
+    return trainer.fit(model, run, labels, splits, build_model=build_classifier)
 
 
 def load(folder: Path, device: str) -> trainer.TorchClassifier:
