@@ -1,7 +1,9 @@
 """One run's bookkeeping around a task recipe: seed, device, dispatch, metrics.json last, loggers, the summary.
 
-cli.py turns argv into a Hydra run and checks the config first; `run_job` is what Hydra calls for each run (one,
-or every job of a sweep). The recipe only computes and writes its own outputs; this module records the run.
+cli.py turns argv into overrides; `start` composes and checks one run's config and hands it to Hydra's job
+runner, `check_sweep` checks a sweep's first jobs before Hydra's main launches it; `run_job` is what Hydra calls for
+each run (that one, or every job of a sweep). The recipe only computes and writes its own outputs; this module
+records the run. Its folder's life (claim, state, resume point, clean-up): nlpexp/runs.py.
 """
 import json
 import os
@@ -50,18 +52,165 @@ def _needs_hub(cfg: DictConfig) -> bool:
     return hub_model or hub_data
 
 
-def checked_job(checked: list[str]):
-    """What Hydra calls for the run whose overrides the pre-run check (cli.preflight) already checked: run_job,
-    which then does not check them again."""
-    def run_checked(cfg: DictConfig):
-        return run_job(cfg, checked)
+def start(args: list[str], notes: list[str]) -> None:
+    """One run (no -m): its config composed once and checked before Hydra makes a run folder (bad input: one line,
+    exit 2, nothing written), its folder claimed, the `notes` said, then Hydra's job over that same config (the
+    smoke file applied once: .hydra/config.yaml is the config that runs). A config that sets hydra.mode=MULTIRUN
+    (an experiment's sweep) goes on to Hydra's main, as `-m` does."""
+    from hydra.types import RunMode
 
-    return run_checked
+    from nlpexp.validate import checked_config, config_dir_args, hydra_context, without_hydra
+
+    args, config_dir = config_dir_args(args)
+    with hydra_context():
+        try:
+            cfg, _ = checked_config([a for a in args if not a.startswith("-")], config_dir, with_hydra=True)
+            _before_run(args, without_hydra(cfg))
+        except UserError as err:
+            fail(str(err))
+        except PermissionError as err:  # a file the check reads (data, a saved run) the user may not read
+            fail(permission_message(err))
+        for note in notes:
+            print(note, file=sys.stderr)
+        if cfg.hydra.mode != RunMode.MULTIRUN:
+            return _hydra_run(cfg)
+    hydra_main()
 
 
-def run_job(cfg: DictConfig, checked: list[str] | None = None):
-    """Bookkeeping around one run: the task runner only computes and writes its own outputs. `checked`: the
-    overrides the pre-run check validated (sweep jobs and torchrun workers: None, so each checks itself)."""
+def _before_run(args: list[str], cfg: DictConfig) -> None:
+    """The saved runs and the run folder a checked config names: each is one line when it cannot be used; a
+    `dry_run` stops here; a hydra.run.dir= given is claimed (held to the end of the run: Hydra writes .hydra/ into
+    a folder we own)."""
+    from nlpexp import runs
+    from nlpexp.training import distributed
+
+    for saved in runs.ckpt_folders(cfg):  # (ckpt= of the command line was checked before anything of it was read)
+        runs.check_run_folder(saved.resolve())
+    if cfg.device.name in ("cuda", "mps"):
+        from nlpexp.runtime import resolve_device
+
+        resolve_device(cfg.device.name)
+    folder = None if distributed.is_worker() else runs.explicit_run_dir(args)  # torchrun: the launcher holds it
+    in_run = Path(str(cfg.ckpt).strip("'\"")) if cfg.mode in ("eval", "predict", "generate") and cfg.get("ckpt") \
+        and not OmegaConf.is_list(cfg.ckpt) else None
+    if folder is not None:
+        runs.folder_errors(folder, resuming=bool(cfg.get("resume")), inside=in_run)
+    else:
+        problem = runs.writable_error(Path(str(cfg.ckpt)) if in_run else Path("outputs"))
+        if problem:
+            raise UserError(problem)
+    if cfg.get("dry_run"):
+        print(f"nlpexp: config OK: task={cfg.task.name} model={cfg.model.name} mode={cfg.mode}, every key checked; "
+              "nothing built, no run folder (drop dry_run=true to run it)")
+        sys.exit(0)
+    if folder is not None:
+        runs.claim(folder)
+
+
+def _hydra_run(cfg: DictConfig):
+    """What Hydra's main does for one run, over the config composed here (hydra.main would compose it twice
+    again): its logging, callbacks, the job in its folder (.hydra/ saved), a failure reported as Hydra reports it."""
+    from hydra._internal.callbacks import Callbacks
+    from hydra._internal.utils import run_and_report
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.utils import configure_log
+    from hydra.core.utils import run_job as hydra_job
+    from hydra.types import HydraContext, RunMode
+
+    with open_dict(cfg.hydra):
+        cfg.hydra.mode = RunMode.RUN
+    configure_log(cfg.hydra.hydra_logging, cfg.hydra.verbose)
+    callbacks = Callbacks(cfg)
+    callbacks.on_run_start(config=cfg, config_name="config")
+    ret = hydra_job(hydra_context=HydraContext(config_loader=GlobalHydra.instance().config_loader(),
+                                               callbacks=callbacks),
+                    task_function=lambda job_cfg: run_job(job_cfg, checked=True), config=cfg,
+                    job_dir_key="hydra.run.dir", job_subdir_key=None)
+    callbacks.on_run_end(config=cfg, config_name="config", job_return=ret)
+    return run_and_report(lambda: ret.return_value)
+
+
+def hydra_main():
+    """Hydra's main over run_job: sweeps (each job composed by Hydra and checked when it runs), Hydra's own
+    flags (--cfg, --info, ...)."""
+    import hydra
+
+    return hydra.main(version_base="1.3", config_path="conf", config_name="config")(run_job)()
+
+
+def share_out_sweep() -> None:
+    """A sweep's jobs stop when its process is gone, and share out the GPUs it sees."""
+    from nlpexp import watchdog
+    from nlpexp.runtime import visible_gpus
+
+    os.environ[watchdog.ENV] = str(os.getpid())  # this sweep's workers stop when it is gone
+    os.environ.setdefault("NLPEXP_SWEEP_GPUS", ",".join(visible_gpus()))  # the GPUs its jobs share out
+    watchdog.start_reaper()
+
+
+SWEEP_CHECKS = 64  # a sweep's first jobs checked before it starts (each job is checked again when it runs)
+
+
+def check_sweep(args: list[str], notes: list[str]) -> None:
+    """`-m`: the jobs of the sweep (its first SWEEP_CHECKS combinations of `key=a,b` lists) composed and checked
+    before the launcher starts any: a bad key or value is one line, exit 2, not a sweep of failed jobs. Ranges
+    (`interval(...)`) and an hparams_search's own space are left to the sweeper: each job is checked when it runs."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from nlpexp.runs import earlier_jobs, place_errors
+    from nlpexp.validate import CompositionError, checked_config, composition_error, config_dir_args, search_overlap
+
+    args, config_dir = config_dir_args(args)
+    given = [a for a in args if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(given)
+    except Exception as err:  # noqa: BLE001 -- Hydra's grammar error: one line
+        raise UserError(composition_error(err)) from None
+    choices = []
+    for item, override in zip(given, parsed):
+        prefix = item[:len(item) - len(item.lstrip("+~"))]
+        key = f"{prefix}{override.get_key_element()}"
+        if not override.is_sweep_override():
+            choices.append([item])
+        elif override.is_discrete_sweep():
+            choices.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+            if not choices[-1]:
+                raise UserError(f"{item} sweeps no values: nothing would run (e.g. range(0,3) is 0,1,2)")
+    for item in args:
+        if item.startswith("hydra.sweep.dir="):
+            place_errors(Path(item.split("=", 1)[1].strip("'\"")), "hydra.sweep.dir")
+    searchpath = [a for a in args if a.startswith("hydra.searchpath=")]
+    jobs = list(itertools.islice(itertools.product(*choices), SWEEP_CHECKS))
+    refused, cfg = [], None
+    for combination in jobs:
+        try:
+            cfg, _ = checked_config([*combination, *searchpath], config_dir)
+        except UserError as err:
+            swept = [c for c, options in zip(combination, choices) if len(options) > 1]
+            message = f"{err}" + (f" (sweep job {' '.join(swept)})" if swept else "")
+            if isinstance(err, CompositionError):  # Hydra composes every job before it launches one
+                raise UserError(message) from None
+            refused.append(message)
+    if len(refused) == len(jobs):  # nothing of it would run
+        raise UserError(refused[0])
+    earlier_jobs(args, jobs, notes)
+    search_overlap(given, parsed, [*jobs[0], *searchpath, *(a for a in args if a.lstrip("+~").startswith("hydra"))],
+                   config_dir)
+    if refused:  # e.g. a model sweep where one model does not read a key: that job is recorded as refused
+        notes.append(f"nlpexp: warning: {len(refused)} of {len(jobs)} sweep jobs will be refused, e.g. {refused[0]}")
+    if cfg.get("dry_run"):  # nothing launched: a sweeper (optuna) would wait for objectives that never come
+        for note in notes:
+            print(note, file=sys.stderr)
+        print(f"nlpexp: config OK: {len(jobs)} sweep job{'s' * (len(jobs) > 1)} checked; nothing launched (drop "
+              "dry_run=true to run it)")
+        sys.exit(0)
+
+
+def run_job(cfg: DictConfig, checked: bool = False):
+    """Bookkeeping around one run: the task runner only computes and writes its own outputs. `checked`: composed
+    and checked by `start` (sweep jobs and Hydra's flags' runs: composed by Hydra, so each checks itself here)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -192,7 +341,7 @@ def _interrupted(stop: KeyboardInterrupt, run_dir: Path, cfg: DictConfig, main_r
 
 
 def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank: bool, started: float,
-         checked: list[str] | None = None):
+         checked: bool = False):
     from nlpexp import console, hub, registry, runs, runtime
     from nlpexp.training import distributed
     from nlpexp.validate import as_consumed, check_config
@@ -200,12 +349,12 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
     if distributed.is_worker() and not main_rank:  # data parallel: one console, rank 0's (errors still show)
         sys.stdout = open(os.devnull, "w", encoding="utf-8")
     try:
-        if cfg.get("smoke"):
-            cfg = runtime.apply_smoke(cfg, list(hc.overrides.task))
-            if (run_dir / ".hydra").is_dir() and main_rank:  # the saved config is the one that ran
-                OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-                secrets.redact_hydra_files(run_dir)
-        if checked is None or sorted(checked) != sorted(hc.overrides.task):  # sweep jobs, torchrun workers
+        if not checked:  # composed by Hydra (a sweep's job): its smoke file and the check here, once
+            if cfg.get("smoke"):
+                cfg = runtime.apply_smoke(cfg, list(hc.overrides.task))
+                if (run_dir / ".hydra").is_dir() and main_rank:  # the saved config is the one that ran
+                    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+                    secrets.redact_hydra_files(run_dir)
             check_config(cfg, list(hc.overrides.task))
         if cfg.get("dry_run"):  # a sweep's job (single runs stop in the pre-run check): checked, nothing built
             print(f"nlpexp: config OK: {' '.join(hc.overrides.task)}; nothing built")

@@ -661,3 +661,198 @@ def system_folder_error(folder: Path) -> str | None:
         return (f"{folder} is inside a system folder ({path}): write runs below your project or home folder "
                 "(or /tmp, /var/tmp)")
     return None
+
+
+# -- before a run: the folder it goes into, a resume's saved overrides, a sweep's earlier jobs, ckpt= folders ------
+def explicit_run_dir(args: list[str]) -> Path | None:
+    given = [a.split("=", 1)[1].strip("'\"") for a in args if a.startswith("hydra.run.dir=")]
+    return Path(given[-1]).expanduser() if given else None
+
+
+def place_errors(folder: Path, key: str, inside: Path | None = None) -> None:
+    """A run (or sweep) folder is never a system folder, nor inside another run's folder (an eval/predict/generate
+    run inside its ckpt run: `inside`, as nlpexp itself places them), and can be made."""
+    problem = system_folder_error(folder) or writable_error(folder)
+    if problem:
+        raise UserError(f"{key}={folder}: {problem}")
+    outer = enclosing_run(folder)
+    if key == "hydra.sweep.dir" and is_run_folder(folder):
+        outer = Path(folder).expanduser().resolve()
+    if outer is not None and (inside is None or outer != Path(inside).expanduser().resolve()):
+        raise UserError(f"{key}={folder}: inside the run folder {outer}: a run folder never holds another run; "
+                        "choose a folder outside it")
+
+
+def folder_errors(folder: Path, resuming: bool, inside: Path | None = None) -> None:
+    """hydra.run.dir=<folder>: refused when it is a system folder or inside another run (place_errors), when
+    another run is writing it, or when it holds an unfinished run that only resume= may continue."""
+    place_errors(folder, "hydra.run.dir", inside)
+    check_run_folder(Path(folder).expanduser().resolve())  # Hydra and the run write into it: no links, no FIFOs
+    state, why = folder_state(folder)
+    if state == "running":
+        raise UserError(f"{folder} is in use: {why}; wait for it or choose another folder")
+    if state in ("unfinished", "unreadable") and not resuming:
+        raise UserError(f"{folder} holds an unfinished run ({why}): resume={folder} continues it, or choose "
+                        "another folder")
+
+
+def replay_error(item: str, roots: list[Path]) -> str | None:
+    """Why a line of a run folder's .hydra/overrides.yaml is not replayed on resume (None: it is). A run folder is
+    data: nothing read from it may name code or a config outside the config search path. Only task settings: no
+    Hydra setting, no @package into hydra, no interpolation (${oc.env:...}, a resolver), and a config group option
+    is a plain name that exists in the search path (not `experiment=../../<anywhere>/evil`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from nlpexp.validate import climbing_option, is_group
+
+    if item.lstrip("+~").startswith("hydra") or item.startswith("-") or "=" not in item:
+        return "which is not a task setting"
+    if "${" in item:
+        return "an interpolation (${...} reads the environment or calls a resolver), which is not replayed"
+    try:
+        override = OverridesParser.create().parse_overrides([item])[0]
+    except Exception:  # noqa: BLE001 -- Hydra's grammar error
+        return "which is not an override Hydra reads"
+    package = (override.package or "").removeprefix("_global_").lstrip(".")
+    if package.split(".")[0] == "hydra":
+        return f"which puts a config into Hydra's own settings (@{override.package})"
+    group = override.key_or_group
+    if not is_group(group, roots):
+        return None
+    if override.is_sweep_override():
+        return "a sweep, which one run does not continue"
+    value = override.value()
+    for option in value if isinstance(value, list) else [value]:
+        if option is None:
+            continue
+        if not isinstance(option, str) or climbing_option(option) or not option.strip():
+            return f"whose {group} option is not a plain config name"
+        if not any((r / group / f"{option}.yaml").is_file() for r in roots):
+            return f"but there is no {group}/{option}.yaml in the config search path (./conf, --config-dir)"
+    return None
+
+
+def nlpexp_run_error(folder: Path) -> str | None:
+    """Why folder is not an nlpexp run folder (None: it is): its .hydra/config.yaml names a task and a model
+    nlpexp has, and its metrics.json (when there is one) is nlpexp's (an object with a status)."""
+    from nlpexp import registry
+    try:
+        saved = load_run_file(folder / ".hydra" / "config.yaml")
+    except (OSError, ValueError):
+        return "no readable .hydra/config.yaml"
+    task = (saved.get("task") or {}) if isinstance(saved, dict) else None
+    model = (saved.get("model") or {}) if isinstance(saved, dict) else None
+    if not isinstance(task, dict) or not isinstance(model, dict) or task.get("name") not in registry.TASKS \
+            or not model.get("name"):
+        return "its .hydra/config.yaml names no nlpexp task and model"
+    try:
+        metrics = load_run_file(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
+    except (OSError, ValueError):
+        return None  # a torn metrics.json of a killed run: resumable
+    if isinstance(metrics, dict) and (folder / "metrics.json").exists() and "status" not in metrics:
+        return "its metrics.json has no status: another program wrote it"
+    return None
+
+
+def resume_args(args: list[str], notes: list[str]) -> list[str]:
+    """`resume=<run folder>` (or `resume=true`: this folder, else the newest unfinished run under outputs/)
+    becomes the saved run's own overrides + `hydra.run.dir=<that folder>`, so it continues in place. The folder
+    is data, checked before anything of it is used: its overrides only task settings (replay_error), an nlpexp
+    run, not finished, not in use, and the task and model of the command line (when given) its own."""
+    value = next(a for a in args if a.startswith("resume="))
+    target = value.split("=", 1)[1].strip("'\"")
+    rest = [a for a in args if a != value]
+    if target.lower() in ("", "null", "none", "false"):
+        return rest
+    if target.lower() in ("true", "1", "yes", "last"):
+        folder = find_unfinished_run(Path.cwd(), rest)
+    else:
+        folder = Path(target).expanduser()
+    folder = folder.resolve()  # a link to a run folder is that folder
+    check_run_folder(folder)  # before anything of it is read: no links (.lock, checkpoints/...), no FIFOs
+    saved = folder / ".hydra" / "overrides.yaml"
+    if not saved.exists():
+        raise UserError(f"resume={target}: {folder} is not a run folder (no .hydra/overrides.yaml inside)")
+    try:
+        before = load_run_file(saved) or []
+    except (OSError, ValueError) as err:
+        raise UserError(f"resume={target}: {saved} is not a list of overrides ({str(err).splitlines()[0]})") from None
+    if not isinstance(before, list) or not all(isinstance(o, str) for o in before):
+        raise UserError(f"resume={target}: {saved} is not a list of overrides")
+    from nlpexp.validate import config_dir_args, config_roots
+
+    rest_args, config_dir = config_dir_args(rest)
+    roots = config_roots([a for a in rest_args if not a.startswith("-")], config_dir)
+    for number, item in enumerate(before, 1):
+        why = replay_error(item, roots)
+        if why:  # Hydra's own settings (callbacks, launchers...) and configs from anywhere can name code to run
+            raise UserError(f"resume={target}: {saved} line {number} holds {item!r}, {why}: only the task's own "
+                            "settings are taken on resume (remove that line to continue)")
+    not_ours = nlpexp_run_error(folder)
+    if not_ours:
+        raise UserError(f"resume={target}: {folder} is not an nlpexp run folder ({not_ours})")
+    state, why = folder_state(folder)
+    if state == "complete":
+        raise UserError(f"resume={target}: {folder} already finished (metrics.json says complete)")
+    if state == "running":
+        raise UserError(f"resume={target}: {folder} is in use: {why}")
+    if state == "unreadable":  # said once the pre-run check has passed
+        notes.append(f"nlpexp: warning: {folder}: {why} (torn, or not nlpexp's): it is rewritten as the run goes on")
+    saved_cfg = load_run_file(folder / ".hydra" / "config.yaml")  # read and checked by nlpexp_run_error
+    for key in ("task", "model"):
+        given = [a.split("=", 1)[1].strip("'\"") for a in rest if a.lstrip("+~").startswith(f"{key}=")]
+        own = saved_cfg[key]["name"]
+        if given and given[-1] != own:
+            raise UserError(f"resume={target}: {folder} is a task={saved_cfg['task']['name']} "
+                            f"model={saved_cfg['model']['name']} run, not {key}={given[-1]}: a resume continues "
+                            f"the same run (drop {key}=), or start a new run without resume=")
+    changed = {a.split("=", 1)[0].lstrip("+~") for a in rest if "=" in a}
+    kept = set(before)
+    before = [o for o in before if not o.lstrip("+~").startswith("resume=")
+              and o.split("=", 1)[0].lstrip("+~") not in changed]  # a setting given again replaces the saved one
+    extra = [a for a in rest if not a.startswith("hydra.run.dir=")]
+    differ = [a for a in extra if not a.startswith(("hydra", "-")) and a not in kept]  # the same value: no change
+    if differ:  # said once the pre-run check has passed
+        notes.append(f"nlpexp: warning: resuming with changed settings {differ}: the result may differ")
+    notes.append(f"nlpexp: resuming {folder}")
+    return [*before, *extra, f"resume={folder}", f"hydra.run.dir={folder}"]
+
+
+def earlier_jobs(args: list[str], jobs: list, notes: list[str]) -> None:
+    """A sweep run again into its folder (hydra.sweep.dir=...): its numbered job folders must be this sweep's
+    (the same overrides, job by job), checked before Hydra rewrites any of their .hydra/; says how many are reused
+    and resumed (each job does it)."""
+    given = [a.split("=", 1)[1].strip("'\"") for a in args if a.startswith("hydra.sweep.dir=")]
+    own_jobs = ("hydra.sweep.subdir=", "hparams_search=", "experiment=", "hydra/sweeper=", "hydra.sweeper.")
+    if not given or any(a.lstrip("+~").startswith(own_jobs) for a in args) or not Path(given[-1]).is_dir():
+        return  # (an Optuna sweep numbers new trials after the folders there; experiments sweep their own lists)
+    found = {"complete": [], "resume": []}
+    for number, combination in enumerate(jobs):
+        job = Path(given[-1]).expanduser() / str(number)  # Hydra writes its .hydra/ before the job starts
+        problem = (f"{job} is a symbolic link: a run folder holds no links; remove it" if job.is_symlink()
+                   else run_folder_error(job))
+        if problem:
+            raise UserError(f"hydra.sweep.dir={given[-1]}: job {number}: {problem}")
+        state, why = earlier_job(Path(given[-1]).expanduser() / str(number), list(combination))
+        if state == "other":
+            raise UserError(f"hydra.sweep.dir={given[-1]} holds another sweep: job {number}: {why}"
+                            "; run a sweep again only into its own folder, or choose another hydra.sweep.dir")
+        if state:
+            found[state].append(str(number))
+    if found["complete"] or found["resume"]:
+        notes.append(f"nlpexp: {given[-1]}: jobs {', '.join(found['complete']) or 'none'} complete (reused), "
+                     f"{', '.join(found['resume']) or 'none'} unfinished (resumed in their folders); the rest run")
+
+
+def check_ckpt_args(args: list[str]) -> None:
+    """The saved runs ckpt= names on the command line (one, a soup's [a,b], a sweep's a,b) are checked before any
+    of their files is read: no links (an eval/ link wrote the eval run outside the run, a linked model file loaded
+    another run's), no FIFOs (a read waits forever)."""
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if not eq or key.lstrip("+~") != "ckpt":
+            continue
+        for item in value.strip().strip("[]").split(","):
+            folder = Path(item.strip().strip("'\"")).expanduser()
+            if item.strip() and folder.is_dir() and os.path.lexists(folder / ".hydra"):  # a run folder, as ckpt= is
+                check_run_folder(folder.resolve())

@@ -1,4 +1,5 @@
-"""The one config check, run before any run folder exists (and by `dry_run=true`): every error at once.
+"""A run's config composed (checked_config: the user's config layer, Hydra's compose, the smoke file) and the one
+config check, run before any run folder exists (and by `dry_run=true`): every error at once.
 
 1. the task x model x mode is one the registry knows;
 2. every typed node against its schema (nlpexp/schema.py, the wings' config.py): unknown keys, ranges, choices;
@@ -11,7 +12,9 @@ No heavy import: torch, transformers and the adapters stay unloaded.
 """
 import importlib
 import re
+from contextlib import contextmanager
 from dataclasses import fields, is_dataclass
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -228,16 +231,12 @@ ADDED_ROOT = ("smoke",)  # top-level keys a `+key=` adds on purpose (+smoke=true
 
 def root_keys(cfg: DictConfig) -> list[str]:
     """The top-level settings of nlpexp/conf/config.yaml (not the groups)."""
-    from pathlib import Path
-
     base = OmegaConf.load(Path(__file__).parent / "conf" / "config.yaml")
     return [k for k in base if k not in ("defaults", "hydra")]
 
 
 def known_root(cfg: DictConfig, key: str) -> bool:
     """A `+key=` at the top level: a setting config.yaml has, +smoke, or a config group (shipped or ./conf/)."""
-    from pathlib import Path
-
     return key in root_keys(cfg) or key in ADDED_ROOT or any((root / key).is_dir() for root in [
         *registry.shipped_roots(), Path("conf")])
 
@@ -268,3 +267,220 @@ def renamed_hint(key: str) -> str | None:
 def wing_checks(wing: str):
     """nlpexp/tasks/<wing>/checks.py: what each mode of the wing consumes, and its checks across nodes."""
     return importlib.import_module(f"nlpexp.tasks.{wing}.checks")
+
+
+# -- composing a run's config: the search path (./conf, --config-dir, hydra.searchpath), group options, Hydra's
+# compose API, composition errors in one line -----------------------------------------------------------------
+CONF_MODULE = "nlpexp.conf"
+
+
+class CompositionError(UserError):
+    """The config does not compose (unknown key, group option, task or model): no job of a sweep can start."""
+
+
+def config_dir_args(args: list[str]) -> tuple[list[str], str | None]:
+    """(args without --config-dir/-cd DIR, DIR)."""
+    rest, found, i = [], None, 0
+    while i < len(args):
+        flag, eq, value = args[i].partition("=")
+        if flag in ("--config-dir", "-cd"):
+            found = value if eq else (args[i + 1] if i + 1 < len(args) else "")
+            i += 1 if eq else 2
+            continue
+        rest.append(args[i])
+        i += 1
+    return rest, found
+
+
+def searchpath_override(overrides: list[str], config_dir: str | None) -> list[str]:
+    """The overrides with --config-dir folded into hydra.searchpath, as Hydra's run will search."""
+    items = [o for o in overrides if not o.startswith("hydra.searchpath=")]
+    given = next((o.split("=", 1)[1] for o in overrides if o.startswith("hydra.searchpath=")), None)
+    paths = [p.strip().strip("'\"") for p in given.strip("[]").split(",") if p.strip()] if given else []
+    if config_dir is not None:
+        folder = Path(config_dir).expanduser().resolve()
+        if not folder.is_dir():
+            raise UserError(f"--config-dir {config_dir}: no such folder")
+        paths.append(f"file://{folder}")
+    return items + ([f"hydra.searchpath=[{','.join(paths)}]"] if paths else [])
+
+
+def config_roots(overrides: list[str], config_dir: str | None) -> list[Path]:
+    """The folders Hydra will search for config groups, as a run with these overrides would: ./conf (the user
+    layer, hydra_plugins/nlpexp_user_conf), nlpexp's own conf, --config-dir and hydra.searchpath, Hydra's own."""
+    import importlib.util
+
+    paths = [p.split("=", 1)[1] for p in searchpath_override(
+        [o for o in overrides if o.startswith("hydra.searchpath=")], config_dir)]
+    given = [p.strip().strip("'\"") for p in (paths[0].strip("[]").split(",") if paths else []) if p.strip()]
+    from nlpexp.registry import shipped_roots
+
+    roots = [Path.cwd() / "conf", *shipped_roots()]
+    for entry in given + ["pkg://hydra.conf"]:
+        scheme, _, where = entry.rpartition("://")
+        if scheme == "pkg":
+            try:
+                spec = importlib.util.find_spec(where.replace("/", "."))
+            except (ImportError, ValueError):
+                spec = None
+            roots += [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+        else:
+            roots.append(Path(where).expanduser())
+    return [r for r in roots if r.is_dir()]
+
+
+def is_group(key: str, roots: list[Path]) -> bool:
+    """key (without + ~ and @package) names a config group: a folder of configs in the search path."""
+    parts = key.split("/")
+    return bool(key) and all(p and p not in (".", "..") for p in parts) and any((r / key).is_dir() for r in roots)
+
+
+def climbing_option(option: str) -> bool:
+    """A group option that is a path out of its group's folder (../x, /abs/x, ~/x, a\\b) instead of a name."""
+    parts = option.replace("\\", "/").split("/")
+    return option.startswith(("/", "~")) or "\\" in option or any(p in ("..", ".") for p in parts)
+
+
+def group_option_errors(overrides: list[str], roots: list[Path]) -> None:
+    """A config group option is a name found in the group's folder: a path climbing out of it (Hydra joins
+    group/option to each search path folder, so `experiment=../../x` reads any file) is one line."""
+    for item in overrides:
+        key, eq, value = item.lstrip("+~").partition("=")
+        group = key.split("@", 1)[0]
+        if not eq or not is_group(group, roots):
+            continue
+        options = [o.strip().strip("'\"") for o in value.strip("[]").split(",")]
+        bad = next((o for o in options if climbing_option(o)), None)
+        if bad is not None:
+            raise UserError(f"{item}: a config group option is a name, not a path: put the file in ./conf/{group}/ "
+                            f"(then {group}=<its name>) or give the folder holding {group}/ with --config-dir")
+
+
+def user_config_errors(roots: list[Path]) -> None:
+    """A config file of the user's (./conf, --config-dir) that is a FIFO, a device or a socket: one line (Hydra takes
+    it for no file and an optional config such as conf/local/default.yaml would be skipped in silence)."""
+    from nlpexp.readers import special_file_error
+
+    for root in roots:
+        for path in root.rglob("*.yaml"):
+            problem = special_file_error(path)
+            if problem:
+                raise UserError(f"config {problem}")
+
+
+@contextmanager
+def hydra_context():
+    """Hydra initialized on nlpexp's configs (the compose API), cleared again on leaving."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(CONF_MODULE, version_base="1.3"):
+            yield
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def compose(overrides: list[str], with_hydra: bool = False):
+    """The config these overrides compose to (no run folder, nothing built); composition errors in one line.
+    with_hydra: the whole config, its hydra node included, composed in the hydra_context the caller holds open (the
+    run is Hydra's job over this config: nlpexp/run.py start)."""
+    from hydra import compose as hydra_compose
+
+    try:
+        if with_hydra:
+            return hydra_compose("config", overrides=overrides, return_hydra_config=True)
+        with hydra_context():
+            return hydra_compose("config", overrides=overrides)
+    except Exception as err:  # Hydra/OmegaConf composition errors: the message and its cause, one line
+        raise CompositionError(composition_error(err)) from None
+
+
+def without_hydra(cfg: DictConfig) -> DictConfig:
+    """The run's own config, as the job gets it (a copy without the hydra node, whose run folder is made when it
+    is read)."""
+    import copy
+
+    from omegaconf import open_dict, read_write
+
+    if "hydra" not in cfg:
+        return cfg
+    task = copy.deepcopy(cfg)
+    with read_write(task), open_dict(task):
+        del task["hydra"]
+    return task
+
+
+def composition_error(err: Exception) -> str:
+    import re
+
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    cause = str(err.__cause__).strip().splitlines()[0] if str(err.__cause__ or "").strip() else ""
+    unknown = re.match(r"Could not override '([^']+)'", lines[0] if lines else "")
+    if unknown and unknown.group(1).split(".")[:2] == ["data", "label_map"]:  # a mapping: entries are added
+        return (f"{unknown.group(1)}: new entries of data.label_map are added one by one with +, e.g. "
+                "+data.label_map.bullish=positive")
+    if unknown:  # Hydra's advice to append it with + does not apply: the schema has no such key
+        new = renamed_hint(unknown.group(1))
+        why = f"renamed: use {new}" if new else cause
+        return f"{unknown.group(1)}: no such key" + (f" ({why})" if why else "")
+    return (" ".join(lines) + (f": {cause}" if cause else ""))[:400]
+
+
+def checked_config(overrides: list[str], config_dir: str | None, with_hydra: bool = False):
+    """(config, its task overrides) of one run, composed (with_hydra: see compose) with its wing's smoke file
+    applied (+smoke=true) and checked: every error in one UserError."""
+    roots = config_roots(overrides, config_dir)
+    group_option_errors(overrides, roots)
+    shipped = {r.resolve() for r in registry.shipped_roots()}
+    user_config_errors([r for r in roots if r.resolve() not in shipped and "site-packages" not in r.parts])
+    for group, known in (("task", registry.TASKS), ("model", registry.MODELS)):
+        for item in overrides:
+            key, _, value = item.lstrip("+~").partition("=")
+            if key == group and value not in known:
+                raise CompositionError(f"unknown {group} '{value}'; available {group}s: {', '.join(sorted(known))}")
+    user = [o for o in overrides if not o.lstrip("+~").startswith("hydra") or o.startswith("hydra.searchpath=")]
+    cfg = compose(searchpath_override(overrides if with_hydra else user, config_dir), with_hydra)
+    if cfg.get("smoke"):
+        from nlpexp.runtime import apply_smoke
+
+        cfg = apply_smoke(cfg, user)
+    keys = [o for o in user if not o.startswith("hydra.")]
+    check_config(without_hydra(cfg), keys)
+    return cfg, keys
+
+
+class _SearchKeys:
+    """A stand-in Optuna trial that records the keys a custom search space suggests."""
+
+    def __init__(self):
+        self.keys: list[str] = []
+
+    def __getattr__(self, name: str):
+        if not name.startswith("suggest_"):
+            raise AttributeError(name)
+        return lambda key, *args, **kwargs: self.keys.append(key)
+
+
+def search_overlap(given: list[str], parsed: list, job: list[str], config_dir: str | None) -> None:
+    """An Optuna sweep whose command line also sets a key its search space tunes (hparams_search's
+    custom_search_space) is refused in one line; the plugin would stop the sweep with a ValueError traceback."""
+    from hydra import compose as hydra_compose
+    from hydra.utils import get_method
+
+    if not any(a.startswith(("hparams_search=", "+hparams_search=", "hydra/sweeper=")) for a in job):
+        return
+    with hydra_context():
+        cfg = hydra_compose("config", overrides=searchpath_override(job, config_dir), return_hydra_config=True)
+    space = cfg.hydra.sweeper.get("custom_search_space")
+    if not space:
+        return
+    trial = _SearchKeys()
+    get_method(space)(cfg, trial)
+    for item, override in zip(given, parsed):
+        if override.get_key_element() in trial.keys:
+            search = next((a for a in job if "hparams_search=" in a), "this search")
+            raise UserError(f"{item}: {search} tunes {override.get_key_element()} itself ({space}): drop {item}, "
+                            "or search with your own space (hydra.sweeper.custom_search_space=null "
+                            "hydra.sweeper.params...)")

@@ -51,7 +51,7 @@ def test_default_is_finsent_minilm_offline():
 @pytest.mark.parametrize("override, key", [("tags=[${nosuch:x}]", "tags[0]"), ("seed=${nosuch.key}", "seed"),
                                            ("seed=${oc.env:NLPEXP_NOT_SET_ANYWHERE}", "seed")])
 def test_an_interpolation_that_does_not_resolve_is_one_line(override, key):
-    from nlpexp.cli import checked_config
+    from nlpexp.validate import checked_config
     from nlpexp.errors import UserError
 
     with pytest.raises(UserError, match=rf"^{re.escape(key)}: cannot resolve its \$\{{\.\.\.\}}"):

@@ -202,7 +202,7 @@ def test_dev_stdin_as_data_is_refused(nlpexp, tmp_path):
      "model.small.hidden_size must be in (0, 65536] (got 10000000)"),
 ])
 def test_every_size_has_an_upper_bound(args, expected):
-    from nlpexp.cli import compose
+    from nlpexp.validate import compose
     from nlpexp.validate import config_errors
 
     errors = config_errors(compose(args), args)

@@ -14,6 +14,7 @@ from nlpexp import cli, runs
 from nlpexp.report import tables as report
 from nlpexp.errors import UserError
 from nlpexp.runs import RunFileError, claim, folder_state, load_run_file, read_metrics, release, run_folder_error
+from nlpexp.runs import check_ckpt_args, earlier_jobs, folder_errors, nlpexp_run_error, resume_args
 from refusals import refused  # tests/ is on sys.path
 
 LINK = "is a symbolic link: a run folder holds no links; remove it"
@@ -103,28 +104,28 @@ def test_resume_refuses_a_checkpoints_link_before_reading_anything(tmp_path, mon
     run = run_folder(tmp_path / "run", {"status": "running"})
     (run / ".hydra" / "overrides.yaml").unlink()
     (run / ".hydra" / "overrides.yaml").symlink_to(victim)  # would be read (and replayed) otherwise
-    assert refused(cli.resume_args, [f"resume={run}"]) == f"{run / '.hydra' / 'overrides.yaml'} {LINK}"
+    assert refused(resume_args, [f"resume={run}"], []) == f"{run / '.hydra' / 'overrides.yaml'} {LINK}"
     (run / ".hydra" / "overrides.yaml").unlink()
     (run / ".hydra" / "overrides.yaml").write_text("- +smoke=true\n")
     os.rename(run / "checkpoints", tmp_path / "outside" / "checkpoints")
     (run / "checkpoints").symlink_to(tmp_path / "outside" / "checkpoints")
-    assert refused(cli.resume_args, ["resume=run"]) == f"{run / 'checkpoints'} {LINK}"
-    assert refused(cli.folder_errors, run, True) == f"{run / 'checkpoints'} {LINK}"  # hydra.run.dir=run
+    assert refused(resume_args, ["resume=run"], []) == f"{run / 'checkpoints'} {LINK}"
+    assert refused(folder_errors, run, True) == f"{run / 'checkpoints'} {LINK}"  # hydra.run.dir=run
 
 
 def test_ckpt_runs_are_checked_before_their_files_are_read(tmp_path, victim):
     run = run_folder(tmp_path / "run")
     (run / "eval").symlink_to(victim.parent)
-    assert refused(cli.ckpt_arg_errors, ["mode=eval", f"ckpt={run}"]) == f"{run / 'eval'} {LINK}"
+    assert refused(check_ckpt_args, ["mode=eval", f"ckpt={run}"]) == f"{run / 'eval'} {LINK}"
     (run / "eval").unlink()
     other = run_folder(tmp_path / "other")
     model = run / "checkpoints" / "best" / "classifier.json"
     model.unlink()
     model.symlink_to(other / "checkpoints" / "best" / "classifier.json")
-    assert refused(cli.ckpt_arg_errors, ["mode=soup", f"ckpt=[{other},{run}]"]) == f"{model} {LINK}"
+    assert refused(check_ckpt_args, ["mode=soup", f"ckpt=[{other},{run}]"]) == f"{model} {LINK}"
     (tmp_path / "hub").mkdir()  # a folder that is no run folder is left to ckpt='s own check
     (tmp_path / "hub" / "model.bin").symlink_to(victim)
-    cli.ckpt_arg_errors([f"ckpt={tmp_path / 'hub'}"])
+    check_ckpt_args([f"ckpt={tmp_path / 'hub'}"])
 
 
 def test_a_sweep_run_again_refuses_a_job_folder_that_is_or_holds_a_link(tmp_path, victim):
@@ -132,11 +133,11 @@ def test_a_sweep_run_again_refuses_a_job_folder_that_is_or_holds_a_link(tmp_path
     run_folder(sweep / "0", {"status": "complete", "overrides": ["seed=1"]})
     (sweep / "1").symlink_to(victim.parent)
     jobs = [("seed=1",), ("seed=2",)]
-    assert refused(cli.earlier_jobs, [f"hydra.sweep.dir={sweep}"], jobs) == \
+    assert refused(earlier_jobs, [f"hydra.sweep.dir={sweep}"], jobs, []) == \
         f"hydra.sweep.dir={sweep}: job 1: {sweep / '1'} {LINK}"
     (sweep / "1").unlink()
     (sweep / "0" / ".hydra" / "hydra.yaml").symlink_to(victim)  # Hydra rewrites it before the job starts
-    assert refused(cli.earlier_jobs, [f"hydra.sweep.dir={sweep}"], jobs) == \
+    assert refused(earlier_jobs, [f"hydra.sweep.dir={sweep}"], jobs, []) == \
         f"hydra.sweep.dir={sweep}: job 0: {sweep / '0' / '.hydra' / 'hydra.yaml'} {LINK}"
     assert victim.read_text() == "precious\n"
 
@@ -190,7 +191,7 @@ def test_a_metrics_json_that_cannot_be_read_safely_is_unreadable(tmp_path, victi
         path.write_text(json.dumps({"status": "complete", "pad": "x" * (16 << 20)}))
     assert read_metrics(run) == {"status": "unreadable"}
     assert folder_state(run)[0] == "unreadable"
-    assert cli.nlpexp_run_error(run) is None  # resume reads it as a torn one, not a traceback
+    assert nlpexp_run_error(run) is None  # resume reads it as a torn one, not a traceback
 
 
 # -- S17: the report -----------------------------------------------------------------------------------------
@@ -259,7 +260,7 @@ def test_end_to_end_links_and_job_names_are_refused_and_a_real_run_into_a_linked
 
 
 def test_a_fifo_among_the_users_configs_is_one_line(tmp_path, monkeypatch):
-    from nlpexp.cli import checked_config
+    from nlpexp.validate import checked_config
 
     (tmp_path / "conf" / "local").mkdir(parents=True)
     os.mkfifo(tmp_path / "conf" / "local" / "default.yaml")  # optional: Hydra would skip it in silence

@@ -13,6 +13,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from nlpexp import cli
 from nlpexp.runs import earlier_job, folder_state, is_run_folder, system_folder_error
+from nlpexp.runs import folder_errors, place_errors, replay_error, resume_args
+from nlpexp.run import check_sweep
+from nlpexp.validate import config_roots, group_option_errors
 from refusals import refused  # tests/ is on sys.path
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -44,7 +47,7 @@ def evil_folder(where: Path, marker: Path, line: str = "") -> Path:
 @pytest.fixture
 def roots(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    return cli.config_roots([], None)
+    return config_roots([], None)
 
 
 # -- 1. nothing read from a run folder names code or a config from elsewhere ------------------------------------
@@ -54,7 +57,7 @@ def test_resume_refuses_a_group_option_that_climbs_out_of_the_config_folder(tmp_
     run = evil_folder(tmp_path / "run", tmp_path / "marker")
     text = (run / ".hydra" / "overrides.yaml").read_text().replace("experiment=", f"{device}=")
     (run / ".hydra" / "overrides.yaml").write_text(text)
-    line = refused(cli.resume_args, [f"resume={run}"])
+    line = refused(resume_args, [f"resume={run}"], [])
     assert "line 2" in line and f"{device}=../../" in line and "not a plain config name" in line
 
 
@@ -70,14 +73,14 @@ def test_resume_refuses_a_group_option_that_climbs_out_of_the_config_folder(tmp_
     ("model=bert,minilm", "a sweep"),
 ])
 def test_replayed_overrides_are_plain_task_settings(roots, item, why):
-    assert why in cli.replay_error(item, roots)
+    assert why in replay_error(item, roots)
 
 
 @pytest.mark.parametrize("item", ["+smoke=true", "model=bert", "experiment=finsent_minilm", "trainer=fast",
                                   "trainer.lr=3e-5", "tags=[a,b]", "data.path=../data/x.csv", "ckpt=null",
                                   "experiment=null", "+logger@extra=csv"])
 def test_plain_task_settings_are_replayed(roots, item):
-    assert cli.replay_error(item, roots) is None
+    assert replay_error(item, roots) is None
 
 
 def test_an_option_of_the_users_conf_is_replayed(tmp_path, monkeypatch):
@@ -87,20 +90,20 @@ def test_an_option_of_the_users_conf_is_replayed(tmp_path, monkeypatch):
     other = tmp_path / "other" / "experiment"
     other.mkdir(parents=True)
     (other / "theirs.yaml").write_text("seed: 4\n")
-    assert cli.replay_error("experiment=mine", cli.config_roots([], None)) is None
-    assert "no experiment/theirs.yaml" in cli.replay_error("experiment=theirs", cli.config_roots([], None))
-    assert cli.replay_error("experiment=theirs", cli.config_roots([], str(tmp_path / "other"))) is None
+    assert replay_error("experiment=mine", config_roots([], None)) is None
+    assert "no experiment/theirs.yaml" in replay_error("experiment=theirs", config_roots([], None))
+    assert replay_error("experiment=theirs", config_roots([], str(tmp_path / "other"))) is None
 
 
 @pytest.mark.parametrize("item", ["experiment=../../x", "model=../model/bert", "logger=/tmp/evil",
                                   "+device@extra=../../x", "experiment=[finsent_minilm,../../x]"])
 def test_a_command_line_group_option_is_a_name_not_a_path(roots, item):
-    line = refused(cli.group_option_errors, [item], roots)
+    line = refused(group_option_errors, [item], roots)
     assert "a config group option is a name, not a path" in line and "--config-dir" in line and "./conf/" in line
 
 
 def test_paths_of_plain_settings_may_climb(roots):
-    cli.group_option_errors(["ckpt=../run", "data.path=../../x.csv", "model=bert", "resume=../r"], roots)
+    group_option_errors(["ckpt=../run", "data.path=../../x.csv", "model=bert", "resume=../r"], roots)
 
 
 def test_resume_of_a_crafted_folder_copies_nothing_end_to_end(tmp_path):
@@ -125,10 +128,10 @@ def test_resume_refuses_another_task_or_model(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run = run_folder(tmp_path / "novel", ["task=novel", "model=transformer", "+smoke=true"], task="novel",
                      model="transformer", metrics={"status": "running"})
-    line = refused(cli.resume_args, [f"resume={run}", "task=finsent", "model=minilm"])
+    line = refused(resume_args, [f"resume={run}", "task=finsent", "model=minilm"], [])
     assert "is a task=novel model=transformer run, not task=finsent" in line
-    assert "not model=minilm" in refused(cli.resume_args, [f"resume={run}", "model=minilm"])
-    args = cli.resume_args([f"resume={run}", "task=novel", "model=transformer"])
+    assert "not model=minilm" in refused(resume_args, [f"resume={run}", "model=minilm"], [])
+    args = resume_args([f"resume={run}", "task=novel", "model=transformer"], [])
     assert f"hydra.run.dir={run.resolve()}" in args and "task=novel" in args
 
 
@@ -143,7 +146,7 @@ def test_resume_of_another_apps_folder_says_it_is_not_an_nlpexp_run(tmp_path, mo
     (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     if metrics is not None:
         (run / "metrics.json").write_text(json.dumps(metrics))
-    line = refused(cli.resume_args, [f"resume={run}"])
+    line = refused(resume_args, [f"resume={run}"], [])
     assert "is not an nlpexp run folder" in line and "already finished" not in line
 
 
@@ -154,7 +157,7 @@ def test_a_metrics_json_that_is_not_an_object_is_unreadable_everywhere(tmp_path,
     (run / "metrics.json").write_text(text)
     assert folder_state(run)[0] == "unreadable"
     assert earlier_job(run, ["+smoke=true"])[0] == "other"
-    assert cli.resume_args([f"resume={run}"])[-1] == f"hydra.run.dir={run.resolve()}"  # resumable, no traceback
+    assert resume_args([f"resume={run}"], [])[-1] == f"hydra.run.dir={run.resolve()}"  # resumable, no traceback
     (run / ".hydra" / "overrides.yaml").unlink()
     assert not is_run_folder(run)
 
@@ -162,31 +165,31 @@ def test_a_metrics_json_that_is_not_an_object_is_unreadable_everywhere(tmp_path,
 # -- 3. run folders: never inside a run, never a system folder ----------------------------------------------------
 def test_a_run_folder_is_never_inside_another_run(tmp_path):
     done = run_folder(tmp_path / "done", ["+smoke=true"], metrics={"status": "complete"})
-    line = refused(cli.folder_errors, done / "checkpoints", False)
+    line = refused(folder_errors, done / "checkpoints", False)
     assert f"inside the run folder {done.resolve()}" in line
-    assert "inside the run folder" in refused(cli.place_errors, done / "a" / "b", "hydra.sweep.dir")
-    assert "inside the run folder" in refused(cli.place_errors, done, "hydra.sweep.dir")  # its jobs would be
+    assert "inside the run folder" in refused(place_errors, done / "a" / "b", "hydra.sweep.dir")
+    assert "inside the run folder" in refused(place_errors, done, "hydra.sweep.dir")  # its jobs would be
     only_metrics = tmp_path / "m"
     only_metrics.mkdir()
     (only_metrics / "metrics.json").write_text(json.dumps({"status": "failed"}))
-    assert "inside the run folder" in refused(cli.folder_errors, only_metrics / "x", False)
+    assert "inside the run folder" in refused(folder_errors, only_metrics / "x", False)
     # the legit ones: an eval run inside its ckpt run, a sweep's jobs inside the sweep folder, a fresh folder
-    cli.folder_errors(done / "eval" / "mine", False, inside=done)
+    folder_errors(done / "eval" / "mine", False, inside=done)
     sweep = tmp_path / "sweep"
     (sweep / "0").mkdir(parents=True)
     (sweep / "multirun.yaml").write_text("hydra: {}\n")
     run_folder(sweep / "1", ["seed=2"], metrics={"status": "running"})
-    cli.folder_errors(sweep / "0", False)
-    cli.folder_errors(sweep / "1", True)
-    cli.place_errors(sweep, "hydra.sweep.dir")
-    cli.folder_errors(tmp_path / "new" / "run", False)
+    folder_errors(sweep / "0", False)
+    folder_errors(sweep / "1", True)
+    place_errors(sweep, "hydra.sweep.dir")
+    folder_errors(tmp_path / "new" / "run", False)
 
 
 @pytest.mark.parametrize("folder", ["/", "~", "/etc/nlpexp", "/usr/lib/x", "/var/log/runs", "/proc/self/x", "/tmp",
                                     "/dev/shm/x", "/boot"])
 def test_system_folders_are_refused(folder):
     assert system_folder_error(Path(folder)) is not None
-    line = refused(cli.place_errors, Path(folder).expanduser(), "hydra.run.dir")
+    line = refused(place_errors, Path(folder).expanduser(), "hydra.run.dir")
     assert ("your home folder" if folder == "~" else "system folder") in line
 
 
@@ -197,7 +200,7 @@ def test_scratch_home_and_project_folders_are_fine(folder):
 
 def test_a_sweep_dir_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "afile").write_text("x")
-    line = refused(cli.sweep_preflight, ["-m", "+smoke=true", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'afile'}"])
+    line = refused(check_sweep, ["-m", "+smoke=true", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'afile'}"], [])
     assert "is a file, not a folder" in line and line.startswith("hydra.sweep.dir=")
 
 
@@ -248,7 +251,7 @@ def test_good_flag_values_pass():
 
 def test_an_empty_sweep_is_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert "seed=range(0,0) sweeps no values" in refused(cli.sweep_preflight, ["-m", "seed=range(0,0)"])
+    assert "seed=range(0,0) sweeps no values" in refused(check_sweep, ["-m", "seed=range(0,0)"], [])
 
 
 @pytest.mark.parametrize("ckpt", ['"{run}"', "'{run}'", "{run}"])
