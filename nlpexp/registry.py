@@ -83,3 +83,65 @@ def conf_dirs() -> list[Path]:
 def shipped_roots() -> list[Path]:
     """nlpexp's own config folders: nlpexp/conf, then each wing's."""
     return [Path(__file__).parent / "conf", *conf_dirs()]
+
+
+# -- the config search path of a run: ./conf (the user layer), the shipped folders, --config-dir, hydra.searchpath --
+def config_dir_args(args: list[str]) -> tuple[list[str], str | None]:
+    """(args without --config-dir/-cd DIR, DIR)."""
+    rest, found, i = [], None, 0
+    while i < len(args):
+        flag, eq, value = args[i].partition("=")
+        if flag in ("--config-dir", "-cd"):
+            found = value if eq else (args[i + 1] if i + 1 < len(args) else "")
+            i += 1 if eq else 2
+            continue
+        rest.append(args[i])
+        i += 1
+    return rest, found
+
+
+def searchpath_override(overrides: list[str], config_dir: str | None) -> list[str]:
+    """The overrides with --config-dir folded into hydra.searchpath, as Hydra's run will search."""
+    items = [o for o in overrides if not o.startswith("hydra.searchpath=")]
+    given = next((o.split("=", 1)[1] for o in overrides if o.startswith("hydra.searchpath=")), None)
+    paths = [p.strip().strip("'\"") for p in given.strip("[]").split(",") if p.strip()] if given else []
+    if config_dir is not None:
+        folder = Path(config_dir).expanduser().resolve()
+        if not folder.is_dir():
+            raise UserError(f"--config-dir {config_dir}: no such folder")
+        paths.append(f"file://{folder}")
+    return items + ([f"hydra.searchpath=[{','.join(paths)}]"] if paths else [])
+
+
+def config_roots(overrides: list[str], config_dir: str | None) -> list[Path]:
+    """The folders Hydra will search for config groups, as a run with these overrides would: ./conf (the user
+    layer, hydra_plugins/nlpexp_user_conf), nlpexp's own conf, --config-dir and hydra.searchpath, Hydra's own."""
+    import importlib.util
+
+    paths = [p.split("=", 1)[1] for p in searchpath_override(
+        [o for o in overrides if o.startswith("hydra.searchpath=")], config_dir)]
+    given = [p.strip().strip("'\"") for p in (paths[0].strip("[]").split(",") if paths else []) if p.strip()]
+    roots = [Path.cwd() / "conf", *shipped_roots()]
+    for entry in given + ["pkg://hydra.conf"]:
+        scheme, _, where = entry.rpartition("://")
+        if scheme == "pkg":
+            try:
+                spec = importlib.util.find_spec(where.replace("/", "."))
+            except (ImportError, ValueError):
+                spec = None
+            roots += [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+        else:
+            roots.append(Path(where).expanduser())
+    return [r for r in roots if r.is_dir()]
+
+
+def is_group(key: str, roots: list[Path]) -> bool:
+    """key (without + ~ and @package) names a config group: a folder of configs in the search path."""
+    parts = key.split("/")
+    return bool(key) and all(p and p not in (".", "..") for p in parts) and any((r / key).is_dir() for r in roots)
+
+
+def climbing_option(option: str) -> bool:
+    """A group option that is a path out of its group's folder (../x, /abs/x, ~/x, a\\b) instead of a name."""
+    parts = option.replace("\\", "/").split("/")
+    return option.startswith(("/", "~")) or "\\" in option or any(p in ("..", ".") for p in parts)

@@ -59,7 +59,8 @@ def start(args: list[str], notes: list[str]) -> None:
     (an experiment's sweep) goes on to Hydra's main, as `-m` does."""
     from hydra.types import RunMode
 
-    from nlpexp.validate import checked_config, config_dir_args, hydra_context, without_hydra
+    from nlpexp.registry import config_dir_args
+    from nlpexp.validate import checked_config, hydra_context, without_hydra
 
     args, config_dir = config_dir_args(args)
     with hydra_context():
@@ -160,7 +161,8 @@ def check_sweep(args: list[str], notes: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from nlpexp.runs import earlier_jobs, place_errors
-    from nlpexp.validate import CompositionError, checked_config, composition_error, config_dir_args, search_overlap
+    from nlpexp.registry import config_dir_args
+    from nlpexp.validate import CompositionError, checked_config, composition_error, search_overlap
 
     args, config_dir = config_dir_args(args)
     given = [a for a in args if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]

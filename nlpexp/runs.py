@@ -703,7 +703,7 @@ def replay_error(item: str, roots: list[Path]) -> str | None:
     is a plain name that exists in the search path (not `experiment=../../<anywhere>/evil`)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from nlpexp.validate import climbing_option, is_group
+    from nlpexp.registry import climbing_option, is_group
 
     if item.lstrip("+~").startswith("hydra") or item.startswith("-") or "=" not in item:
         return "which is not a task setting"
@@ -779,7 +779,7 @@ def resume_args(args: list[str], notes: list[str]) -> list[str]:
         raise UserError(f"resume={target}: {saved} is not a list of overrides ({str(err).splitlines()[0]})") from None
     if not isinstance(before, list) or not all(isinstance(o, str) for o in before):
         raise UserError(f"resume={target}: {saved} is not a list of overrides")
-    from nlpexp.validate import config_dir_args, config_roots
+    from nlpexp.registry import config_dir_args, config_roots
 
     rest_args, config_dir = config_dir_args(rest)
     roots = config_roots([a for a in rest_args if not a.startswith("-")], config_dir)
