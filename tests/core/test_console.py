@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from omegaconf import OmegaConf
 
 from nlpexp.console import Epochs, Progress, config_tree
@@ -112,6 +113,7 @@ def test_labels_a_font_cannot_draw_are_drawn_by_index():
 RUN = [sys.executable, "-m", "nlpexp", "+smoke=true", "trainer.epochs=2", "trainer.max_steps=-1"]  # MiniLM, 2 x 4 steps
 
 
+@pytest.mark.slow  # two runs in subprocesses: not in `make test-fast`
 def test_a_run_off_a_terminal_prints_plain_lines_and_verbose_brings_the_libraries_back(tmp_path):
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
            **{k: os.environ[k] for k in ("OMP_NUM_THREADS",) if k in os.environ}}  # the suite's share of the cores

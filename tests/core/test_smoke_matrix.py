@@ -1,7 +1,10 @@
 """The smoke matrix over every wing (python -m nlpexp.smoke), under bf16 and gradient accumulation."""
 import json
 
+import pytest
 
+
+@pytest.mark.slow  # the smoke matrix in subprocesses (minutes): not in `make test-fast`
 def test_every_trainable_cell_runs_bf16_with_accumulation_or_refuses_it_in_one_line(tmp_path):
     """The smoke matrix with trainer.precision=bf16 trainer.grad_accum=2: every cell either trains with both (and
     metrics.json says so) or refuses them in one line naming the key and what it reads instead. One task per wing
