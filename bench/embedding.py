@@ -16,7 +16,7 @@ import tracemalloc
 import numpy as np
 
 from nlpexp.tasks.embedding.data import sample_negatives
-from nlpexp.metrics import threshold_accuracy
+from nlpexp.report.metrics import threshold_accuracy
 
 
 def original_accuracy_and_se(cosine_similarity, labeled_similarity):

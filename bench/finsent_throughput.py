@@ -50,7 +50,7 @@ def original_recipe(data: str | None, samples: int, model: str, out: Path, extra
     from hydra import compose, initialize_config_module
     from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
 
-    from nlpexp.hub import load_pretrained
+    from nlpexp.inputs.hub import load_pretrained
     from nlpexp.tasks.classify.data import load_splits
     from nlpexp.tasks.classify.hf import build
 

@@ -206,7 +206,8 @@ import sys
 import time
 from pathlib import Path
 
-from nlpexp import registry, smoke
+from nlpexp.config import registry
+from nlpexp import smoke
 from nlpexp.report.tables import collect_runs
 
 out, device, tasks, jobs, results = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]

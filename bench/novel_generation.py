@@ -82,8 +82,8 @@ def build(ckpt: str | None):
     chars = sorted(set(PROMPT)) + [chr(0x4E00 + i) for i in range(4400)]
     vocab = CharVocab.from_text("".join(dict.fromkeys(chars)))
     torch.manual_seed(0)
-    from nlpexp import registry
-    from nlpexp.schema import typed
+    from nlpexp.config import registry
+    from nlpexp.config.schema import typed
 
     config = typed(cfg.model, registry.MODELS[cfg.model.name].adapters["novel"].config)
     return bert.build(config, vocab, cfg.task.seq_len).eval(), vocab, cfg.task.seq_len

@@ -50,7 +50,7 @@ def runner_flops(data: str | None, samples: int, precision: str, eval_samples: i
     """The run's model and tokenizer sizes are read back from its saved model (checkpoints/best)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from nlpexp.readers import read_labelled_file
+    from nlpexp.inputs.readers import read_labelled_file
 
     args = [sys.executable, "-m", "nlpexp.cli", "task=finsent", "model=minilm", "trainer.epochs=1",
             f"data.max_train_samples={samples}", f"data.max_eval_samples={eval_samples}", f"hydra.run.dir={out}",

@@ -50,7 +50,7 @@ def main() -> None:
         import torch
         from transformers import pipeline
 
-        from nlpexp.readers import read_labelled_file
+        from nlpexp.inputs.readers import read_labelled_file
 
         source = opts.data or Path(__file__).parents[1] / "nlpexp/resources/finsent.csv"
         pool = read_labelled_file(source)["text"].tolist()

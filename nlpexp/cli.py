@@ -10,7 +10,7 @@ from pathlib import Path
 from nlpexp.errors import UserError, permission_message
 from nlpexp.run import check_sweep, fail, hydra_main, share_out_sweep, start
 from nlpexp.runs import check_ckpt_args, resume_args
-from nlpexp.validate import composition_error
+from nlpexp.config.validate import composition_error
 
 # Hydra's own flags; with any of these but --config-dir the pre-run check is Hydra's (sweeps check each job)
 HYDRA_FLAGS = {"-m", "--multirun", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
@@ -182,7 +182,7 @@ def _model_folders(args: list[str], notes: list[str]) -> list[str]:
     sentence_transformers), the folder as model.pretrained."""
     import json
 
-    from nlpexp import registry
+    from nlpexp.config import registry
 
     task = next((a.split("=", 1)[1] for a in args if a.startswith("task=")), "finsent")
     models = registry.TASKS[task].models if task in registry.TASKS else ()
@@ -232,7 +232,7 @@ def _experiment_choice(arg: str) -> str:
 
 def print_help() -> None:
     """`nlpexp --help`: the tasks with their models and modes, the config groups, the common keys. No Hydra."""
-    from nlpexp import registry
+    from nlpexp.config import registry
 
     def options(group: str) -> str:
         return "|".join(sorted({p.stem for root in registry.shipped_roots() for p in (root / group).glob("*.yaml")}))

@@ -45,7 +45,7 @@ def fail(message: str) -> None:
 
 
 def _needs_hub(cfg: DictConfig) -> bool:
-    from nlpexp.hub import is_hub_id
+    from nlpexp.inputs.hub import is_hub_id
 
     hub_model = is_hub_id(cfg.model.get("pretrained"))  # a smoke run's hub id is null by now (apply_smoke)
     hub_data = cfg.get("data") is not None and cfg.data.source == "hub" and not cfg.data.get("path")
@@ -59,8 +59,8 @@ def start(args: list[str], notes: list[str]) -> None:
     (an experiment's sweep) goes on to Hydra's main, as `-m` does."""
     from hydra.types import RunMode
 
-    from nlpexp.registry import config_dir_args
-    from nlpexp.validate import checked_config, hydra_context, without_hydra
+    from nlpexp.config.registry import config_dir_args
+    from nlpexp.config.validate import checked_config, hydra_context, without_hydra
 
     args, config_dir = config_dir_args(args)
     with hydra_context():
@@ -161,8 +161,8 @@ def check_sweep(args: list[str], notes: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from nlpexp.runs import earlier_jobs, place_errors
-    from nlpexp.registry import config_dir_args
-    from nlpexp.validate import CompositionError, checked_config, composition_error, search_overlap
+    from nlpexp.config.registry import config_dir_args
+    from nlpexp.config.validate import CompositionError, checked_config, composition_error, search_overlap
 
     args, config_dir = config_dir_args(args)
     given = [a for a in args if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
@@ -344,9 +344,12 @@ def _interrupted(stop: KeyboardInterrupt, run_dir: Path, cfg: DictConfig, main_r
 
 def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank: bool, started: float,
          checked: bool = False):
-    from nlpexp import console, hub, registry, runs, runtime
+    from nlpexp.report import console
+    from nlpexp.inputs import hub
+    from nlpexp.config import registry
+    from nlpexp import runs, runtime
     from nlpexp.training import distributed
-    from nlpexp.validate import as_consumed, check_config
+    from nlpexp.config.validate import as_consumed, check_config
 
     if distributed.is_worker() and not main_rank:  # data parallel: one console, rank 0's (errors still show)
         sys.stdout = open(os.devnull, "w", encoding="utf-8")
@@ -449,7 +452,7 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
         summary["cuda_visible_devices"] = os.environ["NLPEXP_JOB_GPUS"]
     summary = secrets.redact(summary)
     _write_json(run_dir / "metrics.json", summary)
-    from nlpexp import loggers
+    from nlpexp.report import loggers
 
     try:
         loggers.log_run(cfg, run_dir, summary)

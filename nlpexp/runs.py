@@ -359,7 +359,7 @@ def load_run_file(path, limit: int | None = None):
     if stat.S_ISLNK(mode):
         raise RunFileError(f"{path} is a symbolic link")
     if not stat.S_ISREG(mode):
-        from nlpexp.readers import special_file_error
+        from nlpexp.inputs.readers import special_file_error
 
         raise RunFileError(special_file_error(path) or f"{path} is not a regular file")
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # swapped since the lstat: still no link, no wait
@@ -397,7 +397,7 @@ def _entry_error(path: Path, entry: os.DirEntry) -> str | None:
     if entry.is_symlink():
         return f"{path} is a symbolic link: a run folder holds no links; remove it"
     if not entry.is_dir(follow_symlinks=False) and not entry.is_file(follow_symlinks=False):
-        from nlpexp.readers import special_file_error
+        from nlpexp.inputs.readers import special_file_error
 
         what = special_file_error(path) or f"{path} is not a regular file"
         return f"{what}: a run folder holds only files and folders; remove it"
@@ -703,7 +703,7 @@ def replay_error(item: str, roots: list[Path]) -> str | None:
     is a plain name that exists in the search path (not `experiment=../../<anywhere>/evil`)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from nlpexp.registry import climbing_option, is_group
+    from nlpexp.config.registry import climbing_option, is_group
 
     if item.lstrip("+~").startswith("hydra") or item.startswith("-") or "=" not in item:
         return "which is not a task setting"
@@ -735,7 +735,7 @@ def replay_error(item: str, roots: list[Path]) -> str | None:
 def nlpexp_run_error(folder: Path) -> str | None:
     """Why folder is not an nlpexp run folder (None: it is): its .hydra/config.yaml names a task and a model
     nlpexp has, and its metrics.json (when there is one) is nlpexp's (an object with a status)."""
-    from nlpexp import registry
+    from nlpexp.config import registry
     try:
         saved = load_run_file(folder / ".hydra" / "config.yaml")
     except (OSError, ValueError):
@@ -779,7 +779,7 @@ def resume_args(args: list[str], notes: list[str]) -> list[str]:
         raise UserError(f"resume={target}: {saved} is not a list of overrides ({str(err).splitlines()[0]})") from None
     if not isinstance(before, list) or not all(isinstance(o, str) for o in before):
         raise UserError(f"resume={target}: {saved} is not a list of overrides")
-    from nlpexp.registry import config_dir_args, config_roots
+    from nlpexp.config.registry import config_dir_args, config_roots
 
     rest_args, config_dir = config_dir_args(rest)
     roots = config_roots([a for a in rest_args if not a.startswith("-")], config_dir)

@@ -67,8 +67,8 @@ def apply_smoke(cfg, overrides: list[str]):
     follow for that model's runs alone, by the same rules except that a null replaces any weights."""
     from omegaconf import OmegaConf, open_dict
 
-    from nlpexp.hub import is_hub_id
-    from nlpexp.registry import TASKS, shipped_roots
+    from nlpexp.inputs.hub import is_hub_id
+    from nlpexp.config.registry import TASKS, shipped_roots
 
     # `model=bert`, `task=story` pick a file, they set no value (task/, experiment/: the wings' conf folders)
     groups = {p.name for root in shipped_roots() for p in root.iterdir() if p.is_dir()}

@@ -15,7 +15,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from nlpexp import registry
+from nlpexp.config import registry
 
 
 def sweep_command(task: str, models, out: Path, n_jobs: int, extra=()) -> list[str]:

@@ -30,8 +30,8 @@ def unread_all(task: str, model: str, mode: str, keys) -> dict:
 
     from omegaconf import OmegaConf
 
-    from nlpexp.validate import compose
-    from nlpexp.validate import config_errors
+    from nlpexp.config.validate import compose
+    from nlpexp.config.validate import config_errors
 
     base = [f"task={task}", f"model={model}", f"mode={mode}"] + (["ckpt=."] if mode != "train" else [])
     cfg = compose(base)

@@ -20,7 +20,7 @@ class NlpexpUserConf(SearchPathPlugin):
         ours = any(e.path in ("pkg://nlpexp.conf", "pkg://nlpexp/conf") or e.path.rstrip("/").endswith("nlpexp/conf")
                    for e in search_path.get_path())
         if ours:
-            from nlpexp.registry import conf_dirs
+            from nlpexp.config.registry import conf_dirs
 
             for folder in reversed(conf_dirs()):
                 search_path.append(provider="nlpexp-wing", path=f"file://{folder}",

@@ -7,7 +7,7 @@ import importlib
 
 from hydra.core.config_store import ConfigStore
 
-from nlpexp import registry, schema
+from nlpexp.config import registry, schema
 
 
 def store() -> None:

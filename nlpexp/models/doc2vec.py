@@ -23,7 +23,7 @@ def train_doc2vec(texts, model_cfg, seed: int, progress: bool = False):
     """A Doc2Vec trained on `texts` (tagged by position) with the model config's settings, one worker (repeatable)."""
     from gensim.models.callbacks import CallbackAny2Vec
     from gensim.models.doc2vec import Doc2Vec, TaggedDocument
-    from nlpexp import console
+    from nlpexp.report import console
 
     c = model_cfg
     docs = [TaggedDocument(tokenize(t, c.lowercase), [i]) for i, t in enumerate(texts)]

@@ -261,7 +261,7 @@ def write_report(root: Path, out: Path | None = None, metrics: list[str] | None 
         parts += ["", f"## {title}", "", "```", text, "```"]
     cross = cross_eval_matrix(runs)
     if cross is not None:
-        from nlpexp.metrics import plot_accuracy_matrix
+        from nlpexp.report.metrics import plot_accuracy_matrix
 
         write_atomic(out / "cross_eval_matrix.csv", lambda tmp: cross.to_csv(tmp))
         write_atomic(out / "cross_eval_matrix.png", lambda tmp: plot_accuracy_matrix(cross, tmp))

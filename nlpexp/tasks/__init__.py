@@ -1,4 +1,4 @@
-"""The task wings: one folder each, `nlpexp/tasks/<wing>/`, found by scanning (nlpexp/registry.py).
+"""The task wings: one folder each, `nlpexp/tasks/<wing>/`, found by scanning (nlpexp/config/registry.py).
 
 A wing's `__init__.py` declares, as plain records and without heavy imports, the tasks it runs (`Task`) and the
 models it runs them with (`Adapter`: the adapter module in the wing and the dataclasses of what it reads); the

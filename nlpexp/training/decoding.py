@@ -96,7 +96,7 @@ class SentencesDone:
         return torch.isin(new, self.ends.to(new.device)).sum(dim=1) >= self.max_sentences
 
 
-# the decoding controls every generate.* node holds (nlpexp.schema.DecodingControls), with their neutral values
+# the decoding controls every generate.* node holds (nlpexp.config.schema.DecodingControls), with their neutral values
 CONTROLS = {"strategy": "sample", "temperature": 1.0, "top_k": 0, "top_p": 1.0, "num_beams": 4,
             "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "repeat_window": 0, "length_penalty": 1.0}
 

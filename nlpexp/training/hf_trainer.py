@@ -25,7 +25,7 @@ def stop_after(minutes: float):
 
     from transformers import TrainerCallback
 
-    from nlpexp import console
+    from nlpexp.report import console
 
     class StopAfter(TrainerCallback):
         deadline = None
@@ -50,7 +50,7 @@ def show_progress(trainer, epochs: float):
 
     from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
-    from nlpexp import console
+    from nlpexp.report import console
 
     class Show(TrainerCallback):
         bar = evaluating = None
@@ -125,7 +125,7 @@ def stop_early(patience: int):
     is loaded at the end as always), remembering where it stopped for metrics.json and the console."""
     from transformers import EarlyStoppingCallback
 
-    from nlpexp import console
+    from nlpexp.report import console
 
     class StopEarly(EarlyStoppingCallback):
         stopped = None

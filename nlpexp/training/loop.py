@@ -133,7 +133,7 @@ def fit(job: Job, s: Settings, device: str, *, run_dir: Path | None = None, eval
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    from nlpexp import console
+    from nlpexp.report import console
     from nlpexp.training.precision import autocast, grad_scaler
 
     model = job.model.to(device)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from nlpexp import registry
+from nlpexp.config import registry
 
 pytestmark = pytest.mark.filterwarnings("ignore:Glyph .* missing from font")  # no CJK font for plot labels
 
@@ -45,7 +45,7 @@ def test_eval_and_predict_reload_the_saved_heads(nlpexp, tmp_path):
 def small_cfg(name, **extra):
     """The model's dataclass (its Adapter record's `config`), as recipe.fit_inputs hands it to the adapter: a small
     BERT (pretrained=null); the settings the dataclass has no field for are left out."""
-    from nlpexp.schema import typed
+    from nlpexp.config.schema import typed
 
     small = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
              "vocab_size": 300}

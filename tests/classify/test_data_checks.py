@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from nlpexp.errors import UserError
-from nlpexp.readers import read_labelled_file, resource_path
+from nlpexp.inputs.readers import read_labelled_file, resource_path
 from nlpexp.tasks.classify.data import load_eval_set, read_splits
 
 FINSENT = ["negative", "neutral", "positive"]

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from nlpexp import registry
+from nlpexp.config import registry
 from nlpexp.tasks.classify.data import label_names, load_eval_set, load_splits, per_label_sample, unify_labels
 from nlpexp.errors import UserError
 
@@ -14,7 +14,7 @@ SIX = ["anger", "fear", "joy", "love", "sadness", "surprise"]
 
 
 def emotion_cfg(**overrides):
-    cfg = OmegaConf.load(registry.__file__.replace("registry.py", "tasks/classify/conf/task/emotion.yaml"))
+    cfg = OmegaConf.load(registry.__file__.replace("config/registry.py", "tasks/classify/conf/task/emotion.yaml"))
     cfg.merge_with(OmegaConf.create(overrides))
     return cfg
 
@@ -94,7 +94,7 @@ def test_restricted_scoring_and_greedy_answer_agree_with_generate():
     """The greedy answer read from teacher-forced argmaxes is what model.generate's greedy decoding spells."""
     import torch
 
-    from nlpexp.hub import small_gpt2_config, train_byte_bpe
+    from nlpexp.inputs.hub import small_gpt2_config, train_byte_bpe
     from nlpexp.tasks.classify.gpt2_prompt import PromptClassifier
 
     texts = ["i am so happy today", "that was scary", "what a surprise"]
@@ -132,7 +132,7 @@ def test_restricted_answer_is_the_greedy_one_whenever_that_is_a_label():
     import torch
     from transformers.modeling_outputs import CausalLMOutput
 
-    from nlpexp.hub import train_byte_bpe
+    from nlpexp.inputs.hub import train_byte_bpe
     from nlpexp.tasks.classify.gpt2_prompt import PromptClassifier, answer_ids
 
     texts = [f"text number {i} says {w}" for i, w in enumerate(["yes", "no", "maybe", "later", "never"] * 8)]
@@ -158,7 +158,7 @@ def test_restricted_answer_is_the_greedy_one_whenever_that_is_a_label():
 
 
 def test_answers_end_with_end_of_text_only_when_one_label_begins_another():
-    from nlpexp.hub import train_byte_bpe
+    from nlpexp.inputs.hub import train_byte_bpe
     from nlpexp.tasks.classify.gpt2_prompt import answer_ids
 
     tok = train_byte_bpe(["joy fear love it"] * 20, 300)
@@ -170,7 +170,7 @@ def test_answers_end_with_end_of_text_only_when_one_label_begins_another():
 def test_keyword_preserving_tokenizer():
     from transformers import BertConfig, BertForSequenceClassification
 
-    from nlpexp.hub import train_wordpiece
+    from nlpexp.inputs.hub import train_wordpiece
     from nlpexp.tasks.classify.trainer import keep_whole_words
 
     tok = train_wordpiece(["the cat sat on a mat"] * 3 + ["surprising news"], 60)

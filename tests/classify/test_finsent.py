@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import pytest
 
-from nlpexp import registry
+from nlpexp.config import registry
 
 CONTRACT = ["metrics.json", "history.csv", "predictions.csv", "confusion_matrix.png", "history.png",
             ".hydra/config.yaml", "checkpoints/best"]
@@ -108,7 +108,7 @@ def test_probe_initialised_head_predicts_like_the_linear_probe():
     from omegaconf import OmegaConf
     from sklearn.linear_model import LogisticRegression
 
-    from nlpexp.schema import typed
+    from nlpexp.config.schema import typed
     from nlpexp.tasks.classify.config import HFClassifier
     from nlpexp.tasks.classify.hf import build
     from nlpexp.tasks.classify.trainer import init_head_from_probe

@@ -32,7 +32,7 @@ def test_a_lora_run_trains_a_sliver_and_its_adapter_loads_with_plain_peft(nlpexp
     from peft import PeftModel
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    from nlpexp.hub import packaged_model_path
+    from nlpexp.inputs.hub import packaged_model_path
     from nlpexp.tasks.classify import hf
 
     res = nlpexp(*SMALL, "model.lora.r=4", "model.lora.alpha=8")

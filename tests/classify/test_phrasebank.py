@@ -1,7 +1,7 @@
 import pytest
 
 from nlpexp.tasks.classify.data import encode_labels, load_splits, stratified_split
-from nlpexp.readers import read_labelled_file, read_phrasebank, resource_path
+from nlpexp.inputs.readers import read_labelled_file, read_phrasebank, resource_path
 from nlpexp.errors import UserError
 
 

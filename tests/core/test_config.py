@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
-from nlpexp import registry
-from nlpexp.validate import check_config
+from nlpexp.config import registry
+from nlpexp.config.validate import check_config
 
 CONF = Path(__file__).parents[2] / "nlpexp" / "conf"
 
@@ -20,7 +20,7 @@ PAIRS = [(task.name, model) for task in registry.TASKS.values() for model in tas
 def test_config_groups_mirror_the_registry():
     assert options("task") == set(registry.TASKS)
     for task in registry.TASKS.values():  # in its own wing's folder
-        assert (Path(registry.__file__).parent / "tasks" / task.wing / "conf" / "task" / f"{task.name}.yaml").is_file()
+        assert (Path(registry.__file__).parents[1] / "tasks" / task.wing / "conf" / "task" / f"{task.name}.yaml").is_file()
     assert {p.stem for p in (CONF / "model").glob("*.yaml")} == set(registry.MODELS)
     assert {p.stem for p in (CONF / "device").glob("*.yaml")} == {"auto", "cpu", "cuda", "mps"}
 
@@ -51,7 +51,7 @@ def test_default_is_finsent_minilm_offline():
 @pytest.mark.parametrize("override, key", [("tags=[${nosuch:x}]", "tags[0]"), ("seed=${nosuch.key}", "seed"),
                                            ("seed=${oc.env:NLPEXP_NOT_SET_ANYWHERE}", "seed")])
 def test_an_interpolation_that_does_not_resolve_is_one_line(override, key):
-    from nlpexp.validate import checked_config
+    from nlpexp.config.validate import checked_config
     from nlpexp.errors import UserError
 
     with pytest.raises(UserError, match=rf"^{re.escape(key)}: cannot resolve its \$\{{\.\.\.\}}"):

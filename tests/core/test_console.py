@@ -7,7 +7,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from nlpexp.console import Epochs, Progress, config_tree
+from nlpexp.report.console import Epochs, Progress, config_tree
 
 
 def cfg(**over):
@@ -103,7 +103,7 @@ def test_epoch_lines_are_a_table_when_they_fit_and_key_value_lines_when_not(caps
 
 
 def test_labels_a_font_cannot_draw_are_drawn_by_index():
-    from nlpexp.metrics import drawable
+    from nlpexp.report.metrics import drawable
 
     assert drawable(["negative", "positive"]) == (["negative", "positive"], None, "")
     shown, family, note = drawable(["负面", "正面"])

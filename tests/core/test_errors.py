@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from nlpexp import registry
+from nlpexp.config import registry
 
 
 def cli(*args, cwd):

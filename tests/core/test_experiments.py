@@ -2,7 +2,7 @@
 read, a misspelt value or a removed setting fails here, not an hour into a study."""
 import pytest
 
-from nlpexp.registry import shipped_roots
+from nlpexp.config.registry import shipped_roots
 
 CELLS = sorted({(p.stem, "") for root in shipped_roots() for p in (root / "experiment").glob("*.yaml")}
                | {(p.parent.name, p.stem) for root in shipped_roots()

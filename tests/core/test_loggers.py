@@ -123,7 +123,7 @@ def test_mlflow_logs_a_run_folder_into_one_run(tmp_path):
     from mlflow.tracking import MlflowClient
     from omegaconf import OmegaConf
 
-    from nlpexp import loggers
+    from nlpexp.report import loggers
 
     uri = (tmp_path / "mlruns").as_uri()
     cfg = OmegaConf.create({"logger": {"name": "mlflow", "tracking_uri": uri, "experiment": "e"},

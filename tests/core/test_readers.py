@@ -1,10 +1,10 @@
-"""nlpexp.readers, the one set of readers every wing reads through: non-UTF-8 files read as latin-1 with a note,
+"""nlpexp.inputs.readers, the one set of readers every wing reads through: non-UTF-8 files read as latin-1 with a note,
 binary files, empty files and folders refused in one line, before the run where the CLI can."""
 import pytest
 from omegaconf import OmegaConf
 
 from nlpexp.errors import UserError
-from nlpexp.readers import read_labelled_file, read_text
+from nlpexp.inputs.readers import read_labelled_file, read_text
 
 FINSENT = ["negative", "neutral", "positive"]
 WORDS = {"negative": "fell", "neutral": "was reported", "positive": "rose"}

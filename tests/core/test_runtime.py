@@ -2,7 +2,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_module
 
-from nlpexp.hub import is_hub_id, packaged_model_path
+from nlpexp.inputs.hub import is_hub_id, packaged_model_path
 from nlpexp.runtime import apply_smoke
 
 

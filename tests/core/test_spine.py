@@ -9,7 +9,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from nlpexp import registry
+from nlpexp.config import registry
 
 CLASSIFIERS = [("finsent", m) for m in ("minilm", "bert_fc", "bert_lstm", "transformer", "gpt2", "gpt2_prompt",
                                         "doc2vec")] + [("chnsenti", "bert_chinese_mlm")]
@@ -59,7 +59,7 @@ def test_every_classifier_reloads_on_the_device_it_is_given(tmp_path, cuda_visib
 def test_every_story_model_reloads_on_the_device_it_is_given(tmp_path, cuda_visible, model):
     from nlpexp.tasks.story.recipe import adapter, load_checkpoint
 
-    from nlpexp.schema import typed
+    from nlpexp.config.schema import typed
 
     cfg = smoke_cfg("task=story", f"model={model}")
     config = typed(cfg.model, registry.MODELS[model].adapters["story"].config)
@@ -76,7 +76,7 @@ def test_every_novel_model_reloads_on_the_device_it_is_given(tmp_path, cuda_visi
     from nlpexp.tasks.novel.recipe import adapter, load_checkpoint, save_checkpoint
 
     cfg = smoke_cfg("task=novel", f"model={model}", "model.pretrained=null" if model != "transformer" else "seed=1")
-    from nlpexp.schema import typed
+    from nlpexp.config.schema import typed
 
     config = typed(cfg.model, registry.MODELS[model].adapters["novel"].config)
     codec = adapter(model).codec(config, "天地玄黄宇宙洪荒日月盈昃", cfg.data)
@@ -91,7 +91,7 @@ def test_a_small_hf_embedder_reloads_on_the_device_it_is_given(tmp_path, cuda_vi
     from nlpexp.tasks.embedding import hf
 
     cfg = smoke_cfg("task=embedding", "model=bert", "model.pretrained=null")
-    from nlpexp.schema import typed
+    from nlpexp.config.schema import typed
     from nlpexp.tasks.embedding.config import EncodesTruncated, HFEmbedder
 
     encodes = typed(cfg.trainer, EncodesTruncated)
@@ -195,7 +195,7 @@ def test_types_unknown_keys_and_ranges_fail_at_composition(nlpexp, tmp_path, arg
 
 
 def test_the_config_is_checked_once_per_run(nlpexp, monkeypatch):
-    from nlpexp import validate
+    from nlpexp.config import validate
 
     calls = []
     check = validate.config_errors

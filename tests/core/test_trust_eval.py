@@ -58,7 +58,7 @@ CSV = "text,label\n" + "".join(f"Profit rose {i}% in Zürich,positive\nSales fel
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be-bom", "utf-32", "utf-32-be-bom", "utf-8-sig"])
 def test_wide_encodings_with_a_bom_are_decoded(tmp_path, encoding):
-    from nlpexp.readers import read_labelled_file, text_file_error
+    from nlpexp.inputs.readers import read_labelled_file, text_file_error
 
     boms = {"utf-16-be-bom": codecs.BOM_UTF16_BE, "utf-32-be-bom": codecs.BOM_UTF32_BE}
     raw = boms[encoding] + CSV.encode(encoding[:9]) if encoding in boms else CSV.encode(encoding)
@@ -76,7 +76,7 @@ def test_wide_encodings_with_a_bom_are_decoded(tmp_path, encoding):
     (codecs.BOM_UTF16_LE + "é".encode("utf-16-le") + b"\x00\xd8" + b"a\x00", "is not valid UTF-16"),
 ])
 def test_wide_text_that_does_not_decode_is_refused(tmp_path, raw, needle):
-    from nlpexp.readers import read_labelled_file
+    from nlpexp.inputs.readers import read_labelled_file
 
     path = tmp_path / "data.csv"
     path.write_bytes(raw)

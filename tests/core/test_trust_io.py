@@ -133,7 +133,7 @@ def fifo(tmp_path):
 
 def test_special_files_are_named_without_being_opened(tmp_path, fifo):
     from nlpexp.errors import UserError
-    from nlpexp.readers import read_labelled_file, read_text, read_texts, special_file_error, text_file_error
+    from nlpexp.inputs.readers import read_labelled_file, read_text, read_texts, special_file_error, text_file_error
 
     assert special_file_error(fifo) == f"{fifo} is a FIFO (named pipe), not a regular file"
     assert special_file_error("/dev/null") == "/dev/null is a character device, not a regular file"
@@ -202,8 +202,8 @@ def test_dev_stdin_as_data_is_refused(nlpexp, tmp_path):
      "model.small.hidden_size must be in (0, 65536] (got 10000000)"),
 ])
 def test_every_size_has_an_upper_bound(args, expected):
-    from nlpexp.validate import compose
-    from nlpexp.validate import config_errors
+    from nlpexp.config.validate import compose
+    from nlpexp.config.validate import config_errors
 
     errors = config_errors(compose(args), args)
     assert any(expected in e for e in errors), errors
@@ -218,7 +218,7 @@ def test_a_huge_length_is_refused_before_anything_runs(nlpexp, tmp_path):
 # -- 4. output= on a full disk ------------------------------------------------------------------------------------
 def test_atomic_output_leaves_nothing_half_written(tmp_path):
     from nlpexp.errors import UserError
-    from nlpexp.readers import atomic_output
+    from nlpexp.inputs.readers import atomic_output
 
     out = tmp_path / "out.csv"
     out.write_text("the earlier file\n")
@@ -282,7 +282,7 @@ def test_predict_into_a_really_full_tmpfs(nlpexp, tmp_path, trained):
 # -- 5. reading user data -----------------------------------------------------------------------------------------
 def test_a_duplicated_header_is_refused_naming_the_column(tmp_path):
     from nlpexp.errors import UserError
-    from nlpexp.readers import read_labelled_file
+    from nlpexp.inputs.readers import read_labelled_file
 
     path = tmp_path / "d.csv"
     path.write_text("text,label,text\nprofit rose,positive,ignored\n")
@@ -296,7 +296,7 @@ def test_a_duplicated_header_is_refused_naming_the_column(tmp_path):
 
 def test_a_utf8_file_with_one_latin1_line_is_refused_naming_the_line(tmp_path, capsys):
     from nlpexp.errors import UserError
-    from nlpexp.readers import read_labelled_file
+    from nlpexp.inputs.readers import read_labelled_file
 
     rows = ["text,label", "Gewinn in Malmö stieg,positive"] + ["plain ascii,neutral"] * 55
     path = tmp_path / "mixed.csv"
@@ -308,7 +308,7 @@ def test_a_utf8_file_with_one_latin1_line_is_refused_naming_the_line(tmp_path, c
 
 
 def test_a_wholly_cp1252_or_latin1_file_still_reads(tmp_path, capsys):
-    from nlpexp.readers import read_labelled_file
+    from nlpexp.inputs.readers import read_labelled_file
 
     path = tmp_path / "cp.csv"
     path.write_bytes(b"text,label\nIt\x92s up in Z\xfcrich,positive\nplain,neutral\n")
@@ -339,7 +339,7 @@ def test_a_data_file_nlpexp_may_not_read_is_one_line(tmp_path):
 
 
 def test_an_output_write_removes_what_a_killed_one_left(tmp_path):
-    from nlpexp.readers import atomic_output
+    from nlpexp.inputs.readers import atomic_output
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     left = tmp_path / f".preds.csv.{dead.stdout.strip()}.tmp"  # kill -9 mid-write: its process is gone

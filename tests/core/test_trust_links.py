@@ -260,7 +260,7 @@ def test_end_to_end_links_and_job_names_are_refused_and_a_real_run_into_a_linked
 
 
 def test_a_fifo_among_the_users_configs_is_one_line(tmp_path, monkeypatch):
-    from nlpexp.validate import checked_config
+    from nlpexp.config.validate import checked_config
 
     (tmp_path / "conf" / "local").mkdir(parents=True)
     os.mkfifo(tmp_path / "conf" / "local" / "default.yaml")  # optional: Hydra would skip it in silence

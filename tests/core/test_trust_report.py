@@ -238,7 +238,7 @@ def test_doc2vec_with_no_word_min_count_times_is_one_line(nlpexp, tmp_path):
 
 
 def test_an_unknown_progress_style_is_refused_before_the_run(nlpexp, tmp_path, monkeypatch):
-    from nlpexp import console
+    from nlpexp.report import console
 
     monkeypatch.setenv("NLPEXP_PROGRESS", "fancy")
     run = tmp_path / "run"

@@ -15,8 +15,8 @@ from nlpexp import cli
 from nlpexp.runs import earlier_job, folder_state, is_run_folder, system_folder_error
 from nlpexp.runs import folder_errors, place_errors, replay_error, resume_args
 from nlpexp.run import check_sweep
-from nlpexp.registry import config_roots
-from nlpexp.validate import group_option_errors
+from nlpexp.config.registry import config_roots
+from nlpexp.config.validate import group_option_errors
 from refusals import refused  # tests/ is on sys.path
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

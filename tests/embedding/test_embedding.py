@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from nlpexp import registry
+from nlpexp.config import registry
 from nlpexp.tasks.embedding.data import frame_to_pairs, load_pairs, sample_negatives, split_pairs
-from nlpexp.metrics import threshold_accuracy, threshold_grid
+from nlpexp.report.metrics import threshold_accuracy, threshold_grid
 
 
 @pytest.fixture(autouse=True)

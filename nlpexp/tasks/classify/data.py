@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nlpexp.readers import LABEL_COLUMNS, TEXT_COLUMNS, pick_column, read_labelled_file, resource_path
+from nlpexp.inputs.readers import LABEL_COLUMNS, TEXT_COLUMNS, pick_column, read_labelled_file, resource_path
 from nlpexp.errors import UserError
 
 SPLITS = ("train", "validation", "test")
@@ -86,7 +86,7 @@ def carve(frame: pd.DataFrame, fraction: float, seed: int, origin: str):
 def load_hub(hub_id: str, data) -> dict[str, pd.DataFrame]:
     """The dataset's own splits. A ClassLabel label column gives its ids' names (unless data.label_names does);
     plain integer labels are named in load_splits like a file's."""
-    from nlpexp.hub import hub_dataset
+    from nlpexp.inputs.hub import hub_dataset
 
     ds = hub_dataset(hub_id, data.get("hub_config"), data.get("revision"),
                      "data.path=<file> (Sentences_50Agree.txt, or a csv/tsv/jsonl with a text and a label column)")

@@ -23,7 +23,7 @@ class Doc2VecClassifier:
         self.coef = self.intercept = None
 
     def _vectors(self, texts) -> np.ndarray:
-        from nlpexp.console import Progress
+        from nlpexp.report.console import Progress
 
         epochs, texts, out = infer_epochs(self.cfg), list(texts), []
         # inference draws random numbers: seeded per text, a text gets the same vector in every call and process

@@ -3,7 +3,7 @@ trainer.py: hub `gpt2` with its byte-level BPE, or (model.pretrained=null) a sma
 byte-level BPE trained on the training texts."""
 from pathlib import Path
 
-from nlpexp.hub import builds_small, load_pretrained, small_gpt2_config, train_byte_bpe
+from nlpexp.inputs.hub import builds_small, load_pretrained, small_gpt2_config, train_byte_bpe
 from nlpexp.tasks.classify import hf, trainer
 from nlpexp.tasks.classify.config import GPT2Classifier
 from nlpexp.tasks.classify.contract import FitRun

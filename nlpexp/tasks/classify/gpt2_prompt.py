@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nlpexp.hub import builds_small, load_pretrained, small_gpt2_config, train_byte_bpe
+from nlpexp.inputs.hub import builds_small, load_pretrained, small_gpt2_config, train_byte_bpe
 from nlpexp.runs import loading, write_dir
-from nlpexp.schema import Pretrained
+from nlpexp.config.schema import Pretrained
 from nlpexp.tasks.classify.config import Augment, GPT2PromptClassifier, PromptLoop
 from nlpexp.tasks.classify.contract import FitRun
 

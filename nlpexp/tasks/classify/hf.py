@@ -6,7 +6,7 @@ architecture small from `model.small` with a WordPiece tokenizer trained on the 
 """
 from pathlib import Path
 
-from nlpexp.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
+from nlpexp.inputs.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
 from nlpexp.runs import load_error, loading
 from nlpexp.tasks.classify import lora, trainer
 from nlpexp.tasks.classify.config import HFClassifier

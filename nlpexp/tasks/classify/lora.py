@@ -85,7 +85,7 @@ def load(folder: Path, model_class):
     from peft import PeftModel
     from transformers import AutoConfig
 
-    from nlpexp.hub import pretrained_model
+    from nlpexp.inputs.hub import pretrained_model
 
     base = json.loads((Path(folder) / "lora_base.json").read_text())
     config = AutoConfig.from_pretrained(folder)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from nlpexp.errors import UserError
-from nlpexp.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
+from nlpexp.inputs.hub import builds_small, load_pretrained, small_bert_config, train_wordpiece
 from nlpexp.runs import loading
 from nlpexp.tasks.classify import trainer
 from nlpexp.tasks.classify.config import MLMPromptClassifier

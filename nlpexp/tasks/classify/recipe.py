@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from nlpexp import registry
+from nlpexp.config import registry
 from nlpexp.errors import UserError
 from nlpexp.runs import require_manifest
-from nlpexp.metrics import accuracy, classification_metrics, plot_confusion, plot_history
-from nlpexp.schema import typed
+from nlpexp.report.metrics import accuracy, classification_metrics, plot_confusion, plot_history
+from nlpexp.config.schema import typed
 from nlpexp.tasks.classify.config import Augment, PromptLoop, Tokenizer
 from nlpexp.tasks.classify.contract import Classifier, ClassifierAdapter, FitRun, WeightedClassifier
 from nlpexp.tasks.classify.data import (dataset_name, label_names, labels_from_data, load_eval_set, load_file,
@@ -40,7 +40,7 @@ def fit_inputs(cfg, run_dir: Path, device: str) -> tuple:
     """(the chosen adapter's model.* dataclass, FitRun): all that its fit reads of the run's config."""
     from functools import partial
 
-    from nlpexp import loggers
+    from nlpexp.report import loggers
 
     record = registry.MODELS[cfg.model.name].adapters["classify"]
     run = FitRun(trainer=typed(cfg.trainer, record.trainer) if record.trainer else None, seed=cfg.seed,
@@ -106,7 +106,7 @@ def cross_evaluate(cfg, clf, labels, splits, run_dir: Path):
     """Accuracy of the trained model on every eval_on dataset (labels unified); the training set itself is scored
     on its own test split. One row of the train x test matrix: cross_eval.csv + cross_eval.png (nlpexp-report
     stacks the rows of a multirun over training sets into the full matrix)."""
-    from nlpexp.metrics import plot_accuracy_matrix
+    from nlpexp.report.metrics import plot_accuracy_matrix
 
     train_name = dataset_name(cfg.data)
     row = {}
@@ -316,7 +316,7 @@ def user_data_keys() -> list[str]:
 
 
 def predict(cfg, run_dir: Path, device: str):
-    from nlpexp.readers import read_texts
+    from nlpexp.inputs.readers import read_texts
 
     lines = None if cfg.get("text") else read_texts(cfg.input)  # bad input: before the model loads
     saved, clf = load_run(cfg, device)
@@ -330,7 +330,7 @@ def predict(cfg, run_dir: Path, device: str):
     for j, name in enumerate(labels):
         table[f"p_{name}"] = proba[:, j].round(6)
     out = Path(str(cfg.output)).expanduser() if cfg.get("output") else run_dir / "predictions.csv"
-    from nlpexp.readers import atomic_output
+    from nlpexp.inputs.readers import atomic_output
 
     with atomic_output(out) as handle:  # whole or not at all: a full disk leaves no truncated CSV
         table.to_csv(handle, index=False)

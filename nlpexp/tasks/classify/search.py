@@ -1,7 +1,7 @@
 """Optuna search spaces whose parameters depend on the model (hydra-optuna-sweeper's `custom_search_space`: a
 function of the sweep's config and the trial). A model refuses the keys it does not read, so one flat
 `hydra.sweeper.params` cannot serve a Doc2Vec and a fine-tuned encoder alike."""
-from nlpexp import registry
+from nlpexp.config import registry
 
 
 def classify(cfg, trial) -> None:

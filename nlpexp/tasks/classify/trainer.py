@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from nlpexp import hub
-from nlpexp.hub import builds_small
+from nlpexp.inputs import hub
+from nlpexp.inputs.hub import builds_small
 from nlpexp.runs import STAGING
 from nlpexp.runs import check_files, write_dir
-from nlpexp.schema import Lora
+from nlpexp.config.schema import Lora
 from nlpexp.tasks.classify import lora
 from nlpexp.tasks.classify.config import Tokenizer
 from nlpexp.tasks.classify.contract import FitRun
@@ -160,7 +160,7 @@ def fit(model_cfg, run: FitRun, labels: list[str], splits, build_model, keep_who
     from datasets import Dataset
     from transformers import DataCollatorWithPadding
 
-    from nlpexp.metrics import accuracy
+    from nlpexp.report.metrics import accuracy
 
     tr, run_dir, device = run.trainer, run.run_dir, run.device
     precision = run_precision(run)
@@ -282,7 +282,7 @@ def _train(run: FitRun, model, tokenizer, data: dict, labels: list[str], out_dir
     from transformers import TrainingArguments
 
     from nlpexp.training import distributed
-    from nlpexp.metrics import classification_metrics
+    from nlpexp.report.metrics import classification_metrics
 
     from nlpexp.training.precision import trainer_flags
 

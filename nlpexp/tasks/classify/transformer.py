@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nlpexp.hub import train_wordpiece
+from nlpexp.inputs.hub import train_wordpiece
 from nlpexp.models.transformer import Embedding, EncoderLayer
 from nlpexp.runs import loading
 from nlpexp.tasks.classify import trainer

@@ -1,6 +1,6 @@
 """The embedding wing's checks: what a run of each mode reads (the dataclasses of config.py and its Adapter
 record), and the rules that span several nodes. Imported before any run: no torch here."""
-from nlpexp.schema import Inputs, data_errors, input_errors, run_folder_errors
+from nlpexp.config.schema import Inputs, data_errors, input_errors, run_folder_errors
 from nlpexp.tasks.embedding.config import METHOD_LOOPS, RENAMED, SCHEMAS  # noqa: F401 (the wing's)
 
 
@@ -19,7 +19,7 @@ def consumes(cfg, adapter, model) -> dict:
 
 
 def check(cfg, adapter, model) -> list[str]:
-    from nlpexp.readers import special_file_error
+    from nlpexp.inputs.readers import special_file_error
 
     errors = data_errors(cfg.data)
     cache = cfg.task.get("cache")

@@ -6,8 +6,8 @@ from typing import ClassVar, List, Optional
 
 from omegaconf import MISSING
 
-from nlpexp.schema import (EPOCHS, SAMPLES, SOURCES, STEPS, TOKENS, WIDTH, Doc2VecEmbedder, LoopCore, LoopSteps,
-                           Pretrained, setting, split_error)
+from nlpexp.config.schema import (EPOCHS, SAMPLES, SOURCES, STEPS, TOKENS, WIDTH, Doc2VecEmbedder, LoopCore, LoopSteps,
+                                  Pretrained, setting, split_error)
 
 LOSSES = ("cosine", "cosent", "angle", "contrastive", "online_contrastive")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nlpexp.readers import detect_format, read_frame, resource_path
+from nlpexp.inputs.readers import detect_format, read_frame, resource_path
 from nlpexp.errors import UserError
 
 SNLI_LABELS = {"entailment": 1, "contradiction": -1, "0": 1, "2": -1}  # hub ids: 0 entail, 1 neutral, 2 contra
@@ -73,7 +73,7 @@ def frame_to_pairs(frame: pd.DataFrame, origin: str, first_line: int, seed: int,
 
 
 def load_hub_pairs(data) -> pd.DataFrame:
-    from nlpexp.hub import hub_dataset
+    from nlpexp.inputs.hub import hub_dataset
 
     ds = hub_dataset(data.hub_id, data.get("hub_config"), data.get("revision"),
                      "data.path=snli_1.0_dev_pairs.csv (or a text_1,text_2,label csv/jsonl)")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nlpexp.hub import LOADED, builds_small, load_pretrained, small_bert_config, train_wordpiece
+from nlpexp.inputs.hub import LOADED, builds_small, load_pretrained, small_bert_config, train_wordpiece
 from nlpexp.runs import loading, write_dir
 from nlpexp.tasks.embedding.contract import read_settings, write_settings
 
@@ -43,7 +43,7 @@ class MeanPooledEncoder:
     def encode(self, texts) -> np.ndarray:
         import torch
 
-        from nlpexp.console import Progress
+        from nlpexp.report.console import Progress
         from nlpexp.training.precision import autocast
 
         texts = list(texts)

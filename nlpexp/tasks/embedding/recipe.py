@@ -14,10 +14,10 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from nlpexp import registry
+from nlpexp.config import registry
 from nlpexp.errors import UserError
-from nlpexp.metrics import accuracy_at, threshold_accuracy
-from nlpexp.schema import typed
+from nlpexp.report.metrics import accuracy_at, threshold_accuracy
+from nlpexp.config.schema import typed
 from nlpexp.tasks.embedding.cache import open_cache
 from nlpexp.tasks.embedding.contract import EmbedderAdapter
 from nlpexp.tasks.embedding.data import load_pairs
@@ -310,7 +310,7 @@ def apply(cfg, run_dir: Path, device: str):
     from nlpexp.runs import loading, require_manifest
 
     source = Path(str(cfg.input)).expanduser()
-    from nlpexp.readers import read_texts
+    from nlpexp.inputs.readers import read_texts
 
     texts = None if source.suffix.lower() == ".npy" else read_texts(source, ("text", "sentence", "text_1", "content"))
     with loading(folder):
@@ -342,7 +342,7 @@ def apply(cfg, run_dir: Path, device: str):
     out = vectors @ matrix if matrix is not None else vectors
     target = Path(str(cfg.output)).expanduser() if cfg.get("output") else run_dir / "embeddings.npy"
     target.parent.mkdir(parents=True, exist_ok=True)
-    from nlpexp.readers import atomic_output
+    from nlpexp.inputs.readers import atomic_output
 
     with atomic_output(target, "wb") as handle:  # whole or not at all: a full disk leaves no truncated array
         np.save(handle, out.astype(np.float32))

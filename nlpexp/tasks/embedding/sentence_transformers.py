@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from nlpexp.errors import UserError
-from nlpexp.hub import packaged_model_path, pin
+from nlpexp.inputs.hub import packaged_model_path, pin
 from nlpexp.runs import load_error, loading, write_dir
 from nlpexp.tasks.embedding.contract import read_settings, write_settings
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from nlpexp.training.decoding import WindowStepper
-from nlpexp.hub import builds_small, pretrained_model, pretrained_tokenizer, small_bert_config
+from nlpexp.inputs.hub import builds_small, pretrained_model, pretrained_tokenizer, small_bert_config
 from nlpexp.models.bert import freeze_encoder
 from nlpexp.training.precision import run_lstm
 from nlpexp.tasks.novel.config import NextCharBertFC

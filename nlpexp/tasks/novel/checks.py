@@ -1,6 +1,6 @@
 """The novel wing's checks: what a run of each mode reads (the dataclasses of config.py and its Adapter
 record), and the rules that span several nodes. Imported before any run: no torch here."""
-from nlpexp.schema import TOKENS, GenerateLength, data_errors, run_folder_errors
+from nlpexp.config.schema import TOKENS, GenerateLength, data_errors, run_folder_errors
 from nlpexp.tasks.novel.config import RENAMED, SCHEMAS, NovelGenerate  # noqa: F401 (the wing's)
 
 

@@ -6,8 +6,8 @@ from typing import Any, ClassVar, List, Optional
 
 from omegaconf import MISSING
 
-from nlpexp.schema import (GENERATED, SAMPLES, STEPS, TOKENS, VOCAB, WIDTH, LAYERS, BertHead, DecodingControls, Loop,
-                           Pretrained, TransformerSizes, setting, split_error)
+from nlpexp.config.schema import (GENERATED, SAMPLES, STEPS, TOKENS, VOCAB, WIDTH, LAYERS, BertHead, DecodingControls,
+                                  Loop, Pretrained, TransformerSizes, setting, split_error)
 
 
 @dataclass
@@ -53,7 +53,7 @@ class NovelGenerate(DecodingControls):
 
 
 SCHEMAS = [("novel", "task", NovelTask), ("novel", "data", NovelData), ("novel", "generate", NovelGenerate)]
-# keys that were renamed: refused at composition with the new name (nlpexp.validate.renamed_hint)
+# keys that were renamed: refused at composition with the new name (nlpexp.config.validate.renamed_hint)
 RENAMED = {"generate.beam_size": "generate.num_beams", "task.max_train_minutes": "trainer.max_minutes",
            "task.mixed_precision": "trainer.precision",
            "task.bigram_k": "task.ngram_discounts (the add-k bigram became Kneser-Ney bigram and trigram baselines)"}

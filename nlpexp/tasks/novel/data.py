@@ -9,7 +9,7 @@ import re
 import unicodedata
 from pathlib import Path
 
-from nlpexp.readers import read_text, resource_path
+from nlpexp.inputs.readers import read_text, resource_path
 from nlpexp.errors import UserError
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -7,7 +7,7 @@ Saved as safetensors + JSON (the GPT2 config) + the vocabulary (vocab.json) or t
 from torch import nn
 
 from nlpexp.training.decoding import WindowStepper
-from nlpexp.hub import builds_small, pretrained_model, pretrained_tokenizer, small_gpt2_config
+from nlpexp.inputs.hub import builds_small, pretrained_model, pretrained_tokenizer, small_gpt2_config
 from nlpexp.tasks.novel.data import BPECodec, CharVocab
 
 

@@ -11,9 +11,9 @@ import math
 import time
 from pathlib import Path
 
-from nlpexp import registry
+from nlpexp.config import registry
 from nlpexp.errors import UserError
-from nlpexp.schema import typed
+from nlpexp.config.schema import typed
 from nlpexp.tasks.novel.contract import Codec, NovelAdapter, NovelModel, load_codec
 
 
@@ -28,7 +28,7 @@ def adapter(model: str) -> NovelAdapter:
 def train(cfg, run_dir: Path, device: str):
     import pandas as pd
 
-    from nlpexp.metrics import perplexity, plot_history
+    from nlpexp.report.metrics import perplexity, plot_history
     from nlpexp.tasks.novel.data import load_novel
 
     seq_len = int(cfg.task.seq_len)
@@ -76,7 +76,7 @@ def ngram_baselines(ids, train_bounds, starts, seq_len: int, vocab_size: int, di
     {order name: discount})."""
     import numpy as np
 
-    from nlpexp.metrics import kneser_ney_nll, perplexity
+    from nlpexp.report.metrics import kneser_ney_nll, perplexity
 
     all_ids = np.asarray(ids)
     lo, hi = train_bounds
@@ -201,7 +201,7 @@ def evaluate(model, ids, starts, seq_len: int, device: str, batch_size: int, pre
     import torch
     import torch.nn.functional as F
 
-    from nlpexp.console import Progress
+    from nlpexp.report.console import Progress
     from nlpexp.training.precision import autocast
     from nlpexp.tasks.novel.data import gather_windows
 
@@ -223,7 +223,7 @@ def evaluate(model, ids, starts, seq_len: int, device: str, batch_size: int, pre
 def fit(cfg, model, data, run_dir: Path, device: str):
     """nlpexp.training.loop over the training windows; evaluates every `task.eval_every` steps and at each epoch end and
     keeps the best checkpoint by validation loss."""
-    from nlpexp import loggers
+    from nlpexp.report import loggers
     from nlpexp.training import loop
 
     tr, seq_len = cfg.trainer, int(cfg.task.seq_len)
@@ -264,7 +264,7 @@ def continue_prompts(model, codec, prompt_ids, length: int, g, seed: int, strate
 
 def generation_metrics(prompts, outputs, codec, g, prefix: str) -> dict:
     from nlpexp.training.decoding import repeat_violations
-    from nlpexp.metrics import distinct_n, repetition_rate
+    from nlpexp.report.metrics import distinct_n, repetition_rate
 
     special = set(codec.special_ids)
     seqs = [list(o) for o in outputs]

@@ -4,7 +4,7 @@ from typing import List
 
 from omegaconf import MISSING
 
-from nlpexp.schema import setting
+from nlpexp.config.schema import setting
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from torch import nn
 
-from nlpexp.hub import builds_small, pretrained_model, pretrained_tokenizer, small_bert_config, train_wordpiece
+from nlpexp.inputs.hub import builds_small, pretrained_model, pretrained_tokenizer, small_bert_config, train_wordpiece
 from nlpexp.runs import loading, write_dir
 from nlpexp.tasks.story.contract import Built, batches_in_order, write_spec
 

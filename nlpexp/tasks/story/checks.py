@@ -2,7 +2,7 @@
 record), and the rules that span several nodes. Imported before any run: no torch here."""
 from omegaconf import OmegaConf
 
-from nlpexp.schema import Generate, SavedRun, data_errors, run_folder_errors
+from nlpexp.config.schema import Generate, SavedRun, data_errors, run_folder_errors
 from nlpexp.tasks.story.config import (RENAMED, SCHEMAS, PretrainedModel, SavedModel, StoryGenerate,  # noqa: F401
                                        TaskName, search_errors)
 

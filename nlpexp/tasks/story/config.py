@@ -6,8 +6,8 @@ from typing import Any, ClassVar, List, Optional
 
 from omegaconf import MISSING, OmegaConf
 
-from nlpexp.schema import (GENERATED, SAMPLES, SOURCES, TOKENS, VOCAB, WIDTH, LAYERS, DecodingControls, Loop,
-                           Pretrained, TransformerSizes, setting)
+from nlpexp.config.schema import (GENERATED, SAMPLES, SOURCES, TOKENS, VOCAB, WIDTH, LAYERS, DecodingControls, Loop,
+                                  Pretrained, TransformerSizes, setting)
 
 
 def _count_or_fraction(value) -> str | None:
@@ -104,7 +104,7 @@ SEARCHED = ("strategy", "temperature", "top_k", "top_p", "num_beams", "repetitio
 def search_errors(cfg) -> list[str]:
     """generate.search: a list of settings, each a map of the generate.* keys it changes (checked like them);
     the grid needs validation stories to be scored on."""
-    from nlpexp.schema import node_errors
+    from nlpexp.config.schema import node_errors
 
     grid = cfg.generate.get("search") or []
     errors = []

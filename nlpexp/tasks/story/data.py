@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from nlpexp.errors import UserError
-from nlpexp.readers import read_frame, read_text, resource_path
+from nlpexp.inputs.readers import read_frame, read_text, resource_path
 
 SENTENCES = [f"sentence{i}" for i in range(1, 6)]
 DEFAULT_TEST_SIZE = 0.3  # data.test_size=null without data.test_path
@@ -119,7 +119,7 @@ def read_stories(data) -> tuple:
         path = _paths(data.path)[0]
         return _with_origin(read_file(path), str(path))
     if data.source == "hub":
-        from nlpexp.hub import hub_dataset
+        from nlpexp.inputs.hub import hub_dataset
 
         ds = hub_dataset(str(data.hub_id), data.get("hub_config"), data.get("revision"),
                          "data.path=<a ROCStories csv or a story-per-line file>")

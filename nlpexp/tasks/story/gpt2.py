@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch import nn
 
-from nlpexp.hub import builds_small, pretrained_model, pretrained_tokenizer, small_gpt2_config, train_byte_bpe
+from nlpexp.inputs.hub import builds_small, pretrained_model, pretrained_tokenizer, small_gpt2_config, train_byte_bpe
 from nlpexp.runs import loading, write_dir
 from nlpexp.tasks.story.contract import Built, batches_in_order, fit_decoder_positions, write_spec
 

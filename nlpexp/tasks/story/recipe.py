@@ -14,9 +14,9 @@ import math
 import time
 from pathlib import Path
 
-from nlpexp import registry
+from nlpexp.config import registry
 from nlpexp.errors import UserError
-from nlpexp.schema import typed
+from nlpexp.config.schema import typed
 from nlpexp.tasks.story.config import PretrainedModel
 from nlpexp.tasks.story.contract import StoryAdapter, StoryModel, read_spec
 
@@ -47,7 +47,7 @@ def train(cfg, run_dir: Path, device: str):
 
     metrics, found = evaluate(cfg, model, tok, data, pairs["test"], run_dir, device)
     if "validation" in pairs:  # the sweep objective: a validation number, never a test one
-        from nlpexp.metrics import perplexity
+        from nlpexp.report.metrics import perplexity
         from nlpexp.training.precision import of_run
 
         val_nll = mean_nll(model, model.examples(pairs["validation"], train=False), int(cfg.trainer.eval_batch_size),
@@ -153,7 +153,7 @@ def mean_nll(model, items, batch_size: int, device: str, precision: str = "fp32"
     """Mean target-token NLL of the examples, in length-sorted batches."""
     import torch
 
-    from nlpexp.console import Progress
+    from nlpexp.report.console import Progress
     from nlpexp.training.precision import autocast
 
     model.eval()
@@ -172,7 +172,7 @@ def mean_nll(model, items, batch_size: int, device: str, precision: str = "fp32"
 def fit(cfg, model: StoryModel, train_pairs, val_pairs, device: str, run_dir: Path | None = None,
         lr_scales: dict | None = None):
     """nlpexp.training.loop over the training stories (epochs=0: zero-shot, the model as built or downloaded)."""
-    from nlpexp import loggers
+    from nlpexp.report import loggers
     from nlpexp.training import loop
 
     tr = cfg.trainer
@@ -215,7 +215,7 @@ def continue_prompts(model: StoryModel, tok, prompts: list[list[int]], texts: li
     max_sentences and a repeated k-gram."""
     import torch
 
-    from nlpexp import console
+    from nlpexp.report import console
     from nlpexp.training import decoding
 
     sentence_ids = decoding.sentence_end_ids(tok)
@@ -236,7 +236,7 @@ def continue_prompts(model: StoryModel, tok, prompts: list[list[int]], texts: li
 
 
 def story_metrics(hyps: list[str], refs: list[str], prefix: str) -> dict:
-    from nlpexp.metrics import bleu_length_ratio, bleu_scores, distinct_n, punctuation_only, repetition_rate
+    from nlpexp.report.metrics import bleu_length_ratio, bleu_scores, distinct_n, punctuation_only, repetition_rate
 
     words = [h.split() for h in hyps]
     corpus, sentence = bleu_scores(hyps, refs)
@@ -251,7 +251,7 @@ def story_metrics(hyps: list[str], refs: list[str], prefix: str) -> dict:
 
 def copy_bleu(frame) -> float:
     """The floor every story model must clear: the first sentence written four times, as the continuation."""
-    from nlpexp.metrics import bleu_scores
+    from nlpexp.report.metrics import bleu_scores
 
     return round(bleu_scores([" ".join([p] * 4) for p in frame["prompt"]], frame["reference"].tolist())[0], 5)
 
@@ -260,7 +260,7 @@ def search_decoding(cfg, model, tok, frame) -> tuple:
     """Each generate.search setting on the validation stories; (the best by corpus BLEU, the table)."""
     from omegaconf import OmegaConf
 
-    from nlpexp.metrics import bleu_scores
+    from nlpexp.report.metrics import bleu_scores
 
     prompts = [p for p, _ in encode_pairs(tok, frame)]
     table = []
@@ -279,7 +279,7 @@ def evaluate(cfg, model, tok, data, test_pairs, run_dir: Path, device: str) -> t
     """Test perplexity of the references, the copy baseline, then the test prompts at each evaluation temperature
     and, with generate.search, under the setting the validation stories chose (chosen_*): (metrics, what the
     search found), and samples.jsonl in run_dir."""
-    from nlpexp.metrics import perplexity
+    from nlpexp.report.metrics import perplexity
     from nlpexp.training.precision import of_run
 
     eb = int(cfg.trainer.eval_batch_size)

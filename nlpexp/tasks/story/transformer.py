@@ -10,7 +10,7 @@ from torch import nn
 from nlpexp.training import decoding
 from nlpexp.training.decoding import WindowStepper
 from nlpexp.errors import UserError
-from nlpexp.hub import train_byte_bpe
+from nlpexp.inputs.hub import train_byte_bpe
 from nlpexp.models.transformer import CausalLM, Embedding, EncoderLayer, lm_labels, pad_rows, padding_mask, \
     self_attention_step
 from nlpexp.runs import loading, write_dir

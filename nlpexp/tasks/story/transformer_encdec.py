@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nlpexp.hub import train_byte_bpe
+from nlpexp.inputs.hub import train_byte_bpe
 from nlpexp.models.transformer import (
     DecoderLayer,
     Embedding,

@@ -127,7 +127,7 @@ def data_errors(data, folders: bool = False) -> list[str]:
     reads folders of .txt), said before any run folder is made; data.source=file has a path."""
     errors = []
     if data.get("path"):
-        from nlpexp.readers import text_file_error
+        from nlpexp.inputs.readers import text_file_error
 
         for item in [data.path] if isinstance(data.path, str) else list(data.path):  # novel takes a list
             path = Path(str(item)).expanduser()
@@ -195,7 +195,7 @@ def input_errors(cfg) -> list[str]:
     file in a folder that can be written; all said before any model is loaded."""
     import os
 
-    from nlpexp.readers import special_file_error, text_file_error
+    from nlpexp.inputs.readers import special_file_error, text_file_error
 
     errors = []
     if cfg.get("input"):
@@ -292,7 +292,7 @@ class HFTrainerLoop(Loop):
 
 
 def ONE_PROCESS(cfg) -> str:  # noqa: N802 (a hint computed for the run: which models train data parallel)
-    from nlpexp import registry
+    from nlpexp.config import registry
 
     return (f"model {cfg.model.name} trains in one process (data parallel: "
             + ", ".join(m.name for m in registry.MODELS.values() if m.data_parallel) + ")")

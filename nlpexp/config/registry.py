@@ -82,7 +82,7 @@ def conf_dirs() -> list[Path]:
 
 def shipped_roots() -> list[Path]:
     """nlpexp's own config folders: nlpexp/conf, then each wing's."""
-    return [Path(__file__).parent / "conf", *conf_dirs()]
+    return [Path(__file__).parents[1] / "conf", *conf_dirs()]
 
 
 # -- the config search path of a run: ./conf (the user layer), the shipped folders, --config-dir, hydra.searchpath --

@@ -2,7 +2,7 @@
 config check, run before any run folder exists (and by `dry_run=true`): every error at once.
 
 1. the task x model x mode is one the registry knows;
-2. every typed node against its schema (nlpexp/schema.py, the wings' config.py): unknown keys, ranges, choices;
+2. every typed node against its schema (nlpexp/config/schema.py, the wings' config.py): unknown keys, ranges, choices;
 3. the rules across keys: each dataclass's own `check` (the model's adapter, the typed nodes), then the wing's
    (files that must exist, what a mode needs);
 4. every key given on the command line that this task x model x mode does not read is refused: it is not a field
@@ -18,10 +18,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from nlpexp import registry
-from nlpexp.registry import climbing_option, config_roots, is_group, searchpath_override
+from nlpexp.config import registry
+from nlpexp.config.registry import climbing_option, config_roots, is_group, searchpath_override
 from nlpexp.errors import UserError
-from nlpexp.schema import MODE_ARGS, consumed_fields, typed, typed_errors
+from nlpexp.config.schema import MODE_ARGS, consumed_fields, typed, typed_errors
 
 
 def config_errors(cfg: DictConfig, overrides=()) -> list[str]:
@@ -59,12 +59,12 @@ def config_errors(cfg: DictConfig, overrides=()) -> list[str]:
     if precision == "fp16" and cfg.device.name in ("cpu", "mps"):
         errors.append(f"trainer.precision=fp16 needs a CUDA GPU (device={cfg.device.name}): use bf16 or fp32")
     if cfg.get("logger") is not None:
-        from nlpexp.loggers import missing_dependency
+        from nlpexp.report.loggers import missing_dependency
 
         missing = missing_dependency(cfg)
         if missing:
             errors.append(missing)
-    from nlpexp.console import progress_error
+    from nlpexp.report.console import progress_error
 
     errors += [progress_error()] if progress_error() else []
     return errors
@@ -136,7 +136,7 @@ def as_consumed(cfg: DictConfig) -> DictConfig:
     the trainer node gone where nothing reads it (a Doc2Vec): code that reads a key its dataclass lacks fails."""
     from omegaconf import open_dict
 
-    from nlpexp.schema import union
+    from nlpexp.config.schema import union
 
     adapter = registry.MODELS[cfg.model.name].adapters.get(registry.wing(cfg.task.name))
     if adapter is None or cfg.mode != "train":  # the other modes read the saved run's config
@@ -232,7 +232,7 @@ ADDED_ROOT = ("smoke",)  # top-level keys a `+key=` adds on purpose (+smoke=true
 
 def root_keys(cfg: DictConfig) -> list[str]:
     """The top-level settings of nlpexp/conf/config.yaml (not the groups)."""
-    base = OmegaConf.load(Path(__file__).parent / "conf" / "config.yaml")
+    base = OmegaConf.load(Path(__file__).parents[1] / "conf" / "config.yaml")
     return [k for k in base if k not in ("defaults", "hydra")]
 
 
@@ -297,7 +297,7 @@ def group_option_errors(overrides: list[str], roots: list[Path]) -> None:
 def user_config_errors(roots: list[Path]) -> None:
     """A config file of the user's (./conf, --config-dir) that is a FIFO, a device or a socket: one line (Hydra takes
     it for no file and an optional config such as conf/local/default.yaml would be skipped in silence)."""
-    from nlpexp.readers import special_file_error
+    from nlpexp.inputs.readers import special_file_error
 
     for root in roots:
         for path in root.rglob("*.yaml"):
