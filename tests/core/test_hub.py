@@ -1,10 +1,9 @@
 """The networked user's commands, run offline against a hub-shaped cache (tests/hubcache.py: tiny models and
 parquet datasets under the ids the configs name, in the real cache layout): `task=finsent model=finbert`,
 `data.source=hub`, GPT-2 on emotion/story/novel, Chinese BERT, the FinBERT vs Doc2Vec study, `model=<folder>`,
-pinned revisions. Every command is the one a user types, in smoke size (few samples and steps), as a subprocess
-with HF_HOME pointing at the cache and HF_HUB_OFFLINE=1."""
+pinned revisions. Every command is the one a user types, in smoke size (few samples and steps), run by one process
+per cache, started with HF_HOME pointing at the cache and HF_HUB_OFFLINE=1 (tests/inprocess.py)."""
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 import hubcache  # noqa: E402
+import inprocess  # noqa: E402
 
 SMALL = ["data.max_train_samples=64", "data.max_eval_samples=32", "trainer.max_steps=4"]
 
@@ -23,20 +23,23 @@ SMALL = ["data.max_train_samples=64", "data.max_eval_samples=32", "trainer.max_s
 def hub(tmp_path_factory):
     """A cache as an online user's machine holds it: the repos' snapshots and datasets' prepared cache."""
     home = tmp_path_factory.mktemp("hf_home")
-    return home, hubcache.build_hub_cache(home)
+    commits = hubcache.build_hub_cache(home)
+    with inprocess.serving(home):
+        yield home, commits
 
 
 @pytest.fixture(scope="module")
 def snapshots_only(tmp_path_factory):
     """Only the repos' snapshots (the layout `huggingface-cli download` leaves): datasets read from there."""
     home = tmp_path_factory.mktemp("hf_snapshots")
-    return home, hubcache.build_hub_cache(home, prepared=False)
+    commits = hubcache.build_hub_cache(home, prepared=False)
+    with inprocess.serving(home):
+        yield home, commits
 
 
 def nlpexp(home: Path, cwd: Path, *args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "nlpexp", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)
+    """`nlpexp *args` in folder cwd, with HF_HOME=home (the cache's process, see the fixtures)."""
+    return inprocess.run(home, cwd, *args)
 
 
 def ok(proc) -> subprocess.CompletedProcess:
@@ -98,7 +101,8 @@ def test_hub_data_from_datasets_prepared_cache_only(hub, tmp_path):
     copy = tmp_path / "home"
     shutil.copytree(home, copy, symlinks=True)
     shutil.rmtree(copy / "hub" / "datasets--atrost--financial_phrasebank")
-    ok(nlpexp(copy, tmp_path, "task=finsent", "model=finbert", "data.source=hub", "trainer.epochs=0"))
+    with inprocess.serving(copy):  # a cache of its own: its own process
+        ok(nlpexp(copy, tmp_path, "task=finsent", "model=finbert", "data.source=hub", "trainer.epochs=0"))
     m = metrics(run_folder(tmp_path, "finsent", "finbert"))
     assert m["hub"]["datasets"]["atrost/financial_phrasebank"]["commit"] == commits["atrost/financial_phrasebank"]
 
