@@ -1,8 +1,8 @@
 """Kill -9 a training run mid-epoch from outside, resume it, and compare with the same run uninterrupted.
 
     .venv/bin/python bench/kill_resume.py [--kill-at 30] [overrides ...]
-    .venv/bin/python bench/kill_resume.py --tiny   # seconds (the test suite runs this): 64 training texts, a
-        # checkpoint every 2 steps, killed at checkpoint-6 of 12 steps, the uninterrupted run alongside
+    .venv/bin/python bench/kill_resume.py --tiny   # seconds (the test suite runs this): 48 training texts, a
+        # checkpoint every 2 steps, killed at checkpoint-2 of 9 steps, the uninterrupted run alongside
 Default run: finsent, BERT built small offline (model.pretrained=null), the full embedded sample, 3 epochs,
 a checkpoint every 5 steps. The run is killed (SIGKILL to its process) as soon as checkpoint-<kill-at> appears,
 i.e. somewhere after that step; the resume continues from the newest complete checkpoint.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 DEFAULT = ["model=bert", "model.pretrained=null", "device=cpu", "trainer.epochs=3", "trainer.batch_size=16",
            "trainer.lr=5e-4", "trainer.save_steps=5"]
-TINY = ["data.max_train_samples=64", "data.max_eval_samples=32", "trainer.save_steps=2"]  # 4 steps an epoch
+TINY = ["data.max_train_samples=48", "data.max_eval_samples=16", "trainer.save_steps=2"]  # 3 steps an epoch
 
 
 def merged(*lists: list[str]) -> list[str]:
@@ -41,12 +41,12 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--kill-at", type=int, default=30, help="kill once checkpoint-<N> exists")
     parser.add_argument("--tiny", action="store_true",
-                        help="seconds: 64 training texts, checkpoints every 2 steps, killed at checkpoint-6; the "
-                             "uninterrupted run alongside the killed one (one thread each)")
+                        help="seconds: 48 training texts, checkpoints every 2 steps, killed at checkpoint-2 of 9 "
+                             "steps (mid-epoch); the uninterrupted run alongside the killed one (one thread each)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     if args.tiny:
-        args.kill_at = 6
+        args.kill_at = 2
     run = merged(DEFAULT, TINY if args.tiny else [], args.overrides)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **({"OMP_NUM_THREADS": "1"} if args.tiny else {})}
     work = Path(tempfile.mkdtemp(prefix="kill_resume_"))

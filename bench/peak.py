@@ -12,7 +12,7 @@ The last line is the runner's fraction of the peak of the precision it trained i
 fp32 when a run does not record it).
 
     python bench/peak.py [--data PATH] [--samples N] [--precision fp32|bf16] [--eval-samples 64]
-    python bench/peak.py --tiny   # seconds: 256/512 matmuls for 0.1 s, MiniLM built small (model.pretrained=null)
+    python bench/peak.py --tiny   # seconds: 128/256 matmuls for 0.05 s, MiniLM built small (model.pretrained=null)
                                   # on 64 texts of the embedded sample (the test suite runs this)
 """
 import argparse
@@ -86,12 +86,12 @@ def main() -> None:
                         help="the runner's trainer.precision (always given to it)")
     parser.add_argument("--eval-samples", type=int, default=64, help="validation texts (data.max_eval_samples)")
     parser.add_argument("--tiny", action="store_true",
-                        help="seconds: 256/512 matmuls for 0.1 s each, MiniLM built small (model.pretrained=null), "
+                        help="seconds: 128/256 matmuls for 0.05 s each, MiniLM built small (model.pretrained=null), "
                              "64 texts of the embedded sample (a check that the bench works, not a measurement)")
     opts = parser.parse_args()
     sizes, seconds, extra = (1024, 2048, 4096), 2.0, []
     if opts.tiny:
-        sizes, seconds, extra = (256, 512), 0.1, ["model.pretrained=null"]
+        sizes, seconds, extra = (128, 256), 0.05, ["model.pretrained=null"]
         opts.data, opts.samples, opts.eval_samples = None, 64, 16
     threads, load = torch.get_num_threads(), os.getloadavg()[0]
     before = {"fp32": matmul_peak(torch.float32, sizes, seconds), "bf16": matmul_peak(torch.bfloat16, sizes, seconds)}

@@ -20,7 +20,8 @@ PAIRS = [(task.name, model) for task in registry.TASKS.values() for model in tas
 def test_config_groups_mirror_the_registry():
     assert options("task") == set(registry.TASKS)
     for task in registry.TASKS.values():  # in its own wing's folder
-        assert (Path(registry.__file__).parents[1] / "tasks" / task.wing / "conf" / "task" / f"{task.name}.yaml").is_file()
+        wing = Path(registry.__file__).parents[1] / "tasks" / task.wing
+        assert (wing / "conf" / "task" / f"{task.name}.yaml").is_file()
     assert {p.stem for p in (CONF / "model").glob("*.yaml")} == set(registry.MODELS)
     assert {p.stem for p in (CONF / "device").glob("*.yaml")} == {"auto", "cpu", "cuda", "mps"}
 

@@ -110,7 +110,9 @@ def test_labels_a_font_cannot_draw_are_drawn_by_index():
     assert (shown, note) == (["#0", "#1"], "labels by index (no CJK font installed)") or family
 
 
-RUN = [sys.executable, "-m", "nlpexp", "+smoke=true", "trainer.epochs=2", "trainer.max_steps=-1"]  # MiniLM, 2 x 4 steps
+# MiniLM (its real weights), 2 epochs of 4 steps of 4 texts
+SMALL = ["trainer.batch_size=4", "data.max_train_samples=16", "data.max_eval_samples=8"]
+RUN = [sys.executable, "-m", "nlpexp", "+smoke=true", "trainer.epochs=2", "trainer.max_steps=-1", *SMALL]
 
 
 @pytest.mark.slow  # two runs in subprocesses: not in `make test-fast`
@@ -129,7 +131,7 @@ def test_a_run_off_a_terminal_prints_plain_lines_and_verbose_brings_the_librarie
     assert lines[header + 1].split()[:2] == ["1", "4"] and lines[-7].startswith("finsent / minilm (train)")
     assert len(lines) < 30
     # the smoke run's one epoch of 4 steps is enough to hear the libraries
-    loud = subprocess.run([*RUN[:4], "verbose=true"], cwd=tmp_path, capture_output=True, text=True, env=env,
+    loud = subprocess.run([*RUN[:4], *SMALL, "verbose=true"], cwd=tmp_path, capture_output=True, text=True, env=env,
                           timeout=600)
     out = loud.stdout + loud.stderr
     assert loud.returncode == 0 and "Loading weights" in out and "{'loss'" in out
