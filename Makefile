@@ -23,7 +23,9 @@ run: install
 # TEST_JOBS pytest workers (pytest-xdist), each test file on one of them (its module fixtures built once), the
 # longest files first (tests/conftest.py LONGEST_FIRST; xdist's own order is by number of tests)
 TEST_JOBS ?= 2
+# compileall: where PYTHONDONTWRITEBYTECODE is set, each of the suite's processes would compile nlpexp again
 test: install
+	$(BIN)/python -m compileall -q nlpexp hydra_plugins
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder --durations=15 -m "not cluster"
 
 # the cluster recipe (docs/sweeps-and-clusters.md) on a real PostgreSQL and a single-node SLURM started on
