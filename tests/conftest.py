@@ -31,8 +31,8 @@ LONGEST_FIRST = (
     "core/test_sweeps_persist.py", "core/test_benches.py", "core/test_smoke_matrix.py", "classify/test_finsent.py",
     "core/test_saved_folders.py", "core/test_multinode.py", "core/test_hub.py", "classify/test_classification_heads.py",
     "classify/test_contract_classify.py", "classify/test_emotion.py", "embedding/test_embedding.py",
-    "core/test_console.py", "core/test_resume_ddp.py", "core/test_spine.py", "story/test_story.py", "core/test_trust.py",
-    "core/test_loggers.py", "core/test_loop.py", "core/test_sweeps.py", "core/test_trust_io.py",
+    "core/test_console.py", "core/test_resume_ddp.py", "core/test_spine.py", "story/test_story.py",
+    "core/test_trust.py", "core/test_loggers.py", "core/test_loop.py", "core/test_sweeps.py", "core/test_trust_io.py",
     "core/test_trust_ckpt.py", "core/test_config.py", "classify/test_lora.py", "core/test_errors.py",
     "novel/test_novel.py",
 )
