@@ -55,35 +55,46 @@ def run(home: Path, cwd: Path, *args, timeout: float = 600) -> subprocess.Comple
     return subprocess.CompletedProcess(["nlpexp", *args], answer["code"], answer["out"], answer["err"])
 
 
+def call_main(cwd: Path, *args) -> tuple[int, str, str]:
+    """`nlpexp *args` run in this process inside `cwd`, as tests/conftest.py's `nlpexp` fixture runs it: its exit
+    code, stdout and stderr (an exception that escapes is exit 1 with its traceback, as `python -m nlpexp` ends).
+    The process's cwd, argv, environment and warning filters are as they were afterwards, so the next command
+    starts as a new process would (and says its "once" warnings again)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from nlpexp import cli
+
+    here, argv, environ = os.getcwd(), sys.argv, dict(os.environ)
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+        try:
+            os.chdir(cwd)
+            sys.argv = ["nlpexp", *map(str, args)]
+            GlobalHydra.instance().clear()
+            cli.main()
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+        except Exception:
+            traceback.print_exc()
+            code = 1
+        finally:
+            GlobalHydra.instance().clear()
+            os.chdir(here)
+            sys.argv = argv
+            os.environ.clear()
+            os.environ.update(environ)
+    return code, out.getvalue(), err.getvalue()
+
+
 def serve() -> None:
     answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
-    from hydra.core.global_hydra import GlobalHydra
+    from nlpexp import cli  # noqa: F401 (imported once, as `python -m nlpexp` does: its warning filter is kept)
 
-    from nlpexp import cli  # imported once, as `python -m nlpexp` does: its warning filter is kept for every command
-
-    home, environ = os.getcwd(), dict(os.environ)
     for line in sys.stdin:
         request = json.loads(line)
-        out, err, code = io.StringIO(), io.StringIO(), 0
-        # each command's warning filters undone after it, its "once" warnings said again by the next
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
-            try:
-                os.chdir(request["cwd"])
-                sys.argv = ["nlpexp", *request["args"]]
-                GlobalHydra.instance().clear()
-                cli.main()
-            except SystemExit as stop:
-                code = stop.code if isinstance(stop.code, int) else 1
-            except Exception:
-                traceback.print_exc()
-                code = 1
-            finally:
-                GlobalHydra.instance().clear()
-                os.chdir(home)
-                os.environ.clear()  # the next command starts with this process's environment, as a new one would
-                os.environ.update(environ)
-        answers.write(json.dumps({"code": code, "out": out.getvalue(), "err": err.getvalue()}) + "\n")
+        code, out, err = call_main(Path(request["cwd"]), *request["args"])
+        answers.write(json.dumps({"code": code, "out": out, "err": err}) + "\n")
         answers.flush()
 
 
