@@ -11,15 +11,18 @@ from nlpexp.config.schema import (EPOCHS, GENERATED, SAMPLES, SOURCES, TOKENS, V
                                   Doc2VecEmbedder, Loop, Lora, Pretrained, Small, TransformerSizes, setting,
                                   split_error)
 
-FORMATS = ("auto", "phrasebank", "csv", "tsv", "jsonl", "clue")
+FORMATS = ("auto", "phrasebank", "csv", "tsv", "jsonl", "parquet", "clue")
 
 
 @dataclass
 class ClassifyTask:
     name: str = MISSING
-    labels: Optional[List[str]] = None          # null: label_sets[label_set], or (clue) taken from the data
+    labels: Optional[List[str]] = None          # null: label_sets[label_set], or taken from the data
     label_set: Optional[str] = None
     label_sets: Optional[Dict[str, List[str]]] = None
+    # several labels per text: one sigmoid per label, binary cross-entropy, per-label thresholds chosen on
+    # validation (the adapters whose dataclass has MULTI_LABEL; the others refuse it)
+    multi_label: bool = False
 
 
 @dataclass
@@ -35,7 +38,12 @@ class ClassifyData:
     path: Optional[str] = None
     format: str = setting("auto", choices=FORMATS)
     text_column: Optional[str] = None
+    text_pair_column: Optional[str] = None   # a second text: sentence-pair classification (given as a pair)
     label_column: Optional[str] = None
+    # task.multi_label: the labels of a text joined by this in one column (a JSONL/Parquet list needs none)
+    label_separator: str = setting(",", check=lambda v: None if v else "must not be empty")
+    # hub data: {train|validation|test: the dataset's own split name}, e.g. {validation: dev}
+    hub_splits: Dict[str, str] = setting({})
     label_map: Dict[str, str] = setting({})  # {} not null: a command-line {a: b} or +data.label_map.a=b merges into it
     # integer labels in the data: id i is label_names[i] (then label_map applies); without it they are refused
     label_names: Optional[List[str]] = setting(None, check=lambda names: None if names else
@@ -80,11 +88,14 @@ SCHEMAS = [("classify", "task", ClassifyTask), ("classify", "data", ClassifyData
 
 
 # -- model.*: one dataclass per adapter. UNTRAINED: why trainer.epochs=0 (zero-shot) cannot score it (None: its
-# pretrained model answers as it is) -----------------------------------------------------------------------------
+# pretrained model answers as it is). MULTI_LABEL: it runs task.multi_label=true. PAIRS: its tokenizer is given
+# sentence pairs as pairs (the others read the two texts joined by " [SEP] ") ----------------------------------
 @dataclass
 class HFClassifier(Pretrained):
     """minilm, bert, finbert, bert_chinese: an HF encoder with a classification head (hf.py)."""
     UNTRAINED: ClassVar[Optional[str]] = None
+    PAIRS: ClassVar[bool] = True  # sentence pairs reach its tokenizer as pairs
+    MULTI_LABEL: ClassVar[bool] = True
     head_init: str = setting("random", choices=("random", "probe"))
     lora: Lora = field(default_factory=Lora)
 
@@ -116,6 +127,8 @@ class MLMPromptClassifier(Pretrained):
 class BertHeadClassifier(BertHead):
     """bert_fc: BERT and Linear -> ReLU -> Dropout -> Linear (bert_heads.py)."""
     UNTRAINED: ClassVar[Optional[str]] = "its head is new"
+    PAIRS: ClassVar[bool] = True  # sentence pairs reach its tokenizer as pairs
+    MULTI_LABEL: ClassVar[bool] = True
     classifier_hidden: int = setting(MISSING, gt=0, le=WIDTH)
 
 
@@ -123,6 +136,8 @@ class BertHeadClassifier(BertHead):
 class BertLSTMClassifier(BertHead):
     """bert_lstm: BERT and an LSTM over its token states (bert_heads.py)."""
     UNTRAINED: ClassVar[Optional[str]] = "its head is new"
+    PAIRS: ClassVar[bool] = True  # sentence pairs reach its tokenizer as pairs
+    MULTI_LABEL: ClassVar[bool] = True
     hidden_size: int = setting(MISSING, gt=0, le=WIDTH)
     num_layers: int = setting(MISSING, gt=0, le=LAYERS)
 
@@ -131,6 +146,7 @@ class BertLSTMClassifier(BertHead):
 class TransformerClassifier(TransformerSizes):
     """Our own Transformer encoder with a WordPiece trained on the data (transformer.py)."""
     UNTRAINED: ClassVar[Optional[str]] = "it is trained from scratch"
+    PAIRS: ClassVar[bool] = True  # sentence pairs reach its tokenizer as pairs
     vocab_size: int = setting(MISSING, gt=0, le=VOCAB)
 
 
@@ -138,6 +154,7 @@ class TransformerClassifier(TransformerSizes):
 class GPT2Classifier(Pretrained):
     """GPT-2 with a sequence-classification head (gpt2.py)."""
     UNTRAINED: ClassVar[Optional[str]] = None
+    PAIRS: ClassVar[bool] = True  # sentence pairs reach its tokenizer as pairs
     lora: Lora = field(default_factory=Lora)
 
 
@@ -155,6 +172,7 @@ class GPT2PromptClassifier(Pretrained):
 class Doc2VecClassifier(Doc2VecEmbedder):
     """Doc2Vec embeddings and a logistic regression (doc2vec.py)."""
     UNTRAINED: ClassVar[Optional[str]] = "it is trained from scratch"
+    MULTI_LABEL: ClassVar[bool] = True  # one logistic regression per label (one-vs-rest)
     C: float = setting(MISSING, gt=0)
     class_weight: Optional[str] = setting(None, choices=("balanced",))
 

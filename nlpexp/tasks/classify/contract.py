@@ -22,6 +22,7 @@ class FitRun:
     label_map: dict               # data.label_map: a pretrained head's classes are matched to the labels through it
     resume_from: Optional[str]    # the checkpoint resume chose (None: from the start)
     verbose: bool                 # the libraries' own progress bars and log lines
+    multi_label: bool             # task.multi_label: a split's "label" holds a tuple of label ids per text
     logger: str                   # logger.name
     report_to: Callable[[Path], list]      # loggers.hf_report_to of the run, for a fit's folder
     step_logger: Callable[[Path], Optional[Callable]]  # loggers.step_logger of the run, for a fit's folder
@@ -31,7 +32,9 @@ class Classifier(Protocol):
     """A trained or loaded model that scores texts."""
 
     def predict_proba(self, texts) -> np.ndarray:
-        """(n texts, n labels) probabilities, rows summing to 1, columns in the task's label order."""
+        """(n texts, n labels) probabilities, columns in the task's label order: rows summing to 1, or with
+        task.multi_label one independent probability per label. `texts`: strings, or (text, text_pair) tuples for
+        sentence pairs (only the adapters with PAIRS get them; the recipe joins the pair for the others)."""
 
     def extra_metrics(self, frame, labels: list[str], prefix: str) -> dict:
         """Metrics beside the standard ones for a scored split (gpt2_prompt: its unrestricted answer); {} if none."""

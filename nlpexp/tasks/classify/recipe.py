@@ -47,7 +47,8 @@ def fit_inputs(cfg, run_dir: Path, device: str) -> tuple:
                  run_dir=run_dir, device=device,
                  tokenizer=typed(cfg.tokenizer, Tokenizer) if cfg.get("tokenizer") is not None else None,
                  label_map=OmegaConf.to_container(cfg.data.label_map, resolve=True),
-                 resume_from=cfg.get("resume_from"), verbose=bool(cfg.get("verbose")), logger=loggers.name(cfg),
+                 resume_from=cfg.get("resume_from"), verbose=bool(cfg.get("verbose")),
+                 multi_label=bool(cfg.task.get("multi_label")), logger=loggers.name(cfg),
                  report_to=partial(loggers.hf_report_to, cfg), step_logger=partial(loggers.step_logger, cfg))
     return typed(cfg.model, record.config), run
 
