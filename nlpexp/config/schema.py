@@ -127,14 +127,15 @@ def data_errors(data, folders: bool = False) -> list[str]:
     reads folders of .txt), said before any run folder is made; data.source=file has a path."""
     errors = []
     if data.get("path"):
-        from nlpexp.inputs.readers import text_file_error
+        from nlpexp.inputs.readers import is_parquet, parquet_file_error, text_file_error
 
         for item in [data.path] if isinstance(data.path, str) else list(data.path):  # novel takes a list
             path = Path(str(item)).expanduser()
             if not path.exists():
                 errors.append(f"data file not found: {path}")
             elif not (folders and path.is_dir()):
-                errors += [problem for problem in [text_file_error(path)] if problem]
+                check = parquet_file_error if is_parquet(path, data.get("format")) else text_file_error
+                errors += [problem for problem in [check(path)] if problem]
     if data.get("source") == "file" and not data.get("path"):
         errors.append("data.source=file needs data.path=<file>")
     return errors
@@ -195,7 +196,7 @@ def input_errors(cfg) -> list[str]:
     file in a folder that can be written; all said before any model is loaded."""
     import os
 
-    from nlpexp.inputs.readers import special_file_error, text_file_error
+    from nlpexp.inputs.readers import is_parquet, parquet_file_error, special_file_error, text_file_error
 
     errors = []
     if cfg.get("input"):
@@ -204,7 +205,8 @@ def input_errors(cfg) -> list[str]:
             errors.append(f"input file not found: {cfg.input}")
         elif problem := special_file_error(source):  # an .npy too: np.load on a FIFO waits forever
             errors.append(f"input={problem}")
-        elif source.suffix.lower() != ".npy" and (problem := text_file_error(source)):
+        elif source.suffix.lower() != ".npy" and (problem := (parquet_file_error if is_parquet(source) else
+                                                              text_file_error)(source)):
             errors.append(f"input={problem}")
         if cfg.get("text") is not None:
             errors.append("give text= (one text) or input= (a file), not both")

@@ -23,8 +23,9 @@ from nlpexp.errors import UserError, disk_full
 if TYPE_CHECKING:  # pandas is imported by the readers that build frames: the pre-run checks stay light
     import pandas as pd
 
-TEXT_COLUMNS = ("text", "sentence", "review", "content", "Text")
-LABEL_COLUMNS = ("label", "sentiment", "emotion", "Emotion", "gold_label")
+# known names, tried before the values are looked at (pick_columns)
+TEXT_COLUMNS = ("text", "sentence", "review", "content", "Text", "document", "body", "tweet")
+LABEL_COLUMNS = ("label", "sentiment", "emotion", "Emotion", "gold_label", "labels", "class", "category", "target")
 
 
 def resource_path(name: str) -> Path:
@@ -208,10 +209,55 @@ def detect_format(path: Path) -> str:
     if Path(path).is_dir():  # its name cannot tell a format: say what is wrong instead
         raise UserError(f"{path} is a folder, not a file")
     suffix = Path(path).suffix.lower()
-    formats = {".txt": "phrasebank", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
+    formats = {".txt": "phrasebank", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl",
+               ".parquet": "parquet", ".pq": "parquet"}
     if suffix not in formats:
-        raise UserError(f"{path}: cannot tell the format from '{suffix}'; set data.format=csv|tsv|jsonl|phrasebank")
+        raise UserError(f"{path}: cannot tell the format from '{suffix}'; set data.format=csv|tsv|jsonl|parquet|"
+                        "phrasebank")
     return formats[suffix]
+
+
+PARQUET_MAGIC = b"PAR1"
+
+
+def is_parquet(path, fmt="auto") -> bool:
+    """data.format=parquet, or a .parquet/.pq name: binary by design, so the text checks do not apply to it."""
+    return fmt == "parquet" or (fmt in (None, "auto") and Path(str(path)).suffix.lower() in (".parquet", ".pq"))
+
+
+def parquet_file_error(path) -> str | None:
+    """Why `path` cannot be a Parquet file (a folder, a special file, not starting and ending with PAR1)."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a folder, not a file"
+    special = special_file_error(path)
+    if special:
+        return special
+    with path.open("rb") as handle:
+        head = handle.read(4)
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() < 12:
+            return f"{path} is not a Parquet file (too short)"
+        handle.seek(-4, os.SEEK_END)
+        tail = handle.read(4)
+    return None if head == tail == PARQUET_MAGIC else f"{path} is not a Parquet file (no PAR1 marks)"
+
+
+def read_parquet(path) -> pd.DataFrame:
+    """A Parquet file as a DataFrame (Arrow: no code runs on load); its rows are numbered from 1."""
+    import pandas as pd
+
+    problem = parquet_file_error(path)
+    if problem:
+        raise UserError(problem)
+    try:
+        return pd.read_parquet(path)
+    except Exception as err:  # pyarrow's errors have no common base beyond its own ArrowException
+        raise UserError(f"{path}: malformed parquet: {str(err).strip().splitlines()[0]}") from None
+
+
+PAIR_COLUMNS = (("sentence1", "sentence2"), ("premise", "hypothesis"), ("text_a", "text_b"),
+                ("question1", "question2"), ("text", "text_pair"), ("question", "sentence"))
 
 
 def pick_column(columns, wanted, candidates, what, path):
@@ -227,22 +273,90 @@ def pick_column(columns, wanted, candidates, what, path):
     raise UserError(f"{path}: no {what} column found (columns: {found}); set data.{what}_column=<name>")
 
 
-def read_table(path: Path, fmt: str, text_column=None, label_column=None) -> pd.DataFrame:
-    """CSV/TSV/JSONL into columns text, label, line (the file line, for error messages)."""
+def _is_list(value) -> bool:
+    return isinstance(value, (list, tuple)) or type(value).__name__ == "ndarray"
+
+
+def _looks_like_labels(values) -> bool:
+    """Few distinct values against the rows (at most half of them, and at most 1,000), or lists (multi-label)."""
+    values = list(values)
+    if values and all(_is_list(v) for v in values):
+        return True
+    distinct = len({str(v).strip() for v in values})
+    return distinct <= max(2, min(1000, len(values) // 2))
+
+
+def _mean_length(values) -> float:
+    values = [v for v in values if isinstance(v, str)]
+    return sum(map(len, values)) / len(values) if values else 0.0
+
+
+def pick_columns(frame, text_column=None, label_column=None, pair_column=None, path="the data") -> tuple:
+    """(text column, second text column or None, label column) of `frame`. Given names win; then known names
+    (a known pair such as sentence1/sentence2 when no text column is given); then, for what is left, the values
+    decide when only one answer is possible: the label is the one column with few distinct values (or lists), the
+    text the one column of free text (or the string column whose mean length is at least twice every other's).
+    Anything else: one line listing the columns and naming the keys to set."""
+    columns = [str(c) for c in frame.columns]
+    shown = ", ".join(columns) or "none"
+    for key, name in (("text_column", text_column), ("label_column", label_column),
+                      ("text_pair_column", pair_column)):
+        if name and name not in columns:
+            raise UserError(f"{path}: no column '{name}' for data.{key} (columns: {shown})")
+    text, pair, label = text_column, pair_column, label_column
+    if not text and not pair:
+        known = next(((a, b) for a, b in PAIR_COLUMNS if a in columns and b in columns and a != label and
+                      b != label), None)
+        if known:
+            text, pair = known
+    label = label or next((c for c in LABEL_COLUMNS if c in columns and c not in (text, pair)), None)
+    text = text or next((c for c in TEXT_COLUMNS if c in columns and c not in (label, pair)), None)
+    rest = [c for c in columns if c not in (text, pair, label)]
+    if label is None:
+        found = [c for c in rest if _looks_like_labels(frame[c])]
+        if len(found) != 1:
+            why = "no column looks like labels" if not found else f"{', '.join(found)} all could be"
+            raise UserError(f"{path}: cannot tell which column is the label ({why}; columns: {shown}); set "
+                            "data.label_column=<name>")
+        label = found[0]
+        rest.remove(label)
+    if text is None:
+        strings = [c for c in rest if frame[c].map(lambda v: isinstance(v, str)).all()]
+        lengths = sorted(((_mean_length(frame[c]), c) for c in strings), reverse=True)
+        if not lengths or (len(lengths) > 1 and lengths[0][0] < 2 * lengths[1][0]):
+            why = "no column of text" if not lengths else f"{', '.join(c for _, c in lengths)} all could be"
+            raise UserError(f"{path}: cannot tell which column is the text ({why}; columns: {shown}); set "
+                            "data.text_column=<name>")
+        text = lengths[0][1]
+    return text, pair, label
+
+
+def read_table(path: Path, fmt: str, text_column=None, label_column=None, pair_column=None) -> pd.DataFrame:
+    """CSV/TSV/JSONL/Parquet into columns text, [text_pair], label, line (the file line, for error messages)."""
+    path = Path(path)
+    frame, first_line = (read_parquet(path), 1) if fmt == "parquet" else read_frame(path, fmt)
+    return labelled_frame(frame, first_line, text_column, label_column, pair_column, path)
+
+
+def labelled_frame(frame, first_line: int, text_column, label_column, pair_column, origin) -> pd.DataFrame:
+    """A table's text, [text_pair] and label columns (pick_columns) as columns text, [text_pair], label, line.
+    Labels stay as they are (a JSONL, Parquet or hub list stays a list: multi-label)."""
     import pandas as pd
 
-    path = Path(path)
-    frame, first_line = read_frame(path, fmt)
     if frame.empty:
-        raise UserError(f"{path}: no data rows (columns: {', '.join(map(str, frame.columns)) or 'none'})")
-    text_col = pick_column(frame.columns, text_column, TEXT_COLUMNS, "text", path)
-    label_col = pick_column(frame.columns, label_column, LABEL_COLUMNS, "label", path)
-    out = pd.DataFrame({"text": frame[text_col].astype(str), "label": frame[label_col].astype(str).str.strip(),
+        raise UserError(f"{origin}: no data rows (columns: {', '.join(map(str, frame.columns)) or 'none'})")
+    frame.columns = [str(c) for c in frame.columns]
+    text_col, pair_col, label_col = pick_columns(frame, text_column, label_column, pair_column, origin)
+    gold = frame[label_col].map(lambda v: list(v) if _is_list(v) else str(v).strip())
+    out = pd.DataFrame({"text": frame[text_col].astype(str).to_numpy(), "label": gold.to_numpy(),
                         "line": range(first_line, first_line + len(frame))})
+    if pair_col:
+        out.insert(1, "text_pair", frame[pair_col].astype(str).to_numpy())
+    out.attrs["columns"] = {"text": text_col, "text_pair": pair_col, "label": label_col}  # for metrics.json
     return out
 
 
-def read_labelled_file(path, fmt="auto", text_column=None, label_column=None) -> pd.DataFrame:
+def read_labelled_file(path, fmt="auto", text_column=None, label_column=None, pair_column=None) -> pd.DataFrame:
     path = Path(str(path)).expanduser()
     if not path.exists():
         raise UserError(f"data file not found: {path}")
@@ -251,7 +365,7 @@ def read_labelled_file(path, fmt="auto", text_column=None, label_column=None) ->
         return read_phrasebank(path)
     if fmt == "clue":
         return read_clue(path)
-    return read_table(path, fmt, text_column, label_column)
+    return read_table(path, fmt, text_column, label_column, pair_column)
 
 
 def read_clue(path: Path) -> pd.DataFrame:
@@ -284,19 +398,28 @@ def read_clue(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["text", "label", "label_id", "line"])
 
 
-def read_texts(path, columns=TEXT_COLUMNS) -> list[str]:
-    """Texts to predict on or embed (input=...): a .txt file (one per line) or a csv/tsv/jsonl with one of
-    `columns`, read like the training data; a file without any text is refused."""
+def read_texts(path, columns=TEXT_COLUMNS, column=None, pair_column=None) -> list:
+    """Texts to predict on or embed (input=...): a .txt file (one per line) or a csv/tsv/jsonl/parquet with one of
+    `columns` (or `column`, data.text_column), read like the training data; a file without any text is refused.
+    With `pair_column` (a sentence-pair run's data.text_pair_column): (text, text_pair) tuples."""
     path = Path(str(path)).expanduser()
     if path.suffix.lower() == ".txt":
         texts = [line.strip() for line in read_text(path).splitlines() if line.strip()]
     else:
-        frame, _ = read_frame(path, detect_format(path))
-        column = next((c for c in columns if c in frame.columns), None)
+        fmt = detect_format(path)
+        frame = read_parquet(path) if fmt == "parquet" else read_frame(path, fmt)[0]
+        frame.columns = [str(c) for c in frame.columns]
+        found = ", ".join(frame.columns) or "none"
+        for name in (column, pair_column):
+            if name and name not in frame.columns:
+                raise UserError(f"{path}: no column '{name}' (columns: {found})")
+        column = column or next((c for c in columns if c in frame.columns), None)
         if column is None:
-            raise UserError(f"{path}: no text column (columns: {', '.join(map(str, frame.columns)) or 'none'}); "
-                            f"name it one of {', '.join(columns)}")
+            raise UserError(f"{path}: no text column (columns: {found}); name it one of {', '.join(columns)}, or "
+                            "set data.text_column=<name>")
         texts = [str(t) for t in frame[column]]
+        if pair_column:
+            texts = list(zip(texts, (str(t) for t in frame[pair_column])))
     if not texts:
         raise UserError(f"{path}: no texts in it")
     return texts

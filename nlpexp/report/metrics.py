@@ -110,7 +110,8 @@ def threshold_accuracy(similarity, labels, steps: int = 2000) -> dict:
 
 def accuracy(clf, frame) -> float:
     """Accuracy of a classifier (anything with predict_proba) on a frame with text and label columns."""
-    return round(float((clf.predict_proba(frame["text"]).argmax(axis=1) == frame["label"].to_numpy()).mean()), 6)
+    texts = list(zip(frame["text"], frame["text_pair"])) if "text_pair" in frame else frame["text"]  # sentence pairs
+    return round(float((clf.predict_proba(texts).argmax(axis=1) == frame["label"].to_numpy()).mean()), 6)
 
 
 def accuracy_at(similarity, labels, threshold: float) -> float:

@@ -52,7 +52,7 @@ def test_label_names_name_the_ids_then_label_map_applies(tmp_path):
     for frame in splits.values():
         for text, label in zip(frame["text"], frame["label"]):
             assert WORDS[FINSENT[label]] in text
-    with pytest.raises(UserError, match="label ids 2 have no name in data.label_names"):
+    with pytest.raises(UserError, match="label id 2 has no name in data.label_names"):
         read_splits(data_cfg(path, label_names=["positive", "negative"]), FINSENT, seed=0)
 
 

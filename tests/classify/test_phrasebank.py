@@ -41,7 +41,7 @@ def test_csv_with_custom_columns(tmp_path):
     path.write_text('headline,tone\n"Sales rose, again",positive\nProfit fell,negative\n')
     frame = read_labelled_file(path, "auto", "headline", "tone")
     assert list(frame["text"]) == ["Sales rose, again", "Profit fell"]
-    with pytest.raises(UserError, match="no text column 'title'"):
+    with pytest.raises(UserError, match=r"no column 'title' for data.text_column \(columns: headline, tone\)"):
         read_labelled_file(path, "auto", "title", "tone")
 
 

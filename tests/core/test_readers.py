@@ -82,7 +82,8 @@ def test_empty_files_and_missing_text_columns_name_the_columns_found(tmp_path):
     with pytest.raises(UserError, match=r"header.csv: no data rows \(columns: headline, tone\)"):
         read_labelled_file(tmp_path / "header.csv")
     (tmp_path / "cols.csv").write_text("headline,tone\nSales rose,positive\n")
-    with pytest.raises(UserError, match=r"no text column found \(columns: headline, tone\)"):
+    with pytest.raises(UserError, match=r"cannot tell which column is the label \(headline, tone all could be; "
+                                         r"columns: headline, tone\); set data.label_column=<name>"):
         read_labelled_file(tmp_path / "cols.csv")
 
 

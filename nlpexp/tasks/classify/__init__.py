@@ -1,10 +1,14 @@
-"""Classification of the user's own data: financial sentiment, emotions, Chinese sentiment, CLUE-style presets."""
+"""Classification of the user's own data (task=classify: labels from the data), and its presets: financial
+sentiment, emotions, Chinese sentiment, CLUE-style."""
 from nlpexp.config.schema import HFTrainerLoop
 from nlpexp.tasks import Adapter, Task
 from nlpexp.tasks.classify import config
 
 MODES = ("train", "eval", "predict", "soup")
+CLASSIFIERS = ("minilm", "bert", "finbert", "bert_chinese", "bert_fc", "bert_lstm", "transformer", "gpt2", "gpt2_prompt",
+               "bert_chinese_mlm", "doc2vec")
 TASKS = (
+    Task("classify", CLASSIFIERS, MODES, "your own labelled texts: csv, tsv, jsonl, parquet or a hub dataset"),
     Task("finsent", ("minilm", "finbert", "bert", "doc2vec", "bert_fc", "bert_lstm", "transformer", "gpt2",
                      "gpt2_prompt"), MODES, "financial news sentiment"),
     Task("emotion", ("minilm", "bert", "finbert", "doc2vec", "gpt2", "gpt2_prompt", "bert_fc", "bert_lstm",

@@ -4,7 +4,7 @@ from omegaconf import OmegaConf
 
 from nlpexp.config.schema import (DistributedHFTrainerLoop, HFTrainerLoop, Predict, SavedRun, data_errors,
                                   input_errors, run_folder_errors)
-from nlpexp.tasks.classify.config import SCHEMAS, ClassifyData, PromptLoop  # noqa: F401 (SCHEMAS: the wing's)
+from nlpexp.tasks.classify.config import SCHEMAS, ClassifyData, PredictColumns, PromptLoop  # noqa: F401 (SCHEMAS)
 
 SAVED = "the saved run's settings (its .hydra/config.yaml) are used"
 
@@ -16,7 +16,7 @@ def consumes(cfg, adapter, model) -> dict:
         saved = {"trainer": SAVED, "model": SAVED, "tokenizer": SAVED, "augment": SAVED,
                  "": (Predict,) if cfg.mode == "predict" else (SavedRun,)}
         if cfg.mode == "predict":
-            return {**saved, "data": "mode=predict scores text= or input= with the saved run's label settings"}
+            return {**saved, "data": (PredictColumns,)}
         return {**saved, "data": (ClassifyData,)} if cfg.mode == "eval" else saved
     loop = DistributedHFTrainerLoop if adapter.trainer is HFTrainerLoop and adapter.data_parallel else adapter.trainer
     # augment.generated_per_label > 0: gpt2_prompt's loop trains the generator, at augment.generator_epochs and
@@ -50,9 +50,6 @@ def check(cfg, adapter, model) -> list[str]:
     task = cfg.task
     if not task.labels and task.label_sets and str(task.label_set) not in task.label_sets:
         errors.append(f"task.label_set must be one of {', '.join(map(str, task.label_sets))} (got {task.label_set!r})")
-    if mode == "train" and not task.labels and not task.label_sets and not data.get("path") \
-            and data.source != "embedded":
-        errors.append("task.labels=null takes the labels from a file: give data.path=<file> or task.labels")
     return errors
 
 

@@ -59,6 +59,15 @@ class ClassifyData:
 
 
 @dataclass
+class PredictColumns:
+    """mode=predict input=<table>: which of its columns hold the texts (null: text/sentence/... as for training;
+    the pair column: the saved run's data.text_pair_column when it had one). The other data.* are the run's."""
+    UNREAD: ClassVar[str] = "mode=predict scores text= or input= with the saved run's label settings"
+    text_column: Optional[str] = None
+    text_pair_column: Optional[str] = None
+
+
+@dataclass
 class Tokenizer:
     keep_whole: Optional[List[str]] = setting(
         None, check=lambda words: None if all(w.strip() for w in words) else
@@ -116,11 +125,6 @@ class MLMPromptClassifier(Pretrained):
     prompt: str = setting(MISSING, check=lambda v: None if "{text}" in v and "[MASK]" in v else
                           "must contain {text} and [MASK]")
     mlm_probability: float = setting(0.0, ge=0, lt=1)
-
-    def check(self, cfg) -> list[str]:
-        long = [str(name) for name in (cfg.task.labels or []) if len(str(name)) != 1]
-        return [f"model={self.name} needs one-character labels (task {cfg.task.name} has {', '.join(long)})"] \
-            if long else []
 
 
 @dataclass

@@ -3,41 +3,76 @@ from pathlib import Path
 
 import pandas as pd
 
-from nlpexp.inputs.readers import LABEL_COLUMNS, TEXT_COLUMNS, pick_column, read_labelled_file, resource_path
+from nlpexp.inputs.readers import labelled_frame, pick_columns, read_labelled_file, resource_path
 from nlpexp.errors import UserError
 
 SPLITS = ("train", "validation", "test")
 
 
 def encode_labels(frame: pd.DataFrame, labels: list[str], origin: str) -> pd.DataFrame:
-    """Map label names to ids; an unknown label names its file line."""
+    """Map label names to ids (a multi-label row's list of names to a sorted tuple of ids); an unknown label names
+    its file line."""
     index = {name: i for i, name in enumerate(labels)}
-    ids = []
-    for value, line in zip(frame["label"], frame["line"]):
+
+    def one(value, line):
         key = str(value).strip()
         if key in index:
-            ids.append(index[key])
-        elif key.lower() in index:
-            ids.append(index[key.lower()])
-        else:
-            raise UserError(f"{origin} line {line}: unknown label {key!r} (expected one of {', '.join(labels)})")
+            return index[key]
+        if key.lower() in index:
+            return index[key.lower()]
+        raise UserError(f"{origin} line {line}: unknown label {key!r} (expected one of {', '.join(labels)})")
+
+    ids = [tuple(sorted({one(v, line) for v in value})) if isinstance(value, list) else one(value, line)
+           for value, line in zip(frame["label"], frame["line"])]
     return frame.assign(label=ids)
 
 
-def name_label_ids(frame: pd.DataFrame, data, labels: list[str], origin: str) -> pd.DataFrame:
+def split_label_sets(frame: pd.DataFrame, data, origin: str) -> pd.DataFrame:
+    """task.multi_label: each row's labels as a list of names: a list stays (JSONL, Parquet, hub), a string is cut
+    at data.label_separator ("joy,love"; "" is no label)."""
+    sep = str(data.get("label_separator") or ",")
+
+    def names(value):
+        items = value if isinstance(value, list) else str(value).split(sep)
+        return [str(v).strip() for v in items if str(v).strip()]
+
+    return frame.assign(label=[names(v) for v in frame["label"]])
+
+
+def single_labels(frame: pd.DataFrame, origin: str) -> pd.DataFrame:
+    """A list in the label column of a single-label task is refused, naming its line (it is multi-label data)."""
+    lists = frame["label"].map(lambda v: isinstance(v, list))
+    if lists.any():
+        line = frame.loc[lists, "line"].iloc[0]
+        raise UserError(f"{origin} line {line}: the label is a list ({frame.loc[lists, 'label'].iloc[0]}): several "
+                        "labels per text need task.multi_label=true")
+    return frame
+
+
+def name_label_ids(frame: pd.DataFrame, data, labels: list[str] | None, origin: str) -> pd.DataFrame:
     """Integer labels -> names: id i is data.label_names[i]. Without data.label_names, integers that are neither
     a label of the task nor a data.label_map key are refused: read as positions in the task's label list, a file
-    whose ids mean something else (0 = positive) would train and score on wrong labels without a word."""
-    values = frame["label"].astype(str).str.strip()
-    integer = values.str.fullmatch(r"-?\d+")
+    whose ids mean something else (0 = positive) would train and score on wrong labels without a word. A task
+    whose labels come from the data (labels None) keeps integers as they are: they are its labels' names."""
     names = data.get("label_names")
     if names:
         names = [str(n) for n in names]
-        unnamed = sorted({int(v) for v in values[integer] if not 0 <= int(v) < len(names)})
-        if unnamed:
-            raise UserError(f"{origin}: label ids {', '.join(map(str, unnamed))} have no name in data.label_names "
-                            f"({len(names)} names, for ids 0 to {len(names) - 1})")
-        return frame.assign(label=[names[int(v)] if i else v for v, i in zip(values, integer)])
+
+        def name(v):
+            v = str(v).strip()
+            if not (v.lstrip("-").isdigit() and v != "-"):
+                return v
+            if not 0 <= int(v) < len(names):
+                raise UserError(f"{origin}: label id {v} has no name in data.label_names ({len(names)} names, for "
+                                f"ids 0 to {len(names) - 1})")
+            return names[int(v)]
+
+        return frame.assign(label=[[name(x) for x in v] if isinstance(v, list) else name(v) for v in frame["label"]])
+    if labels is None:
+        return frame
+    values = pd.Series([x for v in frame["label"] for x in (v if isinstance(v, list) else [v])], dtype=object)
+    values = values.astype(str).str.strip()
+    integer = values.str.fullmatch(r"-?\d+")
     known = set(labels) | {str(k).lower() for k in (data.get("label_map") or {})}
     found = sorted({int(v) for v in values[integer] if v not in known})
     if found:
@@ -48,12 +83,44 @@ def name_label_ids(frame: pd.DataFrame, data, labels: list[str], origin: str) ->
     return frame
 
 
-def prepare_labels(frame: pd.DataFrame, data, labels: list[str], origin: str) -> pd.DataFrame:
+def prepare_labels(frame: pd.DataFrame, data, labels: list[str], origin: str, multi_label: bool = False
+                   ) -> pd.DataFrame:
     """Label values as they are in the data -> label ids of the task, the same way for training, mode=eval and
     eval_on: integer ids named (data.label_names), then unified (data.label_map, data.other_labels), then
-    encoded."""
-    frame = unify_labels(name_label_ids(frame, data, labels, origin), data, labels, origin)
-    return encode_labels(frame, labels, origin)
+    encoded (multi-label: a sorted tuple of ids per row)."""
+    return encode_labels(name_labels(frame, data, labels, origin, multi_label), labels, origin)
+
+
+def name_labels(frame: pd.DataFrame, data, labels: list[str] | None, origin: str, multi_label: bool = False
+                ) -> pd.DataFrame:
+    """prepare_labels up to the label names: lists split (multi-label), ids named, data.label_map applied."""
+    frame = split_label_sets(frame, data, origin) if multi_label else single_labels(frame, origin)
+    return unify_labels(name_label_ids(frame, data, labels, origin), data, labels, origin)
+
+
+def discover_labels(frames: dict[str, pd.DataFrame], data) -> list[str]:
+    """The label set of a task whose labels come from the data (task.labels=null): data.label_names when given
+    (their order), else every label of the training data (the whole file when it has no splits), sorted:
+    numerically when every label is an integer, else by name; CLUE's files order their names by label id."""
+    if data.get("label_names"):
+        return list(dict.fromkeys(str(name) for name in data.label_names))
+    frame = frames.get("train", frames.get("all"))
+    if "label_id" in frame:  # CLUE: label_des names, ordered by their ids
+        first: dict[str, str] = {}
+        for name, label_id in zip(frame["label"], frame["label_id"]):
+            if first.setdefault(name, label_id) != label_id:
+                raise UserError(f"label {name!r} has two ids ({first[name]}, {label_id})")
+        numeric = all(str(i).lstrip("-").isdigit() for i in first.values())
+        return sorted(first, key=lambda name: (int(first[name]) if numeric else 0, str(first[name])))
+    found = {str(x) for v in frame["label"] for x in (v if isinstance(v, list) else [v])}
+    if all(x.lstrip("-").isdigit() for x in found):
+        return sorted(found, key=int)
+    return sorted(found)
+
+
+def strata(frame: pd.DataFrame):
+    """What a split is stratified by: the label (None for multi-label rows: their label sets are too many to)."""
+    return None if len(frame) and isinstance(frame["label"].iloc[0], tuple) else frame["label"]
 
 
 def stratified_split(frame: pd.DataFrame, fractions, seed: int) -> dict[str, pd.DataFrame]:
@@ -61,8 +128,8 @@ def stratified_split(frame: pd.DataFrame, fractions, seed: int) -> dict[str, pd.
 
     train_f, val_f, test_f = fractions
     try:
-        rest, test = train_test_split(frame, test_size=test_f, stratify=frame["label"], random_state=seed)
-        train, val = train_test_split(rest, test_size=val_f / (train_f + val_f), stratify=rest["label"],
+        rest, test = train_test_split(frame, test_size=test_f, stratify=strata(frame), random_state=seed)
+        train, val = train_test_split(rest, test_size=val_f / (train_f + val_f), stratify=strata(rest),
                                       random_state=seed)
     except ValueError as err:
         if len(frame) == 0:
@@ -77,75 +144,82 @@ def carve(frame: pd.DataFrame, fraction: float, seed: int, origin: str):
     from sklearn.model_selection import train_test_split
 
     try:
-        return tuple(train_test_split(frame, test_size=fraction, stratify=frame["label"], random_state=seed))
+        return tuple(train_test_split(frame, test_size=fraction, stratify=strata(frame), random_state=seed))
     except ValueError as err:
         raise UserError(f"{origin}: cannot hold out {fraction:.0%} of {len(frame)} train rows stratified: "
                         f"{err}") from None
 
 
 def load_hub(hub_id: str, data) -> dict[str, pd.DataFrame]:
-    """The dataset's own splits. A ClassLabel label column gives its ids' names (unless data.label_names does);
-    plain integer labels are named in load_splits like a file's."""
+    """The dataset's own splits (data.hub_splits renames them: {validation: dev}). A ClassLabel label column (or a
+    list of ClassLabels: multi-label) gives its ids' names (unless data.label_names does); plain integer labels
+    are named in load_splits like a file's."""
     from nlpexp.inputs.hub import hub_dataset
 
     ds = hub_dataset(hub_id, data.get("hub_config"), data.get("revision"),
                      "data.path=<file> (Sentences_50Agree.txt, or a csv/tsv/jsonl with a text and a label column)")
+    wanted = {split: str((data.get("hub_splits") or {}).get(split, split)) for split in SPLITS}
+    unknown = [f"{ours}={theirs}" for ours, theirs in (data.get("hub_splits") or {}).items()
+               if ours not in SPLITS or str(theirs) not in ds]
+    if unknown:
+        raise UserError(f"{hub_id}: data.hub_splits names {', '.join(unknown)}, but its splits are "
+                        f"{', '.join(ds)} (ours: {', '.join(SPLITS)})")
     out = {}
-    for split in SPLITS:
-        if split not in ds:
+    for split, theirs in wanted.items():
+        if theirs not in ds:
             continue
-        part = ds[split]
-        text_col = pick_column(part.column_names, data.get("text_column"), TEXT_COLUMNS, "text", hub_id)
-        label_col = pick_column(part.column_names, data.get("label_column"), LABEL_COLUMNS, "label", hub_id)
+        part, origin = ds[theirs], f"{hub_id} {theirs}"
+        table = part.to_pandas()
+        text, pair, label = pick_columns(table, data.get("text_column"), data.get("label_column"),
+                                         data.get("text_pair_column"), origin)
+        frame = labelled_frame(table, 1, text, label, pair, origin)
+        feature = part.features[label]
         # the ids' names: the dataset's ClassLabel, else what the task config knows of this dataset
-        names = getattr(part.features[label_col], "names", None) or (data.get("hub_label_names") or {}).get(hub_id)
-        gold = part[label_col]
+        names = getattr(feature, "names", None) or getattr(getattr(feature, "feature", None), "names", None) \
+            or (data.get("hub_label_names") or {}).get(hub_id)
         if names and not data.get("label_names"):  # -1 (no label) has no name: left for the unknown-label error
-            gold = [names[i] if isinstance(i, int) and 0 <= i < len(names) else i for i in gold]
-        out[split] = pd.DataFrame({"text": part[text_col], "label": gold, "line": range(1, len(part) + 1)})
+
+            def name(i):
+                return names[int(i)] if str(i).isdigit() and int(i) < len(names) else i
+
+            frame["label"] = [[name(i) for i in v] if isinstance(v, list) else name(v) for v in frame["label"]]
+        out[split] = frame
     return out
 
 
-def labels_from_data(data) -> list[str]:
-    """The label set of a task with task.labels=null (CLUE): every label in the file, ordered by label id
-    (numerically when the ids are numbers), so sparse ids (100, 102, ... 116) map to 0..n-1 in id order.
-    With data.label_names, those names in id order."""
-    if data.get("label_names"):
-        return list(dict.fromkeys(str(name) for name in data.label_names))
-    if data.get("path"):
-        frame = read_labelled_file(data.path, data.format, data.text_column, data.label_column)
-    elif data.source == "embedded":
-        frame = read_labelled_file(resource_path(data.embedded), data.get("embedded_format", "auto"),
-                                   data.text_column, data.label_column)
-    else:
-        raise UserError("task.labels=null takes the labels from a file; set task.labels=[...] for hub data")
-    ids = frame["label_id"] if "label_id" in frame else frame["label"]
-    first: dict[str, str] = {}  # label name -> its id
-    for name, label_id in zip(frame["label"], ids):
-        if first.setdefault(name, label_id) != label_id:
-            raise UserError(f"label {name!r} has two ids ({first[name]}, {label_id})")
-    numeric = all(str(i).lstrip("-").isdigit() for i in first.values())
-    return sorted(first, key=lambda name: (int(first[name]) if numeric else 0, str(first[name])))
+def load_splits(data, labels: list[str] | None, seed: int, multi_label: bool = False) -> dict[str, pd.DataFrame]:
+    """Returns train/validation/test DataFrames with columns text, [text_pair], label (id), line."""
+    return labelled_splits(data, labels, seed, multi_label)[0]
 
 
-def load_splits(data, labels: list[str], seed: int) -> dict[str, pd.DataFrame]:
-    """Returns train/validation/test DataFrames with columns text, label (id), line."""
-    return read_splits(data, labels, seed)[0]
-
-
-def read_splits(data, labels: list[str], seed: int) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+def read_splits(data, labels: list[str] | None, seed: int, multi_label: bool = False
+                ) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
     """load_splits, and how many rows remove_duplicates left out (the training run records them in metrics.json)."""
+    frames, info, _ = labelled_splits(data, labels, seed, multi_label)
+    return frames, {k: v for k, v in info.items() if k != "columns"}
+
+
+def read_data(data) -> tuple[dict[str, pd.DataFrame], str]:
+    """The data as it is: {"all": frame} for a file or an embedded sample, the dataset's own splits for a hub id;
+    and how messages name it."""
+    columns = (data.get("text_column"), data.get("label_column"), data.get("text_pair_column"))
     if data.get("path"):
-        origin = str(Path(str(data.path)).expanduser())
-        frames = {"all": read_labelled_file(data.path, data.format, data.text_column, data.label_column)}
-    elif data.source == "hub":
-        origin = data.hub_id
-        frames = load_hub(data.hub_id, data)
-    else:
-        origin = f"embedded sample {data.embedded}"
-        frames = {"all": read_labelled_file(resource_path(data.embedded), data.get("embedded_format", "auto"),
-                                            data.text_column, data.label_column)}
-    frames = {name: prepare_labels(frame, data, labels, origin) for name, frame in frames.items()}
+        return {"all": read_labelled_file(data.path, data.format, *columns)}, str(Path(str(data.path)).expanduser())
+    if data.source == "hub":
+        return load_hub(data.hub_id, data), data.hub_id
+    return ({"all": read_labelled_file(resource_path(data.embedded), data.get("embedded_format", "auto"), *columns)},
+            f"embedded sample {data.embedded}")
+
+
+def labelled_splits(data, labels: list[str] | None, seed: int, multi_label: bool = False) -> tuple:
+    """(train/validation/test frames, {rows remove_duplicates left out, the columns read} for metrics.json, the
+    label set). `labels` None: the label set comes from the data (discover_labels)."""
+    frames, origin = read_data(data)
+    columns = next(iter(frames.values())).attrs.get("columns")  # which of the data's columns were read
+    frames = {name: name_labels(frame, data, labels, origin, multi_label) for name, frame in frames.items()}
+    if labels is None:
+        labels = discover_labels(frames, data)
+    frames = {name: encode_labels(frame, labels, origin) for name, frame in frames.items()}
     if set(frames) == {"train"}:  # a hub dataset with one split: split seeded and stratified, as a file is
         frames = {"all": frames["train"]}
         print(f"{origin}: one split (train): split {'/'.join(f'{f:g}' for f in data.split)} seeded and stratified")
@@ -171,10 +245,19 @@ def read_splits(data, labels: list[str], seed: int) -> tuple[dict[str, pd.DataFr
         if frames[split].empty:
             raise UserError(f"{origin}: the {split} split is empty")
     train = frames["train"]["label"]
-    if train.nunique() < 2:  # a one-label classifier learns nothing: the run would only report a constant
-        raise UserError(f"{origin}: the train split has a single label, {labels[train.iloc[0]]!r} ({len(train)} "
-                        "rows); a classifier needs texts of two or more labels")
-    return frames, removed
+    seen = {i for v in train for i in (v if isinstance(v, tuple) else [v])}
+    if len(seen) < 2:  # a one-label classifier learns nothing: the run would only report a constant
+        only = f"a single label, {labels[min(seen)]!r}" if seen else "no labels"
+        raise UserError(f"{origin}: the train split has {only} ({len(train)} rows); a classifier needs texts of two "
+                        "or more labels")
+    return frames, {**removed, **({"columns": columns} if columns else {})}, labels
+
+
+def item_keys(frame: pd.DataFrame) -> pd.Series:
+    """What makes two rows the same item: the text stripped of surrounding whitespace (and the second text of a
+    sentence pair)."""
+    key = frame["text"].astype(str).str.strip()
+    return key + "\t" + frame["text_pair"].astype(str).str.strip() if "text_pair" in frame else key
 
 
 def remove_duplicates(frames: dict[str, pd.DataFrame], origin: str) -> tuple[dict[str, pd.DataFrame], dict]:
@@ -185,16 +268,16 @@ def remove_duplicates(frames: dict[str, pd.DataFrame], origin: str) -> tuple[dic
     frames = dict(frames)
     for name, frame in frames.items():
         frame = frame[frame["text"].astype(str).str.strip() != ""]  # an empty text is no text (not a duplicate)
-        key = frame["text"].astype(str).str.strip()
+        key = item_keys(frame)
         conflicting = key.map(frame.groupby(key)["label"].nunique()) > 1
         repeated = key.duplicated() & ~conflicting
         frames[name] = frame[~conflicting & ~repeated]
         removed["duplicates_removed"] += int(repeated.sum())
         removed["conflicting_removed"] += int(conflicting.sum())
     if "test" in frames:
-        in_test = set(frames["test"]["text"].astype(str).str.strip())
+        in_test = set(item_keys(frames["test"]))
         for name in [split for split in ("train", "validation") if split in frames]:
-            seen = frames[name]["text"].astype(str).str.strip().isin(in_test)
+            seen = item_keys(frames[name]).isin(in_test)
             frames[name] = frames[name][~seen]
             removed["test_overlap_removed"] += int(seen.sum())
     if any(removed.values()):
@@ -204,30 +287,46 @@ def remove_duplicates(frames: dict[str, pd.DataFrame], origin: str) -> tuple[dic
     return frames, removed
 
 
-def label_names(task) -> list[str]:
-    """The task's label vocabulary: task.labels, or task.label_sets[task.label_set] (emotion: 6 or 13 labels)."""
+def label_names(task) -> list[str] | None:
+    """The task's label vocabulary: task.labels, or task.label_sets[task.label_set] (emotion: 6 or 13 labels);
+    None: it comes from the data (discover_labels)."""
+    if not task.get("labels") and not task.get("label_sets"):
+        return None
     if task.get("labels"):
         return [str(x) for x in task.labels]
     return [str(x) for x in task.label_sets[str(task.label_set)]]
 
 
-def unify_labels(frame: pd.DataFrame, data, labels: list[str], origin: str) -> pd.DataFrame:
+def unify_labels(frame: pd.DataFrame, data, labels: list[str] | None, origin: str) -> pd.DataFrame:
     """data.label_map (lowercased label -> label in the set, e.g. happy -> joy); then, with
-    data.other_labels=drop, rows whose label is outside the label set are left out (counted on stdout)."""
-    if not data.get("label_map") and data.get("other_labels") is None:
-        return frame
+    data.other_labels=drop, rows whose label is outside the label set are left out (counted on stdout; a
+    multi-label row loses those labels). Labels taken from the data (labels None) keep their case."""
     mapping = {str(k).lower(): str(v) for k, v in (data.get("label_map") or {}).items()}
-    unified = frame["label"].astype(str).str.strip().map(lambda v: mapping.get(v.lower(), v.lower()))
-    frame = frame.assign(label=unified)
-    if data.get("other_labels", "error") == "drop":
-        keep = frame["label"].isin(labels)
-        if not keep.all():
-            dropped = frame.loc[~keep, "label"].value_counts()
-            print(f"{origin}: left out {int((~keep).sum())} rows with labels outside the label set "
-                  f"({', '.join(f'{k} {v}' for k, v in dropped.items())})")
-        frame = frame[keep]
-        if frame.empty:
-            raise UserError(f"{origin}: no rows with a label in the label set ({', '.join(labels)})")
+    if labels is None and not mapping:
+        return frame
+
+    def one(value):
+        value = str(value).strip()
+        return mapping.get(value.lower(), value if labels is None else value.lower())
+
+    frame = frame.assign(label=[[one(x) for x in v] if isinstance(v, list) else one(v) for v in frame["label"]])
+    if labels is None or data.get("other_labels", "error") != "drop":
+        return frame
+    if len(frame) and isinstance(frame["label"].iloc[0], list):
+        outside = pd.Series([x for v in frame["label"] for x in v if x not in labels], dtype=object)
+        frame = frame.assign(label=[[x for x in v if x in labels] for v in frame["label"]])
+        if len(outside):
+            print(f"{origin}: left out {len(outside)} labels outside the label set "
+                  f"({', '.join(f'{k} {v}' for k, v in outside.value_counts().items())})")
+        return frame
+    keep = frame["label"].isin(labels)
+    if not keep.all():
+        dropped = frame.loc[~keep, "label"].value_counts()
+        print(f"{origin}: left out {int((~keep).sum())} rows with labels outside the label set "
+              f"({', '.join(f'{k} {v}' for k, v in dropped.items())})")
+    frame = frame[keep]
+    if frame.empty:
+        raise UserError(f"{origin}: no rows with a label in the label set ({', '.join(labels)})")
     return frame
 
 
@@ -236,18 +335,19 @@ def per_label_sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return frame.sample(frac=1.0, random_state=seed).groupby("label", sort=False).head(n).sort_index()
 
 
-def load_eval_set(spec: str, data, labels: list[str]) -> pd.DataFrame:
+def load_eval_set(spec: str, data, labels: list[str], multi_label: bool = False) -> pd.DataFrame:
     """A dataset for cross-dataset evaluation: an embedded sample name or a file path, labels as in training."""
     path = resource_path(spec) if resource_path(spec).is_file() else Path(spec).expanduser()
     frame = read_labelled_file(path, "auto")
-    return prepare_labels(frame, data, labels, spec).reset_index(drop=True)
+    return prepare_labels(frame, data, labels, spec, multi_label).reset_index(drop=True)
 
 
-def load_file(data, labels: list[str]) -> pd.DataFrame:
+def load_file(data, labels: list[str], multi_label: bool = False) -> pd.DataFrame:
     """The whole of data.path, scored as one set (mode=eval data.path=...): its labels read exactly as in
     training (data.label_names, data.label_map, data.other_labels), nothing split off or left out."""
-    frame = read_labelled_file(data.path, data.format, data.text_column, data.label_column)
-    return prepare_labels(frame, data, labels, str(data.path)).reset_index(drop=True)
+    frame = read_labelled_file(data.path, data.format, data.get("text_column"), data.get("label_column"),
+                               data.get("text_pair_column"))
+    return prepare_labels(frame, data, labels, str(data.path), multi_label).reset_index(drop=True)
 
 
 def dataset_name(data) -> str:

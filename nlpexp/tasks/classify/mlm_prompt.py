@@ -1,7 +1,7 @@
 """BERT as a masked-LM prompt classifier (model=bert_chinese_mlm).
 
-Every text goes into the prompt `model.prompt` (`{text}`, `{choices}`; it ends in [MASK]); each label is one
-character. Training: the answer position is masked and the masked-LM head learns the gold label's character
+Every text goes into the prompt `model.prompt` (`{text}`, `{choices}`; it ends in [MASK]); each label is answered
+by one token: itself when it is one (a Chinese label character), else its first token (answer_ids). Training: the answer position is masked and the masked-LM head learns the gold label's character
 there (a cross-entropy over the whole vocabulary), and `model.mlm_probability` of the other prompt tokens are
 masked too and predicted as in BERT's pre-training: masked-LM training on the filled prompt. Prediction: the
 label characters' scores at [MASK], softmaxed among themselves. `model.pretrained` is a hub id or folder
@@ -98,13 +98,30 @@ def prompt_mlm_class():
     return BertPromptMLM
 
 
+def answer_ids(tokenizer, labels: list[str], name) -> list[int]:
+    """The vocabulary entry that answers for each label at [MASK]: the label itself when it is one token (a
+    Chinese label character), else its first token (pos -> "po"); two labels with one answer are refused."""
+    ids = []
+    for label in labels:
+        whole = tokenizer.convert_tokens_to_ids(label)
+        pieces = tokenizer.tokenize(label)
+        ids.append(whole if whole != tokenizer.unk_token_id or not pieces else
+                   tokenizer.convert_tokens_to_ids(pieces[0]))
+    if tokenizer.unk_token_id in ids:
+        raise UserError(f"label characters missing from the {name or 'trained'} vocabulary: "
+                        f"{', '.join(n for n, i in zip(labels, ids) if i == tokenizer.unk_token_id)}")
+    shared = [label for label, i in zip(labels, ids) if ids.count(i) > 1]
+    if shared:
+        raise UserError(f"model=bert_chinese_mlm answers each label with one token, and labels "
+                        f"{', '.join(shared)} start with the same one "
+                        f"({tokenizer.convert_ids_to_tokens(ids[labels.index(shared[0])])}): rename them "
+                        "(data.label_map) or use another model")
+    return ids
+
+
 def build(model_cfg: MLMPromptClassifier, labels: list[str], train_texts, max_length: int):
     """(PromptTokenizer, BertPromptMLM) for trainer.fit."""
 
-    bad = [name for name in labels if len(name) != 1]
-    if bad:
-        raise UserError(f"model=bert_chinese_mlm predicts one character per label; these labels are longer: "
-                        f"{', '.join(bad)}")
     template, choices = str(model_cfg.prompt), "、".join(labels)
     cls = prompt_mlm_class()
     name = model_cfg.pretrained
@@ -117,10 +134,7 @@ def build(model_cfg: MLMPromptClassifier, labels: list[str], train_texts, max_le
         model = cls(config)
     else:
         tokenizer, model = load_pretrained(name, cls, model_cfg.revision)
-    label_ids = [tokenizer.convert_tokens_to_ids(name) for name in labels]
-    if tokenizer.unk_token_id in label_ids:
-        raise UserError(f"label characters missing from the {name or 'trained'} vocabulary: "
-                        f"{', '.join(n for n, i in zip(labels, label_ids) if i == tokenizer.unk_token_id)}")
+    label_ids = answer_ids(tokenizer, labels, name)
     if "[MASK]" not in template or "{text}" not in template:
         raise UserError("model.prompt must contain {text} and [MASK]")
     model.config.update({"prompt": template, "prompt_labels": list(labels), "prompt_label_ids": label_ids,

@@ -1,4 +1,5 @@
-"""Text classification recipe (finsent, emotion, chnsenti, zh_emotion, clue).
+"""Text classification recipe (classify: labels from the data; its presets finsent, emotion, chnsenti, zh_emotion,
+clue).
 
 train:   data -> fit (the adapter's: best epoch by validation) -> score validation and test -> outputs
 eval:    a saved run's best checkpoint on a split or a file
@@ -24,8 +25,8 @@ from nlpexp.report.metrics import accuracy, classification_metrics, plot_confusi
 from nlpexp.config.schema import typed
 from nlpexp.tasks.classify.config import Augment, PromptLoop, Tokenizer
 from nlpexp.tasks.classify.contract import Classifier, ClassifierAdapter, FitRun, WeightedClassifier
-from nlpexp.tasks.classify.data import (dataset_name, label_names, labels_from_data, load_eval_set, load_file,
-                                        load_splits, read_splits)
+from nlpexp.tasks.classify.data import (dataset_name, item_keys, label_names, labelled_splits, load_eval_set,
+                                        load_file, load_splits)
 
 
 def run(cfg, run_dir: Path, device: str):
@@ -54,13 +55,14 @@ def fit_inputs(cfg, run_dir: Path, device: str) -> tuple:
 
 
 def train(cfg, run_dir: Path, device: str):
-    if cfg.task.get("labels") or cfg.task.get("label_sets"):
-        labels = label_names(cfg.task)
-    else:  # taken from the data (task=clue): eval/predict read them back from here
-        labels = labels_from_data(cfg.data)
-        (run_dir / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
-    splits, removed = read_splits(cfg.data, labels, cfg.seed)  # removed: duplicates left out, for metrics.json
-    print(f"data: train {len(splits['train'])}, validation {len(splits['validation'])}, test {len(splits['test'])}")
+    multi = bool(cfg.task.get("multi_label"))
+    # the label set: the task's, or (task.labels=null) the training data's; eval/predict/soup read it back from here
+    splits, removed, labels = labelled_splits(cfg.data, label_names(cfg.task), cfg.seed, multi)
+    (run_dir / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
+    splits = {name: model_view(frame, cfg.model.name) for name, frame in splits.items()}
+    print(f"data: train {len(splits['train'])}, validation {len(splits['validation'])}, test {len(splits['test'])}"
+          f"; {len(labels)} labels{' (multi-label)' if multi else ''}: {', '.join(labels[:12])}"
+          f"{', ...' if len(labels) > 12 else ''}")
     extra_metrics, extra = {}, {}
     model, run = fit_inputs(cfg, run_dir, device)
     if cfg.get("augment") and cfg.augment.generated_per_label:
@@ -69,7 +71,11 @@ def train(cfg, run_dir: Path, device: str):
     if clf is None:  # a data-parallel rank other than 0: rank 0 scores and writes the outputs
         return None
     metrics, reports = {}, {}
-    for split, prefix in (("validation", "val"), ("test", "test")):
+    if multi:  # per-label thresholds chosen on validation (thresholds.json), then validation and test scored
+        from nlpexp.tasks.classify import multilabel
+
+        metrics, reports = multilabel.score(clf, splits, labels, run_dir)
+    for split, prefix in () if multi else (("validation", "val"), ("test", "test")):
         headline, reports[prefix] = score(clf, splits[split], labels, prefix, run_dir)
         metrics.update(headline)
         metrics.update(clf.extra_metrics(splits[split], labels, prefix))  # gpt2_prompt: the unrestricted answer
@@ -87,13 +93,30 @@ def train(cfg, run_dir: Path, device: str):
             "samples": {k: len(v) for k, v in splits.items()}, **removed, **info, **extra}
 
 
+def model_view(frame: pd.DataFrame, model: str) -> pd.DataFrame:
+    """A split as the model reads it: a sentence pair's two texts stay apart for the adapters whose tokenizer takes
+    pairs (PAIRS), and are joined by " [SEP] " in `text` for the others (doc2vec, the prompt models)."""
+    if "text_pair" not in frame or getattr(registry.MODELS[model].adapters["classify"].config, "PAIRS", False):
+        return frame
+    joined = frame["text"].astype(str) + " [SEP] " + frame["text_pair"].astype(str)
+    return frame.drop(columns="text_pair").assign(text=joined)
+
+
+def inputs(frame: pd.DataFrame) -> list:
+    """What predict_proba takes for a split: its texts, or (text, text_pair) tuples for sentence pairs."""
+    if "text_pair" in frame:
+        return list(zip(frame["text"].astype(str), frame["text_pair"].astype(str)))
+    return list(frame["text"])
+
+
 def score(clf, frame: pd.DataFrame, labels, prefix: str, run_dir: Path):
     """Metrics for one split, plus its predictions CSV and confusion matrix."""
-    proba = clf.predict_proba(frame["text"])
+    proba = clf.predict_proba(inputs(frame))
     headline, report = classification_metrics(frame["label"], proba, labels)
     pred = proba.argmax(axis=1)
-    table = pd.DataFrame({"text": frame["text"], "gold": [labels[i] for i in frame["label"]],
-                          "predicted": [labels[i] for i in pred]})
+    table = pd.DataFrame({"text": frame["text"], **({"text_pair": frame["text_pair"]} if "text_pair" in frame
+                                                     else {}),
+                          "gold": [labels[i] for i in frame["label"]], "predicted": [labels[i] for i in pred]})
     for j, name in enumerate(labels):
         table[f"p_{name}"] = proba[:, j].round(6)
     suffix = "" if prefix == "test" else f"_{prefix}"
@@ -174,7 +197,7 @@ def evaluate(cfg, run_dir: Path, device: str):
     would hold rows the run trained on). data.path=<another file> scores that whole file (cross-evaluation); it and
     any other dataset leave out the texts the run trained on, counted."""
     saved, clf = load_run(cfg, device)
-    labels = label_names(saved.task)
+    labels, multi = label_names(saved.task), bool(saved.task.get("multi_label"))
     given = user_data_keys()
     data = saved.data.copy()
     for key in given:  # data.* given on this command line win over the saved run's
@@ -183,13 +206,14 @@ def evaluate(cfg, run_dir: Path, device: str):
     if own:
         resplit_error(cfg, saved, data)
     if data.get("path") and not own:  # a whole other file to score, no split
-        frame, split = load_file(data, labels), "file"  # labels read as in training (label_names, label_map)
+        frame, split = load_file(data, labels, multi), "file"  # labels read as in training (label_names, label_map)
     else:
         split = data.eval_split
-        frame = load_splits(data, labels, saved.seed)[split]
+        frame = load_splits(data, labels, saved.seed, multi)[split]
     overlap = {}
     if not own:  # another dataset may hold texts the run trained on: they are left out
         frame, overlap = leave_out_trained(frame, saved, labels, str(data.get("path") or dataset_name(data)))
+    frame = model_view(frame, saved.model.name)
     metrics, report = score(clf, frame, labels, "test" if split == "file" else split, run_dir)
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
     return {"metrics": metrics, "per_class": report, "evaluated": {"ckpt": str(cfg.ckpt), "split": split},
@@ -248,12 +272,13 @@ def leave_out_trained(frame: pd.DataFrame, saved, labels, origin: str) -> tuple[
     import sys
 
     try:
-        trained = set(load_splits(saved.data, labels, saved.seed)["train"]["text"].astype(str).str.strip())
+        trained = set(item_keys(load_splits(saved.data, labels, saved.seed, bool(saved.task.get("multi_label")))[
+            "train"]))
     except UserError as err:
         print(f"nlpexp: note: cannot check {origin} for texts the run trained on ({err}); scored whole",
               file=sys.stderr)
         return frame, {}
-    seen = frame["text"].astype(str).str.strip().isin(trained)
+    seen = item_keys(frame).isin(trained)
     if seen.all():
         raise UserError(f"{origin}: every one of its {len(frame)} texts is one the run trained on: evaluate on "
                         "held-out texts (drop data.path= to score the run's own test split)")
@@ -290,7 +315,8 @@ def soup(cfg, run_dir: Path, device: str):
                             "fine-tunes of one model")
     clf.load_weights(average_weights(states))
     labels = label_names(loaded[0][0].task)
-    splits = load_splits(cfg.data, labels, cfg.seed)
+    splits = {name: model_view(frame, cfg.model.name) for name, frame in load_splits(
+        cfg.data, labels, cfg.seed, bool(loaded[0][0].task.get("multi_label"))).items()}
     metrics, reports = {}, {}
     for split, prefix in (("validation", "val"), ("test", "test")):
         headline, reports[prefix] = score(clf, splits[split], labels, prefix, run_dir)
@@ -316,23 +342,57 @@ def user_data_keys() -> list[str]:
     return [k.split(".", 1)[1] for k in keys if k.startswith("data.")]
 
 
-def predict(cfg, run_dir: Path, device: str):
-    from nlpexp.inputs.readers import read_texts
+def trained_columns(cfg) -> tuple:
+    """(second-text column, text column) mode=predict reads from input=: data.text_pair_column / data.text_column
+    of this command, else the ones the run's training read (its metrics.json `columns`) when the input has them."""
+    from nlpexp.inputs.readers import detect_format, read_frame, read_parquet
 
-    lines = None if cfg.get("text") else read_texts(cfg.input)  # bad input: before the model loads
+    done = Path(str(cfg.ckpt)).expanduser() / "metrics.json"
+    read = (json.loads(done.read_text()).get("columns") or {}) if done.exists() else {}
+    pair, column = cfg.data.get("text_pair_column"), cfg.data.get("text_column")
+    if cfg.get("input") and Path(str(cfg.input)).suffix.lower() != ".txt" and (read.get("text_pair") or
+                                                                                 read.get("text")):
+        path = Path(str(cfg.input)).expanduser()
+        fmt = detect_format(path)
+        header = set(map(str, (read_parquet(path) if fmt == "parquet" else read_frame(path, fmt)[0]).columns))
+        column = column or (read.get("text") if read.get("text") in header else None)
+        pair = pair or read.get("text_pair")
+    return pair, column
+
+
+def predict(cfg, run_dir: Path, device: str):
+    """text="..." (printed) or input=<file>: a table of the texts with the predicted label (multi-label: the label
+    set) and one probability column per label. A sentence-pair run reads its second text from the column its
+    training read (data.text_pair_column; text= takes "first [SEP] second")."""
+    from nlpexp.inputs.readers import atomic_output, read_texts
+
+    pair, column = trained_columns(cfg)
+    # bad input: before the model loads
+    lines = None if cfg.get("text") else read_texts(cfg.input, column=column, pair_column=pair)
     saved, clf = load_run(cfg, device)
     labels = label_names(saved.task)
+    frame = pd.DataFrame({"text": [str(cfg.text)] if lines is None else
+                          [t[0] if isinstance(t, tuple) else t for t in lines]})
+    if lines is not None and pair:
+        frame["text_pair"] = [t[1] for t in lines]
+    elif lines is None and pair and " [SEP] " in str(cfg.text):
+        frame["text"], frame["text_pair"] = zip(*[str(cfg.text).split(" [SEP] ", 1)])
+    frame = model_view(frame, saved.model.name)
+    proba = clf.predict_proba(inputs(frame))
+    if saved.task.get("multi_label"):
+        from nlpexp.tasks.classify.multilabel import load_thresholds, predicted_sets
+
+        predicted = [",".join(names) for names in predicted_sets(proba, labels, load_thresholds(Path(str(cfg.ckpt))))]
+    else:
+        predicted = [labels[i] for i in proba.argmax(axis=1)]
     if lines is None:
-        proba = clf.predict_proba([str(cfg.text)])[0]
-        print(f"{labels[int(np.argmax(proba))]}  " + "  ".join(f"{n}={p:.3f}" for n, p in zip(labels, proba)))
+        print(f"{predicted[0] or '(no label)'}  " + "  ".join(f"{n}={p:.3f}" for n, p in zip(labels, proba[0])))
         return None
-    proba = clf.predict_proba(lines)
-    table = pd.DataFrame({"text": lines, "predicted": [labels[i] for i in proba.argmax(axis=1)]})
+    table = pd.DataFrame({"text": frame["text"], **({"text_pair": frame["text_pair"]} if "text_pair" in frame else {}),
+                          "predicted": predicted})
     for j, name in enumerate(labels):
         table[f"p_{name}"] = proba[:, j].round(6)
     out = Path(str(cfg.output)).expanduser() if cfg.get("output") else run_dir / "predictions.csv"
-    from nlpexp.inputs.readers import atomic_output
-
     with atomic_output(out) as handle:  # whole or not at all: a full disk leaves no truncated CSV
         table.to_csv(handle, index=False)
     print(f"{len(table)} predictions written to {out}")
