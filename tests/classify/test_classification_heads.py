@@ -115,12 +115,12 @@ def test_mlm_prompt_scores_the_label_characters_at_mask():
 
 
 def test_clue_labels_sparse_ids_and_pairs(nlpexp, tmp_path):
-    from nlpexp.tasks.classify.data import labels_from_data
+    from nlpexp.tasks.classify.data import labelled_splits
 
     data = OmegaConf.create({"path": None, "source": "embedded", "embedded": "clue_sample.jsonl",
                              "embedded_format": "clue", "format": "clue", "text_column": None,
-                             "label_column": None})
-    labels = labels_from_data(data)
+                             "label_column": None, "split": [0.64, 0.16, 0.2]})
+    labels = labelled_splits(data, None, seed=0)[2]
     assert len(labels) == 8 and labels[0] == "news_story"  # id 100 first, ordered by id
     run = tmp_path / "clue"
     assert nlpexp("+smoke=true", "task=clue", "model=bert_fc", f"hydra.run.dir={run}").code == 0

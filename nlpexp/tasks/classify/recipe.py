@@ -377,8 +377,7 @@ def predict(cfg, run_dir: Path, device: str):
         frame["text_pair"] = [t[1] for t in lines]
     elif lines is None and pair and " [SEP] " in str(cfg.text):
         frame["text"], frame["text_pair"] = zip(*[str(cfg.text).split(" [SEP] ", 1)])
-    frame = model_view(frame, saved.model.name)
-    proba = clf.predict_proba(inputs(frame))
+    proba = clf.predict_proba(inputs(model_view(frame, saved.model.name)))
     if saved.task.get("multi_label"):
         from nlpexp.tasks.classify.multilabel import load_thresholds, predicted_sets
 

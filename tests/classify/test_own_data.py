@@ -1,0 +1,184 @@
+"""task=classify on the user's own data: columns detected only when one answer is possible, labels taken from the
+training data in a recorded order, integer ids named, sentence pairs kept apart for pair-aware tokenizers, Parquet
+and hub datasets with their own split names, and every classifier on the embedded sample."""
+import json
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from nlpexp.config import registry
+from nlpexp.errors import UserError
+from nlpexp.inputs.readers import pick_columns, read_labelled_file, resource_path
+from nlpexp.tasks.classify.data import labelled_splits
+
+
+def data_cfg(path=None, **keys):
+    base = {"source": "file" if path else "embedded", "path": str(path) if path else None, "embedded": None,
+            "format": "auto", "text_column": None, "label_column": None, "text_pair_column": None,
+            "label_separator": ",", "split": [0.5, 0.25, 0.25], "other_labels": "error"}
+    return OmegaConf.create({**base, **keys})
+
+
+def frame(**columns):
+    return pd.DataFrame(columns)
+
+
+TEXTS = [f"review number {i} says the thing was {'good' if i % 2 else 'bad'} overall" for i in range(12)]
+
+
+# -- columns ----------------------------------------------------------------------------------------------------
+def test_columns_are_detected_by_their_values_when_only_one_answer_is_possible():
+    table = frame(id=[f"r{i}" for i in range(12)], comment=TEXTS, verdict=["pos", "neg"] * 6)
+    assert pick_columns(table) == ("comment", None, "verdict")
+    assert pick_columns(frame(premise=TEXTS, hypothesis=TEXTS[::-1], gold=["a", "b"] * 6)) == \
+        ("premise", "hypothesis", "gold")
+    assert pick_columns(table, text_column="id") == ("id", None, "verdict")  # a given name wins
+
+
+@pytest.mark.parametrize("table,needle", [
+    (frame(a=TEXTS, b=TEXTS[::-1], verdict=["x", "y"] * 6), "cannot tell which column is the text (b, a all could "
+                                                            "be; columns: a, b, verdict); set data.text_column"),
+    (frame(comment=TEXTS, stars=["1", "2"] * 6, tag=["u", "v"] * 6), "cannot tell which column is the label "
+                                                                    "(stars, tag all could be"),
+    (frame(comment=TEXTS, score=[str(i) for i in range(12)]), "cannot tell which column is the label (no column "
+                                                              "looks like labels; columns: comment, score)"),
+])
+def test_ambiguous_columns_are_refused_in_one_line_listing_them(table, needle):
+    with pytest.raises(UserError) as err:
+        pick_columns(table, path="x.csv")
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_embedded_samples_read_with_non_standard_column_names():
+    reviews = read_labelled_file(resource_path("reviews.csv"))
+    assert reviews.attrs["columns"] == {"text": "comment", "text_pair": None, "label": "verdict"}
+    tags = read_labelled_file(resource_path("tags.jsonl"))
+    assert tags.attrs["columns"]["label"] == "topics" and all(isinstance(v, list) for v in tags["label"])
+    pairs = read_labelled_file(resource_path("pairs.csv"))
+    assert list(pairs.columns) == ["text", "text_pair", "label", "line"]
+
+
+# -- labels -----------------------------------------------------------------------------------------------------
+def write(path, rows, header="text,label"):
+    path.write_text(header + "\n" + "".join(f"{t},{y}\n" for t, y in rows), encoding="utf-8")
+    return path
+
+
+def test_labels_come_from_the_training_data_sorted_and_integers_numerically(tmp_path):
+    rows = [(f"text {i} {y}", y) for i in range(6) for y in ("Spam", "ham", "eggs")]
+    frames, info, labels = labelled_splits(data_cfg(write(tmp_path / "a.csv", rows)), None, seed=0)
+    assert labels == ["Spam", "eggs", "ham"]  # sorted, case kept
+    assert info["columns"] == {"text": "text", "text_pair": None, "label": "label"}
+    rows = [(f"text {i} {y}", y) for i in range(6) for y in (10, 9, 2)]
+    assert labelled_splits(data_cfg(write(tmp_path / "b.csv", rows)), None, seed=0)[2] == ["2", "9", "10"]
+    named = data_cfg(write(tmp_path / "c.csv", [(f"t {i} {y}", y) for i in range(6) for y in (0, 1)]),
+                     label_names=["neg", "pos"])
+    frames, _, labels = labelled_splits(named, None, seed=0)
+    assert labels == ["neg", "pos"] and all(("t" in t) for t in frames["test"]["text"])
+    gold = {t.split()[-1]: y for frame_ in frames.values() for t, y in zip(frame_["text"], frame_["label"])}
+    assert gold == {"0": 0, "1": 1}
+
+
+def test_a_list_label_needs_multi_label_and_multi_label_reads_lists_and_joined_strings(tmp_path):
+    rows = [{"text": f"text {i}", "tags": ["b", "a"] if i % 2 else ["c"]} for i in range(16)]
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(UserError, match=r"m.jsonl line 1: the label is a list \(\['c'\]\): several labels per text "
+                                        "need task.multi_label=true"):
+        labelled_splits(data_cfg(path), None, seed=0)
+    frames, _, labels = labelled_splits(data_cfg(path), None, seed=0, multi_label=True)
+    assert labels == ["a", "b", "c"]
+    assert {y for f in frames.values() for y in f["label"]} == {(0, 1), (2,)}
+    joined = write(tmp_path / "m.csv", [(f"text {i}", '"b,a"' if i % 2 else "c") for i in range(16)])
+    assert labelled_splits(data_cfg(joined), None, seed=0, multi_label=True)[2] == ["a", "b", "c"]
+
+
+def test_parquet_reads_like_csv_and_a_fake_one_is_refused(tmp_path):
+    path = tmp_path / "d.parquet"
+    frame(body=TEXTS, stars=[1, 5] * 6).to_parquet(path)
+    frames, info, labels = labelled_splits(data_cfg(path), None, seed=0)
+    assert labels == ["1", "5"] and info["columns"]["text"] == "body"
+    (tmp_path / "fake.parquet").write_text("text,label\na,b\n")
+    from nlpexp.config.schema import data_errors
+
+    assert data_errors(data_cfg(tmp_path / "fake.parquet")) == [f"{tmp_path / 'fake.parquet'} is not a Parquet file "
+                                                                "(no PAR1 marks)"]
+
+
+def test_a_hub_dataset_with_its_config_and_own_split_names(monkeypatch):
+    import datasets
+
+    feats = datasets.Features({"premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
+                               "gold": datasets.ClassLabel(names=["yes", "no"])})
+    rows = {split: {"premise": [f"{split} p{i}" for i in range(8)], "hypothesis": [f"h{i}" for i in range(8)],
+                    "gold": [i % 2 for i in range(8)]} for split in ("train", "dev", "test")}
+    built = datasets.DatasetDict({k: datasets.Dataset.from_dict(v, features=feats) for k, v in rows.items()})
+    asked = {}
+    monkeypatch.setattr(datasets, "load_dataset", lambda hub_id, name=None, **k: asked.update(name=name) or built)
+    cfg = data_cfg(source="hub", hub_id="someone/nli", hub_config="pairs", hub_splits={"validation": "dev"})
+    frames, info, labels = labelled_splits(cfg, None, seed=0)
+    assert asked["name"] == "pairs" and labels == ["no", "yes"]  # ClassLabel names, sorted
+    assert frames["validation"]["text"].str.startswith("dev").all() and len(frames["test"]) == 8
+    assert info["columns"] == {"text": "premise", "text_pair": "hypothesis", "label": "gold"}
+    with pytest.raises(UserError, match=r"data.hub_splits names validation=valid, but its splits are train, dev, test"):
+        labelled_splits(data_cfg(source="hub", hub_id="someone/nli", hub_splits={"validation": "valid"}), None, 0)
+
+
+# -- runs -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model", registry.TASKS["classify"].models)
+def test_every_classifier_runs_on_the_embedded_sample(nlpexp, model):
+    res = nlpexp("+smoke=true", "task=classify", f"model={model}")
+    assert res.code == 0, res.err[-3000:]
+    (run,) = res.run_dirs()
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["status"] == "complete" and summary["columns"]["label"] == "verdict"
+    assert json.loads((run / "labels.json").read_text()) == ["neg", "pos"]
+    preds = pd.read_csv(run / "predictions.csv", dtype=str, keep_default_na=False)
+    assert set(preds["gold"]) == {"neg", "pos"} and {"p_neg", "p_pos"} <= set(preds.columns)
+
+
+@pytest.mark.parametrize("model", ["bert_fc", "doc2vec"])
+def test_sentence_pairs_train_and_predict_from_the_columns_the_run_read(nlpexp, tmp_path, model):
+    run = tmp_path / "run"
+    res = nlpexp("+smoke=true", "task=classify", f"model={model}", "data.embedded=pairs.csv", f"hydra.run.dir={run}")
+    assert res.code == 0, res.err[-3000:]
+    preds = pd.read_csv(run / "predictions.csv")
+    assert list(preds.columns[:4]) == (["text", "text_pair", "gold", "predicted"] if model == "bert_fc" else
+                                       ["text", "gold", "predicted", "p_contradiction"])  # joined for doc2vec
+    table = tmp_path / "in.csv"
+    pd.DataFrame({"id": [1, 2], "premise": ["A cat sleeps.", "A cat runs."], "hypothesis": ["It rests."] * 2}
+                 ).to_csv(table, index=False)
+    res = nlpexp("mode=predict", f"ckpt={run}", f"input={table}", f"output={tmp_path / 'out.csv'}")
+    assert res.code == 0, res.err[-2000:]
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert list(out.columns) == ["text", "text_pair", "predicted", "p_contradiction", "p_entailment"]
+    assert out["p_contradiction"].add(out["p_entailment"]).round(4).eq(1).all()
+
+
+def test_pair_aware_tokenizers_get_the_two_texts_as_a_pair():
+    from nlpexp.inputs.hub import train_wordpiece
+    from nlpexp.tasks.classify.recipe import inputs, model_view
+
+    pairs = read_labelled_file(resource_path("pairs.csv")).head(4)
+    assert "text_pair" in model_view(pairs, "bert_fc") and "text_pair" not in model_view(pairs, "doc2vec")
+    assert model_view(pairs, "gpt2_prompt")["text"].iloc[0] == pairs["text"].iloc[0] + " [SEP] " + \
+        pairs["text_pair"].iloc[0]
+    tok = train_wordpiece(list(pairs["text"]) + list(pairs["text_pair"]), 200)
+    enc = tok(inputs(model_view(pairs, "bert_fc")), truncation=True)
+    for ids, a, b in zip(enc["input_ids"], pairs["text"], pairs["text_pair"]):  # [CLS] a [SEP] b [SEP]
+        assert ids == tok(a)["input_ids"] + tok(b)["input_ids"][1:]
+
+
+def test_predict_names_its_text_column_and_writes_one_probability_column_per_label(nlpexp, tmp_path):
+    run = tmp_path / "run"
+    assert nlpexp("+smoke=true", "task=classify", "model=doc2vec", f"hydra.run.dir={run}").code == 0
+    table = tmp_path / "new.tsv"
+    table.write_text("id\tbody\n1\tThe lamp broke at once.\n2\tLovely sofa, great value.\n")
+    res = nlpexp("mode=predict", f"ckpt={run}", f"input={table}", "data.text_column=body",
+                 f"output={tmp_path / 'p.csv'}")
+    assert res.code == 0, res.err[-2000:]
+    out = pd.read_csv(tmp_path / "p.csv")
+    assert list(out.columns) == ["text", "predicted", "p_neg", "p_pos"] and len(out) == 2
+    res = nlpexp("mode=predict", f"ckpt={run}", f"input={table}", "data.text_column=title")
+    assert res.code == 2 and "no column 'title' (columns: id, body)" in res.err
