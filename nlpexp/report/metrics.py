@@ -19,6 +19,59 @@ def classification_metrics(gold, proba, labels: list[str]) -> tuple[dict, dict]:
     return headline, report
 
 
+# -- multi-label classification: one yes/no decision per label, each at its own threshold ------------------------
+def multi_hot(label_tuples, n_labels: int) -> np.ndarray:
+    """(n texts, n labels) 0/1 float32 from one tuple of label ids per text (empty: no label)."""
+    out = np.zeros((len(label_tuples), n_labels), dtype=np.float32)
+    for row, ids in enumerate(label_tuples):
+        out[row, list(ids)] = 1.0
+    return out
+
+
+def choose_thresholds(gold_multi_hot, proba) -> np.ndarray:
+    """Per label, the threshold (predicted: p >= threshold) with the best F1 of that label on these (validation)
+    texts. Labels are rare and their probabilities calibrated unevenly, so one 0.5 for all under-predicts the rare
+    ones. Candidates: the lowest probability (every text positive) and the midpoints between neighbouring distinct
+    probabilities, so a threshold never sits on a text's own score; ties go to the one nearest 0.5. A label with
+    no positive text here keeps 0.5 (its F1 is 0 at every threshold: nothing to choose by)."""
+    gold, proba = np.asarray(gold_multi_hot) > 0.5, np.asarray(proba, dtype=np.float64)
+    thresholds = np.full(gold.shape[1], 0.5)
+    for j in range(gold.shape[1]):
+        pos, neg = np.sort(proba[gold[:, j], j]), np.sort(proba[~gold[:, j], j])
+        if not len(pos):
+            continue
+        values = np.unique(proba[:, j])
+        candidates = np.concatenate([values[:1], (values[1:] + values[:-1]) / 2])
+        tp = len(pos) - np.searchsorted(pos, candidates, side="left")  # positives with p >= t
+        fp = len(neg) - np.searchsorted(neg, candidates, side="left")
+        f1 = 2 * tp / (2 * tp + fp + (len(pos) - tp))
+        best = np.flatnonzero(f1 == f1.max())
+        thresholds[j] = candidates[best[np.argmin(np.abs(candidates[best] - 0.5))]]
+    return thresholds
+
+
+def multilabel_metrics(gold_multi_hot, proba, labels: list[str], thresholds) -> tuple[dict, dict]:
+    """Flat headline metrics and the per-label report of `p >= threshold` decisions. `accuracy` is the subset
+    accuracy (every label of a text right) and the weighted scores are per label by support: the names that
+    trainer.best_metric chooses among mean the same thing for single-label runs."""
+    from sklearn.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
+
+    gold = (np.asarray(gold_multi_hot) > 0.5).astype(int)
+    pred = (np.asarray(proba) >= np.asarray(thresholds)).astype(int)
+    subset = float(accuracy_score(gold, pred))  # on indicator matrices: the exact set matches
+    headline = {
+        "micro_f1": float(f1_score(gold, pred, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(gold, pred, average="macro", zero_division=0)),
+        "subset_accuracy": subset,
+        "accuracy": subset,
+        "weighted_precision": float(precision_score(gold, pred, average="weighted", zero_division=0)),
+        "weighted_recall": float(recall_score(gold, pred, average="weighted", zero_division=0)),
+    }
+    report = classification_report(gold, pred, labels=list(range(len(labels))), target_names=labels,
+                                   output_dict=True, zero_division=0)
+    return headline, report
+
+
 # fonts with the CJK ideographs, the first one installed draws Chinese (and Japanese) labels
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei",
              "SimHei", "Microsoft YaHei", "PingFang SC", "Heiti SC", "Noto Sans CJK JP", "Arial Unicode MS")

@@ -22,10 +22,12 @@ from nlpexp.tasks.classify.contract import FitRun
 class BertClassifier(nn.Module):
     """bert_fc: pooled [CLS] -> Linear(hidden, fc_hidden) -> ReLU -> Dropout -> Linear(labels).
     bert_lstm: the encoder's hidden states -> LSTM -> Linear(labels), read at each text's last non-pad position
-    (batches are right-padded, so the LSTM has seen exactly the text's tokens there)."""
+    (batches are right-padded, so the LSTM has seen exactly the text's tokens there).
+    `multi_label`: one independent sigmoid per label (trainer.set_multi_label marks a model built for
+    task.multi_label; classifier.json keeps it), read by TorchClassifier from config.problem_type as for HF models."""
 
     def __init__(self, bert_config, head: str, num_labels: int, fc_hidden: int = 200, lstm_hidden: int = 256,
-                 lstm_layers: int = 1, dropout: float = 0.1, bert=None):
+                 lstm_layers: int = 1, dropout: float = 0.1, bert=None, multi_label: bool = False):
         from transformers import BertModel, PretrainedConfig
 
         super().__init__()
@@ -34,6 +36,8 @@ class BertClassifier(nn.Module):
                          "lstm_layers": lstm_layers, "dropout": dropout}
         self.bert = bert if bert is not None else BertModel(bert_config, add_pooling_layer=head == "fc")
         self.config = PretrainedConfig(num_labels=num_labels)  # what TorchClassifier reads
+        if multi_label:
+            trainer.set_multi_label(self)
         hidden = self.bert.config.hidden_size
         if head == "fc":
             self.fc = nn.Sequential(nn.Linear(hidden, fc_hidden), nn.ReLU(), nn.Dropout(dropout),
@@ -55,7 +59,12 @@ class BertClassifier(nn.Module):
             states, _ = run_lstm(self.lstm, out.last_hidden_state)
             last = attention_mask.sum(dim=1) - 1
             logits = self.out(states[torch.arange(states.size(0), device=states.device), last])
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        if labels is None:
+            loss = None
+        elif labels.is_floating_point() and labels.dim() == 2:  # multi-hot rows (task.multi_label)
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        else:
+            loss = nn.functional.cross_entropy(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
     def save_pretrained(self, folder) -> None:
@@ -65,7 +74,8 @@ class BertClassifier(nn.Module):
 
         Path(folder).mkdir(parents=True, exist_ok=True)
         save_model(self, str(Path(folder) / "model.safetensors"))
-        spec = {"bert_config": self.bert.config.to_dict(), **self.settings}
+        spec = {"bert_config": self.bert.config.to_dict(), **self.settings,
+                "multi_label": trainer.is_multi_label(self)}
         (Path(folder) / "classifier.json").write_text(json.dumps(spec, indent=1))
 
 

@@ -62,6 +62,8 @@ def _one_process(model: str) -> str:
 
 def _train_errors(cfg, adapter, typed) -> list[str]:
     errors, tr, model = [], cfg.trainer, cfg.model
+    if cfg.task.get("multi_label"):
+        errors += _multi_label_errors(cfg, typed)
     if tr.epochs == 0:
         errors += _zero_shot_errors(cfg, typed)
     if tr.nproc > 1 and not adapter.data_parallel:
@@ -92,6 +94,32 @@ def _train_errors(cfg, adapter, typed) -> list[str]:
                        if not (resource_path(str(spec)).is_file() or Path(str(spec)).expanduser().is_file())]
             errors += _not_text(spec for spec in eval_on if Path(str(spec)).expanduser().is_file())
     return errors
+
+
+def multi_label_models() -> list[str]:
+    """The models whose classify adapter runs task.multi_label=true (their dataclass has MULTI_LABEL)."""
+    from nlpexp.config import registry
+
+    return [m.name for m in registry.MODELS.values()
+            if "classify" in m.adapters and getattr(m.adapters["classify"].config, "MULTI_LABEL", False)]
+
+
+def _multi_label_errors(cfg, typed) -> list[str]:
+    """task.multi_label=true trains one sigmoid per label: a model (or an option) that gives one label per text
+    cannot run it."""
+    tr, model = cfg.trainer, cfg.model.name
+    if not getattr(typed, "MULTI_LABEL", False):
+        return [f"task.multi_label=true: model={model} predicts one label per text (multi-label: "
+                f"{', '.join(multi_label_models())})"]
+    clashes = [(tr.get("epochs") == 0, "trainer.epochs=0 (zero-shot) scores a pretrained head that gives one label "
+                "per text: use trainer.epochs >= 1"),
+               ((tr.get("soup") or 1) > 1, f"trainer.soup={tr.get('soup')} picks its ingredients by single-label "
+                "accuracy: use trainer.soup=1"),
+               (bool(tr.get("label_smoothing")), f"trainer.label_smoothing={tr.get('label_smoothing')} smooths one "
+                "class per text, not one yes/no per label: use trainer.label_smoothing=0"),
+               (bool((cfg.get("augment") or {}).get("generated_per_label")), "augment.generated_per_label writes "
+                "texts of one label each: use augment.generated_per_label=0")]
+    return [f"task.multi_label=true: {why}" for clash, why in clashes if clash]
 
 
 def _lora_errors(cfg) -> list[str]:

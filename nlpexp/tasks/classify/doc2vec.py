@@ -2,6 +2,8 @@
 
 Saved without pickle: the Doc2Vec weights and vocabulary and the regression as NPY/JSON (models/doc2vec.py);
 model.export_native=true adds gensim's own doc2vec.model for use elsewhere, never loaded back here.
+task.multi_label: one binary regression per label (one-vs-rest) in the same arrays, scored with a sigmoid per
+label instead of a softmax over them (classifier.json says which).
 """
 import json
 import time
@@ -17,8 +19,8 @@ from nlpexp.tasks.classify.contract import FitRun
 
 
 class Doc2VecClassifier:
-    def __init__(self, model_cfg, labels: list[str], seed: int):
-        self.cfg, self.labels, self.seed = model_cfg, labels, seed
+    def __init__(self, model_cfg, labels: list[str], seed: int, multi_label: bool = False):
+        self.cfg, self.labels, self.seed, self.multi_label = model_cfg, labels, seed, multi_label
         self.d2v = None
         self.coef = self.intercept = None
 
@@ -34,11 +36,20 @@ class Doc2VecClassifier:
         return np.stack(out)
 
     def fit(self, texts, gold) -> "Doc2VecClassifier":
-        from sklearn.linear_model import LogisticRegression
-
+        """`gold`: label ids, or (multi_label) a tuple of label ids per text."""
         c = self.cfg
         self.d2v = train_doc2vec(texts, c, self.seed, progress=True)
         features = self._vectors(texts)  # inferred like the test texts, so train and test vectors match
+        if self.multi_label:
+            self.coef, self.intercept = self._one_vs_rest(features, gold)
+        else:
+            self.coef, self.intercept = self._multinomial(features, gold)
+        return self
+
+    def _multinomial(self, features, gold) -> tuple:
+        from sklearn.linear_model import LogisticRegression
+
+        c = self.cfg
         lr = LogisticRegression(C=c.C, class_weight=c.get("class_weight"), max_iter=2000)
         lr.fit(features, np.asarray(gold))
         coef = np.zeros((len(self.labels), features.shape[1]))
@@ -46,11 +57,32 @@ class Doc2VecClassifier:
         rows = lr.coef_ if len(lr.classes_) > 2 else np.vstack([-lr.coef_[0] / 2, lr.coef_[0] / 2])
         inter = lr.intercept_ if len(lr.classes_) > 2 else np.array([-lr.intercept_[0] / 2, lr.intercept_[0] / 2])
         coef[lr.classes_], intercept[lr.classes_] = rows, inter
-        self.coef, self.intercept = coef, intercept
-        return self
+        return coef, intercept
+
+    def _one_vs_rest(self, features, gold) -> tuple:
+        """One binary logistic regression per label: its row of coef and intercept give that label's sigmoid. A
+        label that every training text has, or none has, is that constant (intercept +-1e9, no weights)."""
+        from sklearn.linear_model import LogisticRegression
+
+        from nlpexp.report.metrics import multi_hot
+
+        targets = multi_hot(list(gold), len(self.labels))
+        coef, intercept = np.zeros((len(self.labels), features.shape[1])), np.zeros(len(self.labels))
+        for j in range(len(self.labels)):
+            if len(np.unique(targets[:, j])) < 2:
+                intercept[j] = 1e9 if len(targets) and targets[0, j] else -1e9
+                continue
+            lr = LogisticRegression(C=self.cfg.C, class_weight=self.cfg.get("class_weight"), max_iter=2000)
+            lr.fit(features, targets[:, j].astype(int))
+            coef[j], intercept[j] = lr.coef_[0], lr.intercept_[0]
+        return coef, intercept
 
     def predict_proba(self, texts) -> np.ndarray:
+        from scipy.special import expit
+
         logits = self._vectors(texts) @ self.coef.T + self.intercept
+        if self.multi_label:  # each label on its own
+            return expit(logits)
         logits -= logits.max(axis=1, keepdims=True)
         expo = np.exp(logits)
         return expo / expo.sum(axis=1, keepdims=True)
@@ -63,7 +95,8 @@ class Doc2VecClassifier:
             settings = {k: self.cfg.get(k) for k in ("vector_size", "window", "min_count", "epochs", "dm",
                                                      "dbow_words", "infer_epochs", "lowercase")}
             (tmp / "classifier.json").write_text(json.dumps({"labels": self.labels, "seed": self.seed,
-                                                             "model": settings}, indent=2))
+                                                             "multi_label": self.multi_label, "model": settings},
+                                                            indent=2))
 
     def extra_metrics(self, frame, labels, prefix: str) -> dict:
         return {}
@@ -80,6 +113,8 @@ def labels_problem(meta) -> str | None:
         return "classifier.json's labels are not a list of two or more distinct names"
     if meta.get("seed") is None:  # (its range: load_doc2vec)
         return "classifier.json has no seed"
+    if not isinstance(meta.get("multi_label", False), bool):  # absent: saved before multi-label runs existed
+        return "classifier.json's multi_label is not true or false"
     return None
 
 
@@ -110,7 +145,8 @@ def load(folder: Path, device: str) -> Doc2VecClassifier:
         problem = labels_problem(meta)
         if problem:
             raise load_error(folder, problem)
-        clf = Doc2VecClassifier(OmegaConf.create(meta["model"]), meta["labels"], meta["seed"])
+        clf = Doc2VecClassifier(OmegaConf.create(meta["model"]), meta["labels"], meta["seed"],
+                                meta.get("multi_label", False))
         clf.d2v = load_doc2vec(folder, clf.cfg, clf.seed, where="classifier.json")
         clf.coef = np.load(folder / "logreg_coef.npy", allow_pickle=False)
         clf.intercept = np.load(folder / "logreg_intercept.npy", allow_pickle=False)
@@ -127,8 +163,8 @@ def fit(model: config.Doc2VecClassifier, run: FitRun, labels: list[str], splits)
     started = time.time()
     train = splits["train"]
     # as a node: models/doc2vec.py reads it as it reads a loaded classifier's settings (with .get)
-    clf = Doc2VecClassifier(OmegaConf.structured(model), labels, run.seed).fit(list(train["text"]),
-                                                                              list(train["label"]))
+    clf = Doc2VecClassifier(OmegaConf.structured(model), labels, run.seed, run.multi_label).fit(
+        list(train["text"]), list(train["label"]))
     seconds = time.time() - started
     clf.save(run.run_dir / "checkpoints" / "best")
     info = {"train_samples_per_s": round(len(train) * model.epochs / max(seconds, 1e-9), 2)}

@@ -27,6 +27,37 @@ from nlpexp.training.hf_trainer import (history as _history, average_last_epochs
                                         stream_logs)
 
 
+MULTI_LABEL = "multi_label_classification"  # HF's config.problem_type for independent labels (BCEWithLogitsLoss)
+
+
+def set_multi_label(model) -> None:
+    """Mark the model multi-label in its config: HF's sequence classifiers then train with BCEWithLogitsLoss, and
+    the setting is saved with the model (config.json; bert_heads' classifier.json), so a loaded run is scored with
+    sigmoids as it was trained."""
+    model.config.problem_type = MULTI_LABEL
+
+
+def is_multi_label(model) -> bool:
+    return getattr(model.config, "problem_type", None) == MULTI_LABEL
+
+
+def train_labels(frame, n_labels: int, multi_label: bool) -> list:
+    """The label column of a training Dataset: the label ids, or with task.multi_label each text's multi-hot
+    float vector (a float label is what makes the models use binary cross-entropy)."""
+    if not multi_label:
+        return list(frame["label"])
+    from nlpexp.report.metrics import multi_hot
+
+    return multi_hot(list(frame["label"]), n_labels).tolist()
+
+
+def tokenize(tokenizer, texts: list, **kwargs):
+    """The tokenizer on strings, or on (text, text_pair) tuples as pairs (its own separator and segment ids)."""
+    if texts and isinstance(texts[0], tuple):
+        return tokenizer([t[0] for t in texts], [t[1] for t in texts], **kwargs)
+    return tokenizer(texts, **kwargs)
+
+
 class TorchClassifier:
     """A trained or loaded torch classifier with its tokenizer: scores texts in length-sorted batches."""
 
@@ -41,16 +72,23 @@ class TorchClassifier:
 
         from nlpexp.training.precision import autocast
 
-        texts = list(texts)
-        order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths batch together: less padding
+        texts = [tuple(t) if isinstance(t, (tuple, list)) else t for t in texts]
+        lengths = [sum(map(len, t)) if isinstance(t, tuple) else len(t) for t in texts]
+        order = np.argsort(lengths, kind="stable")  # similar lengths batch together: less padding
         out = np.zeros((len(texts), self.model.config.num_labels), dtype=np.float64)
+        # as the saved model was trained: one sigmoid per label (multi-label) or a softmax over them
+        squash = torch.sigmoid if self.multi_label else (lambda logits: torch.softmax(logits, dim=-1))
         with torch.inference_mode(), autocast(self.precision, self.device):
             for start in range(0, len(texts), batch_size):
                 idx = order[start:start + batch_size]
-                enc = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.max_length,
-                                     padding=True, return_tensors="pt").to(self.device)
-                out[idx] = torch.softmax(self.model(**enc).logits.float(), dim=-1).cpu().numpy()
+                enc = tokenize(self.tokenizer, [texts[i] for i in idx], truncation=True, max_length=self.max_length,
+                               padding=True, return_tensors="pt").to(self.device)
+                out[idx] = squash(self.model(**enc).logits.float()).cpu().numpy()
         return out
+
+    @property
+    def multi_label(self) -> bool:
+        return is_multi_label(self.model)
 
     def extra_metrics(self, frame, labels, prefix: str) -> dict:
         return {}
@@ -70,7 +108,8 @@ class TorchClassifier:
                 self.model.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
             (tmp / "scoring.json").write_text(json.dumps({"max_length": int(self.max_length),
-                                                          "precision": self.precision}))
+                                                          "precision": self.precision,
+                                                          "multi_label": self.multi_label}))
 
 
 def saved_max_length(folder: Path) -> int:
@@ -87,19 +126,26 @@ def saved_precision(folder: Path, device: str) -> str:
 
 def init_head_from_probe(model, tokenizer, texts, gold, max_length: int, seed: int) -> None:
     """Linear probe, then fine-tune (LP-FT): fit a logistic regression on the frozen encoder's pooled features and
-    start the classifier from it, so early updates do not wreck the pretrained features with a random head."""
+    start the classifier from it, so early updates do not wreck the pretrained features with a random head.
+    `texts`: strings or (text, text_pair) tuples; `gold`: label ids, or tuples of them (a multi-label model: one
+    binary regression per label, so the head's sigmoid starts as each probe's probability)."""
     import torch
     from sklearn.linear_model import LogisticRegression
 
     base = getattr(model, model.base_model_prefix)
-    features, texts = [], list(texts)
+    features, texts = [], [tuple(t) if isinstance(t, (tuple, list)) else t for t in texts]
     model.eval()
     with torch.no_grad():
         for start in range(0, len(texts), 64):
-            enc = tokenizer(texts[start:start + 64], truncation=True, max_length=max_length, padding=True,
-                            return_tensors="pt").to(model.device)
+            enc = tokenize(tokenizer, texts[start:start + 64], truncation=True, max_length=max_length, padding=True,
+                           return_tensors="pt").to(model.device)
             features.append(base(**enc).pooler_output.float().cpu())
-    probe = LogisticRegression(max_iter=2000, C=1.0, random_state=seed).fit(torch.cat(features).numpy(), list(gold))
+    features = torch.cat(features).numpy()
+    if is_multi_label(model):
+        _probe_per_label(model, features, gold, seed)
+        model.train()
+        return
+    probe = LogisticRegression(max_iter=2000, C=1.0, random_state=seed).fit(features, list(gold))
     weight = torch.zeros_like(model.classifier.weight)
     bias = torch.full_like(model.classifier.bias, -10.0)
     classes = torch.as_tensor(probe.classes_)
@@ -112,6 +158,27 @@ def init_head_from_probe(model, tokenizer, texts, gold, max_length: int, seed: i
     model.classifier.weight.data.copy_(weight)
     model.classifier.bias.data.copy_(bias)
     model.train()
+
+
+def _probe_per_label(model, features, gold, seed: int) -> None:
+    """The multi-label probe: one logistic regression per label on the pooled features, its coefficients that
+    label's head row. A label every training text has (or none has) starts as that constant (bias +-10)."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from nlpexp.report.metrics import multi_hot
+
+    targets = multi_hot(list(gold), model.classifier.weight.shape[0])
+    weight, bias = torch.zeros_like(model.classifier.weight), torch.zeros_like(model.classifier.bias)
+    for j in range(targets.shape[1]):
+        if len(np.unique(targets[:, j])) < 2:
+            bias[j] = 10.0 if targets[0, j] else -10.0
+            continue
+        probe = LogisticRegression(max_iter=2000, C=1.0, random_state=seed).fit(features, targets[:, j])
+        weight[j] = torch.as_tensor(probe.coef_[0], dtype=weight.dtype)
+        bias[j] = float(probe.intercept_[0])
+    model.classifier.weight.data.copy_(weight)
+    model.classifier.bias.data.copy_(bias)
 
 
 def keep_whole_words(tokenizer, model, words) -> list[str]:
@@ -168,6 +235,8 @@ def fit(model_cfg, run: FitRun, labels: list[str], splits, build_model, keep_who
     head = None
     if pretrained_head and not builds_small(model_cfg):
         head = fit_head(model, labels, run.label_map, str(model_cfg.pretrained))
+    if run.multi_label:  # after fit_head, which makes the mapped head single-label
+        set_multi_label(model)
     if int(tr.epochs) == 0:
         return zero_shot(run, tokenizer, model, labels, head)
     with_lora = lora.wanted(lora_cfg)
@@ -184,7 +253,8 @@ def fit(model_cfg, run: FitRun, labels: list[str], splits, build_model, keep_who
         model = lora.wrap(model, lora_cfg)
 
     def encode(frame):
-        ds = Dataset.from_dict({"text": list(frame["text"]), "label": list(frame["label"])})
+        ds = Dataset.from_dict({"text": list(frame["text"]), "label": train_labels(frame, len(labels),
+                                                                                   run.multi_label)})
         return ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=tr.max_length), batched=True,
                       remove_columns=["text"])
 
@@ -279,10 +349,11 @@ def zero_shot(run: FitRun, tokenizer, model, labels: list[str], head: dict | Non
 def _train(run: FitRun, model, tokenizer, data: dict, labels: list[str], out_dir: Path, seed: int):
     """One Trainer run from the model's current weights, checkpoints in out_dir; the best epoch by validation is
     loaded at the end. Returns (trainer, the train() output)."""
+    from scipy.special import expit
     from transformers import TrainingArguments
 
     from nlpexp.training import distributed
-    from nlpexp.report.metrics import classification_metrics
+    from nlpexp.report.metrics import classification_metrics, multilabel_metrics
 
     from nlpexp.training.precision import trainer_flags
 
@@ -290,6 +361,9 @@ def _train(run: FitRun, model, tokenizer, data: dict, labels: list[str], out_dir
 
     def compute_metrics(pred):
         logits, gold = pred
+        if run.multi_label:  # each label's sigmoid at 0.5 (the thresholds are chosen after training, on validation)
+            return multilabel_metrics(gold, expit(np.asarray(logits, dtype=np.float64)), labels,
+                                      np.full(len(labels), 0.5))[0]
         return classification_metrics(gold, logits, labels)[0]
 
     parallel, verbose = distributed.world_size() > 1, run.verbose
