@@ -182,3 +182,35 @@ def test_predict_names_its_text_column_and_writes_one_probability_column_per_lab
     assert list(out.columns) == ["text", "predicted", "p_neg", "p_pos"] and len(out) == 2
     res = nlpexp("mode=predict", f"ckpt={run}", f"input={table}", "data.text_column=title")
     assert res.code == 2 and "no column 'title' (columns: id, body)" in res.err
+
+
+@pytest.mark.parametrize("model", ["bert_fc", "bert_lstm", "minilm", "doc2vec"])
+def test_multi_label_trains_scores_evaluates_and_predicts_label_sets(nlpexp, tmp_path, model):
+    run = tmp_path / "run"
+    res = nlpexp("+smoke=true", "task=classify", f"model={model}", "task.multi_label=true", "data.embedded=tags.jsonl",
+                 f"hydra.run.dir={run}")
+    assert res.code == 0, res.err[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    labels = ["battery", "price", "screen", "shipping"]
+    assert {"test_micro_f1", "test_macro_f1", "test_subset_accuracy", *(f"test_f1_{n}" for n in labels)} <= set(metrics)
+    assert list(json.loads((run / "thresholds.json").read_text())) == labels
+    preds = pd.read_csv(run / "predictions.csv", keep_default_na=False)
+    assert all(set(g.split(",")) <= set(labels) for g in preds["gold"]) and (run / "per_label_f1.png").is_file()
+    res = nlpexp("mode=eval", f"ckpt={run}")
+    assert res.code == 0, res.err[-2000:]
+    evaluated = json.loads(sorted((run / "eval").glob("*/metrics.json"))[-1].read_text())["metrics"]
+    assert evaluated["test_micro_f1"] == metrics["test_micro_f1"]
+    table = tmp_path / "in.jsonl"
+    table.write_text('{"review": "The battery drains fast."}\n{"review": "It is overpriced, and the screen is sharp."}\n')
+    res = nlpexp("mode=predict", f"ckpt={run}", f"input={table}", f"output={tmp_path / 'out.csv'}")
+    assert res.code == 0, res.err[-2000:]
+    out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    assert list(out.columns) == ["text", "predicted", *(f"p_{n}" for n in labels)]
+    assert all(set(p.split(",")) <= set(labels) | {""} for p in out["predicted"])
+
+
+def test_multi_label_is_refused_in_one_line_by_single_label_models(nlpexp):
+    res = nlpexp("+smoke=true", "task=classify", "model=gpt2_prompt", "task.multi_label=true",
+                 "data.embedded=tags.jsonl")
+    assert res.code == 2 and "task.multi_label=true: model=gpt2_prompt predicts one label per text" in res.err
+    assert len(res.err.strip().splitlines()) == 1

@@ -253,6 +253,13 @@ def labelled_splits(data, labels: list[str] | None, seed: int, multi_label: bool
     return frames, {**removed, **({"columns": columns} if columns else {})}, labels
 
 
+def inputs(frame: pd.DataFrame) -> list:
+    """What predict_proba takes for a split: its texts, or (text, text_pair) tuples for sentence pairs."""
+    if "text_pair" in frame:
+        return list(zip(frame["text"].astype(str), frame["text_pair"].astype(str)))
+    return list(frame["text"])
+
+
 def item_keys(frame: pd.DataFrame) -> pd.Series:
     """What makes two rows the same item: the text stripped of surrounding whitespace (and the second text of a
     sentence pair)."""

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from nlpexp.report.metrics import choose_thresholds, multi_hot, multilabel_metrics
+from nlpexp.tasks.classify.data import inputs
 
 THRESHOLDS = "thresholds.json"
 
@@ -19,7 +20,7 @@ THRESHOLDS = "thresholds.json"
 def score(clf, splits: dict, labels: list[str], run_dir: Path) -> tuple[dict, dict]:
     """(metrics with val_/test_ keys, the per-label reports by prefix) of `clf` on splits["validation"] and
     splits["test"] at the thresholds chosen on validation; writes thresholds.json, the predictions and the plot."""
-    scored = {prefix: (splits[split], clf.predict_proba(splits[split]["text"]))
+    scored = {prefix: (splits[split], clf.predict_proba(inputs(splits[split])))
               for split, prefix in (("validation", "val"), ("test", "test"))}
     frame, proba = scored["val"]
     thresholds = choose_thresholds(multi_hot(list(frame["label"]), len(labels)), proba)
@@ -28,15 +29,26 @@ def score(clf, splits: dict, labels: list[str], run_dir: Path) -> tuple[dict, di
         {name: float(t) for name, t in zip(labels, thresholds)}, ensure_ascii=False, indent=2))
     metrics, reports = {}, {}
     for prefix, (frame, proba) in scored.items():
-        gold = multi_hot(list(frame["label"]), len(labels))
-        headline, reports[prefix] = multilabel_metrics(gold, proba, labels, thresholds)
-        per_label = {f"f1_{name}": reports[prefix][name]["f1-score"] for name in labels}
-        metrics.update({f"{prefix}_{k}": round(float(v), 6) for k, v in {**headline, **per_label}.items()})
-        write_predictions(frame, proba, labels, thresholds,
-                          Path(run_dir) / f"predictions{'' if prefix == 'test' else '_' + prefix}.csv")
-    plot_per_label_f1([metrics[f"test_f1_{name}"] for name in labels], labels, Path(run_dir) / "per_label_f1.png",
-                      title=f"test micro F1 {metrics['test_micro_f1']:.3f}, macro F1 {metrics['test_macro_f1']:.3f}")
+        headline, reports[prefix] = score_split(frame, proba, labels, thresholds, prefix, run_dir)
+        metrics.update(headline)
     return metrics, reports
+
+
+def score_split(frame: pd.DataFrame, proba, labels: list[str], thresholds, prefix: str, run_dir: Path
+                ) -> tuple[dict, dict]:
+    """One split at fixed thresholds: (metrics with `prefix`_ keys, per-label F1 among them; the report), its
+    predictions CSV, and for the test split the per-label F1 plot (mode=eval scores a saved run's split so)."""
+    gold = multi_hot(list(frame["label"]), len(labels))
+    headline, report = multilabel_metrics(gold, proba, labels, thresholds)
+    per_label = {f"f1_{name}": report[name]["f1-score"] for name in labels}
+    metrics = {f"{prefix}_{k}": round(float(v), 6) for k, v in {**headline, **per_label}.items()}
+    write_predictions(frame, proba, labels, thresholds,
+                      Path(run_dir) / f"predictions{'' if prefix == 'test' else '_' + prefix}.csv")
+    if prefix == "test":
+        plot_per_label_f1([metrics[f"test_f1_{name}"] for name in labels], labels, Path(run_dir) / "per_label_f1.png",
+                          title=f"test micro F1 {metrics['test_micro_f1']:.3f}, macro F1 "
+                                f"{metrics['test_macro_f1']:.3f}")
+    return metrics, report
 
 
 def predicted_sets(proba, labels: list[str], thresholds) -> list[list[str]]:
@@ -69,6 +81,7 @@ def joined(names) -> str:
 def write_predictions(frame: pd.DataFrame, proba, labels: list[str], thresholds, path: Path) -> None:
     """text, gold and predicted label sets (joined by ","), and p_<label> per label."""
     table = pd.DataFrame({"text": list(frame["text"]),
+                          **({"text_pair": list(frame["text_pair"])} if "text_pair" in frame else {}),
                           "gold": [joined(labels[i] for i in ids) for ids in frame["label"]],
                           "predicted": [joined(names) for names in predicted_sets(proba, labels, thresholds)]})
     for j, name in enumerate(labels):

@@ -25,8 +25,8 @@ from nlpexp.report.metrics import accuracy, classification_metrics, plot_confusi
 from nlpexp.config.schema import typed
 from nlpexp.tasks.classify.config import Augment, PromptLoop, Tokenizer
 from nlpexp.tasks.classify.contract import Classifier, ClassifierAdapter, FitRun, WeightedClassifier
-from nlpexp.tasks.classify.data import (dataset_name, item_keys, label_names, labelled_splits, load_eval_set,
-                                        load_file, load_splits)
+from nlpexp.tasks.classify.data import (dataset_name, inputs, item_keys, label_names, labelled_splits,
+                                        load_eval_set, load_file, load_splits)
 
 
 def run(cfg, run_dir: Path, device: str):
@@ -100,13 +100,6 @@ def model_view(frame: pd.DataFrame, model: str) -> pd.DataFrame:
         return frame
     joined = frame["text"].astype(str) + " [SEP] " + frame["text_pair"].astype(str)
     return frame.drop(columns="text_pair").assign(text=joined)
-
-
-def inputs(frame: pd.DataFrame) -> list:
-    """What predict_proba takes for a split: its texts, or (text, text_pair) tuples for sentence pairs."""
-    if "text_pair" in frame:
-        return list(zip(frame["text"].astype(str), frame["text_pair"].astype(str)))
-    return list(frame["text"])
 
 
 def score(clf, frame: pd.DataFrame, labels, prefix: str, run_dir: Path):
@@ -214,7 +207,14 @@ def evaluate(cfg, run_dir: Path, device: str):
     if not own:  # another dataset may hold texts the run trained on: they are left out
         frame, overlap = leave_out_trained(frame, saved, labels, str(data.get("path") or dataset_name(data)))
     frame = model_view(frame, saved.model.name)
-    metrics, report = score(clf, frame, labels, "test" if split == "file" else split, run_dir)
+    if multi:  # at the thresholds the run chose on its validation split
+        from nlpexp.tasks.classify import multilabel
+
+        thresholds = multilabel.load_thresholds(Path(str(cfg.ckpt)).expanduser(), labels)
+        metrics, report = multilabel.score_split(frame, clf.predict_proba(inputs(frame)), labels, thresholds,
+                                                 "test" if split == "file" else split, run_dir)
+    else:
+        metrics, report = score(clf, frame, labels, "test" if split == "file" else split, run_dir)
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
     return {"metrics": metrics, "per_class": report, "evaluated": {"ckpt": str(cfg.ckpt), "split": split},
             "samples": {split: len(frame)}, **overlap}
@@ -381,7 +381,8 @@ def predict(cfg, run_dir: Path, device: str):
     if saved.task.get("multi_label"):
         from nlpexp.tasks.classify.multilabel import load_thresholds, predicted_sets
 
-        predicted = [",".join(names) for names in predicted_sets(proba, labels, load_thresholds(Path(str(cfg.ckpt))))]
+        predicted = [",".join(names) for names in
+                     predicted_sets(proba, labels, load_thresholds(Path(str(cfg.ckpt)).expanduser(), labels))]
     else:
         predicted = [labels[i] for i in proba.argmax(axis=1)]
     if lines is None:

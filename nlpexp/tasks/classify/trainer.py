@@ -21,6 +21,7 @@ from nlpexp.config.schema import Lora
 from nlpexp.tasks.classify import lora
 from nlpexp.tasks.classify.config import Tokenizer
 from nlpexp.tasks.classify.contract import FitRun
+from nlpexp.tasks.classify.data import inputs
 from nlpexp.tasks.classify.head_map import fit_head
 from nlpexp.training.hf_trainer import (history as _history, average_last_epochs, average_weights, early_stop,
                                         resumable_trainer, save_every, show_progress, stop_after, stop_early,
@@ -231,7 +232,9 @@ def fit(model_cfg, run: FitRun, labels: list[str], splits, build_model, keep_who
 
     tr, run_dir, device = run.trainer, run.run_dir, run.device
     precision = run_precision(run)
-    tokenizer, model = build_model(model_cfg, labels, splits["train"]["text"], tr.max_length)
+    train = splits["train"]  # a vocabulary trained on the data sees both texts of a pair
+    texts = list(train["text"]) + (list(train["text_pair"]) if "text_pair" in train else [])
+    tokenizer, model = build_model(model_cfg, labels, texts, tr.max_length)
     head = None
     if pretrained_head and not builds_small(model_cfg):
         head = fit_head(model, labels, run.label_map, str(model_cfg.pretrained))
@@ -245,7 +248,7 @@ def fit(model_cfg, run: FitRun, labels: list[str], splits, build_model, keep_who
     if whole:
         print(f"tokenizer: added as whole tokens: {', '.join(added) or 'none (every word is one token already)'}")
     if probe_head:
-        init_head_from_probe(model, tokenizer, splits["train"]["text"], splits["train"]["label"], tr.max_length,
+        init_head_from_probe(model, tokenizer, inputs(train), train["label"], tr.max_length,
                              run.seed)
     if with_lora:
         if builds_small(model_cfg):  # no pretrained base to load it onto: keep this one
