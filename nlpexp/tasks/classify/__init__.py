@@ -3,7 +3,7 @@ from nlpexp.config.schema import HFTrainerLoop
 from nlpexp.tasks import Adapter, Task
 from nlpexp.tasks.classify import config
 
-MODES = ("train", "eval", "predict", "soup")
+MODES = ("train", "eval", "predict", "soup", "prepare")
 TASKS = (
     Task("finsent", ("minilm", "finbert", "bert", "doc2vec", "bert_fc", "bert_lstm", "transformer", "gpt2",
                      "gpt2_prompt"), MODES, "financial news sentiment"),

@@ -29,7 +29,8 @@ from nlpexp.tasks.classify.data import (dataset_name, label_names, labels_from_d
 
 
 def run(cfg, run_dir: Path, device: str):
-    return {"train": train, "eval": evaluate, "predict": predict, "soup": soup}[cfg.mode](cfg, run_dir, device)
+    return {"train": train, "eval": evaluate, "predict": predict, "soup": soup,
+            "prepare": prepare}[cfg.mode](cfg, run_dir, device)
 
 
 def adapter(model: str) -> ClassifierAdapter:
@@ -337,3 +338,23 @@ def predict(cfg, run_dir: Path, device: str):
         table.to_csv(handle, index=False)
     print(f"{len(table)} predictions written to {out}")
     return None
+
+
+def prepare(cfg, run_dir: Path, device: str):
+    """mode=prepare: the train and validation splits read and split as training reads them, tokenized with the
+    tokenizer fit builds (the adapter's `tokenizer`), into the tokenized-data cache (tokenized.py), and nothing
+    trained: a training run on the same data, model and trainer.max_length then finds them there. The models that
+    train on tokenized data only (their dataclass's PREPARE; checks.py refuses the others)."""
+    from nlpexp.tasks.classify import tokenized
+
+    labels = label_names(cfg.task) if cfg.task.get("labels") or cfg.task.get("label_sets") \
+        else labels_from_data(cfg.data)
+    splits, removed = read_splits(cfg.data, labels, cfg.seed)
+    print(f"data: train {len(splits['train'])}, validation {len(splits['validation'])}")
+    model, run = fit_inputs(cfg, run_dir, device)
+    tokenizer = adapter(cfg.model.name).tokenizer(model, run, labels, splits["train"]["text"])
+    for split in ("train", "validation"):
+        tokenized.encode(splits[split], tokenizer, run.trainer.max_length, list(splits[split]["label"]), split)
+    rows = {split: len(splits[split]) for split in ("train", "validation")}
+    return {"metrics": {f"{split}_rows": n for split, n in rows.items()}, "prepared": rows,
+            "cache": str(tokenized.cache_root() / "tokenized"), **removed}
