@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python bench/lora.py
 	$(BIN)/python bench/precision.py
 	$(BIN)/python bench/kill_resume.py
+	$(BIN)/python bench/prepare.py
 
 clean:
 	rm -rf $(VENV) outputs multirun

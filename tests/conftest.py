@@ -64,6 +64,19 @@ def pytest_collection_modifyitems(items):
         items[:] = longest_first(items)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cache_in_tmp(tmp_path_factory):
+    """The suite's runs, and the processes they start, keep their caches (NLPEXP_CACHE_DIR: tokenized data,
+    embeddings) in this session's temporary folder: never in the user's ~/.cache, nor one a test left behind."""
+    before = os.environ.get("NLPEXP_CACHE_DIR")
+    os.environ["NLPEXP_CACHE_DIR"] = str(tmp_path_factory.getbasetemp() / "nlpexp_cache")
+    yield
+    if before is None:
+        os.environ.pop("NLPEXP_CACHE_DIR", None)
+    else:
+        os.environ["NLPEXP_CACHE_DIR"] = before
+
+
 class Result:
     def __init__(self, code: int, out: str, err: str, cwd: Path):
         self.code, self.out, self.err, self.cwd = code, out, err, cwd

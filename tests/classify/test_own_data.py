@@ -201,7 +201,8 @@ def test_multi_label_trains_scores_evaluates_and_predicts_label_sets(nlpexp, tmp
     evaluated = json.loads(sorted((run / "eval").glob("*/metrics.json"))[-1].read_text())["metrics"]
     assert evaluated["test_micro_f1"] == metrics["test_micro_f1"]
     table = tmp_path / "in.jsonl"
-    table.write_text('{"review": "The battery drains fast."}\n{"review": "It is overpriced, and the screen is sharp."}\n')
+    table.write_text('{"review": "The battery drains fast."}\n'
+                     '{"review": "It is overpriced, and the screen is sharp."}\n')
     res = nlpexp("mode=predict", f"ckpt={run}", f"input={table}", f"output={tmp_path / 'out.csv'}")
     assert res.code == 0, res.err[-2000:]
     out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)

@@ -4,9 +4,9 @@ from nlpexp.config.schema import HFTrainerLoop
 from nlpexp.tasks import Adapter, Task
 from nlpexp.tasks.classify import config
 
-MODES = ("train", "eval", "predict", "soup")
-CLASSIFIERS = ("minilm", "bert", "finbert", "bert_chinese", "bert_fc", "bert_lstm", "transformer", "gpt2", "gpt2_prompt",
-               "bert_chinese_mlm", "doc2vec")
+MODES = ("train", "eval", "predict", "soup", "prepare")
+CLASSIFIERS = ("minilm", "bert", "finbert", "bert_chinese", "bert_fc", "bert_lstm", "transformer", "gpt2",
+               "gpt2_prompt", "bert_chinese_mlm", "doc2vec")
 TASKS = (
     Task("classify", CLASSIFIERS, MODES, "your own labelled texts: csv, tsv, jsonl, parquet or a hub dataset"),
     Task("finsent", ("minilm", "finbert", "bert", "doc2vec", "bert_fc", "bert_lstm", "transformer", "gpt2",

@@ -108,6 +108,11 @@ def fit(model: BertHeadClassifier | BertLSTMClassifier, run: FitRun, labels: lis
     return trainer.fit(model, run, labels, splits, build_model=build_classifier)
 
 
+def tokenizer(model: BertHeadClassifier | BertLSTMClassifier, run: FitRun, labels: list[str], train_texts):
+    """The tokenizer fit encodes with (mode=prepare)."""
+    return trainer.fit_tokenizer(model, run, labels, train_texts, build_classifier)
+
+
 def load(folder: Path, device: str) -> trainer.TorchClassifier:
     """A saved classifier (checkpoints/best of a classification run), on `device`."""
     import json

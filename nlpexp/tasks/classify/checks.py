@@ -4,7 +4,8 @@ from omegaconf import OmegaConf
 
 from nlpexp.config.schema import (DistributedHFTrainerLoop, HFTrainerLoop, Predict, SavedRun, data_errors,
                                   input_errors, run_folder_errors)
-from nlpexp.tasks.classify.config import SCHEMAS, ClassifyData, PredictColumns, PromptLoop  # noqa: F401 (SCHEMAS)
+from nlpexp.tasks.classify.config import (SCHEMAS, ClassifyData, PredictColumns, PrepareLoop,  # noqa: F401
+                                          PromptLoop)  # SCHEMAS: the wing's
 
 SAVED = "the saved run's settings (its .hydra/config.yaml) are used"
 
@@ -12,6 +13,11 @@ SAVED = "the saved run's settings (its .hydra/config.yaml) are used"
 def consumes(cfg, adapter, model) -> dict:
     """What this task x model x mode reads, by group ('' = the top-level keys): the dataclasses whose fields are
     read, or a string saying why nothing of it is. Groups not named are not checked."""
+    if cfg.mode == "prepare":  # the data read and split as training does, tokenized with the model's tokenizer
+        return {"trainer": (PrepareLoop,), "model": (adapter.config,),
+                "tokenizer": model.reads().get("tokenizer", ()) if hasattr(model, "reads") else (),
+                "data": (ClassifyData,), "augment": "mode=prepare tokenizes the data as read; augment.* generates "
+                "texts when training", "": ()}
     if cfg.mode != "train":
         saved = {"trainer": SAVED, "model": SAVED, "tokenizer": SAVED, "augment": SAVED,
                  "": (Predict,) if cfg.mode == "predict" else (SavedRun,)}
@@ -42,6 +48,9 @@ def check(cfg, adapter, model) -> list[str]:
             errors += run_folder_errors(cfg)
         if adapter.trainer is not HFTrainerLoop:
             errors.append(f"mode=soup averages torch weights: model={cfg.model.name} has none")
+    if mode == "prepare" and not getattr(model, "PREPARE", False):
+        errors.append(f"mode=prepare caches tokenized data, and model={cfg.model.name} reads raw text (it tokenizes "
+                      "as it trains, or not at all): nothing to prepare")
     if mode in ("eval", "predict"):
         errors += run_folder_errors(cfg)
         if mode == "predict" and not (cfg.get("text") or cfg.get("input")):

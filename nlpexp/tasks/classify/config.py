@@ -98,11 +98,13 @@ SCHEMAS = [("classify", "task", ClassifyTask), ("classify", "data", ClassifyData
 
 # -- model.*: one dataclass per adapter. UNTRAINED: why trainer.epochs=0 (zero-shot) cannot score it (None: its
 # pretrained model answers as it is). MULTI_LABEL: it runs task.multi_label=true. PAIRS: its tokenizer is given
-# sentence pairs as pairs (the others read the two texts joined by " [SEP] ") ----------------------------------
+# sentence pairs as pairs (the others read the two texts joined by " [SEP] "). PREPARE: mode=prepare caches the
+# tokenized splits it trains on (trainer.fit's; the others read raw text) -----------------------------------------
 @dataclass
 class HFClassifier(Pretrained):
     """minilm, bert, finbert, bert_chinese: an HF encoder with a classification head (hf.py)."""
     UNTRAINED: ClassVar[Optional[str]] = None
+    PREPARE: ClassVar[bool] = True
     PAIRS: ClassVar[bool] = True  # sentence pairs reach its tokenizer as pairs
     MULTI_LABEL: ClassVar[bool] = True
     head_init: str = setting("random", choices=("random", "probe"))
@@ -131,6 +133,7 @@ class MLMPromptClassifier(Pretrained):
 class BertHeadClassifier(BertHead):
     """bert_fc: BERT and Linear -> ReLU -> Dropout -> Linear (bert_heads.py)."""
     UNTRAINED: ClassVar[Optional[str]] = "its head is new"
+    PREPARE: ClassVar[bool] = True
     PAIRS: ClassVar[bool] = True  # sentence pairs reach its tokenizer as pairs
     MULTI_LABEL: ClassVar[bool] = True
     classifier_hidden: int = setting(MISSING, gt=0, le=WIDTH)
@@ -140,6 +143,7 @@ class BertHeadClassifier(BertHead):
 class BertLSTMClassifier(BertHead):
     """bert_lstm: BERT and an LSTM over its token states (bert_heads.py)."""
     UNTRAINED: ClassVar[Optional[str]] = "its head is new"
+    PREPARE: ClassVar[bool] = True
     PAIRS: ClassVar[bool] = True  # sentence pairs reach its tokenizer as pairs
     MULTI_LABEL: ClassVar[bool] = True
     hidden_size: int = setting(MISSING, gt=0, le=WIDTH)
@@ -150,6 +154,7 @@ class BertLSTMClassifier(BertHead):
 class TransformerClassifier(TransformerSizes):
     """Our own Transformer encoder with a WordPiece trained on the data (transformer.py)."""
     UNTRAINED: ClassVar[Optional[str]] = "it is trained from scratch"
+    PREPARE: ClassVar[bool] = True
     PAIRS: ClassVar[bool] = True  # sentence pairs reach its tokenizer as pairs
     vocab_size: int = setting(MISSING, gt=0, le=VOCAB)
 
@@ -158,6 +163,7 @@ class TransformerClassifier(TransformerSizes):
 class GPT2Classifier(Pretrained):
     """GPT-2 with a sequence-classification head (gpt2.py)."""
     UNTRAINED: ClassVar[Optional[str]] = None
+    PREPARE: ClassVar[bool] = True
     PAIRS: ClassVar[bool] = True  # sentence pairs reach its tokenizer as pairs
     lora: Lora = field(default_factory=Lora)
 
@@ -179,6 +185,13 @@ class Doc2VecClassifier(Doc2VecEmbedder):
     MULTI_LABEL: ClassVar[bool] = True  # one logistic regression per label (one-vs-rest)
     C: float = setting(MISSING, gt=0)
     class_weight: Optional[str] = setting(None, choices=("balanced",))
+
+
+@dataclass
+class PrepareLoop:
+    """What mode=prepare reads of trainer.*: the length the texts are truncated at when tokenized."""
+    UNREAD: ClassVar[str] = "mode=prepare only tokenizes the data: it reads trainer.max_length"
+    max_length: int = setting(MISSING, gt=0, le=TOKENS)
 
 
 @dataclass

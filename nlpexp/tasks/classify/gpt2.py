@@ -34,5 +34,10 @@ def fit(model: GPT2Classifier, run: FitRun, labels: list[str], splits):
                        lora_cfg=model.lora)
 
 
+def tokenizer(model: GPT2Classifier, run: FitRun, labels: list[str], train_texts):
+    """The tokenizer fit encodes with (mode=prepare)."""
+    return trainer.fit_tokenizer(model, run, labels, train_texts, build_classifier, lora_cfg=model.lora)
+
+
 def load(folder: Path, device: str) -> trainer.TorchClassifier:
     return hf.load(folder, device)  # a plain GPT2ForSequenceClassification folder

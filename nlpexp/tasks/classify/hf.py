@@ -35,6 +35,11 @@ def fit(model: HFClassifier, run: FitRun, labels: list[str], splits):
                        probe_head=model.head_init == "probe", lora_cfg=model.lora)
 
 
+def tokenizer(model: HFClassifier, run: FitRun, labels: list[str], train_texts):
+    """The tokenizer fit encodes with (mode=prepare)."""
+    return trainer.fit_tokenizer(model, run, labels, train_texts, build, keep_whole=True, lora_cfg=model.lora)
+
+
 def load(folder: Path, device: str) -> trainer.TorchClassifier:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

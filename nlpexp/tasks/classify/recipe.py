@@ -14,7 +14,6 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
@@ -30,7 +29,8 @@ from nlpexp.tasks.classify.data import (dataset_name, inputs, item_keys, label_n
 
 
 def run(cfg, run_dir: Path, device: str):
-    return {"train": train, "eval": evaluate, "predict": predict, "soup": soup}[cfg.mode](cfg, run_dir, device)
+    return {"train": train, "eval": evaluate, "predict": predict, "soup": soup,
+            "prepare": prepare}[cfg.mode](cfg, run_dir, device)
 
 
 def adapter(model: str) -> ClassifierAdapter:
@@ -397,3 +397,27 @@ def predict(cfg, run_dir: Path, device: str):
         table.to_csv(handle, index=False)
     print(f"{len(table)} predictions written to {out}")
     return None
+
+
+def prepare(cfg, run_dir: Path, device: str):
+    """mode=prepare: the train and validation splits read and split as training reads them, tokenized with the
+    tokenizer fit builds (the adapter's `tokenizer`), into the tokenized-data cache (tokenized.py), and nothing
+    trained: a training run on the same data, model and trainer.max_length then finds them there. The models that
+    train on tokenized data only (their dataclass's PREPARE; checks.py refuses the others)."""
+    from nlpexp.tasks.classify import tokenized
+    from nlpexp.tasks.classify.trainer import train_labels
+
+    splits, removed, labels = labelled_splits(cfg.data, label_names(cfg.task), cfg.seed, run_multi := bool(
+        cfg.task.get("multi_label")))
+    splits = {name: model_view(frame, cfg.model.name) for name, frame in splits.items()}
+    print(f"data: train {len(splits['train'])}, validation {len(splits['validation'])}")
+    model, run = fit_inputs(cfg, run_dir, device)
+    train = splits["train"]
+    texts = list(train["text"]) + (list(train["text_pair"]) if "text_pair" in train else [])  # as trainer.fit
+    tokenizer = adapter(cfg.model.name).tokenizer(model, run, labels, texts)
+    for split in ("train", "validation"):
+        tokenized.encode(splits[split], tokenizer, run.trainer.max_length,
+                         train_labels(splits[split], len(labels), run_multi), split)
+    rows = {split: len(splits[split]) for split in ("train", "validation")}
+    return {"metrics": {f"{split}_rows": n for split, n in rows.items()}, "prepared": rows,
+            "cache": str(tokenized.cache_root() / "tokenized"), **removed}

@@ -18,7 +18,7 @@ from nlpexp.inputs.hub import builds_small
 from nlpexp.runs import STAGING
 from nlpexp.runs import check_files, write_dir
 from nlpexp.config.schema import Lora
-from nlpexp.tasks.classify import lora
+from nlpexp.tasks.classify import lora, tokenized
 from nlpexp.tasks.classify.config import Tokenizer
 from nlpexp.tasks.classify.contract import FitRun
 from nlpexp.tasks.classify.data import inputs
@@ -225,7 +225,6 @@ def fit(model_cfg, run: FitRun, labels: list[str], splits, build_model, keep_who
     """
     import time
 
-    from datasets import Dataset
     from transformers import DataCollatorWithPadding
 
     from nlpexp.report.metrics import accuracy
@@ -255,13 +254,11 @@ def fit(model_cfg, run: FitRun, labels: list[str], splits, build_model, keep_who
             lora.keep_base(model, run_dir / "checkpoints" / lora.BASE)
         model = lora.wrap(model, lora_cfg)
 
-    def encode(frame):
-        ds = Dataset.from_dict({"text": list(frame["text"]), "label": train_labels(frame, len(labels),
-                                                                                   run.multi_label)})
-        return ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=tr.max_length), batched=True,
-                      remove_columns=["text"])
+    def encode(frame, split: str):  # cached by content (tokenized.py): mode=prepare may have done it already
+        return tokenized.encode(frame, tokenizer, tr.max_length, train_labels(frame, len(labels), run.multi_label),
+                                split)
 
-    data = {"train": encode(splits["train"]), "validation": encode(splits["validation"]),
+    data = {"train": encode(splits["train"], "train"), "validation": encode(splits["validation"], "validation"),
             "collator": DataCollatorWithPadding(tokenizer)}
     ckpt_dir = run_dir / "checkpoints"
     n_soup = int(tr.soup)
@@ -399,3 +396,14 @@ def _train(run: FitRun, model, tokenizer, data: dict, labels: list[str], out_dir
     out = trainer.train(resume_from_checkpoint=run.resume_from)
     trainer.accelerator.wait_for_everyone()  # every rank has loaded the best epoch before rank 0 prunes checkpoints
     return trainer, out
+
+
+def fit_tokenizer(model_cfg, run: FitRun, labels: list[str], train_texts, build_model, keep_whole: bool = False,
+                  lora_cfg: Lora | None = None):
+    """The tokenizer `fit` encodes the splits with, as `fit` makes it (the adapter's builder, then the whole words
+    of tokenizer.keep_whole), and nothing trained: mode=prepare caches the tokenized splits with it, under the key
+    the training run computes again. The arguments are `fit`'s."""
+    tokenizer, model = build_model(model_cfg, labels, train_texts, run.trainer.max_length)
+    whole = keep_whole_list(run.tokenizer, labels) if keep_whole and not lora.wanted(lora_cfg) else []
+    keep_whole_words(tokenizer, model, whole)
+    return tokenizer
