@@ -169,13 +169,22 @@ def read_frame(path, fmt: str) -> tuple[pd.DataFrame, int]:
     try:
         if fmt == "jsonl":
             return pd.read_json(StringIO(text), lines=True, dtype=False), 1
-        sep = "\t" if fmt == "tsv" else ","
+        sep = "\t" if fmt == "tsv" else delimiter(text[:SNIFF_BYTES])
         duplicate_header_error(text[:SNIFF_BYTES], sep, path)
         # as UTF-8 bytes: a StringIO holds 4 bytes a character (a 100 MB file would take 400 MB more while parsed)
         return pd.read_csv(BytesIO(text.encode("utf-8")), sep=sep, dtype=str,
                            keep_default_na=False, encoding="utf-8"), 2
     except (ValueError, pd.errors.ParserError, csv.Error) as err:
         raise UserError(f"{path}: malformed {fmt}: {str(err).strip().splitlines()[0]}") from None
+
+
+def delimiter(head: str) -> str:
+    """A delimited file's separator, from its header line: the one of , ; | and tab it holds most (a comma when it
+    holds none), so `text;label` (a common export) reads as two columns."""
+    header = head.split("\n", 1)[0]
+    counts = {sep: header.count(sep) for sep in (",", ";", "\t", "|")}
+    best = max(counts, key=counts.get)
+    return best if counts[best] > counts[","] else ","
 
 
 def duplicate_header_error(text: str, sep: str, path) -> None:
@@ -211,6 +220,10 @@ def detect_format(path: Path) -> str:
     if Path(path).is_dir():  # its name cannot tell a format: say what is wrong instead
         raise UserError(f"{path} is a folder, not a file")
     suffix = Path(path).suffix.lower()
+    if suffix == ".txt" and Path(path).is_file():  # `sentence@label` lines, or a delimited table named .txt
+        with Path(path).open("rb") as handle:
+            first = decode_bytes(handle.readline(SNIFF_BYTES).strip().rstrip(b"\r"))
+        return "phrasebank" if "@" in first or not any(sep in first for sep in (",", ";", "\t", "|")) else "csv"
     formats = {".txt": "phrasebank", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl",
                ".parquet": "parquet", ".pq": "parquet"}
     if suffix not in formats:

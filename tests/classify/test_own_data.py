@@ -215,3 +215,14 @@ def test_multi_label_is_refused_in_one_line_by_single_label_models(nlpexp):
                  "data.embedded=tags.jsonl")
     assert res.code == 2 and "task.multi_label=true: model=gpt2_prompt predicts one label per text" in res.err
     assert len(res.err.strip().splitlines()) == 1
+
+
+def test_a_semicolon_table_named_txt_is_a_table_and_phrasebank_lines_stay_phrasebank(tmp_path):
+    table = tmp_path / "train.txt"
+    table.write_text("text;label_name\n" + "".join(f"text {i}, with a comma;{'ab'[i % 2]}\n" for i in range(12)))
+    frame_ = read_labelled_file(table)
+    assert frame_.attrs["columns"] == {"text": "text", "text_pair": None, "label": "label_name"}
+    assert frame_["text"].iloc[0] == "text 0, with a comma" and set(frame_["label"]) == {"a", "b"}
+    bank = tmp_path / "bank.txt"
+    bank.write_text("Sales rose , the company said .@positive\nCosts fell; margins held .@neutral\n")
+    assert read_labelled_file(bank)["label"].tolist() == ["positive", "neutral"]

@@ -2,9 +2,10 @@
 
 Every text goes into the prompt `model.prompt` (`{text}`, `{choices}`; it ends in [MASK]); each label is answered
 by one token: itself when it is one (a Chinese label character), else its first token (answer_ids). Training: the
-answer position is masked and the masked-LM head learns the gold label's token there (a cross-entropy over
-the whole vocabulary), and `model.mlm_probability` of the other prompt tokens are masked too and predicted as in BERT's pre-training: masked-LM training on the filled prompt. Prediction: the
-label characters' scores at [MASK], softmaxed among themselves. `model.pretrained` is a hub id or folder
+answer position is masked and the masked-LM head learns the gold label's token there (a cross-entropy over the
+whole vocabulary), and `model.mlm_probability` of the other prompt tokens are masked too and predicted as in
+BERT's pre-training: masked-LM training on the filled prompt. Prediction: the label tokens' scores at [MASK],
+softmaxed among themselves. `model.pretrained` is a hub id or folder
 (bert-base-chinese); null builds a small BERT from `model.small` with a character-level WordPiece vocabulary
 trained on the training texts and the prompt. Trained by trainer.py's Trainer loop; saved with
 save_pretrained (the prompt and label characters live in the model config).
