@@ -292,6 +292,11 @@ def _is_list(value) -> bool:
     return isinstance(value, (list, tuple)) or type(value).__name__ == "ndarray"
 
 
+def _missing(value) -> bool:
+    """A JSON null or a Parquet/pandas NaN: no label (not the label "None" or "nan")."""
+    return value is None or (isinstance(value, float) and value != value)
+
+
 def _looks_like_labels(values) -> bool:
     """Few distinct values against the rows (at most half of them, and at most 1,000), or lists (multi-label)."""
     values = list(values)
@@ -362,7 +367,7 @@ def labelled_frame(frame, first_line: int, text_column, label_column, pair_colum
         raise UserError(f"{origin}: no data rows (columns: {', '.join(map(str, frame.columns)) or 'none'})")
     frame.columns = [str(c) for c in frame.columns]
     text_col, pair_col, label_col = pick_columns(frame, text_column, label_column, pair_column, origin)
-    gold = frame[label_col].map(lambda v: list(v) if _is_list(v) else str(v).strip())
+    gold = frame[label_col].map(lambda v: list(v) if _is_list(v) else "" if _missing(v) else str(v).strip())
     out = pd.DataFrame({"text": frame[text_col].astype(str).to_numpy(), "label": gold.to_numpy(),
                         "line": range(first_line, first_line + len(frame))})
     if pair_col:

@@ -226,3 +226,17 @@ def test_a_semicolon_table_named_txt_is_a_table_and_phrasebank_lines_stay_phrase
     bank = tmp_path / "bank.txt"
     bank.write_text("Sales rose , the company said .@positive\nCosts fell; margins held .@neutral\n")
     assert read_labelled_file(bank)["label"].tolist() == ["positive", "neutral"]
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("text,label\nfine hotel,pos\nbad room,\n", "x.csv line 3: no label (1 rows have none)"),
+    ('{"text": "fine hotel", "label": "pos"}\n{"text": "bad room", "label": null}\n', "x.jsonl line 2: no label"),
+    ("text\nfine hotel\n", "cannot tell which column is the label (no column looks like labels; columns: text)"),
+    ("text,label\nfine hotel,pos\nbad room,pos\n", "x.csv: the data has a single label, 'pos'; a classifier needs"),
+])
+def test_malformed_tables_are_refused_in_one_line(tmp_path, content, needle):
+    path = tmp_path / ("x.jsonl" if content.startswith("{") else "x.csv")
+    path.write_text(content)
+    with pytest.raises(UserError) as err:
+        labelled_splits(data_cfg(path, split=[0.34, 0.33, 0.33]), None, seed=0)
+    assert needle in str(err.value) and "\n" not in str(err.value)

@@ -126,6 +126,18 @@ def test_emotion_gpt2_on_a_train_only_configuration(hub, tmp_path):
         "anger", "fear", "joy", "love", "sadness", "surprise"]  # an LM checkpoint: the head is new
 
 
+def test_classify_reads_a_hub_dataset_by_its_configuration_and_split_names(hub, tmp_path):
+    """task=classify on a hub dataset: its configuration, one of its splits taken as the test split
+    (data.hub_splits), the missing validation split carved from train, the labels from its ClassLabel (sorted)."""
+    home, commits = hub
+    proc = ok(nlpexp(home, tmp_path, "task=classify", "model=doc2vec", "data.source=hub", "data.hub_id=dair-ai/emotion",
+                     "data.hub_config=split", "data.hub_splits={test:validation}", "+smoke=true"))
+    assert "no validation split" in proc.stdout
+    run = run_folder(tmp_path, "classify", "doc2vec")
+    assert json.loads((run / "labels.json").read_text()) == ["anger", "fear", "joy", "love", "sadness", "surprise"]
+    assert metrics(run)["hub"]["datasets"]["dair-ai/emotion"]["commit"] == commits["dair-ai/emotion"]
+
+
 def test_story_gpt2_fine_tune_on_hub_stories_zero_shot_and_generate(snapshots_only, tmp_path):
     home, _ = snapshots_only
     proc = ok(nlpexp(home, tmp_path, "task=story", "model=gpt2", "data.source=hub", "trainer.epochs=1",

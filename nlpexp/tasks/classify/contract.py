@@ -63,3 +63,11 @@ class ClassifierAdapter(Protocol):
 
     def load(self, folder: Path, device: str) -> Classifier:
         """The classifier saved in `folder`, on `device`."""
+
+
+class PreparingAdapter(ClassifierAdapter, Protocol):
+    """An adapter whose dataclass has PREPARE (it trains on tokenized data): mode=prepare fills the tokenized-data
+    cache (tokenized.py) with the tokenizer its fit would make."""
+
+    def tokenizer(self, model, run: FitRun, labels: list[str], train_texts):
+        """The tokenizer `fit` encodes the splits with (train_texts: both texts of a pair), nothing trained."""

@@ -40,8 +40,14 @@ def split_label_sets(frame: pd.DataFrame, data, origin: str) -> pd.DataFrame:
 
 
 def single_labels(frame: pd.DataFrame, origin: str) -> pd.DataFrame:
-    """A list in the label column of a single-label task is refused, naming its line (it is multi-label data)."""
+    """A list in the label column of a single-label task is refused, naming its line (it is multi-label data), and so
+    is a row without a label (an empty cell, a JSON null)."""
     lists = frame["label"].map(lambda v: isinstance(v, list))
+    empty = frame["label"].map(lambda v: not isinstance(v, list) and not str(v).strip())
+    if empty.any():
+        lines = frame.loc[empty, "line"]
+        raise UserError(f"{origin} line {lines.iloc[0]}: no label ({int(empty.sum())} rows have none): give every "
+                        "row a label, or leave those rows out")
     if lists.any():
         line = frame.loc[lists, "line"].iloc[0]
         raise UserError(f"{origin} line {line}: the label is a list ({frame.loc[lists, 'label'].iloc[0]}): several "
@@ -219,6 +225,9 @@ def labelled_splits(data, labels: list[str] | None, seed: int, multi_label: bool
     frames = {name: name_labels(frame, data, labels, origin, multi_label) for name, frame in frames.items()}
     if labels is None:
         labels = discover_labels(frames, data)
+        if len(labels) < 2:  # before any split: splitting it would fail with sklearn's words instead
+            raise UserError(f"{origin}: the data has {f'a single label, {labels[0]!r}' if labels else 'no labels'}; "
+                            "a classifier needs texts of two or more labels")
     frames = {name: encode_labels(frame, labels, origin) for name, frame in frames.items()}
     if set(frames) == {"train"}:  # a hub dataset with one split: split seeded and stratified, as a file is
         frames = {"all": frames["train"]}
