@@ -137,7 +137,7 @@ def test_a_small_hf_embedder_reloads_on_the_device_it_is_given(tmp_path, cuda_vi
      "trainer.label_smoothing is not read by task=story model=transformer mode=eval (the saved run's model is "
      "used as trained)"),
     (["task=story", "model=transformer", "model.vocab_size=100"],
-     "model.vocab_size is not read by task=story model=transformer (read by task=finsent|emotion|chnsenti|"),
+     "model.vocab_size is not read by task=story model=transformer (read by task=classify|finsent|emotion|chnsenti|"),
     (["task=story", "mode=generate", "prompt=Hi", "length=50"],
      "length is not read by task=story model=transformer_encdec mode=generate (task=story writes up to "
      "generate.max_new_tokens tokens"),
