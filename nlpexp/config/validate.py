@@ -350,15 +350,18 @@ def without_hydra(cfg: DictConfig) -> DictConfig:
     return task
 
 
+MAPPINGS = {"data.label_map": "+data.label_map.bullish=positive", "data.hub_splits": "+data.hub_splits.validation=dev"}
+
+
 def composition_error(err: Exception) -> str:
     import re
 
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
     cause = str(err.__cause__).strip().splitlines()[0] if str(err.__cause__ or "").strip() else ""
     unknown = re.match(r"Could not override '([^']+)'", lines[0] if lines else "")
-    if unknown and unknown.group(1).split(".")[:2] == ["data", "label_map"]:  # a mapping: entries are added
-        return (f"{unknown.group(1)}: new entries of data.label_map are added one by one with +, e.g. "
-                "+data.label_map.bullish=positive")
+    name = ".".join(unknown.group(1).split(".")[:2]) if unknown else ""
+    if name in MAPPINGS:  # a mapping: entries are added
+        return f"{unknown.group(1)}: new entries of {name} are added one by one with +, e.g. {MAPPINGS[name]}"
     if unknown:  # Hydra's advice to append it with + does not apply: the schema has no such key
         new = renamed_hint(unknown.group(1))
         why = f"renamed: use {new}" if new else cause

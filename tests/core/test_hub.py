@@ -131,7 +131,7 @@ def test_classify_reads_a_hub_dataset_by_its_configuration_and_split_names(hub, 
     (data.hub_splits), the missing validation split carved from train, the labels from its ClassLabel (sorted)."""
     home, commits = hub
     proc = ok(nlpexp(home, tmp_path, "task=classify", "model=doc2vec", "data.source=hub", "data.hub_id=dair-ai/emotion",
-                     "data.hub_config=split", "data.hub_splits={test:validation}", "+smoke=true"))
+                     "data.hub_config=split", "+data.hub_splits.test=validation", "+smoke=true"))
     assert "no validation split" in proc.stdout
     run = run_folder(tmp_path, "classify", "doc2vec")
     assert json.loads((run / "labels.json").read_text()) == ["anger", "fear", "joy", "love", "sadness", "surprise"]
