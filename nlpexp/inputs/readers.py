@@ -128,15 +128,18 @@ def check_regular(path) -> None:
         raise UserError(problem)
 
 
+def not_a_file_error(path: Path) -> str | None:
+    """`<path> is a folder, not a file`, or a FIFO/device/socket (special_file_error); None for a regular file."""
+    return f"{path} is a folder, not a file" if path.is_dir() else special_file_error(path)
+
+
 def text_file_error(path) -> str | None:
     """Why `path` cannot be a text data file (a folder, a FIFO/device/socket, empty, binary), in one line; None
     when it can. Reads only the first 64 KiB, so the pre-run check calls it too."""
     path = Path(path)
-    if path.is_dir():
-        return f"{path} is a folder, not a file"
-    special = special_file_error(path)
-    if special:
-        return special
+    problem = not_a_file_error(path)
+    if problem:
+        return problem
     with path.open("rb") as handle:
         head = handle.read(SNIFF_BYTES)
     if not head.strip():
@@ -243,11 +246,9 @@ def is_parquet(path, fmt="auto") -> bool:
 def parquet_file_error(path) -> str | None:
     """Why `path` cannot be a Parquet file (a folder, a special file, not starting and ending with PAR1)."""
     path = Path(path)
-    if path.is_dir():
-        return f"{path} is a folder, not a file"
-    special = special_file_error(path)
-    if special:
-        return special
+    problem = not_a_file_error(path)
+    if problem:
+        return problem
     with path.open("rb") as handle:
         head = handle.read(4)
         handle.seek(0, os.SEEK_END)
