@@ -30,6 +30,7 @@ SLOW_MODULES = {"test_resume_ddp", "test_sweeps", "test_hub", "test_sweeps_persi
 LONGEST_FIRST = (
     "core/test_sweeps_persist.py", "core/test_benches.py", "core/test_smoke_matrix.py", "classify/test_finsent.py",
     "core/test_saved_folders.py", "core/test_multinode.py", "core/test_hub.py", "classify/test_classification_heads.py",
+    "classify/test_own_data.py",
     "classify/test_contract_classify.py", "classify/test_emotion.py", "embedding/test_embedding.py",
     "core/test_console.py", "core/test_resume_ddp.py", "core/test_spine.py", "story/test_story.py",
     "core/test_trust.py", "core/test_loggers.py", "core/test_loop.py", "core/test_sweeps.py", "core/test_trust_io.py",
