@@ -272,6 +272,11 @@ def inputs(frame: pd.DataFrame) -> list:
     return list(frame["text"])
 
 
+def vocabulary_texts(frame: pd.DataFrame) -> list:
+    """The texts a vocabulary trained on the data learns from: both texts of a sentence pair."""
+    return list(frame["text"]) + (list(frame["text_pair"]) if "text_pair" in frame else [])
+
+
 def item_keys(frame: pd.DataFrame) -> pd.Series:
     """What makes two rows the same item: the text stripped of surrounding whitespace (and the second text of a
     sentence pair)."""

@@ -25,7 +25,7 @@ from nlpexp.config.schema import typed
 from nlpexp.tasks.classify.config import Augment, PromptLoop, Tokenizer
 from nlpexp.tasks.classify.contract import Classifier, ClassifierAdapter, FitRun, WeightedClassifier
 from nlpexp.tasks.classify.data import (dataset_name, inputs, item_keys, label_names, labelled_splits,
-                                        load_eval_set, load_file, load_splits)
+                                        load_eval_set, load_file, load_splits, vocabulary_texts)
 
 
 def run(cfg, run_dir: Path, device: str):
@@ -56,10 +56,9 @@ def fit_inputs(cfg, run_dir: Path, device: str) -> tuple:
 
 def train(cfg, run_dir: Path, device: str):
     multi = bool(cfg.task.get("multi_label"))
+    splits, removed, labels = model_splits(cfg)
     # the label set: the task's, or (task.labels=null) the training data's; eval/predict/soup read it back from here
-    splits, removed, labels = labelled_splits(cfg.data, label_names(cfg.task), cfg.seed, multi)
     (run_dir / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
-    splits = {name: model_view(frame, cfg.model.name) for name, frame in splits.items()}
     print(f"data: train {len(splits['train'])}, validation {len(splits['validation'])}, test {len(splits['test'])}"
           f"; {len(labels)} labels{' (multi-label)' if multi else ''}: {', '.join(labels[:12])}"
           f"{', ...' if len(labels) > 12 else ''}")
@@ -91,6 +90,14 @@ def train(cfg, run_dir: Path, device: str):
     best = (cfg.get("trainer") or {}).get("best_metric", "accuracy")  # gensim, gpt2_prompt: kept by accuracy
     return {"metrics": metrics, "per_class": reports["test"], "objective": f"val_{best}",
             "samples": {k: len(v) for k, v in splits.items()}, **removed, **info, **extra}
+
+
+def model_splits(cfg) -> tuple:
+    """(train/validation/test as the model reads them (model_view), what was left out and the columns read, the
+    label set): what training and mode=prepare read of the data."""
+    splits, removed, labels = labelled_splits(cfg.data, label_names(cfg.task), cfg.seed,
+                                              bool(cfg.task.get("multi_label")))
+    return {name: model_view(frame, cfg.model.name) for name, frame in splits.items()}, removed, labels
 
 
 def model_view(frame: pd.DataFrame, model: str) -> pd.DataFrame:
@@ -342,33 +349,25 @@ def user_data_keys() -> list[str]:
     return [k.split(".", 1)[1] for k in keys if k.startswith("data.")]
 
 
-def trained_columns(cfg) -> tuple:
-    """(second-text column, text column) mode=predict reads from input=: data.text_pair_column / data.text_column
-    of this command, else the ones the run's training read (its metrics.json `columns`) when the input has them."""
-    from nlpexp.inputs.readers import detect_format, read_frame, read_parquet
-
+def trained_columns(cfg) -> dict:
+    """The columns the run's training read (its metrics.json `columns`: text, text_pair, label); {} for a run
+    from before they were recorded."""
     done = Path(str(cfg.ckpt)).expanduser() / "metrics.json"
-    read = (json.loads(done.read_text()).get("columns") or {}) if done.exists() else {}
-    pair, column = cfg.data.get("text_pair_column"), cfg.data.get("text_column")
-    if cfg.get("input") and Path(str(cfg.input)).suffix.lower() != ".txt" and (read.get("text_pair") or
-                                                                                 read.get("text")):
-        path = Path(str(cfg.input)).expanduser()
-        fmt = detect_format(path)
-        header = set(map(str, (read_parquet(path) if fmt == "parquet" else read_frame(path, fmt)[0]).columns))
-        column = column or (read.get("text") if read.get("text") in header else None)
-        pair = pair or read.get("text_pair")
-    return pair, column
+    return (json.loads(done.read_text()).get("columns") or {}) if done.exists() else {}
 
 
 def predict(cfg, run_dir: Path, device: str):
     """text="..." (printed) or input=<file>: a table of the texts with the predicted label (multi-label: the label
     set) and one probability column per label. A sentence-pair run reads its second text from the column its
     training read (data.text_pair_column; text= takes "first [SEP] second")."""
-    from nlpexp.inputs.readers import atomic_output, read_texts
+    from nlpexp.inputs.readers import TEXT_COLUMNS, atomic_output, read_texts
 
-    pair, column = trained_columns(cfg)
+    read = trained_columns(cfg)  # data.text_column / data.text_pair_column of this command win over the run's
+    pair = cfg.data.get("text_pair_column") or read.get("text_pair")
+    columns = tuple(dict.fromkeys([c for c in [read.get("text")] if c] + list(TEXT_COLUMNS)))
     # bad input: before the model loads
-    lines = None if cfg.get("text") else read_texts(cfg.input, column=column, pair_column=pair)
+    lines = None if cfg.get("text") else read_texts(cfg.input, columns, column=cfg.data.get("text_column"),
+                                                    pair_column=pair)
     saved, clf = load_run(cfg, device)
     labels = label_names(saved.task)
     frame = pd.DataFrame({"text": [str(cfg.text)] if lines is None else
@@ -407,17 +406,13 @@ def prepare(cfg, run_dir: Path, device: str):
     from nlpexp.tasks.classify import tokenized
     from nlpexp.tasks.classify.trainer import train_labels
 
-    splits, removed, labels = labelled_splits(cfg.data, label_names(cfg.task), cfg.seed, run_multi := bool(
-        cfg.task.get("multi_label")))
-    splits = {name: model_view(frame, cfg.model.name) for name, frame in splits.items()}
+    splits, removed, labels = model_splits(cfg)
     print(f"data: train {len(splits['train'])}, validation {len(splits['validation'])}")
     model, run = fit_inputs(cfg, run_dir, device)
-    train = splits["train"]
-    texts = list(train["text"]) + (list(train["text_pair"]) if "text_pair" in train else [])  # as trainer.fit
-    tokenizer = adapter(cfg.model.name).tokenizer(model, run, labels, texts)
+    tokenizer = adapter(cfg.model.name).tokenizer(model, run, labels, vocabulary_texts(splits["train"]))
     for split in ("train", "validation"):
         tokenized.encode(splits[split], tokenizer, run.trainer.max_length,
-                         train_labels(splits[split], len(labels), run_multi), split)
+                         train_labels(splits[split], len(labels), run.multi_label), split)
     rows = {split: len(splits[split]) for split in ("train", "validation")}
     return {"metrics": {f"{split}_rows": n for split, n in rows.items()}, "prepared": rows,
             "cache": str(tokenized.cache_root() / "tokenized"), **removed}

@@ -21,7 +21,7 @@ from nlpexp.config.schema import Lora
 from nlpexp.tasks.classify import lora, tokenized
 from nlpexp.tasks.classify.config import Tokenizer
 from nlpexp.tasks.classify.contract import FitRun
-from nlpexp.tasks.classify.data import inputs
+from nlpexp.tasks.classify.data import inputs, vocabulary_texts
 from nlpexp.tasks.classify.head_map import fit_head
 from nlpexp.training.hf_trainer import (history as _history, average_last_epochs, average_weights, early_stop,
                                         resumable_trainer, save_every, show_progress, stop_after, stop_early,
@@ -231,9 +231,8 @@ def fit(model_cfg, run: FitRun, labels: list[str], splits, build_model, keep_who
 
     tr, run_dir, device = run.trainer, run.run_dir, run.device
     precision = run_precision(run)
-    train = splits["train"]  # a vocabulary trained on the data sees both texts of a pair
-    texts = list(train["text"]) + (list(train["text_pair"]) if "text_pair" in train else [])
-    tokenizer, model = build_model(model_cfg, labels, texts, tr.max_length)
+    train = splits["train"]
+    tokenizer, model = build_model(model_cfg, labels, vocabulary_texts(train), tr.max_length)
     head = None
     if pretrained_head and not builds_small(model_cfg):
         head = fit_head(model, labels, run.label_map, str(model_cfg.pretrained))
