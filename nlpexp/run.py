@@ -423,6 +423,7 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
 
     if result is None or not main_rank:  # predict mode prints its own answer; ranks > 0 write nothing
         return None
+    items = result.pop("items", None)
     summary = {
         "status": "complete",
         "task": cfg.task.name,
@@ -440,6 +441,8 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
         "git_commit": commit,
         "run_dir": str(run_dir),
     }
+    if items:  # the test items' statistics: the metrics' intervals now, paired comparisons later
+        summary.update(uncertainty(items, run_dir, cfg))
     if any(hub.LOADED.values()):  # the commit of every hub model and dataset the run used
         summary["hub"] = {kind: dict(repos) for kind, repos in hub.LOADED.items() if repos}
     if cfg.get("resume"):
@@ -461,6 +464,20 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
     print_summary(summary)
     objective = result["metrics"].get(result.get("objective", ""))
     return objective
+
+
+def uncertainty(items: dict, run_dir: Path, cfg: DictConfig) -> dict:
+    """test_items.json in the run folder (what `nlpexp-report --compare` pairs) and the metrics.json keys: the items'
+    hash and each test metric's percentile bootstrap interval over eval.bootstrap resamples (seeded by the run)."""
+    from nlpexp.report import stats
+
+    stats.save(run_dir, items["sha256"], items["blocks"])
+    resamples = int((cfg.get("eval") or {}).get("bootstrap", 0) or 0)
+    found = {"test_items_sha256": items["sha256"]}
+    if resamples:
+        found["intervals"] = {**stats.intervals(items["blocks"], resamples, int(cfg.seed)), "resamples": resamples,
+                              "level": stats.LEVEL}
+    return found
 
 
 def _refused(message: str, run_dir: Path, multirun: bool, main_rank: bool, cleanup: str | None):
@@ -581,16 +598,28 @@ def _write_json(path: Path, obj) -> None:
 
 
 def print_summary(summary: dict) -> None:
-    metrics = summary["metrics"]
+    """The end table: one row per metric, one column per split; a value with its bootstrap interval reads
+    `0.8278 [0.804, 0.851]`."""
+    metrics, ci = summary["metrics"], summary.get("intervals") or {}
     splits = list(dict.fromkeys(k.split("_", 1)[0] for k in metrics if "_" in k))
     names = list(dict.fromkeys(k.split("_", 1)[1] for k in metrics if "_" in k))
+    widths = [24 if any(f"{s}_{n}_ci" in ci for n in names) else 12 for s in splits]
+
+    def cell(key: str, width: int) -> str:
+        v = metrics.get(key)
+        if not isinstance(v, (int, float)):
+            return " " * width
+        lo_hi = ci.get(f"{key}_ci")
+        return (f"{v:.4f} [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi else f"{v:.4f}").rjust(width)
+
     lines = [f"\n{summary['task']} / {summary['model']} ({summary['mode']}) on {summary['device']}, "
              f"{summary['wall_time_s']:.1f}s"]
-    lines.append(f"{'metric':<22}" + "".join(f"{s:>12}" for s in splits))
+    lines.append(f"{'metric':<22}" + "".join(f"{s:>{w}}" for s, w in zip(splits, widths)))
     for name in names:
-        row = [metrics.get(f"{s}_{name}") for s in splits]
-        lines.append(f"{name:<22}" + "".join(f"{v:>12.4f}" if isinstance(v, (int, float)) else f"{'':>12}"
-                                             for v in row))
+        lines.append(f"{name:<22}" + "".join(cell(f"{s}_{name}", w) for s, w in zip(splits, widths)))
+    if ci:
+        lines.append(f"[lo, hi]: {ci['level']:.0%} bootstrap interval over the test items ({ci['resamples']} "
+                     "resamples, eval.bootstrap)")
     if summary.get("verdict"):  # the model against the task's baselines
         lines.append(summary["verdict"])
     lines.append(f"run folder: {summary['run_dir']}")

@@ -17,6 +17,7 @@ def store() -> None:
                  node=schema.union(f"model={name}", [a.config for a in model.adapters.values()]))
     cs.store(group="schema", name="trainer", node=schema.Trainer)
     cs.store(group="schema", name="device", node=schema.Device)
+    cs.store(group="schema", name="eval", node=schema.Eval)
     for name, node in (("csv", schema.CsvLogger), ("tensorboard", schema.TensorboardLogger),
                        ("mlflow", schema.MlflowLogger), ("wandb", schema.WandbLogger)):
         cs.store(group="schema/logger", name=name, node=node)

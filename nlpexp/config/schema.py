@@ -318,6 +318,13 @@ class Device:
 
 
 @dataclass
+class Eval:
+    """eval.*: how sure the test metrics are (nlpexp/report/stats.py): a percentile bootstrap over the test items."""
+    bootstrap: int = setting(1000, ge=0, le=100_000, hint="resamples of the test items for each metric's 95 % "
+                             "interval (0: none)")
+
+
+@dataclass
 class CsvLogger:
     name: str = "csv"
 

@@ -226,14 +226,11 @@ def bleu_block(hypotheses: list[str], references: list[str], prefix: str, orders
     corpus BLEU of each order on a 0-1 scale, exactly sacrebleu's corpus_score of BLEU(max_ngram_order=order)."""
     from sacrebleu.metrics.bleu import BLEU
 
-    bleu = BLEU(effective_order=True)  # effective_order changes sentence scores only, not the counts read here
-    stats = []
-    for hyp, ref in zip(hypotheses, references):
-        s = bleu.sentence_score(hyp, [ref])
-        stats.append([s.sys_len, s.ref_len, *s.counts, *s.totals])
-    corpus = BLEU()
-    corpus.corpus_score(hypotheses, [references])  # the signature names the references' count once it has seen them
-    signature = str(corpus.get_signature())
+    bleu = BLEU()
+    # sacrebleu's per-sentence counts, as its corpus_score and its own significance tests read them: [sys_len,
+    # ref_len, correct_1..4, total_1..4]; the signature names the references' count once they are read
+    stats = bleu._extract_corpus_statistics(hypotheses, [references])
+    signature = str(bleu.get_signature())
     return Block("bleu", {"stats": np.asarray(stats, dtype=np.int64).reshape(-1, 10)},
                  {f"{prefix}_bleu_{k}": f"bleu_{k}" for k in orders}), signature
 

@@ -201,7 +201,7 @@ def test_score_chooses_thresholds_on_validation_and_writes_the_outputs(tmp_path)
     test = pd.DataFrame({"text": ["t1", "t2", "t3"], "label": [(0,), (1,), (0, 1)], "line": [1, 2, 3]})
     table = {"v1": [0.4, 0.1], "v2": [0.45, 0.8], "v3": [0.2, 0.3], "v4": [0.1, 0.9],
              "t1": [0.42, 0.2], "t2": [0.35, 0.7], "t3": [0.9, 0.95]}
-    metrics, reports = multilabel.score(FixedClassifier(table), {"validation": val, "test": test}, labels, tmp_path)
+    metrics, reports, _ = multilabel.score(FixedClassifier(table), {"validation": val, "test": test}, labels, tmp_path)
     saved = json.loads((tmp_path / "thresholds.json").read_text())
     # up: 0.4 and 0.45 are its positives, 0.2 the highest negative: 0.3; down: 0.8 and 0.9 above 0.3: 0.55
     assert saved == pytest.approx({"up": 0.3, "down": 0.55})

@@ -2,6 +2,7 @@
 training data in a recorded order, integer ids named, sentence pairs kept apart for pair-aware tokenizers, Parquet
 and hub datasets with their own split names, and every classifier on the embedded sample."""
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -9,6 +10,7 @@ from omegaconf import OmegaConf
 
 from nlpexp.config import registry
 from nlpexp.errors import UserError
+from nlpexp.report import stats
 from nlpexp.inputs.readers import pick_columns, read_labelled_file, resource_path
 from nlpexp.tasks.classify.data import labelled_splits
 
@@ -136,6 +138,15 @@ def test_every_classifier_runs_on_the_embedded_sample(nlpexp, model):
     assert json.loads((run / "labels.json").read_text()) == ["neg", "pos"]
     preds = pd.read_csv(run / "predictions.csv", dtype=str, keep_default_na=False)
     assert set(preds["gold"]) == {"neg", "pos"} and {"p_neg", "p_pos"} <= set(preds.columns)
+    # every headline test metric with its bootstrap interval, and the items saved for a paired comparison
+    ci, metrics = summary["intervals"], summary["metrics"]
+    for name in ("accuracy", "macro_f1", "weighted_precision", "weighted_recall"):
+        lo, hi = ci[f"test_{name}_ci"]
+        assert lo <= metrics[f"test_{name}"] <= hi and hi - lo > 0.01
+    items, blocks = stats.load(run)
+    assert items == summary["test_items_sha256"] == stats.items_hash(preds["text"], preds["gold"])
+    assert stats.point(blocks)["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert re.search(r"\naccuracy +\d\.\d{4} +\d\.\d{4} \[\d\.\d{3}, \d\.\d{3}\]\n", res.out)  # the end table
 
 
 @pytest.mark.parametrize("model", ["bert_fc", "doc2vec"])
@@ -200,6 +211,8 @@ def test_multi_label_trains_scores_evaluates_and_predicts_label_sets(nlpexp, tmp
     assert res.code == 0, res.err[-2000:]
     evaluated = json.loads(sorted((run / "eval").glob("*/metrics.json"))[-1].read_text())["metrics"]
     assert evaluated["test_micro_f1"] == metrics["test_micro_f1"]
+    lo, hi = json.loads((run / "metrics.json").read_text())["intervals"]["test_micro_f1_ci"]
+    assert lo <= metrics["test_micro_f1"] <= hi
     table = tmp_path / "in.jsonl"
     table.write_text('{"review": "The battery drains fast."}\n'
                      '{"review": "It is overpriced, and the screen is sharp."}\n')

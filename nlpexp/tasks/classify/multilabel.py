@@ -17,9 +17,10 @@ from nlpexp.tasks.classify.data import inputs
 THRESHOLDS = "thresholds.json"
 
 
-def score(clf, splits: dict, labels: list[str], run_dir: Path) -> tuple[dict, dict]:
-    """(metrics with val_/test_ keys, the per-label reports by prefix) of `clf` on splits["validation"] and
-    splits["test"] at the thresholds chosen on validation; writes thresholds.json, the predictions and the plot."""
+def score(clf, splits: dict, labels: list[str], run_dir: Path) -> tuple[dict, dict, dict]:
+    """(metrics with val_/test_ keys, the per-label reports by prefix, the test items for report.stats) of `clf` on
+    splits["validation"] and splits["test"] at the thresholds chosen on validation; writes thresholds.json, the
+    predictions and the plot."""
     scored = {prefix: (splits[split], clf.predict_proba(inputs(splits[split])))
               for split, prefix in (("validation", "val"), ("test", "test"))}
     frame, proba = scored["val"]
@@ -29,17 +30,22 @@ def score(clf, splits: dict, labels: list[str], run_dir: Path) -> tuple[dict, di
         {name: float(t) for name, t in zip(labels, thresholds)}, ensure_ascii=False, indent=2))
     metrics, reports = {}, {}
     for prefix, (frame, proba) in scored.items():
-        headline, reports[prefix] = score_split(frame, proba, labels, thresholds, prefix, run_dir)
+        headline, reports[prefix], items = score_split(frame, proba, labels, thresholds, prefix, run_dir)
         metrics.update(headline)
-    return metrics, reports
+    return metrics, reports, items
 
 
 def score_split(frame: pd.DataFrame, proba, labels: list[str], thresholds, prefix: str, run_dir: Path
-                ) -> tuple[dict, dict]:
-    """One split at fixed thresholds: (metrics with `prefix`_ keys, per-label F1 among them; the report), its
-    predictions CSV, and for the test split the per-label F1 plot (mode=eval scores a saved run's split so)."""
+                ) -> tuple[dict, dict, dict]:
+    """One split at fixed thresholds: (metrics with `prefix`_ keys, per-label F1 among them; the report; the items
+    for report.stats), its predictions CSV, and for the test split the per-label F1 plot (mode=eval scores a saved
+    run's split so)."""
+    from nlpexp.report import stats
+
     gold = multi_hot(list(frame["label"]), len(labels))
     headline, report = multilabel_metrics(gold, proba, labels, thresholds)
+    items = {"sha256": stats.items_hash(inputs(frame), [sorted(labels[i] for i in ids) for ids in frame["label"]]),
+             "blocks": [stats.multilabel_block(gold > 0.5, np.asarray(proba) >= np.asarray(thresholds), prefix)]}
     per_label = {f"f1_{name}": report[name]["f1-score"] for name in labels}
     metrics = {f"{prefix}_{k}": round(float(v), 6) for k, v in {**headline, **per_label}.items()}
     write_predictions(frame, proba, labels, thresholds,
@@ -48,7 +54,7 @@ def score_split(frame: pd.DataFrame, proba, labels: list[str], thresholds, prefi
         plot_per_label_f1([metrics[f"test_f1_{name}"] for name in labels], labels, Path(run_dir) / "per_label_f1.png",
                           title=f"test micro F1 {metrics['test_micro_f1']:.3f}, macro F1 "
                                 f"{metrics['test_macro_f1']:.3f}")
-    return metrics, report
+    return metrics, report, items
 
 
 def predicted_sets(proba, labels: list[str], thresholds) -> list[list[str]]:

@@ -73,9 +73,9 @@ def train(cfg, run_dir: Path, device: str):
     if multi:  # per-label thresholds chosen on validation (thresholds.json), then validation and test scored
         from nlpexp.tasks.classify import multilabel
 
-        metrics, reports = multilabel.score(clf, splits, labels, run_dir)
+        metrics, reports, items = multilabel.score(clf, splits, labels, run_dir)
     for split, prefix in () if multi else (("validation", "val"), ("test", "test")):
-        headline, reports[prefix] = score(clf, splits[split], labels, prefix, run_dir)
+        headline, reports[prefix], items = score(clf, splits[split], labels, prefix, run_dir)
         metrics.update(headline)
         metrics.update(clf.extra_metrics(splits[split], labels, prefix))  # gpt2_prompt: the unrestricted answer
     metrics.update(extra_metrics)
@@ -88,7 +88,7 @@ def train(cfg, run_dir: Path, device: str):
     plot_history(history, run_dir / "history.png")
     (run_dir / "report.json").write_text(json.dumps(reports, indent=2))
     best = (cfg.get("trainer") or {}).get("best_metric", "accuracy")  # gensim, gpt2_prompt: kept by accuracy
-    return {"metrics": metrics, "per_class": reports["test"], "objective": f"val_{best}",
+    return {"metrics": metrics, "per_class": reports["test"], "objective": f"val_{best}", "items": items,
             "samples": {k: len(v) for k, v in splits.items()}, **removed, **info, **extra}
 
 
@@ -110,10 +110,15 @@ def model_view(frame: pd.DataFrame, model: str) -> pd.DataFrame:
 
 
 def score(clf, frame: pd.DataFrame, labels, prefix: str, run_dir: Path):
-    """Metrics for one split, plus its predictions CSV and confusion matrix."""
+    """(metrics, per-class report, the split's items for report.stats: their hash and confusion cells) of one
+    split, plus its predictions CSV and confusion matrix."""
+    from nlpexp.report import stats
+
     proba = clf.predict_proba(inputs(frame))
     headline, report = classification_metrics(frame["label"], proba, labels)
     pred = proba.argmax(axis=1)
+    items = {"sha256": stats.items_hash(inputs(frame), [labels[i] for i in frame["label"]]),
+             "blocks": [stats.confusion_block(frame["label"], pred, len(labels), prefix)]}
     table = pd.DataFrame({"text": frame["text"], **({"text_pair": frame["text_pair"]} if "text_pair" in frame
                                                      else {}),
                           "gold": [labels[i] for i in frame["label"]], "predicted": [labels[i] for i in pred]})
@@ -123,7 +128,7 @@ def score(clf, frame: pd.DataFrame, labels, prefix: str, run_dir: Path):
     table.to_csv(run_dir / f"predictions{suffix}.csv", index=False)
     plot_confusion(frame["label"], pred, labels, run_dir / f"confusion_matrix{suffix}.png",
                    title=f"{prefix} accuracy {headline['accuracy']:.3f}")
-    return {f"{prefix}_{k}": round(v, 6) for k, v in headline.items()}, report
+    return {f"{prefix}_{k}": round(v, 6) for k, v in headline.items()}, report, items
 
 
 def cross_evaluate(cfg, clf, labels, splits, run_dir: Path):
@@ -218,12 +223,13 @@ def evaluate(cfg, run_dir: Path, device: str):
         from nlpexp.tasks.classify import multilabel
 
         thresholds = multilabel.load_thresholds(Path(str(cfg.ckpt)).expanduser(), labels)
-        metrics, report = multilabel.score_split(frame, clf.predict_proba(inputs(frame)), labels, thresholds,
-                                                 "test" if split == "file" else split, run_dir)
+        metrics, report, items = multilabel.score_split(frame, clf.predict_proba(inputs(frame)), labels,
+                                                        thresholds, "test" if split == "file" else split, run_dir)
     else:
-        metrics, report = score(clf, frame, labels, "test" if split == "file" else split, run_dir)
+        metrics, report, items = score(clf, frame, labels, "test" if split == "file" else split, run_dir)
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
     return {"metrics": metrics, "per_class": report, "evaluated": {"ckpt": str(cfg.ckpt), "split": split},
+            "items": items,
             "samples": {split: len(frame)}, **overlap}
 
 
@@ -326,7 +332,7 @@ def soup(cfg, run_dir: Path, device: str):
         cfg.data, labels, cfg.seed, bool(loaded[0][0].task.get("multi_label"))).items()}
     metrics, reports = {}, {}
     for split, prefix in (("validation", "val"), ("test", "test")):
-        headline, reports[prefix] = score(clf, splits[split], labels, prefix, run_dir)
+        headline, reports[prefix], items = score(clf, splits[split], labels, prefix, run_dir)
         metrics.update(headline)
     clf.save(run_dir / "checkpoints" / "best")
     (run_dir / "report.json").write_text(json.dumps(reports, indent=2))
@@ -339,7 +345,7 @@ def soup(cfg, run_dir: Path, device: str):
           f"{metrics['test_accuracy']:.4f} (the runs alone: test "
           + ", ".join(f"{i['test_accuracy']:.4f}" for i in ingredients if i["test_accuracy"] is not None) + ")")
     return {"metrics": metrics, "per_class": reports["test"], "samples": {k: len(v) for k, v in splits.items()},
-            "soup": {"ingredients": ingredients}}
+            "soup": {"ingredients": ingredients}, "items": items}
 
 
 def user_data_keys() -> list[str]:

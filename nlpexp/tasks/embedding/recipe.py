@@ -80,6 +80,7 @@ def train(cfg, run_dir: Path, device: str):
         after = before
     metrics.update(score(after, labels, task.threshold_steps, ""))
     metrics["test_gain"] = round(metrics["test_accuracy"] - metrics["test_accuracy_before"], 6)
+    items = test_items(splits["test"], before["test"], after["test"], labels["test"], metrics)
     metrics["cache_hits"], metrics["cache_misses"] = cache.hits, cache.misses
 
     embedder.save(ckpt / "embedder")
@@ -98,8 +99,22 @@ def train(cfg, run_dir: Path, device: str):
     table = pd.concat([f.assign(split=name, cosine_before=before[name].round(6), cosine_after=after[name].round(6))
                        for name, f in splits.items()], ignore_index=True)
     table.drop(columns=["line"]).to_csv(run_dir / "pairs.csv", index=False)
-    return {"metrics": metrics, "objective": "val_accuracy", **info,
+    return {"metrics": metrics, "objective": "val_accuracy", "items": items, **info,
             "samples": {name: len(frame) for name, frame in splits.items()}}
+
+
+def test_items(frame: pd.DataFrame, before, after, labels, metrics: dict) -> dict:
+    """The test pairs for report.stats: their hash and, per accuracy, each pair right or wrong at that accuracy's
+    threshold (`similarity > t` means similar), held fixed while the pairs are resampled."""
+    from nlpexp.report import stats
+
+    def right(sim, threshold):
+        return ((np.asarray(sim, dtype=np.float64) > threshold) == (np.asarray(labels) > 0)).astype(int)
+
+    return {"sha256": stats.items_hash(zip(frame["text_1"], frame["text_2"]), np.asarray(labels).tolist()),
+            "blocks": [stats.mean_block(right(after, metrics["test_threshold"]), "test_accuracy"),
+                       stats.mean_block(right(after, metrics["train_threshold"]), "test_accuracy_at_train_threshold"),
+                       stats.mean_block(right(before, metrics["test_threshold_before"]), "test_accuracy_before")]}
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
