@@ -1,7 +1,9 @@
 """report.html: the report of `nlpexp-report DIR` as one self-contained page (styles, a sorter and every image
-inline: it can be mailed or attached as it is). The comparison table sorts by any column (click its header),
-mean ± std over seeds, the best run per metric, the sweep's plots and each run's own plots (history,
-confusion matrices, similarity histograms ...), and a link to each run folder.
+inline: it can be mailed or attached as it is). The comparison table sorts by any column (click its header) and
+shows each metric with its bootstrap interval; mean ± std and t-interval over seeds (comparable runs only, with a
+line for the runs kept apart), paired comparisons of configurations on the same test items, published baselines,
+the best run per metric, the sweep's plots and each run's own plots (history, confusion matrices, similarity
+histograms ...), and a link to each run folder.
 
 Every value read from the runs (folder and file names, statuses, tags, overrides, metric names) is escaped for
 where it lands: text and attributes with html.escape, links built as relative URLs (each path segment
@@ -26,7 +28,7 @@ STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1280px;
 color:#1d2430;padding:0 16px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #e3e7ee;
-padding-bottom:4px}.muted{color:#6b7686}
+padding-bottom:4px}h3{font-size:14px;margin:16px 0 4px}.muted{color:#6b7686}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums;margin:6px 0;font-size:13px}
 th,td{padding:4px 10px;border-bottom:1px solid #edf0f4;text-align:right;white-space:nowrap}
 th{background:#f5f7fa;position:sticky;top:0}th.sort{cursor:pointer;user-select:none}
@@ -125,12 +127,50 @@ def _cell(value, fmt: str = "{:.4f}") -> tuple[str, str]:
     return str(value), str(value)
 
 
+def _number(value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number
+
+
+def interval_text(value, lo=math.nan, hi=math.nan) -> str:
+    """`0.8278 [0.804, 0.851]`: a run's metric with its bootstrap interval ("" for no value)."""
+    value, lo, hi = _number(value), _number(lo), _number(hi)
+    if math.isnan(value):
+        return ""
+    return f"{value:.4f}" + ("" if math.isnan(lo) or math.isnan(hi) else f" [{lo:.3f}, {hi:.3f}]")
+
+
+def with_intervals(table: pd.DataFrame) -> pd.DataFrame:
+    """The runs table as report.md and report.html show it: a metric that has `<metric>_ci_lo/_hi` columns (as
+    report.csv keeps them) becomes one cell `0.8278 [0.804, 0.851]`."""
+    shown = table.copy()
+    for low in [c for c in table.columns if str(c).endswith("_ci_lo")]:
+        metric, high = low[:-len("_ci_lo")], low[:-len("_lo")] + "_hi"
+        if metric in table.columns and high in table.columns:
+            shown[metric] = [interval_text(v, lo, hi) for v, lo, hi in zip(table[metric], table[low], table[high])]
+            shown = shown.drop(columns=[low, high])
+    return shown
+
+
+# a cell such as `0.8278 [0.804, 0.851]` or `0.6000 ± 0.1000 [0.352, 0.848]`: aligned as a number
+WITH_INTERVAL = re.compile(r"[-+]?\d[\d.e+-]*( ± [\d.e+-]+)?( \[[^\]]*\])?")
+
+
+def _numbers_with_intervals(column: pd.Series) -> bool:
+    cells = [v for v in column if isinstance(v, str) and v]
+    return bool(cells) and all(WITH_INTERVAL.fullmatch(v) for v in cells) and any(" [" in v or " ± " in v
+                                                                                  for v in cells)
+
+
 def table_html(frame: pd.DataFrame, *, links: dict | None = None, best: dict | None = None,
                sortable: bool = True) -> str:
     """A table; `links`: {row index: relative path of a folder} for the run column, `best`: {column: row index}
     highlighted."""
     links, best = links or {}, best or {}
-    numeric = {c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])}
+    numeric = {c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) or _numbers_with_intervals(frame[c])}
     head = "".join(f'<th class="{"" if c in numeric else "text"}">{html.escape(str(c))}</th>' for c in frame.columns)
     rows = []
     for idx, row in frame.iterrows():
@@ -169,10 +209,18 @@ def run_plots(run_dir: Path, out: Path) -> list[str]:
             if ".hydra" not in p.parts and "wandb" not in p.parts]
 
 
+def _lines(lines) -> str:
+    return "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
+
+
 def write_html(out: Path, root: Path, runs: list[dict], table: pd.DataFrame, differing: list[str],
                summary_text: pd.DataFrame | None, best: pd.DataFrame, metric_cols: list[str],
-               cross: pd.DataFrame | None) -> Path:
-    """report.html in `out` (next to report.md, whose report.png and cross_eval_matrix.png it embeds)."""
+               cross: pd.DataFrame | None, *, not_pooled=(), paired=(), paired_notes=(), paired_note: str = "",
+               baselines=()) -> Path:
+    """report.html in `out` (next to report.md, whose report.png and cross_eval_matrix.png it embeds).
+    not_pooled: a line per configuration kept apart from others with its overrides; paired: [(title,
+    tables.compare_table)] of configurations on the same test items (paired_notes: pairs left out); baselines:
+    a line per published baseline a run matches."""
     out, root = Path(out), Path(root)
     by_name = {}
     for run in runs:
@@ -182,15 +230,30 @@ def write_html(out: Path, root: Path, runs: list[dict], table: pd.DataFrame, dif
             by_name[run["run_dir"]] = Path(run["run_dir"])
     links = {idx: os.path.relpath(by_name.get(name, Path(name)), out) for idx, name in table["run"].items()}
     counts = ", ".join(f"{n} {s}" for s, n in table["status"].value_counts().items())
-    shown = table.drop(columns=["error"]) if not table["error"].astype(bool).any() else table
+    shown = with_intervals(table)
+    shown = shown.drop(columns=["error"]) if not table["error"].astype(bool).any() else shown
     parts = [f"<h1>Runs below {html.escape(str(root))}</h1>",
              f'<p class="muted">{len(table)} runs: {html.escape(counts)}. Click a column header to sort (or open '
              "the page as report.html#sort=&lt;column&gt;, #sort=-&lt;column&gt; for descending); the best complete "
              "run of each metric is highlighted; each run name opens its folder.</p>",
              "<h2>Runs</h2>", table_html(shown, links=links, best=_best_cells(table, metric_cols))]
+    if any(str(c).endswith("_ci_lo") for c in table.columns):
+        parts.insert(3, '<p class="muted">Beside a value: its 95 % bootstrap interval over the test items.</p>')
     if summary_text is not None:
         parts += ["<h2>Mean ± std over seeds</h2>",
-                  '<p class="muted">complete runs only, sample standard deviation</p>', table_html(summary_text)]
+                  '<p class="muted">complete runs only, sample standard deviation, [95 % t-interval of the mean]; '
+                  "runs are pooled only when task, model, data and config apart from the seed agree</p>",
+                  table_html(summary_text)]
+        if not_pooled:
+            parts += ['<p class="muted">Runs with the same overrides kept apart:</p>', _lines(not_pooled)]
+    if paired or paired_notes:
+        parts += ["<h2>Paired comparisons</h2>", f'<p class="muted">{html.escape(paired_note)}</p>']
+        for title, frame in paired:
+            parts += [f"<h3>{html.escape(title)}</h3>", table_html(frame, sortable=False)]
+        if paired_notes:
+            parts.append(_lines(paired_notes))
+    if baselines:
+        parts += ["<h2>Published baselines</h2>", _lines(baselines)]
     if not best.empty:
         parts += ["<h2>Best run per metric</h2>", table_html(best, sortable=False)]
     figures = [_image(out / name, caption) for name, caption in
