@@ -453,6 +453,11 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
         summary["nodes"] = int(os.environ["GROUP_WORLD_SIZE"])
     if os.environ.get("NLPEXP_JOB_GPUS"):  # a sweep job given its own GPUs (runtime.share_gpus)
         summary["cuda_visible_devices"] = os.environ["NLPEXP_JOB_GPUS"]
+    from nlpexp.report.baselines import gaps
+
+    published = gaps(summary)  # the data is a public dataset: its published scores, and the run's gap to them
+    if published:
+        summary["baselines"] = published
     summary = secrets.redact(summary)
     _write_json(run_dir / "metrics.json", summary)
     from nlpexp.report import loggers
@@ -622,5 +627,6 @@ def print_summary(summary: dict) -> None:
                      "resamples, eval.bootstrap)")
     if summary.get("verdict"):  # the model against the task's baselines
         lines.append(summary["verdict"])
+    lines += [f"published: {row['line']}" for row in summary.get("baselines", [])]
     lines.append(f"run folder: {summary['run_dir']}")
     print("\n".join(lines))

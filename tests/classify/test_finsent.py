@@ -20,6 +20,8 @@ def test_smoke_run_writes_the_output_contract(nlpexp, model):
         assert (run / name).exists(), name
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["status"] == "complete" and summary["seed"] == 42 and summary["device"] == "cpu"
+    # the embedded sample is ours: no public dataset, no published number beside it
+    assert "dataset" not in summary and "baselines" not in summary and "published:" not in res.out
     # the headline metrics are those of the predictions it wrote
     from sklearn.metrics import f1_score, precision_score, recall_score
 

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from nlpexp.inputs.known import of_data
 from nlpexp.inputs.readers import labelled_frame, pick_columns, read_labelled_file, resource_path
 from nlpexp.errors import UserError
 
@@ -221,10 +222,14 @@ def read_data(data) -> tuple[dict[str, pd.DataFrame], str]:
 
 
 def labelled_splits(data, labels: list[str] | None, seed: int, multi_label: bool = False) -> tuple:
-    """(train/validation/test frames, {rows remove_duplicates left out, the columns read} for metrics.json, the
-    label set). `labels` None: the label set comes from the data (discover_labels)."""
+    """(train/validation/test frames, {rows remove_duplicates left out, the columns read, the public dataset read
+    (known.py; absent for one's own data)} for metrics.json, the label set). `labels` None: the label set comes
+    from the data (discover_labels)."""
     frames, origin = read_data(data)
     columns = next(iter(frames.values())).attrs.get("columns")  # which of the data's columns were read
+    # which public dataset and subset this is (a PhraseBank agreement level, ...): the run's scores meet the
+    # published ones for it (report/baselines.py)
+    dataset = of_data(data, {name: len(frame) for name, frame in frames.items()})
     frames = {name: name_labels(frame, data, labels, origin, multi_label) for name, frame in frames.items()}
     if labels is None:
         labels = discover_labels(frames, data)
@@ -262,7 +267,8 @@ def labelled_splits(data, labels: list[str] | None, seed: int, multi_label: bool
         only = f"a single label, {labels[min(seen)]!r}" if seen else "no labels"
         raise UserError(f"{origin}: the train split has {only} ({len(train)} rows); a classifier needs texts of two "
                         "or more labels")
-    return frames, {**removed, **({"columns": columns} if columns else {})}, labels
+    return frames, {**removed, **({"columns": columns} if columns else {}),
+                    **({"dataset": dataset} if dataset else {})}, labels
 
 
 def inputs(frame: pd.DataFrame) -> list:

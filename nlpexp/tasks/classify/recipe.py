@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from nlpexp.config import registry
 from nlpexp.errors import UserError
+from nlpexp.inputs.known import of_data
 from nlpexp.runs import require_manifest
 from nlpexp.report.metrics import accuracy, classification_metrics, plot_confusion, plot_history
 from nlpexp.config.schema import typed
@@ -212,9 +213,11 @@ def evaluate(cfg, run_dir: Path, device: str):
         resplit_error(cfg, saved, data)
     if data.get("path") and not own:  # a whole other file to score, no split
         frame, split = load_file(data, labels, multi), "file"  # labels read as in training (label_names, label_map)
+        dataset = of_data(data)
     else:
         split = data.eval_split
-        frame = load_splits(data, labels, saved.seed, multi)[split]
+        frames, info, _ = labelled_splits(data, labels, saved.seed, multi)
+        frame, dataset = frames[split], info.get("dataset")
     overlap = {}
     if not own:  # another dataset may hold texts the run trained on: they are left out
         frame, overlap = leave_out_trained(frame, saved, labels, str(data.get("path") or dataset_name(data)))
@@ -229,8 +232,7 @@ def evaluate(cfg, run_dir: Path, device: str):
         metrics, report, items = score(clf, frame, labels, "test" if split == "file" else split, run_dir)
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
     return {"metrics": metrics, "per_class": report, "evaluated": {"ckpt": str(cfg.ckpt), "split": split},
-            "items": items,
-            "samples": {split: len(frame)}, **overlap}
+            "items": items, "samples": {split: len(frame)}, **overlap, **({"dataset": dataset} if dataset else {})}
 
 
 SOURCE_KEYS = ("source", "embedded", "hub_id", "hub_config", "revision")  # with data.path: which dataset

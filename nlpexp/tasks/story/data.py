@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from nlpexp.errors import UserError
+from nlpexp.inputs.known import of_data, of_file
 from nlpexp.inputs.readers import read_frame, read_text, resource_path
 
 SENTENCES = [f"sentence{i}" for i in range(1, 6)]
@@ -143,7 +144,8 @@ def story_key(frame) -> list[str]:
 
 def load_stories(data) -> dict:
     """{'train', 'validation', 'test': DataFrames of prompt, reference; 'origin': str; 'counts': what was left
-    out (stories not of five sentences; stories also in a later part)}."""
+    out (stories not of five sentences; stories also in a later part); 'dataset': the public dataset of the test
+    stories, when known (nlpexp/inputs/known.py)}."""
     import pandas as pd
 
     frame, origin, dropped = read_stories(data)
@@ -180,7 +182,10 @@ def load_stories(data) -> dict:
     if not len(parts["train"]):
         raise UserError(f"{origin}: no training stories left (every one is also a validation or test story)")
     counts = {"not_five_sentences": dropped, "in_later_part": overlap}
-    return {**{k: v.reset_index(drop=True) for k, v in parts.items()}, "origin": origin, "counts": counts}
+    # the public dataset the test stories come from (known.py: ROCStories files and hub copies), else none
+    dataset = of_file(test_files[0]) if len(test_files) == 1 else None if test_files else of_data(data)
+    return {**{k: v.reset_index(drop=True) for k, v in parts.items()}, "origin": origin, "counts": counts,
+            **({"dataset": dataset} if dataset else {})}
 
 
 def drop_overlap(parts: dict) -> tuple:

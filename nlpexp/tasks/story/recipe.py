@@ -56,7 +56,7 @@ def train(cfg, run_dir: Path, device: str):
     pd.DataFrame(history or [{"epoch": 0}]).to_csv(run_dir / "history.csv", index=False)
     return {"metrics": metrics, "objective": "val_loss" if "val_loss" in metrics else "", "origin": data["origin"],
             "stories": {k: len(data[k]) for k in ("train", "validation", "test")}, "left_out": data["counts"],
-            "vocab_size": len(tok),
+            **({"dataset": data["dataset"]} if "dataset" in data else {}), "vocab_size": len(tok),
             "objective_kind": model.objective,
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "total_params": sum(p.numel() for p in model.parameters()),
@@ -342,6 +342,7 @@ def evaluate_saved(cfg, run_dir: Path, device: str):
     metrics, found = evaluate(cfg, model, tok, stories, encode_pairs(tok, stories["test"]), run_dir, device)
     return {"metrics": metrics, "objective": "", "origin": stories["origin"], "left_out": stories["counts"],
             "stories": {k: len(stories[k]) for k in ("validation", "test")}, **overlap,
+            **({"dataset": stories["dataset"]} if "dataset" in stories else {}),
             "decoding": decode_settings(cfg.generate), **found}
 
 
