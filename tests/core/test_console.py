@@ -128,7 +128,8 @@ def test_a_run_off_a_terminal_prints_plain_lines_and_verbose_brings_the_librarie
     lines = out.splitlines()
     assert any(line.startswith("train epoch 2/2  8/8 100%  loss ") and "samples/s" in line for line in lines)
     header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["epoch", "step", "train_loss"])
-    assert lines[header + 1].split()[:2] == ["1", "4"] and lines[-7].startswith("finsent / minilm (train)")
+    assert lines[header + 1].split()[:2] == ["1", "4"] and lines[-8].startswith("finsent / minilm (train)")
+    assert lines[-2].startswith("[lo, hi]: 95% bootstrap interval over the test items")  # the end table's last note
     assert len(lines) < 30
     # the smoke run's one epoch of 4 steps is enough to hear the libraries
     loud = subprocess.run([*RUN[:4], *SMALL, "verbose=true"], cwd=tmp_path, capture_output=True, text=True, env=env,
