@@ -57,6 +57,7 @@ bench: install
 	$(BIN)/python bench/precision.py
 	$(BIN)/python bench/kill_resume.py
 	$(BIN)/python bench/prepare.py
+	$(BIN)/python bench/bootstrap.py
 
 clean:
 	rm -rf $(VENV) outputs multirun
