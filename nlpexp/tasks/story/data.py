@@ -14,6 +14,7 @@ test over validation over training, counted.
 import json
 from pathlib import Path
 
+from nlpexp import provenance
 from nlpexp.errors import UserError
 from nlpexp.inputs.readers import read_frame, read_text, resource_path
 
@@ -180,6 +181,8 @@ def load_stories(data) -> dict:
     if not len(parts["train"]):
         raise UserError(f"{origin}: no training stories left (every one is also a validation or test story)")
     counts = {"not_five_sentences": dropped, "in_later_part": overlap}
+    # an item: its text (an empty part may have lost its columns)
+    provenance.record_splits({name: story_key(frame) if len(frame) else [] for name, frame in parts.items()})
     return {**{k: v.reset_index(drop=True) for k, v in parts.items()}, "origin": origin, "counts": counts}
 
 
