@@ -16,8 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nlpexp import secrets, watchdog
-from nlpexp.training import precision
+from nlpexp import provenance, secrets, watchdog
 from nlpexp.errors import UserError, disk_full, permission_message
 
 def _run_dir(task: str, model: str, mode: str, ckpt) -> str:
@@ -383,16 +382,17 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
             if cfg.get("resume") and not any(o.startswith("resume=") for o in overrides):  # a sweep job resumed
                 overrides.append(f"resume={run_dir}")
             return _launch_data_parallel(cfg, overrides, run_dir, nproc, multirun, rendezvous)
-        commit = runtime.git_commit() if main_rank else None  # the code that runs, read at its start
+        code = provenance.code_state() if main_rank else None  # the code that runs, read at its start
         if main_rank and cfg.mode == "train":  # visibly unfinished until metrics.json says complete
             _write_json(run_dir / "metrics.json", {"status": "running", "pid": os.getpid(), "overrides": _overrides(),
                                                    "started": datetime.now().isoformat(timespec="seconds"),
-                                                   "git_commit": commit})
+                                                   "git_commit": provenance.commit_label(code)})
         watchdog.start_if_sweep_worker(run_dir, str(hc.launcher.get("_target_", "")) if multirun else "")
         if _needs_hub(cfg):
             hub.settle_hub_mode()
         for loaded in hub.LOADED.values():  # what this job loads from the hub (a sweep worker runs several jobs)
             loaded.clear()
+        provenance.clear()  # and the data it reads
         console.quiet(bool(cfg.get("verbose")))
         device = runtime.resolve_device(cfg.device.name)
         runtime.limit_threads(hc)
@@ -430,21 +430,18 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
         "model": cfg.model.name,
         "mode": cfg.mode,
         "metrics": result["metrics"],
-        **{k: v for k, v in result.items() if k != "metrics"},
+        **{k: v for k, v in result.items() if k not in ("metrics", "dataset")},
         "wall_time_s": round(time.time() - started, 3),
         "device": device,
         "seed": cfg.seed,
         "tags": list(cfg.get("tags") or []),
         "overrides": _overrides(),
-        "versions": runtime.library_versions(),
-        "cpu": {"name": precision.cpu_name(), "native_bf16": precision.cpu_has_native_bf16()},
-        "git_commit": commit,
+        # the data read, the code, the environment, the hub models: nlpexp/provenance.py
+        "provenance": provenance.collect(run_dir, code, result.get("dataset")),
         "run_dir": str(run_dir),
     }
     if items:  # the test items' statistics: the metrics' intervals now, paired comparisons later
         summary.update(uncertainty(items, run_dir, cfg))
-    if any(hub.LOADED.values()):  # the commit of every hub model and dataset the run used
-        summary["hub"] = {kind: dict(repos) for kind, repos in hub.LOADED.items() if repos}
     if cfg.get("resume"):
         summary["resumed_from"] = cfg.get("resume_from")
     if distributed.world_size() > 1:

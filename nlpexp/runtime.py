@@ -1,10 +1,8 @@
 """The process a run works in: seeding, device choice, threads and GPUs shared by side-by-side jobs, the smoke
-overlay, and the facts every metrics.json records (library versions, git commit). A run folder's life: runs.py."""
+overlay. A run folder's life: runs.py; what every metrics.json records of the code, data and environment:
+provenance.py."""
 import os
-import platform
 import random
-import subprocess
-from importlib import metadata
 from pathlib import Path
 
 from nlpexp.errors import UserError
@@ -31,33 +29,6 @@ def resolve_device(name: str) -> str:
     if name == "mps" and not has_mps:
         raise UserError("device=mps but the Apple MPS backend is not available (use device=auto or device=cpu)")
     return name
-
-
-def library_versions() -> dict:
-    names = ["nlpexp", "torch", "transformers", "datasets", "tokenizers", "accelerate",
-             "gensim", "scikit-learn", "hydra-core", "numpy"]
-    versions = {"python": platform.python_version()}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
-def git_commit() -> str | None:
-    """Commit of the nlpexp source tree when it is a git checkout (+'-dirty' if modified)."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                                text=True, timeout=5)
-        if commit.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return commit.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.TimeoutExpired):
-        return None
 
 
 def apply_smoke(cfg, overrides: list[str]):

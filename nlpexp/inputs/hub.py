@@ -75,7 +75,8 @@ def settle_hub_mode() -> None:
 
 # -- revisions: pinned to a commit, recorded ---------------------------------------------------------------
 # what this process loaded from the hub, {"models" | "datasets": {id: {"revision": asked, "commit": sha}}}: run.py
-# empties it when a job starts and writes it into metrics.json ("hub")
+# empties it when a job starts; metrics.json's provenance lists the models (`models`) and the datasets' commits
+# (`data.sources`, recorded by hub_dataset)
 LOADED: dict = {"models": {}, "datasets": {}}
 
 
@@ -171,6 +172,10 @@ def hub_dataset(hub_id: str, config=None, revision=None, what: str = "data.path=
         found = Path(cached).parent.name if cached else ""
         if len(found) == 40 and all(c in "0123456789abcdef" for c in found):
             LOADED["datasets"][str(hub_id)] = {"revision": str(revision or "main"), "commit": found}
+    from nlpexp import provenance
+
+    provenance.record_source(f"{hub_id}:{config}" if config else str(hub_id),
+                             (LOADED["datasets"].get(str(hub_id)) or {}).get("commit"))
     return ds
 
 

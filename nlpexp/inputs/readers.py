@@ -2,7 +2,8 @@
 
 Every data file of every wing is read through `read_text`: one decoding (UTF-8, else latin-1 with a note; a UTF-8
 file with a stray non-UTF-8 line is refused, naming the line) and one refusal of what is not text (a folder, a FIFO
-or device, an empty file, binary bytes), so no reader trains on replacement characters or waits forever.
+or device, an empty file, binary bytes), so no reader trains on replacement characters or waits forever. Every file
+read (read_text, read_parquet) is recorded with its sha256 for the run's metrics.json (nlpexp/provenance.py).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from io import BytesIO, StringIO
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nlpexp import provenance
 from nlpexp.errors import UserError, disk_full
 
 if TYPE_CHECKING:  # pandas is imported by the readers that build frames: the pre-run checks stay light
@@ -160,7 +162,9 @@ def read_text(path) -> str:
     problem = text_file_error(path)
     if problem:
         raise UserError(problem)
-    return decode_bytes(path.read_bytes(), path)
+    text = decode_bytes(path.read_bytes(), path)
+    provenance.record_file(path)  # the run's metrics.json names every data file it read, with its sha256
+    return text
 
 
 def read_frame(path, fmt: str) -> tuple[pd.DataFrame, int]:
@@ -267,9 +271,11 @@ def read_parquet(path) -> pd.DataFrame:
     if problem:
         raise UserError(problem)
     try:
-        return pd.read_parquet(path)
+        frame = pd.read_parquet(path)
     except Exception as err:  # pyarrow's errors have no common base beyond its own ArrowException
         raise UserError(f"{path}: malformed parquet: {str(err).strip().splitlines()[0]}") from None
+    provenance.record_file(path)
+    return frame
 
 
 PAIR_COLUMNS = (("sentence1", "sentence2"), ("premise", "hypothesis"), ("text_a", "text_b"),

@@ -1,4 +1,5 @@
 """Smoke runs of every finsent cell, the output contract, determinism and using a trained run."""
+import hashlib
 import json
 
 import pandas as pd
@@ -35,7 +36,18 @@ def test_smoke_run_writes_the_output_contract(nlpexp, model):
     for key, value in expected.items():
         assert summary["metrics"][key] == pytest.approx(value, abs=1e-6), key
     assert summary["wall_time_s"] > 0 and summary["train_samples_per_s"] > 0
-    assert {"torch", "transformers", "python"} <= set(summary["versions"])
+    # provenance: the file it read, with its sha256; the test split's items, by their lines in that file
+    from nlpexp import provenance
+    from nlpexp.inputs.readers import read_labelled_file, resource_path
+
+    data, csv = summary["provenance"]["data"], resource_path("finsent.csv")
+    assert data["sources"] == {"embedded:finsent.csv": hashlib.sha256(csv.read_bytes()).hexdigest()}
+    rows = read_labelled_file(csv).assign(key=lambda f: f["text"].str.strip()).drop_duplicates("key")  # first kept
+    tested = rows[rows["key"].isin(test["text"].astype(str).str.strip())]
+    assert len(tested) == len(test) and data["splits"]["test"] == provenance.ids_sha256(tested["line"])
+    assert set(data["splits"]) == {"train", "validation", "test"}
+    assert {"torch", "transformers", "datasets", "python", "cpu", "packages_sha256"} <= \
+        set(summary["provenance"]["environment"])
     assert set(summary["per_class"]) >= {"negative", "neutral", "positive"}
     preds = pd.read_csv(run / "predictions.csv")
     assert list(preds.columns) == ["text", "gold", "predicted", "p_negative", "p_neutral", "p_positive"]

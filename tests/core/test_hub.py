@@ -70,7 +70,7 @@ def test_finbert_zero_shot_answers_with_its_own_classes(hub, tmp_path):
     assert m["head"] == {"from": "ProsusAI/finbert", "new": [],
                          "mapped": {"negative": "negative", "neutral": "neutral", "positive": "positive"}}
     assert m["zero_shot"] is True
-    assert m["hub"]["models"]["ProsusAI/finbert"] == {"revision": "main", "commit": commits["ProsusAI/finbert"]}
+    assert m["provenance"]["models"]["ProsusAI/finbert"] == {"revision": "main", "commit": commits["ProsusAI/finbert"]}
 
 
 def test_finbert_fine_tune_and_eval_keep_the_head(hub, tmp_path):
@@ -91,7 +91,7 @@ def test_finsent_hub_data_from_the_snapshot_at_its_commit(snapshots_only, tmp_pa
     ok(nlpexp(home, tmp_path, "task=finsent", "model=finbert", "data.source=hub", "trainer.epochs=0"))
     m = metrics(run_folder(tmp_path, "finsent", "finbert"))
     assert m["samples"] == {"train": 60, "validation": 20, "test": 20}  # the dataset's own splits
-    assert m["hub"]["datasets"]["atrost/financial_phrasebank"]["commit"] == commits["atrost/financial_phrasebank"]
+    assert m["provenance"]["data"]["sources"]["atrost/financial_phrasebank"] == commits["atrost/financial_phrasebank"]
 
 
 def test_hub_data_from_datasets_prepared_cache_only(hub, tmp_path):
@@ -104,7 +104,7 @@ def test_hub_data_from_datasets_prepared_cache_only(hub, tmp_path):
     with inprocess.serving(copy):  # a cache of its own: its own process
         ok(nlpexp(copy, tmp_path, "task=finsent", "model=finbert", "data.source=hub", "trainer.epochs=0"))
     m = metrics(run_folder(tmp_path, "finsent", "finbert"))
-    assert m["hub"]["datasets"]["atrost/financial_phrasebank"]["commit"] == commits["atrost/financial_phrasebank"]
+    assert m["provenance"]["data"]["sources"]["atrost/financial_phrasebank"] == commits["atrost/financial_phrasebank"]
 
 
 def test_emotion_hub_labels_by_classlabel_name_with_gpt2_prompt(snapshots_only, tmp_path):
@@ -113,7 +113,7 @@ def test_emotion_hub_labels_by_classlabel_name_with_gpt2_prompt(snapshots_only, 
     run = run_folder(tmp_path, "emotion", "gpt2_prompt")
     gold = set(pd.read_csv(run / "predictions.csv")["gold"])
     assert gold == {"anger", "fear", "joy", "love", "sadness", "surprise"}  # ids named by the dataset's ClassLabel
-    assert metrics(run)["hub"]["models"]["openai-community/gpt2"]["commit"] == commits["openai-community/gpt2"]
+    assert metrics(run)["provenance"]["models"]["openai-community/gpt2"]["commit"] == commits["openai-community/gpt2"]
 
 
 def test_emotion_gpt2_on_a_train_only_configuration(hub, tmp_path):
@@ -135,7 +135,7 @@ def test_classify_reads_a_hub_dataset_by_its_configuration_and_split_names(hub, 
     assert "no validation split" in proc.stdout
     run = run_folder(tmp_path, "classify", "doc2vec")
     assert json.loads((run / "labels.json").read_text()) == ["anger", "fear", "joy", "love", "sadness", "surprise"]
-    assert metrics(run)["hub"]["datasets"]["dair-ai/emotion"]["commit"] == commits["dair-ai/emotion"]
+    assert metrics(run)["provenance"]["data"]["sources"]["dair-ai/emotion:split"] == commits["dair-ai/emotion"]
 
 
 def test_story_gpt2_fine_tune_on_hub_stories_zero_shot_and_generate(snapshots_only, tmp_path):
@@ -158,7 +158,8 @@ def test_novel_gpt2_and_chinese_bert(hub, tmp_path):
     ok(nlpexp(home, tmp_path, "task=chnsenti", "model=bert_chinese_mlm", "trainer.epochs=1", *SMALL))
     ok(nlpexp(home, tmp_path, "task=chnsenti", "model=bert_chinese", "trainer.epochs=1", *SMALL))
     m = metrics(run_folder(tmp_path, "chnsenti", "bert_chinese"))
-    assert m["hub"]["models"]["google-bert/bert-base-chinese"]["commit"] == commits["google-bert/bert-base-chinese"]
+    chinese = "google-bert/bert-base-chinese"
+    assert m["provenance"]["models"][chinese]["commit"] == commits[chinese]
 
 
 def test_finbert_vs_doc2vec_study(hub, tmp_path):
@@ -177,7 +178,7 @@ def test_a_save_pretrained_folder_works_as_model(hub, tmp_path):
     proc = ok(nlpexp(home, tmp_path, f"model={folder}", "trainer.epochs=0"))
     assert f"run as model=bert model.pretrained={folder}" in proc.stderr
     run = run_folder(tmp_path, "finsent", "bert")
-    assert predicted(run) == {"negative"} and "hub" not in metrics(run)  # a local folder has no commit
+    assert predicted(run) == {"negative"} and "models" not in metrics(run)["provenance"]  # a folder: no commit
 
 
 @pytest.fixture
@@ -194,7 +195,7 @@ def test_pinned_revision_and_one_line_refusals(hub, script_dataset, tmp_path):
     home, commits = hub
     ok(nlpexp(home, tmp_path, "task=finsent", "model=finbert", "trainer.epochs=0",
               f"model.revision={commits['ProsusAI/finbert']}"))
-    recorded = metrics(run_folder(tmp_path, "finsent", "finbert"))["hub"]["models"]["ProsusAI/finbert"]
+    recorded = metrics(run_folder(tmp_path, "finsent", "finbert"))["provenance"]["models"]["ProsusAI/finbert"]
     assert recorded == {"revision": commits["ProsusAI/finbert"], "commit": commits["ProsusAI/finbert"]}
     refused = tmp_path / "refused"
     refused.mkdir()

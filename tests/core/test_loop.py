@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nlpexp import runtime
+from nlpexp import provenance
 from nlpexp.training import loop
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
@@ -129,7 +129,7 @@ def test_kill_9_mid_epoch_then_resume_equals_the_uninterrupted_run(cell, nlpexp,
     (killed,) = [p.parent for p in (tmp_path / "outputs").rglob(".hydra")]
     status = json.loads((killed / "metrics.json").read_text())
     assert status["status"] == "running"  # visibly unfinished
-    assert status["git_commit"] == runtime.git_commit()  # the code that ran, recorded at the start
+    assert status["git_commit"] == provenance.commit_label(provenance.code_state())  # the code, read at the start
     assert (killed / "checkpoints" / "checkpoint-6" / "loop_state.json").exists()
 
     steps = []

@@ -40,7 +40,7 @@ def test_every_trainable_cell_runs_bf16_with_accumulation_or_refuses_it_in_one_l
         summary = json.loads(path.read_text())
         if summary["status"] == "complete":
             assert (summary.get("precision"), summary.get("grad_accum")) == ("bf16", 2), path
-            assert summary["cpu"]["native_bf16"] is False, path
+            assert summary["provenance"]["environment"]["native_bf16"] is False, path
             ran.append(path.parent.name)
         else:
             assert refused(summary["error"]) and "\n" not in summary["error"], summary["error"]

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from nlpexp import provenance
 from nlpexp.inputs.known import of_data
 from nlpexp.inputs.readers import labelled_frame, pick_columns, read_labelled_file, resource_path
 from nlpexp.errors import UserError
@@ -267,6 +268,7 @@ def labelled_splits(data, labels: list[str] | None, seed: int, multi_label: bool
         only = f"a single label, {labels[min(seen)]!r}" if seen else "no labels"
         raise UserError(f"{origin}: the train split has {only} ({len(train)} rows); a classifier needs texts of two "
                         "or more labels")
+    provenance.record_splits({name: frame["line"] for name, frame in frames.items()})  # an item: its file line
     return frames, {**removed, **({"columns": columns} if columns else {}),
                     **({"dataset": dataset} if dataset else {})}, labels
 

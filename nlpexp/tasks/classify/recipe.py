@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from nlpexp import provenance
 from nlpexp.config import registry
 from nlpexp.errors import UserError
 from nlpexp.inputs.known import of_data
@@ -143,6 +144,7 @@ def cross_evaluate(cfg, clf, labels, splits, run_dir: Path):
     for spec in cfg.eval_on:
         name = Path(str(spec)).name
         frame = splits["test"] if name == train_name else load_eval_set(str(spec), cfg.data, labels)
+        provenance.record_splits({f"cross_{Path(name).stem}": frame["line"]}, add=True)
         row[name] = accuracy(clf, frame)
         print(f"cross-dataset: trained on {train_name}, tested on {name} ({len(frame)} texts): {row[name]:.3f}")
     matrix = pd.DataFrame([row], index=pd.Index([train_name], name="train"))
@@ -221,6 +223,7 @@ def evaluate(cfg, run_dir: Path, device: str):
     overlap = {}
     if not own:  # another dataset may hold texts the run trained on: they are left out
         frame, overlap = leave_out_trained(frame, saved, labels, str(data.get("path") or dataset_name(data)))
+    provenance.record_splits({"test" if split == "file" else split: frame["line"]})  # the items scored
     frame = model_view(frame, saved.model.name)
     if multi:  # at the thresholds the run chose on its validation split
         from nlpexp.tasks.classify import multilabel

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nlpexp import provenance
 from nlpexp.inputs.readers import detect_format, read_frame, resource_path
 from nlpexp.errors import UserError
 
@@ -224,4 +225,6 @@ def load_pairs(data, task, seed: int) -> dict[str, pd.DataFrame]:
                                     seed + 100 + k, groups)
             frame = pd.concat([frame, negs], ignore_index=True)
         splits[name] = frame[["text_1", "text_2", "label", "line"]].reset_index(drop=True)
+    # an item: its two texts (a synthetic negative has no file line)
+    provenance.record_splits({name: list(zip(frame["text_1"], frame["text_2"])) for name, frame in splits.items()})
     return splits

@@ -337,6 +337,9 @@ def apply(cfg, run_dir: Path, device: str):
             vectors = np.load(source, allow_pickle=False)
         except (OSError, ValueError) as err:
             raise UserError(f"{source}: not an NPY array of embeddings ({str(err).splitlines()[0][:120]})") from None
+        from nlpexp import provenance
+
+        provenance.record_file(source)  # (texts are recorded by the reader)
         if matrix is None:
             raise UserError(f"{ckpt} has no matrix.npy (method={saved.task.method}); give texts instead of an NPY")
         if vectors.ndim != 2 or vectors.shape[1] != matrix.shape[0]:

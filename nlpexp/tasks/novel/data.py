@@ -9,6 +9,7 @@ import re
 import unicodedata
 from pathlib import Path
 
+from nlpexp import provenance
 from nlpexp.inputs.readers import read_text, resource_path
 from nlpexp.errors import UserError
 
@@ -40,7 +41,7 @@ def clean_text(raw: str, drop_headings: bool = False, punctuation: str = "full",
 def read_sources(data) -> tuple[str, str]:
     """(raw text, origin) from data.path (a file, a folder of .txt, or a list of them) or the embedded sample."""
     if not data.get("path"):
-        return resource_path(data.embedded).read_text(encoding="utf-8"), f"embedded sample {data.embedded}"
+        return read_text(resource_path(data.embedded)), f"embedded sample {data.embedded}"
     paths = [data.path] if isinstance(data.path, (str, Path)) else list(data.path)
     files: list[Path] = []
     for item in paths:
@@ -190,4 +191,5 @@ def load_novel(data, seq_len: int, make_codec) -> dict:
             raise UserError(f"{origin}: the {name} part ({hi - lo} tokens) is shorter than one window of "
                             f"{seq_len + 1}; use more text or a smaller task.seq_len")
         starts[name] = s
+    provenance.record_splits(starts)  # an item: a window, by its start in the encoded text
     return {"text": text, "ids": ids, "codec": codec, "bounds": bounds, "starts": starts, "origin": origin}

@@ -14,6 +14,7 @@ test over validation over training, counted.
 import json
 from pathlib import Path
 
+from nlpexp import provenance
 from nlpexp.errors import UserError
 from nlpexp.inputs.known import of_data, of_file
 from nlpexp.inputs.readers import read_frame, read_text, resource_path
@@ -182,6 +183,8 @@ def load_stories(data) -> dict:
     if not len(parts["train"]):
         raise UserError(f"{origin}: no training stories left (every one is also a validation or test story)")
     counts = {"not_five_sentences": dropped, "in_later_part": overlap}
+    # an item: its text (an empty part may have lost its columns)
+    provenance.record_splits({name: story_key(frame) if len(frame) else [] for name, frame in parts.items()})
     # the public dataset the test stories come from (known.py: ROCStories files and hub copies), else none
     dataset = of_file(test_files[0]) if len(test_files) == 1 else None if test_files else of_data(data)
     return {**{k: v.reset_index(drop=True) for k, v in parts.items()}, "origin": origin, "counts": counts,

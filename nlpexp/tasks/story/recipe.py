@@ -321,7 +321,8 @@ def evaluate_saved(cfg, run_dir: Path, device: str):
     a data.test_size= or data.max_stories= other than the run's is refused (the split is by position: its test
     stories would include stories the run trained on). Another dataset (data.path=, data.source=, ...) or another
     data.test_path= is scored without the stories the run trained on, counted. (seed= only seeds the decoding.)"""
-    from nlpexp.tasks.story.data import load_stories
+    from nlpexp import provenance
+    from nlpexp.tasks.story.data import load_stories, story_key
 
     ckpt = Path(str(cfg.ckpt)).expanduser()
     saved_data = saved_run_data(ckpt)
@@ -338,6 +339,8 @@ def evaluate_saved(cfg, run_dir: Path, device: str):
     overlap = {}
     if not own or _file(data.get("test_path")) != _file(saved_data.get("test_path")):
         stories, overlap = leave_out_trained(stories, saved_data)
+    provenance.record_splits({part: story_key(stories[part]) if len(stories[part]) else []  # the parts scored
+                              for part in ("validation", "test")})
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics, found = evaluate(cfg, model, tok, stories, encode_pairs(tok, stories["test"]), run_dir, device)
     return {"metrics": metrics, "objective": "", "origin": stories["origin"], "left_out": stories["counts"],
