@@ -4,7 +4,7 @@
   `embedded:<name>`), and every hub dataset, {`<hub id>` or `<hub id>:<config>`: the commit it was read at}. The
   readers feed it, so no wing records a read of its own: readers.read_text and readers.read_parquet (every data file
   of every wing, mode=predict's and mode=apply's input included) call record_file, hub.hub_dataset calls
-  record_source. A file is hashed once per process (runs.sha256: in 1 MiB chunks, remembered while the file is
+  record_source. A file is hashed once per process (sha256: in 1 MiB chunks, remembered while the file is
   unchanged), at the time it is read.
 - data.splits: per split, the sha256 of its item ids (ids_sha256: order-free), recorded by each wing where it makes
   its splits (record_splits) and again where an evaluation scores a part of them. An item's id is what identifies
@@ -28,6 +28,7 @@ run.py clears the record when a job starts (`clear`: a sweep worker runs several
 import functools
 import hashlib
 import json
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -46,6 +47,29 @@ def clear() -> None:
     SPLITS.clear()
 
 
+_HASHED: dict = {}  # (path, size, mtime_ns, inode) -> sha256 of files this process hashed or wrote
+
+
+def sha256(path: Path, sync: bool = False) -> str:
+    """The file's sha256 (remembered while it is unchanged); `sync`: fsync it too (a save, before its rename)."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.absolute()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key in _HASHED and not sync:
+        return _HASHED[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+        if sync:
+            try:
+                os.fsync(handle.fileno())
+            except OSError:
+                pass
+    _HASHED[key] = digest.hexdigest()
+    return _HASHED[key]
+
+
 # -- data -------------------------------------------------------------------------------------------------
 def source_key(path) -> str:
     """How a file is named in data.sources: `embedded:<name>` for a sample nlpexp ships (the same on every
@@ -57,8 +81,6 @@ def source_key(path) -> str:
 
 def record_file(path) -> None:
     """A data file the run read: its sha256 under source_key."""
-    from nlpexp.runs import sha256
-
     try:
         SOURCES[source_key(path)] = sha256(Path(str(path)).expanduser())
     except OSError:  # gone or unreadable since it was read: the record says so, the run goes on
@@ -186,14 +208,13 @@ def environment() -> dict:
 
 
 # -- the record -------------------------------------------------------------------------------------------
-def collect(run_dir: Path, code: dict | None, dataset: dict | None = None) -> dict:
-    """metrics.json's `provenance` for the job that just ran (`code`: code_state at its start)."""
-    from nlpexp.inputs import hub
-
+def collect(run_dir: Path, code: dict | None, dataset: dict | None = None, models: dict | None = None) -> dict:
+    """metrics.json's `provenance` for the job that just ran (`code`: code_state at its start; `models`: hub.LOADED's
+    models)."""
     data = {"sources": dict(SOURCES), "splits": dict(SPLITS)}
     if dataset:
         data["dataset"] = dataset
     record = {"data": data, "code": code_record(code, run_dir), "environment": environment()}
-    if hub.LOADED["models"]:
-        record["models"] = {name: dict(pin) for name, pin in hub.LOADED["models"].items()}
+    if models:
+        record["models"] = {name: dict(pin) for name, pin in models.items()}
     return record

@@ -437,7 +437,7 @@ def _run(cfg: DictConfig, hc, run_dir: Path, multirun: bool, cleanup, main_rank:
         "tags": list(cfg.get("tags") or []),
         "overrides": _overrides(),
         # the data read, the code, the environment, the hub models: nlpexp/provenance.py
-        "provenance": provenance.collect(run_dir, code, result.get("dataset")),
+        "provenance": provenance.collect(run_dir, code, result.get("dataset"), hub.LOADED["models"]),
         "run_dir": str(run_dir),
     }
     if items:  # the test items' statistics: the metrics' intervals now, paired comparisons later

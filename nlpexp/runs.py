@@ -21,7 +21,6 @@ edited, swapped or missing file; every save (write_dir) writes it. A folder the 
 A file is hashed once per process (its hash is remembered by path, size, mtime and inode).
 """
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from nlpexp.errors import UserError, disk_full
+from nlpexp.provenance import sha256  # noqa: F401 (the saves' and checks' file hash; runs.sha256 for callers)
 
 MANIFEST = "saved_files.json"
 
@@ -44,29 +44,6 @@ def _fsync(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-_HASHED: dict = {}  # (path, size, mtime_ns, inode) -> sha256 of files this process hashed or wrote
-
-
-def sha256(path: Path, sync: bool = False) -> str:
-    """The file's sha256 (remembered while it is unchanged); `sync`: fsync it too (a save, before its rename)."""
-    path = Path(path)
-    st = path.stat()
-    key = (str(path.absolute()), st.st_size, st.st_mtime_ns, st.st_ino)
-    if key in _HASHED and not sync:
-        return _HASHED[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-        if sync:
-            try:
-                os.fsync(handle.fileno())
-            except OSError:
-                pass
-    _HASHED[key] = digest.hexdigest()
-    return _HASHED[key]
 
 
 def seal(folder) -> dict:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nlpexp import provenance
-from nlpexp.inputs import hub, readers
+from nlpexp.inputs import readers
 
 
 def git(folder, *args):
@@ -107,9 +107,9 @@ def test_the_packages_hash_is_stable_and_recomputed_alike():
 def test_the_record_holds_data_code_environment_models_and_the_dataset(tmp_path, monkeypatch):
     provenance.clear()
     provenance.record_source("someone/data:default", "c0ffee")
-    monkeypatch.setitem(hub.LOADED, "models", {"org/model": {"revision": "main", "commit": "abc"}})
     state = {"commit": None, "dirty": None, "diff": None, "version": "0.1.0"}
-    record = provenance.collect(tmp_path, state, {"name": "financial_phrasebank", "subset": "50agree"})
+    record = provenance.collect(tmp_path, state, {"name": "financial_phrasebank", "subset": "50agree"},
+                                {"org/model": {"revision": "main", "commit": "abc"}})
     assert record["data"] == {"sources": {"someone/data:default": "c0ffee"}, "splits": {},
                               "dataset": {"name": "financial_phrasebank", "subset": "50agree"}}
     assert record["code"] == {"commit": None, "dirty": None, "diff_sha256": None, "diff": None, "version": "0.1.0"}
