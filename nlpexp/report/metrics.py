@@ -191,13 +191,16 @@ def distinct_n(texts, n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
+def text_repetition(text, n: int = 2) -> float | None:
+    """The share of the text's n-grams that already occurred earlier in it; None when it has no n-gram."""
+    grams = _ngrams(text, n)
+    return 1.0 - len(set(grams)) / len(grams) if grams else None
+
+
 def repetition_rate(texts, n: int = 2) -> float:
-    """Mean over texts of the share of n-grams that already occurred earlier in the same text."""
-    rates = []
-    for t in texts:
-        grams = _ngrams(t, n)
-        if grams:
-            rates.append(1.0 - len(set(grams)) / len(grams))
+    """Mean over texts of the share of n-grams that already occurred earlier in the same text (texts without an
+    n-gram left out)."""
+    rates = [r for r in (text_repetition(t, n) for t in texts) if r is not None]
     return float(np.mean(rates)) if rates else 0.0
 
 
@@ -219,10 +222,16 @@ def _lookup(keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarr
 
 
 def kneser_ney_nll(train_ids, history, next_ids, vocab_size: int, order: int, discount: float) -> float:
-    """Mean -log P(next | the order-1 tokens before it) under interpolated Kneser-Ney (Chen & Goodman 1998, one
-    absolute discount) counted on `train_ids`: the top order on counts, lower orders on continuation counts
-    (how many distinct tokens precede), the unigram interpolated with uniform over the vocabulary, so every
-    token has probability > 0. `history`: (N, order-1) ids, the last column just before `next_ids`."""
+    """Mean -log P(next | the order-1 tokens before it) of kneser_ney_nlls."""
+    return float(kneser_ney_nlls(train_ids, history, next_ids, vocab_size, order, discount).mean())
+
+
+def kneser_ney_nlls(train_ids, history, next_ids, vocab_size: int, order: int, discount: float) -> np.ndarray:
+    """-log P(next | the order-1 tokens before it) of each target (the per-item losses of a bootstrap) under
+    interpolated Kneser-Ney (Chen & Goodman 1998, one absolute discount) counted on `train_ids`: the top order on
+    counts, lower orders on continuation counts (how many distinct tokens precede), the unigram interpolated with
+    uniform over the vocabulary, so every token has probability > 0. `history`: (N, order-1) ids, the last column
+    just before `next_ids`."""
     V, d = int(vocab_size), float(discount)
     train = np.asarray(train_ids, dtype=np.int64)
     nxt = np.asarray(next_ids, dtype=np.int64)
@@ -247,7 +256,7 @@ def kneser_ney_nll(train_ids, history, next_ids, vocab_size: int, order: int, di
         seen = den > 0
         safe = np.where(seen, den, 1.0)
         prob = np.where(seen, np.maximum(num - d, 0) / safe + d * types / safe * prob, prob)
-    return float(-np.log(prob).mean())
+    return -np.log(prob)
 
 
 def hist_cols(order: int) -> slice:
@@ -261,17 +270,15 @@ def bleu_scores(hypotheses: list[str], references: list[str]) -> tuple[float, fl
     import sacrebleu
 
     corpus = sacrebleu.corpus_bleu(hypotheses, [references]).score / 100
-    sentence = [sacrebleu.sentence_bleu(h, [r]).score / 100 for h, r in zip(hypotheses, references)]
-    return float(corpus), float(np.mean(sentence)) if sentence else 0.0
+    return float(corpus), mean_sentence_bleu(hypotheses, references)
 
 
-def bleu_length_ratio(hypotheses: list[str], references: list[str]) -> float:
-    """The hypotheses' length over the references' in sacrebleu's tokens: below 1, corpus BLEU pays the brevity
-    penalty exp(1 - 1 / ratio)."""
+def mean_sentence_bleu(hypotheses: list[str], references: list[str]) -> float:
+    """The mean of sacrebleu's sentence BLEU over the texts, on a 0-1 scale."""
     import sacrebleu
 
-    scored = sacrebleu.corpus_bleu(hypotheses, [references])
-    return scored.sys_len / max(scored.ref_len, 1)
+    sentence = [sacrebleu.sentence_bleu(h, [r]).score / 100 for h, r in zip(hypotheses, references)]
+    return float(np.mean(sentence)) if sentence else 0.0
 
 
 def punctuation_only(text: str) -> bool:

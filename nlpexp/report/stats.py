@@ -122,7 +122,8 @@ def _bleu(block: Block, sums, n, name):
     out = np.empty(len(sums))
     for i, row in enumerate(sums):
         correct, total = row[2:2 + order].astype(int).tolist(), row[6:6 + order].astype(int).tolist()
-        out[i] = BLEU.compute_bleu(correct, total, int(row[0]), int(row[1]), max_ngram_order=order).score / 100
+        out[i] = BLEU.compute_bleu(correct, total, int(row[0]), int(row[1]), smooth_method="exp",  # BLEU()'s, as
+                                   max_ngram_order=order).score / 100                          # corpus_bleu's
     return out
 
 

@@ -18,7 +18,7 @@ from nlpexp.tasks.novel.data import (
     load_novel,
     split_by_position,
 )
-from nlpexp.report.metrics import distinct_n, kneser_ney_nll, repetition_rate
+from nlpexp.report.metrics import distinct_n, kneser_ney_nll, kneser_ney_nlls, repetition_rate, text_repetition
 
 NOVEL_DATA = OmegaConf.load(registry.__file__.replace("config/registry.py", "tasks/novel/conf/task/novel.yaml")).data
 
@@ -102,6 +102,8 @@ def test_bert_lstm_keeps_its_state_and_matches_rereading_on_the_first_step():
 def test_distinct_and_repetition():
     assert distinct_n(["abab"], 1) == 0.5 and distinct_n(["abab"], 2) == 2 / 3
     assert repetition_rate(["abcd"], 2) == 0.0 and repetition_rate(["abab"], 2) == pytest.approx(1 / 3)
+    assert text_repetition("abab", 2) == pytest.approx(1 / 3) and text_repetition("a", 2) is None
+    assert repetition_rate(["abab", "a"], 2) == pytest.approx(1 / 3)  # a text without a bigram is left out
 
 
 def test_kneser_ney_by_hand_and_a_distribution_for_every_context():
@@ -119,6 +121,8 @@ def test_kneser_ney_by_hand_and_a_distribution_for_every_context():
             assert total == pytest.approx(1.0)
     rows = np.stack([train[i:i + 2] for i in range(len(train) - 2)])  # the trigram fits its own text better
     assert kneser_ney_nll(train, rows, train[2:], V, 3, 0.75) < kneser_ney_nll(train, rows, train[2:], V, 2, 0.75)
+    each = kneser_ney_nlls(train, rows, train[2:], V, 3, 0.75)  # per target; the mean is the old number exactly
+    assert each.shape == (len(rows),) and float(each.mean()) == kneser_ney_nll(train, rows, train[2:], V, 3, 0.75)
 
 
 # -- runs through the CLI ---------------------------------------------------------------------------------
@@ -137,6 +141,16 @@ def test_every_novel_cell_runs_in_smoke_form(nlpexp, model):
     assert correct == pytest.approx(round(correct), abs=1e-3)
     assert m["test_perplexity"] > 1 and m["test_bigram_perplexity"] > 1 and m["test_trigram_perplexity"] > 1
     assert summary["verdict"].startswith("test perplexity") and "Kneser-Ney" in summary["verdict"]
+    # the test windows' per-item statistics (test_items.json) give the same numbers
+    from nlpexp.report import stats
+
+    digest, blocks = stats.load(run)
+    assert len(digest) == 64 and "items" not in summary and {b.n() for b in blocks} == {summary["windows"]["test"]}
+    point = stats.point(blocks)
+    assert set(point) == {"test_perplexity", "test_loss", "test_accuracy", "test_bigram_perplexity",
+                          "test_trigram_perplexity"}
+    for key, value in point.items():
+        assert m[key] == pytest.approx(value, rel=1e-5, abs=1e-5), key
     assert m["gen_banned_tokens"] == m["gen_repeat_violations"] == 0
     assert m["beam_banned_tokens"] == m["beam_repeat_violations"] == 0
     rows = [json.loads(line) for line in (run / "samples.jsonl").read_text(encoding="utf-8").splitlines()]

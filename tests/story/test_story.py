@@ -87,18 +87,47 @@ def test_next_token_classifier_windows_and_mean_pool_ignore_padding():
 def test_bleu_wiring():
     import sacrebleu
 
-    from nlpexp.report.metrics import bleu_length_ratio, bleu_scores, punctuation_only
+    from nlpexp.report.metrics import bleu_scores, punctuation_only
+    from nlpexp.tasks.story.recipe import story_metrics
 
     refs = ["the cat sat on the mat today .", "a dog ran in the park all day ."]
     assert bleu_scores(refs, refs) == (pytest.approx(1.0), pytest.approx(1.0))
-    assert bleu_length_ratio(refs, refs) == 1.0
-    assert bleu_length_ratio(["the cat sat on .", "a dog ran in ."], refs) == pytest.approx(10 / 17)
+    assert story_metrics(refs, refs, "t")[0]["t_length_ratio"] == 1.0
+    assert story_metrics(["the cat sat on .", "a dog ran in ."], refs, "t")[0]["t_length_ratio"] == \
+        pytest.approx(10 / 17, abs=1e-4)
     hyps = ["the cat sat on a mat today .", "the dog ran in a park ."]
     corpus, sentence = bleu_scores(hyps, refs)
     assert corpus == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score / 100)
     assert sentence == pytest.approx(sum(sacrebleu.sentence_bleu(h, [r]).score for h, r in zip(hyps, refs)) / 200)
     assert 0 < corpus < 1
     assert punctuation_only(" . , !") and punctuation_only("") and not punctuation_only("a .")
+
+
+def test_story_metrics_blocks_keep_the_old_numbers():
+    from sacrebleu.metrics.bleu import BLEU
+
+    from nlpexp.report import stats
+    from nlpexp.tasks.story.recipe import story_metrics
+
+    refs = ["the cat sat on the mat today .", "a dog ran in the park all day .", "she ate the red apple ."]
+    for hyps in (["the cat sat on a mat today .", "the dog ran in a park .", "apple"],  # "apple": no 4-gram
+                 ["a cat on the mat", "dog park day", "red"]):  # no 4-gram matches: sacrebleu's exp smoothing
+        metrics, blocks, signature = story_metrics(hyps, refs, "t1.0")
+        point = stats.point(blocks)
+        assert point["t1.0_bleu"] == pytest.approx(bleu_scores(hyps, refs)[0], rel=1e-12, abs=1e-15)
+        assert metrics["t1.0_bleu"] == round(bleu_scores(hyps, refs)[0], 5) and "t1.0_bleu_4" not in point
+        for k in (1, 2):
+            expected = BLEU(max_ngram_order=k).corpus_score(hyps, [refs]).score / 100
+            assert point[f"t1.0_bleu_{k}"] == pytest.approx(expected)
+            assert metrics[f"t1.0_bleu_{k}"] == round(expected, 5)
+        words = [h.split() for h in hyps]
+        assert point["t1.0_distinct_1"] == pytest.approx(distinct_n(words, 1))
+        assert point["t1.0_distinct_2"] == pytest.approx(distinct_n(words, 2))
+        assert point["t1.0_repeated_4gram_rate"] == pytest.approx(repetition_rate(words, 4))  # short texts left out
+        assert signature.startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
+    # a story without a 4-gram is left out of the repetition rate (not counted as 0): 1/3, not 1/6
+    rate = stats.point(story_metrics(["a a a a a b", "x"], ["a b", "x y"], "p")[1])["p_repeated_4gram_rate"]
+    assert rate == pytest.approx(1 / 3)
 
 
 # -- training: freezing and gradient accumulation ---------------------------------------------------------
@@ -190,12 +219,28 @@ def test_every_story_cell_runs_in_smoke_form(nlpexp, cell):
                     "distinct_2": distinct_n(words, 2), "repeated_4gram_rate": repetition_rate(words, 4)}
         for key, value in expected.items():
             assert m[f"t{t}_{key}"] == pytest.approx(value, abs=1e-5), (t, key)
+        assert {f"t{t}_bleu_1", f"t{t}_bleu_2"} <= set(m) and f"t{t}_bleu_4" not in m
+    # the test stories' per-item statistics (test_items.json): the same numbers, over the 32 test stories
+    from nlpexp.report import stats
+
+    assert summary["bleu_signature"].startswith("nrefs:1|") and "items" not in summary
+    digest, blocks = stats.load(run)
+    stories = [r for r in rows if r["temperature"] == 0.1]
+    assert digest == stats.items_hash([r["prompt"] for r in stories], [r["reference"] for r in stories])
+    assert {b.n() for b in blocks} == {32}
+    point = stats.point(blocks)
+    assert set(point) >= {"test_perplexity", "baseline_copy_bleu", "t0.1_bleu", "t0.1_bleu_1", "t1.0_distinct_2",
+                          "t1.0_repeated_4gram_rate"}
+    for key, value in point.items():  # a story's examples (a window per token: model=transformer) summed whole
+        assert m[key] == pytest.approx(value, rel=1e-5, abs=1e-5), key
     assert 0 < summary["trainable_params"] <= summary["total_params"]
     if model == "gpt2":
         assert summary["trainable_params"] < summary["total_params"]  # embeddings and block 0 frozen
 
 
 def test_zero_shot_generate_from_a_run_and_bad_input(nlpexp, tmp_path):
+    from nlpexp.report import stats
+
     res = nlpexp("+smoke=true", "task=story", "model=gpt2", "trainer.epochs=0", f"hydra.run.dir={tmp_path}/run")
     assert res.code == 0, res.err[-3000:]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["train_steps"] == 0
@@ -212,6 +257,7 @@ def test_zero_shot_generate_from_a_run_and_bad_input(nlpexp, tmp_path):
     metrics = json.loads(saved.read_text())["metrics"]
     trained = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
     assert metrics["test_perplexity"] == trained["test_perplexity"] and "t0.5_bleu" in metrics
+    assert "t0.5_bleu_1" in metrics and stats.load(saved.parent)[0] == stats.load(tmp_path / "run")[0]
     assert metrics["baseline_copy_bleu"] == trained["baseline_copy_bleu"] > 0
     # decoding chosen on validation stories: the best setting by validation BLEU is the one tested (chosen_*)
     grid = "[{strategy:greedy},{strategy:beam,num_beams:2,no_repeat_ngram_size:3},{strategy:sample,top_p:0.5}]"
@@ -443,6 +489,31 @@ def test_label_smoothing_is_the_training_loss_only_and_the_known_formula():
     # validation and test scoring: the plain per-token NLL
     items = [{"logits": logits[0], "labels": labels[0]}]
     assert math.isclose(mean_nll(Fixed(), items, 4, "cpu"), nll.item() / 2, rel_tol=1e-6)
+
+
+def test_per_item_nll_keeps_the_batch_summed_mean():
+    from nlpexp.tasks.story.recipe import item_nll, mean_nll, nll_sum
+
+    class Fixed(nn.Module):  # fixed logits per item; an item's length is its scored positions plus padding
+        def collate(self, items):
+            return {k: torch.stack([it[k] for it in items]) for k in ("logits", "labels")}
+
+        def scores(self, batch):
+            return batch["logits"], batch["labels"]
+
+    g = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 7, (9, 6), generator=g)
+    labels[torch.rand(9, 6, generator=g) < 0.4] = -100
+    items = [{"logits": _rand(6, 7, seed=i), "labels": labels[i], "pad": [0] * (i % 4)} for i in range(9)]
+    mean, sums, tokens = item_nll(Fixed(), items, 4, "cpu")
+    # the mean as it was computed before per-item losses: batch sums over the length-sorted items, in float64
+    order = sorted(range(9), key=lambda i: i % 4)
+    old = sum(nll_sum(Fixed(), Fixed().collate([items[j] for j in order[i:i + 4]])).item() for i in range(0, 9, 4))
+    assert mean == mean_nll(Fixed(), items, 4, "cpu") == old / int((labels != -100).sum())
+    assert tokens == (labels != -100).sum(1).tolist()  # in the items' order, not the sorted one
+    for i in range(9):
+        assert sums[i] == pytest.approx(nll_sum(Fixed(), Fixed().collate([items[i]])).item(), rel=1e-6)
+    assert math.exp(sum(sums) / sum(tokens)) == pytest.approx(math.exp(mean), rel=1e-6)
 
 
 def test_label_smoothing_changes_training_not_the_scored_perplexity(nlpexp, tmp_path):

@@ -50,17 +50,18 @@ def train(cfg, run_dir: Path, device: str):
     ids, starts, eb = data["ids"], data["starts"], cfg.trainer.eval_batch_size
     metrics, precision = {}, info["precision"]
     for split, prefix in (("validation", "val"), ("test", "test")):
-        nll, acc = evaluate(model, ids, starts[split], seq_len, device, eb, precision)
+        nll, acc, losses, hits = window_scores(model, ids, starts[split], seq_len, device, eb, precision)  # test last
         metrics.update({f"{prefix}_loss": round(nll, 5), f"{prefix}_accuracy": round(acc, 5),
                         f"{prefix}_perplexity": round(perplexity(nll), 4)})
-    baselines, discounts = ngram_baselines(ids, data["bounds"][0], starts, seq_len, len(codec),
-                                           [float(d) for d in cfg.task.ngram_discounts])
+    baselines, discounts, ngram_losses = ngram_baselines(ids, data["bounds"][0], starts, seq_len, len(codec),
+                                                         [float(d) for d in cfg.task.ngram_discounts])
     metrics.update(baselines)
     metrics.update(heldout_generation(model, codec, data, seq_len, cfg.generate, cfg.seed, run_dir))
 
     pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
     plot_history(history, run_dir / "history.png")
     return {"metrics": metrics, "objective": "val_loss", "ngram_discount": discounts,
+            "items": window_items(codec, ids, starts["test"], seq_len, losses, hits, ngram_losses),
             "verdict": verdict(metrics), "vocab_size": len(codec),
             "windows": {k: len(v) for k, v in starts.items()},
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -73,10 +74,10 @@ NGRAMS = {2: "bigram", 3: "trigram"}
 def ngram_baselines(ids, train_bounds, starts, seq_len: int, vocab_size: int, discounts: list[float]) -> tuple:
     """Interpolated Kneser-Ney character bigram and trigram fit on the training part, each discount chosen on
     the validation targets, scored on the same next characters the model is: ({val_/test_<n>gram_perplexity},
-    {order name: discount})."""
+    {order name: discount}, {order name: each test target's NLL})."""
     import numpy as np
 
-    from nlpexp.report.metrics import kneser_ney_nll, perplexity
+    from nlpexp.report.metrics import kneser_ney_nll, kneser_ney_nlls, perplexity
 
     all_ids = np.asarray(ids)
     lo, hi = train_bounds
@@ -86,15 +87,32 @@ def ngram_baselines(ids, train_bounds, starts, seq_len: int, vocab_size: int, di
         s = np.asarray(starts[split]) + seq_len
         return all_ids[s[:, None] - 2 + np.arange(2)], all_ids[s]
 
-    metrics, chosen = {}, {}
+    metrics, chosen, losses = {}, {}, {}
     for order, name in NGRAMS.items():
         val = {d: kneser_ney_nll(train_ids, *targets("validation"), vocab_size, order, d) for d in discounts}
         best = min(val, key=val.get)
         chosen[name] = best
         metrics[f"val_{name}_perplexity"] = round(perplexity(val[best]), 4)
-        metrics[f"test_{name}_perplexity"] = round(
-            perplexity(kneser_ney_nll(train_ids, *targets("test"), vocab_size, order, best)), 4)
-    return metrics, chosen
+        losses[name] = kneser_ney_nlls(train_ids, *targets("test"), vocab_size, order, best)
+        metrics[f"test_{name}_perplexity"] = round(perplexity(float(losses[name].mean())), 4)
+    return metrics, chosen, losses
+
+
+def window_items(codec, ids, starts, seq_len: int, losses, hits, ngram_losses: dict) -> dict:
+    """The test windows as the run's items (each: its window's text, and the next token as gold): the model's
+    per-window NLL (perplexity, loss) and hit (accuracy), and the n-gram baselines' NLL of the same targets.
+    The held-out continuations' distinct-n and repetition have no block: their items are the few generated
+    samples (generate.eval_prompts), not these windows, and a run's blocks share one set of items."""
+    from nlpexp.report import stats
+
+    ones = [1.0] * len(starts)
+    model = stats.perplexity_block(losses, ones, "test_perplexity")
+    model.metrics["test_loss"] = "ratio"
+    blocks = [model, stats.mean_block(hits, "test_accuracy")]
+    blocks += [stats.perplexity_block(ngram_losses[name], ones, f"test_{name}_perplexity") for name in NGRAMS.values()]
+    texts = [codec.decode(ids[s:s + seq_len].tolist(), skip_special=False) for s in starts.tolist()]
+    gold = [codec.decode([int(ids[s + seq_len])], skip_special=False) for s in starts.tolist()]
+    return {"sha256": stats.items_hash(texts, gold), "blocks": blocks}
 
 
 def verdict(metrics: dict) -> str:
@@ -198,6 +216,13 @@ class BestByValidation:
 
 def evaluate(model, ids, starts, seq_len: int, device: str, batch_size: int, precision: str = "fp32"):
     """Mean NLL and accuracy of the next token after each window (the last position)."""
+    return window_scores(model, ids, starts, seq_len, device, batch_size, precision)[:2]
+
+
+def window_scores(model, ids, starts, seq_len: int, device: str, batch_size: int, precision: str = "fp32"):
+    """(mean NLL, accuracy, each window's NLL, each window's 0/1 hit) of the next token after each window (the
+    last position): the per-window lists are what a test interval resamples; the mean is summed batch by batch
+    as it always was."""
     import torch
     import torch.nn.functional as F
 
@@ -206,7 +231,7 @@ def evaluate(model, ids, starts, seq_len: int, device: str, batch_size: int, pre
     from nlpexp.tasks.novel.data import gather_windows
 
     model.eval()
-    nll, correct = 0.0, 0
+    nll, correct, losses, hits = 0.0, 0, [], []
     with torch.inference_mode(), autocast(precision, device), \
             Progress(len(starts), "evaluate", unit="window", every=None, leave=False) as bar:
         for i in range(0, len(starts), batch_size):
@@ -215,9 +240,12 @@ def evaluate(model, ids, starts, seq_len: int, device: str, batch_size: int, pre
             x, y = x.to(device), y[:, -1].to(device)
             logits = model.last_logits(x).float()
             nll += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(-1) == y).sum().item()
+            hit = logits.argmax(-1) == y
+            correct += hit.sum().item()
+            losses += F.cross_entropy(logits, y, reduction="none").tolist()
+            hits += hit.int().tolist()
     model.train()
-    return nll / len(starts), correct / len(starts)
+    return nll / len(starts), correct / len(starts), losses, hits
 
 
 def fit(cfg, model, data, run_dir: Path, device: str):

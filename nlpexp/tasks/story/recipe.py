@@ -3,7 +3,8 @@
 train:    stories -> split by position -> tokenizer (byte-level BPE trained on the training stories; hub GPT-2's
           own) -> model (transformer: next-token classifier or causal LM; transformer_encdec; gpt2) -> fit with
           gradient accumulation (epochs=0: zero-shot) -> test perplexity of the references -> generations at each
-          of generate.eval_temperatures -> corpus/sentence BLEU, distinct-1/2, repeated 4-grams
+          of generate.eval_temperatures -> corpus BLEU-1/2/4 (sacrebleu; its signature) and mean sentence BLEU,
+          distinct-1/2, repeated 4-grams, each test metric also as per-story statistics (`items`: intervals)
 eval:     a saved run (ckpt=) on this config's test split and decoding settings; generate.search=[...] scores a
           grid of settings on the validation stories and tests the best (tune decoding without training)
 generate: a saved run (ckpt=) or the configured pretrained model continues prompt="..."
@@ -84,11 +85,15 @@ def encode_pairs(tok, frame) -> list[tuple[list[int], list[int]]]:
 def nll_sum(model: StoryModel, batch, smoothing: float = 0.0):
     """The batch's summed target-token NLL (a 0-d tensor), in fp32 whatever the autocast; `smoothing`
     (trainer.label_smoothing, training only) spreads that share of each target's mass over the vocabulary."""
+    return token_nll(*model.scores(batch), "sum", smoothing)
+
+
+def token_nll(logits, labels, reduction: str = "sum", smoothing: float = 0.0):
+    """Cross-entropy of the scored targets (labels -100: not scored, 0 under reduction="none"), in fp32."""
     import torch
 
-    logits, labels = model.scores(batch)
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
-                                             ignore_index=-100, reduction="sum", label_smoothing=smoothing)
+                                             ignore_index=-100, reduction=reduction, label_smoothing=smoothing)
 
 
 class StoryJob:
@@ -151,6 +156,13 @@ class ValidationLoss:
 
 def mean_nll(model, items, batch_size: int, device: str, precision: str = "fp32") -> float:
     """Mean target-token NLL of the examples, in length-sorted batches."""
+    return item_nll(model, items, batch_size, device, precision)[0]
+
+
+def item_nll(model, items, batch_size: int, device: str, precision: str = "fp32") -> tuple:
+    """(mean target-token NLL of the examples, each example's summed NLL, each example's scored tokens), the
+    last two in the examples' order: the per-item losses a perplexity interval resamples. The mean is summed
+    batch by batch as it always was (the per-item sums in fp32 would move its last digits)."""
     import torch
 
     from nlpexp.report.console import Progress
@@ -159,14 +171,21 @@ def mean_nll(model, items, batch_size: int, device: str, precision: str = "fp32"
     model.eval()
     order = sorted(range(len(items)), key=lambda i: sum(len(v) for v in items[i].values() if isinstance(v, list)))
     nll, count = 0.0, 0
+    sums, tokens = [0.0] * len(items), [0] * len(items)
     with torch.inference_mode(), autocast(precision, device), \
             Progress(len(order), "evaluate", unit="story", every=None, leave=False) as bar:
         for i in range(0, len(order), batch_size):
-            bar.update(len(order[i:i + batch_size]))
-            batch = {k: v.to(device) for k, v in model.collate([items[j] for j in order[i:i + batch_size]]).items()}
-            nll += nll_sum(model, batch).item()
+            part = order[i:i + batch_size]
+            bar.update(len(part))
+            batch = {k: v.to(device) for k, v in model.collate([items[j] for j in part]).items()}
+            logits, labels = model.scores(batch)
+            nll += token_nll(logits, labels).item()
             count += int((batch["labels"] != -100).sum())
-    return nll / max(count, 1)
+            per_item = token_nll(logits, labels, "none").view(len(part), -1).sum(1).tolist()
+            scored = (labels != -100).view(len(part), -1).sum(1).tolist()
+            for j, s, c in zip(part, per_item, scored):
+                sums[j], tokens[j] = s, c
+    return nll / max(count, 1), sums, tokens
 
 
 def fit(cfg, model: StoryModel, train_pairs, val_pairs, device: str, run_dir: Path | None = None,
@@ -235,25 +254,45 @@ def continue_prompts(model: StoryModel, tok, prompts: list[list[int]], texts: li
     return out
 
 
-def story_metrics(hyps: list[str], refs: list[str], prefix: str) -> dict:
-    from nlpexp.report.metrics import bleu_length_ratio, bleu_scores, distinct_n, punctuation_only, repetition_rate
+def story_metrics(hyps: list[str], refs: list[str], prefix: str) -> tuple[dict, list, str]:
+    """(the metrics of one decoding's test generations, the blocks of per-story statistics their intervals
+    resample, sacrebleu's signature). Corpus BLEU-1/2/4 (<prefix>_bleu is BLEU-4) and the length ratio come from
+    the block's per-story n-gram counts: sacrebleu's corpus_score of each order, its n-grams counted once."""
+    from nlpexp.report import stats
+    from nlpexp.report.metrics import distinct_n, mean_sentence_bleu, punctuation_only, repetition_rate, \
+        text_repetition
 
     words = [h.split() for h in hyps]
-    corpus, sentence = bleu_scores(hyps, refs)
-    return {f"{prefix}_bleu": round(corpus, 5), f"{prefix}_sentence_bleu": round(sentence, 5),
-            f"{prefix}_length_ratio": round(bleu_length_ratio(hyps, refs), 4),
-            f"{prefix}_distinct_1": round(distinct_n(words, 1), 5),
-            f"{prefix}_distinct_2": round(distinct_n(words, 2), 5),
-            f"{prefix}_repeated_4gram_rate": round(repetition_rate(words, 4), 5),
-            f"{prefix}_mean_words": round(sum(map(len, words)) / max(len(words), 1), 2),
-            f"{prefix}_punctuation_only": float(sum(punctuation_only(h) for h in hyps))}
+    bleu, signature = stats.bleu_block(hyps, refs, prefix)
+    bleu.metrics = {f"{prefix}_bleu_1": "bleu_1", f"{prefix}_bleu_2": "bleu_2", f"{prefix}_bleu": "bleu_4"}
+    corpus = stats.point([bleu])
+    sys_len, ref_len = bleu.columns()[:, :2].sum(axis=0)
+    rates = [text_repetition(w, 4) for w in words]  # None: a story too short for a 4-gram, left out as before
+    blocks = [bleu, stats.distinct_block(words, 1, f"{prefix}_distinct_1"),
+              stats.distinct_block(words, 2, f"{prefix}_distinct_2"),
+              stats.Block("ratio", {"num": [r or 0.0 for r in rates], "den": [float(r is not None) for r in rates]},
+                          {f"{prefix}_repeated_4gram_rate": "ratio"})]
+    metrics = {**{key: round(value, 5) for key, value in corpus.items()},
+               f"{prefix}_sentence_bleu": round(mean_sentence_bleu(hyps, refs), 5),
+               f"{prefix}_length_ratio": round(float(sys_len / max(ref_len, 1)), 4),
+               f"{prefix}_distinct_1": round(distinct_n(words, 1), 5),
+               f"{prefix}_distinct_2": round(distinct_n(words, 2), 5),
+               f"{prefix}_repeated_4gram_rate": round(repetition_rate(words, 4), 5),
+               f"{prefix}_mean_words": round(sum(map(len, words)) / max(len(words), 1), 2),
+               f"{prefix}_punctuation_only": float(sum(punctuation_only(h) for h in hyps))}
+    return metrics, blocks, signature
+
+
+def copy_hypotheses(frame) -> list[str]:
+    """The floor every story model must clear: the first sentence written four times, as the continuation."""
+    return [" ".join([p] * 4) for p in frame["prompt"]]
 
 
 def copy_bleu(frame) -> float:
-    """The floor every story model must clear: the first sentence written four times, as the continuation."""
+    """Corpus BLEU-4 of copy_hypotheses."""
     from nlpexp.report.metrics import bleu_scores
 
-    return round(bleu_scores([" ".join([p] * 4) for p in frame["prompt"]], frame["reference"].tolist())[0], 5)
+    return round(bleu_scores(copy_hypotheses(frame), frame["reference"].tolist())[0], 5)
 
 
 def search_decoding(cfg, model, tok, frame) -> tuple:
@@ -278,15 +317,28 @@ def search_decoding(cfg, model, tok, frame) -> tuple:
 def evaluate(cfg, model, tok, data, test_pairs, run_dir: Path, device: str) -> tuple:
     """Test perplexity of the references, the copy baseline, then the test prompts at each evaluation temperature
     and, with generate.search, under the setting the validation stories chose (chosen_*): (metrics, what the
-    search found), and samples.jsonl in run_dir."""
+    search found, the verdict, sacrebleu's signature and the test stories' per-item statistics as `items`), and
+    samples.jsonl in run_dir."""
+    import numpy as np
+
+    from nlpexp.report import stats
     from nlpexp.report.metrics import perplexity
     from nlpexp.training.precision import of_run
 
     eb = int(cfg.trainer.eval_batch_size)
-    test_nll = mean_nll(model, model.examples(test_pairs, train=False), eb, device, of_run(cfg, device, strict=False))
+    examples = [model.examples([pair], train=False) for pair in test_pairs]  # a story's examples: one, or a
+    owner = [k for k, story in enumerate(examples) for _ in story]           # window per target token
+    test_nll, nll_sums, tokens = item_nll(model, [e for story in examples for e in story], eb, device,
+                                          of_run(cfg, device, strict=False))
     metrics = {"test_loss": round(test_nll, 5), "test_perplexity": round(perplexity(test_nll), 4),
                "baseline_copy_bleu": copy_bleu(data["test"])}
     prompts, refs = [p for p, _ in test_pairs], data["test"]["reference"].tolist()
+    per_story = stats.perplexity_block(np.bincount(owner, nll_sums, len(test_pairs)),
+                                       np.bincount(owner, tokens, len(test_pairs)), "test_perplexity")
+    per_story.metrics["test_loss"] = "ratio"
+    copy, _ = stats.bleu_block(copy_hypotheses(data["test"]), refs, "baseline_copy")
+    copy.metrics = {"baseline_copy_bleu": "bleu_4"}
+    blocks = [per_story, copy]
     runs = [(f"t{float(t)}", decode_settings(cfg.generate, t)) for t in cfg.generate.eval_temperatures]
     found = {}
     if cfg.generate.get("search"):
@@ -298,13 +350,17 @@ def evaluate(cfg, model, tok, data, test_pairs, run_dir: Path, device: str) -> t
         started = time.time()
         hyps = continue_prompts(model, tok, prompts, data["test"]["prompt"].tolist(), settings, cfg.seed,
                                 int(cfg.generate.batch_size), desc=f"decode {prefix}")
-        metrics.update(story_metrics(hyps, refs, prefix))
+        scores, scored, signature = story_metrics(hyps, refs, prefix)
+        metrics.update(scores)
+        blocks += scored
         metrics[f"{prefix}_generation_s"] = round(time.time() - started, 2)
         rows += [{"decoding": prefix, "temperature": float(settings["temperature"]), "prompt": p, "reference": r,
                   "generation": h} for p, r, h in zip(data["test"]["prompt"], refs, hyps)]
     with open(run_dir / "samples.jsonl", "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    return metrics, {**found, "verdict": verdict(metrics, [prefix for prefix, _ in runs])}
+    items = {"sha256": stats.items_hash(data["test"]["prompt"].tolist(), refs), "blocks": blocks}
+    return metrics, {**found, "verdict": verdict(metrics, [prefix for prefix, _ in runs]),
+                     "bleu_signature": signature, "items": items}
 
 
 def verdict(metrics: dict, prefixes: list[str]) -> str:
