@@ -605,20 +605,25 @@ def print_summary(summary: dict) -> None:
     metrics, ci = summary["metrics"], summary.get("intervals") or {}
     splits = list(dict.fromkeys(k.split("_", 1)[0] for k in metrics if "_" in k))
     names = list(dict.fromkeys(k.split("_", 1)[1] for k in metrics if "_" in k))
-    widths = [24 if any(f"{s}_{n}_ci" in ci for n in names) else 12 for s in splits]
 
-    def cell(key: str, width: int) -> str:
+    def cell(key: str) -> str:
         v = metrics.get(key)
         if not isinstance(v, (int, float)):
-            return " " * width
+            return ""
         lo_hi = ci.get(f"{key}_ci")
-        return (f"{v:.4f} [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi else f"{v:.4f}").rjust(width)
+        if not lo_hi:
+            return f"{v:.4f}"
+        size = max(abs(lo_hi[0]), abs(lo_hi[1]))
+        digits = 2 if size >= 10 else 3 if size >= 0.05 else 4  # BLEU near 0 keeps the value's four decimals
+        return f"{v:.4f} [{lo_hi[0]:.{digits}f}, {lo_hi[1]:.{digits}f}]"
 
+    cells = {name: [cell(f"{s}_{name}") for s in splits] for name in names}
+    widths = [max([len(s), *(len(row[i]) for row in cells.values())]) + 2 for i, s in enumerate(splits)]
     lines = [f"\n{summary['task']} / {summary['model']} ({summary['mode']}) on {summary['device']}, "
              f"{summary['wall_time_s']:.1f}s"]
     lines.append(f"{'metric':<22}" + "".join(f"{s:>{w}}" for s, w in zip(splits, widths)))
-    for name in names:
-        lines.append(f"{name:<22}" + "".join(cell(f"{s}_{name}", w) for s, w in zip(splits, widths)))
+    for name, row in cells.items():
+        lines.append(f"{name:<22}" + "".join(f"{c:>{w}}" for c, w in zip(row, widths)))
     if ci:
         lines.append(f"[lo, hi]: {ci['level']:.0%} bootstrap interval over the test items ({ci['resamples']} "
                      "resamples, eval.bootstrap)")
