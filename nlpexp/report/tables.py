@@ -270,7 +270,7 @@ def configurations(table: pd.DataFrame, differing: list[str], runs: list[dict]) 
     for parts in groups.values():
         found = [p for p in parts if p["rows"]]
         for part in parts:
-            part["label"] = " ".join(f"{k}={v}" for k, v in part["keys"].items()) or "all runs"
+            part["label"] = " ".join(f"{k}={v}" for k, v in part["keys"].items() if str(v) != "") or "all runs"
         for part in found[1:]:
             why = pool_difference(signatures[found[0]["lead"]], signatures[part["lead"]])
             notes.append(f"{part['label']}: not pooled: {why}: runs {_names(table, found[0]['rows'])} vs "
