@@ -288,18 +288,26 @@ def copy_hypotheses(frame) -> list[str]:
     return [" ".join([p] * 4) for p in frame["prompt"]]
 
 
-def copy_bleu(frame) -> float:
-    """Corpus BLEU-4 of copy_hypotheses."""
-    from nlpexp.report.metrics import bleu_scores
+def copy_block(frame):
+    """The per-story BLEU counts of copy_hypotheses (report.stats): its BLEU-4 is baseline_copy_bleu."""
+    from nlpexp.report import stats
 
-    return round(bleu_scores(copy_hypotheses(frame), frame["reference"].tolist())[0], 5)
+    block, _ = stats.bleu_block(copy_hypotheses(frame), frame["reference"].tolist(), "baseline_copy")
+    block.metrics = {"baseline_copy_bleu": "bleu_4"}
+    return block
+
+
+def copy_bleu(frame, block=None) -> float:
+    """Corpus BLEU-4 of copy_hypotheses (sacrebleu's, from the counts of copy_block)."""
+    from nlpexp.report import stats
+
+    return round(stats.point([block or copy_block(frame)])["baseline_copy_bleu"], 5)
 
 
 def search_decoding(cfg, model, tok, frame) -> tuple:
     """Each generate.search setting on the validation stories; (the best by corpus BLEU, the table)."""
     from omegaconf import OmegaConf
-
-    from nlpexp.report.metrics import bleu_scores
+    from sacrebleu import corpus_bleu
 
     prompts = [p for p, _ in encode_pairs(tok, frame)]
     table = []
@@ -308,7 +316,8 @@ def search_decoding(cfg, model, tok, frame) -> tuple:
         settings = {**decode_settings(cfg.generate), **changes}
         hyps = continue_prompts(model, tok, prompts, frame["prompt"].tolist(), settings, cfg.seed,
                                 int(cfg.generate.batch_size), desc=f"search {n + 1}/{len(cfg.generate.search)}")
-        table.append({"settings": changes, "val_bleu": round(bleu_scores(hyps, frame["reference"].tolist())[0], 5)})
+        table.append({"settings": changes, "val_bleu": round(corpus_bleu(hyps, [frame["reference"].tolist()]).score
+                                                             / 100, 5)})  # corpus BLEU only: no sentence scores
         print(f"decoding {changes}: validation BLEU {table[-1]['val_bleu']:.4f}")
     best = max(table, key=lambda row: row["val_bleu"])
     return best, table
@@ -330,14 +339,13 @@ def evaluate(cfg, model, tok, data, test_pairs, run_dir: Path, device: str) -> t
     owner = [k for k, story in enumerate(examples) for _ in story]           # window per target token
     test_nll, nll_sums, tokens = item_nll(model, [e for story in examples for e in story], eb, device,
                                           of_run(cfg, device, strict=False))
+    copy = copy_block(data["test"])  # sacrebleu counts the copy baseline's n-grams once, for value and interval
     metrics = {"test_loss": round(test_nll, 5), "test_perplexity": round(perplexity(test_nll), 4),
-               "baseline_copy_bleu": copy_bleu(data["test"])}
+               "baseline_copy_bleu": copy_bleu(data["test"], copy)}
     prompts, refs = [p for p, _ in test_pairs], data["test"]["reference"].tolist()
     per_story = stats.perplexity_block(np.bincount(owner, nll_sums, len(test_pairs)),
                                        np.bincount(owner, tokens, len(test_pairs)), "test_perplexity")
     per_story.metrics["test_loss"] = "ratio"
-    copy, _ = stats.bleu_block(copy_hypotheses(data["test"]), refs, "baseline_copy")
-    copy.metrics = {"baseline_copy_bleu": "bleu_4"}
     blocks = [per_story, copy]
     runs = [(f"t{float(t)}", decode_settings(cfg.generate, t)) for t in cfg.generate.eval_temperatures]
     found = {}
